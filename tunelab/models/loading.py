@@ -1,0 +1,107 @@
+"""Turning a ModelSpec into a tokenizer and weights (heavy imports live here).
+
+GGUF models (the embedded SmolLM2) are dequantised by transformers once and cached
+as a normal safetensors directory under the cache dir: conversion takes ~15-20 s,
+a cached load ~1 s. Conversion writes into a temp dir and renames it into place
+under a file lock, so a server and a training process never see half a model.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from tunelab.models.registry import ModelSpec
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def _offline_env() -> None:
+    # Embedded models never need the hub; users with internet can unset this.
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _converted_dir(spec: ModelSpec, cache_dir: Path) -> Path:
+    src = Path(spec.source) / (spec.gguf_file or "")
+    stat = src.stat()
+    tag = hashlib.sha256(f"{src}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_dir / "converted" / f"{spec.id}-{tag}"
+
+
+def model_dir(spec: ModelSpec, cache_dir: Path) -> str:
+    """A path (or hub id) from_pretrained can load without a gguf_file argument."""
+    if not spec.gguf_file:
+        return spec.source
+    target = _converted_dir(spec, cache_dir)
+    if (target / "config.json").exists():
+        return str(target)
+    _offline_env()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with file_lock(target.with_suffix(".lock")):
+        if (target / "config.json").exists():
+            return str(target)
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tok = AutoTokenizer.from_pretrained(spec.source, gguf_file=spec.gguf_file, **spec.options)
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.source, gguf_file=spec.gguf_file, **spec.options
+        )
+        # The weights are plain floats after dequantisation; drop the GGUF marker
+        # so transformers saves them as an ordinary model.
+        model.hf_quantizer = None
+        model.config.__dict__.pop("quantization_config", None)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, target)
+    return str(target)
+
+
+def load_tokenizer(spec: ModelSpec, cache_dir: Path) -> PreTrainedTokenizerBase:
+    _offline_env()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir(spec, cache_dir), **spec.options)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(
+    spec: ModelSpec, cache_dir: Path, *, device: str = "cpu", dtype: Any = None
+) -> PreTrainedModel:
+    """The base model in eval mode on `device`; fp32 unless a dtype is given."""
+    _offline_env()
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir(spec, cache_dir), dtype=dtype or torch.float32, **spec.options
+    )
+    return model.to(device).eval()
+
+
+def load_sentence_transformer(spec: ModelSpec, *, device: str = "cpu") -> SentenceTransformer:
+    _offline_env()
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(spec.source, device=device, **spec.options)

@@ -1,0 +1,115 @@
+"""Settings: the only module that reads the environment.
+
+Every value has a default, can be set with a `TUNELAB_*` variable, and is passed
+down explicitly (create_app(settings), Worker(settings)); nothing else looks at
+os.environ. Precedence: defaults < environment < command-line flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".tunelab"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One configured API key and the project it belongs to."""
+
+    key: str
+    project: str
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TUNELAB_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    # Defaults to SQLite under data_dir; any SQLAlchemy URL works (postgresql://...).
+    database_url: str | None = None
+    # Comma-separated KEY:PROJECT items; a bare KEY belongs to project "default".
+    api_keys: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Converted models (GGUF -> safetensors) live here; defaults to data_dir/cache.
+    cache_dir: Path | None = None
+    # "auto" picks cuda when available, else cpu.
+    device: str = "auto"
+
+    default_chat_model: str = "smollm2-135m-instruct"
+    default_embedding_model: str = "all-minilm-l6-v2"
+
+    max_upload_bytes: int = 512 * 1024 * 1024
+
+    # Embeddings micro-batching: requests arriving within this window share one
+    # forward pass, up to this many texts.
+    embed_batch_window_ms: float = 5.0
+    embed_max_batch: int = 256
+
+    # Inference: LoRA adapters kept attached, and the bound on waiting requests.
+    adapter_cache_size: int = 8
+    max_queued_requests: int = 64
+
+    # Jobs: run a worker inside `serve` (more can run with `tunelab worker`).
+    embedded_worker: bool = True
+    worker_poll_seconds: float = 1.0
+
+    @field_validator("data_dir", "cache_dir", mode="after")
+    @classmethod
+    def _expand(cls, v: Path | None) -> Path | None:
+        return v.expanduser().resolve() if v is not None else None
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'tunelab.db'}"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.cache_dir or (self.data_dir / "cache")
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def models_dir(self) -> Path:
+        """Fine-tuned adapters, checkpoints and full fine-tunes."""
+        return self.data_dir / "models"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def vectors_dir(self) -> Path:
+        return self.data_dir / "vectors"
+
+    @property
+    def registry_file(self) -> Path:
+        """Extra models (Hugging Face ids or local dirs) a user registers."""
+        return self.data_dir / "models.json"
+
+    def parsed_api_keys(self) -> list[ApiKey]:
+        keys = []
+        for item in self.api_keys.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            key, _, project = item.partition(":")
+            keys.append(ApiKey(key=key.strip(), project=project.strip() or "default"))
+        return keys
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch  # heavy: only when a model is about to run
+
+        return "cuda" if torch.cuda.is_available() else "cpu"

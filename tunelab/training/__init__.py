@@ -1,0 +1,1 @@
+"""The training process: config, dataset -> batches with loss masks, the loop."""
