@@ -1,0 +1,1 @@
+"""The HTTP interface: create_app(settings) builds the FastAPI app."""

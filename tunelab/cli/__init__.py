@@ -1,0 +1,1 @@
+"""The `tunelab` command: one module per command group (see cli.main.COMMAND_MODULES)."""

@@ -1,0 +1,1 @@
+"""Training data: reading files, normalising formats, validation, prepare-data fixes."""
