@@ -21,7 +21,9 @@ from tunelab.settings import Settings
 @click.option("--step", "steps", multiple=True, metavar="NAME",
               help="Run only these steps (repeatable): prepare, upload, finetune, compare, embeddings, "
                    "store, ask, grounded, classify.")
-def quickstart(base_url: str | None, fast: bool, steps: tuple[str, ...]) -> None:
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where prepared files (and a started server's data) go (default: a new temporary dir).")
+def quickstart(base_url: str | None, fast: bool, steps: tuple[str, ...], workdir: Path | None) -> None:
     """Walk the whole tutorial on the sample data in examples/, printing each step's
     command, its openai SDK equivalent and its result.
 
@@ -46,7 +48,7 @@ def quickstart(base_url: str | None, fast: bool, steps: tuple[str, ...]) -> None
     chosen = list(steps) or [s for s in STEPS if not fast or s in FAST_STEPS]
     settings = Settings(**({"base_url": base_url} if base_url else {}))
     started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="tunelab-quickstart-"))
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="tunelab-quickstart-"))
     with _server(settings, explicit=base_url is not None, workdir=workdir) as (url, kept):
         session = Session(client=make_client(settings.model_copy(update={"base_url": url})),
                           workdir=workdir / "work", fast=fast)
@@ -77,7 +79,7 @@ def _server(settings: Settings, *, explicit: bool, workdir: Path):  # type: igno
             raise click.ClickException(f"No tunelab server answers at {settings.base_url}. Start one with "
                                        "`tunelab serve`, or leave out --base-url to let quickstart start one.")
         data_dir = workdir / "data"
-        data_dir.mkdir()
+        data_dir.mkdir(parents=True, exist_ok=True)
         click.echo(f"No server at {settings.base_url}; starting one on {data_dir} …", err=True)
         with own_server(settings, data_dir) as url:
             yield url, data_dir

@@ -18,10 +18,10 @@ from typing import Any
 
 from rich.table import Table
 
+from tunelab.tutorial.retrieval import build_store
 from tunelab.tutorial.session import Session, StepUnavailable, needs, read_jsonl, write_jsonl
 
-# Passages per question, at training and at answer time. Two ~one-section chunks keep
-# each example near 350 tokens, which trains in minutes on a laptop CPU.
+# Passages per question, at training and at answer time (see retrieval.CHUNKING).
 DEFAULT_K = 2
 
 
@@ -111,11 +111,8 @@ def score(client: Any, model: str, store_id: str, rows: list[dict[str, Any]], k:
 
 def step_grounded(session: Session) -> None:
     session.title(7, "fine-tuning + embeddings: train on prompts with retrieved context")
-    store_id = session.state.get("store_id")
-    if not store_id:
-        from tunelab.tutorial.retrieval import build_store
-
-        store_id = session.state["store_id"] = build_store(session)
+    store_id = session.state.get("store_id") or build_store(session)
+    session.state["store_id"] = store_id
     out = session.workdir / "manual_qa_grounded.jsonl"
     session.show(
         f"tunelab ground-data -f examples/manual_qa_train.jsonl --store {store_id} -k {DEFAULT_K} -o {out.name}\n"
