@@ -10,6 +10,7 @@ thread that owns the base calls into this class, so it needs no lock.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import OrderedDict
 from typing import Any
 
@@ -50,7 +51,9 @@ class AdapterSet:
             victim = next((k for k in self._loaded if k not in in_use and k != ref.key), None)
             if victim is None:
                 break  # every attached adapter is running: go over the bound briefly
-            self.model.delete_adapter(victim)
+            with warnings.catch_warnings():  # peft warns when the active adapter goes; expected here
+                warnings.simplefilter("ignore", UserWarning)
+                self.model.delete_adapter(victim)
             del self._loaded[victim]
             log.info("detached adapter %s", victim)
 

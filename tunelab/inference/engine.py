@@ -142,6 +142,12 @@ class InferenceEngine:
         worker.submit(gen)
         return gen
 
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Counters per loaded model: tokens, steps, finishes, cancellations, adapter loads."""
+        with self._lock:
+            workers = [*self._bases.values(), *(w for w, _ in self._full.values())]
+        return {w.name: {**w.stats, "adapter_loads": w.adapters.loads} for w in workers}
+
     def close(self) -> None:
         with self._lock:
             for worker in [*self._bases.values(), *(w for w, _ in self._full.values())]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-_vocab_cache: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
+_vocab_cache: weakref.WeakKeyDictionary[Any, _Vocab] = weakref.WeakKeyDictionary()
 
 _NUMBER_PREFIX = re.compile(r"-?(0|[1-9]\d*)?(\.\d*)?([eE][+-]?\d*)?")
 _NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")
@@ -27,12 +27,23 @@ _MAX_WS_RUN = 8  # stops a model from padding forever with newlines/indentation
 _CANDIDATES = 32
 
 
-def _vocab_texts(tokenizer: Any) -> list[str]:
-    texts = _vocab_cache.get(tokenizer)
-    if texts is None:
-        texts = [tokenizer.decode([i]) for i in range(len(tokenizer))]
-        _vocab_cache[tokenizer] = texts
-    return texts
+class _Vocab:
+    """Each token's text, and token ids grouped by their first character."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.texts = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+        groups: dict[str, list[int]] = {}
+        for tid, text in enumerate(self.texts):
+            if text:
+                groups.setdefault(text[0], []).append(tid)
+        self.by_first_char = {ch: torch.tensor(ids) for ch, ids in groups.items()}
+
+
+def _vocab(tokenizer: Any) -> _Vocab:
+    vocab = _vocab_cache.get(tokenizer)
+    if vocab is None:
+        vocab = _vocab_cache[tokenizer] = _Vocab(tokenizer)
+    return vocab
 
 
 class _Parser:
@@ -194,28 +205,34 @@ class JsonConstraint:
     """Masks logits so that the generated text stays a JSON object prefix."""
 
     def __init__(self, tokenizer: Any) -> None:
-        self._texts = _vocab_texts(tokenizer)
+        self._vocab = _vocab(tokenizer)
+        self._texts = self._vocab.texts
         self._parser = _Parser()
 
     @property
     def complete(self) -> bool:
         return self._parser.done
 
-    def _accepts(self, text: str) -> bool:
-        if not text:
+    def _accepts(self, tid: int, stop_ids: frozenset[int]) -> bool:
+        if tid in stop_ids or tid >= len(self._texts) or not self._texts[tid]:
             return False
         p = self._parser.copy()
-        return all(p.feed(ch) for ch in text)
+        return all(p.feed(ch) for ch in self._texts[tid])
 
     def mask(self, logits: torch.Tensor, stop_ids: frozenset[int]) -> torch.Tensor:
         """-inf for every token that would break the JSON, among the best ranked ones."""
-        order = torch.argsort(logits, descending=True).tolist()
-        allowed: list[int] = []
-        for rank, tid in enumerate(order):
-            if tid not in stop_ids and tid < len(self._texts) and self._accepts(self._texts[tid]):
-                allowed.append(tid)
-            if rank >= _CANDIDATES and allowed:
-                break
+        top = torch.topk(logits, min(_CANDIDATES, logits.shape[-1])).indices.tolist()
+        allowed = [tid for tid in top if self._accepts(tid, stop_ids)]
+        if not allowed:
+            # The model's favourites all break the JSON (typical at structural
+            # points): look only at tokens whose first character fits, best first.
+            fits = [ids for ch, ids in self._vocab.by_first_char.items() if self._parser.copy().feed(ch)]
+            ids = torch.cat(fits)
+            for tid in ids[torch.argsort(logits[ids], descending=True)].tolist():
+                if self._accepts(tid, stop_ids):
+                    allowed.append(tid)
+                    if len(allowed) >= _CANDIDATES:
+                        break
         out = torch.full_like(logits, float("-inf"))
         idx = torch.tensor(allowed, dtype=torch.long)
         out[idx] = logits[idx]
