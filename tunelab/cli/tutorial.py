@@ -39,7 +39,7 @@ def quickstart(base_url: str | None, fast: bool, steps: tuple[str, ...], workdir
       tunelab quickstart
       tunelab quickstart --step grounded
     """
-    from tunelab.tutorial.quickstart import FAST_STEPS, STEPS, run, summary
+    from tunelab.tutorial.quickstart import FAST_STEPS, STEPS, run, server_for, summary
     from tunelab.tutorial.session import Session, StepUnavailable
 
     unknown = [s for s in steps if s not in STEPS]
@@ -49,42 +49,19 @@ def quickstart(base_url: str | None, fast: bool, steps: tuple[str, ...], workdir
     settings = Settings(**({"base_url": base_url} if base_url else {}))
     started = time.monotonic()
     workdir = workdir or Path(tempfile.mkdtemp(prefix="tunelab-quickstart-"))
-    with _server(settings, explicit=base_url is not None, workdir=workdir) as (url, kept):
-        session = Session(client=make_client(settings.model_copy(update={"base_url": url})),
-                          workdir=workdir / "work", fast=fast)
-        session.workdir.mkdir(parents=True, exist_ok=True)
-        session.console.print(f"tunelab quickstart against {url}: steps {', '.join(chosen)}")
-        try:
+    try:
+        with server_for(settings, explicit=base_url is not None, data_dir=workdir / "data") as (url, kept):
+            session = Session(client=make_client(settings.model_copy(update={"base_url": url})),
+                              workdir=workdir / "work", fast=fast)
+            session.workdir.mkdir(parents=True, exist_ok=True)
+            session.console.print(f"tunelab quickstart against {url}: steps {', '.join(chosen)}")
             failures = run(session, chosen)
-        except StepUnavailable as e:
-            raise click.ClickException(str(e)) from None
-        summary(session, time.monotonic() - started, kept)
+            summary(session, time.monotonic() - started, kept)
+    except StepUnavailable as e:
+        raise click.ClickException(str(e)) from None
     if failures:
         click.echo("\nSteps that did not complete:\n  " + "\n  ".join(failures), err=True)
         sys.exit(1)
-
-
-def _server(settings: Settings, *, explicit: bool, workdir: Path):  # type: ignore[no-untyped-def]
-    """(URL, data dir of a server started here or None), as a context manager."""
-    import contextlib
-
-    from tunelab.tutorial.quickstart import answers, own_server
-
-    @contextlib.contextmanager
-    def cm():  # type: ignore[no-untyped-def]
-        if answers(settings.base_url):
-            yield settings.base_url, None
-            return
-        if explicit:
-            raise click.ClickException(f"No tunelab server answers at {settings.base_url}. Start one with "
-                                       "`tunelab serve`, or leave out --base-url to let quickstart start one.")
-        data_dir = workdir / "data"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        click.echo(f"No server at {settings.base_url}; starting one on {data_dir} …", err=True)
-        with own_server(settings, data_dir) as url:
-            yield url, data_dir
-
-    return cm()
 
 
 @click.command()

@@ -72,10 +72,10 @@ def own_server(settings: Settings, data_dir: Path) -> Iterator[str]:
                                                       env.get("PYTHONPATH")]))
     env["TUNELAB_CACHE_DIR"] = str(settings.model_cache_dir)
     env.pop("TUNELAB_DATABASE_URL", None)
-    log = open(data_dir / "server.log", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen([sys.executable, "-m", "tunelab", "serve", "--port", str(port), "--data-dir", str(data_dir)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
+    with open(data_dir / "server.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "tunelab", "serve", "--port", str(port), "--data-dir",
+                                 str(data_dir)], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not answers(url):
@@ -90,7 +90,25 @@ def own_server(settings: Settings, data_dir: Path) -> Iterator[str]:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-        log.close()
+
+
+@contextlib.contextmanager
+def server_for(settings: Settings, *, explicit: bool, data_dir: Path) -> Iterator[tuple[str, Path | None]]:
+    """(the /v1 URL to use, the data dir of a server started here or None).
+
+    The server at settings.base_url when it answers; otherwise, unless that URL was
+    asked for explicitly, a server started on data_dir for the length of the walk.
+    """
+    if answers(settings.base_url):
+        yield settings.base_url, None
+        return
+    if explicit:
+        raise StepUnavailable(f"No tunelab server answers at {settings.base_url}. Start one with `tunelab serve`, "
+                              "or leave out --base-url to let quickstart start one.")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    print(f"No server at {settings.base_url}; starting one on {data_dir} …", file=sys.stderr)
+    with own_server(settings, data_dir) as url:
+        yield url, data_dir
 
 
 def run(session: Session, steps: list[str]) -> list[str]:
@@ -101,7 +119,7 @@ def run(session: Session, steps: list[str]) -> list[str]:
     for name in steps:
         try:
             STEPS[name](session)
-        except StepUnavailable as e:
+        except (StepUnavailable, ValueError) as e:  # ValueError: a sample file that does not read
             failures.append(f"{name}: {e}")
         except openai.APIStatusError as e:
             failures.append(f"{name}: the server answered {e.status_code}: {e.message}")
