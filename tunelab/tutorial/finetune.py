@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tunelab.tutorial.session import Session, StepUnavailable, needs
@@ -37,7 +37,7 @@ def run_job(session: Session, training_file: str, *, suffix: str, n_epochs: int,
     session.console.print(f"created job [bold]{job.id}[/bold] ({job.status})")
     seen: set[str] = set()
     deadline = time.monotonic() + timeout_s
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("step"), MofNCompleteColumn(),
                TextColumn("{task.fields[loss]}"), TimeElapsedColumn())
     with Progress(*columns, console=session.console, transient=False) as progress:
         bar = progress.add_task(f"{suffix}: {job.status}", total=None, loss="")
