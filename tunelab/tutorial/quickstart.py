@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -74,8 +75,10 @@ def own_server(settings: Settings, data_dir: Path) -> Iterator[str]:
     env.pop("TUNELAB_DATABASE_URL", None)
     url = f"http://127.0.0.1:{port}/v1"
     with open(data_dir / "server.log", "wb") as log:
+        # Its own process group, so that stopping it also stops the training processes
+        # its worker spawned, even when the walk is interrupted.
         proc = subprocess.Popen([sys.executable, "-m", "tunelab", "serve", "--port", str(port), "--data-dir",
-                                 str(data_dir)], env=env, stdout=log, stderr=subprocess.STDOUT)
+                                 str(data_dir)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not answers(url):
@@ -85,11 +88,19 @@ def own_server(settings: Settings, data_dir: Path) -> Iterator[str]:
             time.sleep(0.3)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group, give it 30 s, then SIGKILL whatever is left
+    (a training process outlives a server that stops without cancelling it)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @contextlib.contextmanager
