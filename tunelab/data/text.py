@@ -1,0 +1,130 @@
+"""Opening user files as text: encoding detection and binary-file refusal.
+
+Users bring UTF-8 (with or without a BOM), UTF-16 from Windows tools, and GBK /
+GB18030 from Excel on a Chinese Windows machine. A BOM decides at once; otherwise
+the first megabyte is tried as UTF-8 and, failing that, charset-normalizer names
+the encoding. GBK and GB2312 are read as GB18030, their superset, so a rare
+character later in the file still decodes.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+SAMPLE_BYTES = 1 << 20
+
+# charset-normalizer's names for encodings whose superset we read instead.
+_SUPERSETS = {"gb2312": "gb18030", "gbk": "gb18030", "ascii": "utf-8"}
+
+
+class UnreadableFile(ValueError):
+    """The file cannot be read as text; the message says why and what to do."""
+
+
+def detect_encoding(sample: bytes) -> str:
+    """The Python codec name to read a file whose first bytes are `sample`."""
+    if sample.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    try:
+        # final=False: the sample may end in the middle of a multi-byte character.
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
+        if b"\x00" not in sample:
+            return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(sample).best()
+    if best is None or (b"\x00" in sample and not best.encoding.startswith("utf_16")):
+        raise UnreadableFile(
+            "The file does not look like text (it contains binary data). "
+            "Save it as CSV, TSV, XLSX, JSON or JSONL and try again."
+        )
+    enc = codecs.lookup(best.encoding).name
+    return _SUPERSETS.get(enc, enc)
+
+
+def read_text(path: Path) -> tuple[str, str]:
+    """The whole file as text, and its encoding; UnreadableFile names a bad line."""
+    data = Path(path).read_bytes()
+    encoding = detect_encoding(data[:SAMPLE_BYTES])
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise UnreadableFile(
+            f"Line {line} is not valid {encoding} text (the rest of the file is). "
+            "Save the file as UTF-8 and try again."
+        ) from None
+    # The same newline handling as open_text.
+    return text.replace("\r\n", "\n").replace("\r", "\n"), encoding
+
+
+# One example is far below this; a longer "line" is a file without line breaks.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class Line:
+    """One physical line: its text, or why it could not be read."""
+
+    number: int  # 1-based
+    text: str | None
+    nbytes: int
+    error: str | None = None
+
+
+def iter_lines(path: Path, *, max_bytes: int = MAX_LINE_BYTES) -> Iterator[Line]:
+    """The file's lines in bounded memory, decoded one by one.
+
+    Reading bytes and decoding each line (rather than a text stream) gives the
+    exact line of an undecodable byte and a byte count for progress bars. A line
+    longer than max_bytes is skipped in chunks and reported, never held whole.
+    UTF-16/32 have no single-byte newline, so they are read as a text stream.
+    """
+    with open(path, "rb") as fh:
+        encoding = detect_encoding(fh.read(SAMPLE_BYTES))
+    if encoding.startswith(("utf-16", "utf-32")):
+        yield from _iter_text_lines(path, encoding)
+        return
+    codec = "utf-8" if encoding == "utf-8-sig" else encoding
+    with open(path, "rb") as fh:
+        if encoding == "utf-8-sig":
+            fh.read(len(codecs.BOM_UTF8))
+        number = 0
+        while True:
+            raw = fh.readline(max_bytes + 1)
+            if not raw:
+                return
+            number += 1
+            if len(raw) > max_bytes and not raw.endswith(b"\n"):
+                size = len(raw)
+                while raw and not raw.endswith(b"\n"):
+                    raw = fh.readline(1 << 20)
+                    size += len(raw)
+                yield Line(number, None, size, (
+                    f"the line is {size / 1e6:.0f} MB long, more than the "
+                    f"{max_bytes // (1 << 20)} MB one example may have; JSONL needs one example "
+                    "per line, so check that the file has line breaks between examples"
+                ))
+                continue
+            try:
+                text = raw.decode(codec)
+            except UnicodeDecodeError:
+                yield Line(number, None, len(raw), (
+                    f"the line is not valid {encoding} text (the rest of the file is); "
+                    "save the file as UTF-8"
+                ))
+                continue
+            yield Line(number, text.rstrip("\r\n"), len(raw))
+
+
+def _iter_text_lines(path: Path, encoding: str) -> Iterator[Line]:
+    with open(path, encoding=encoding, errors="replace", newline=None) as fh:
+        for number, text in enumerate(fh, 1):
+            yield Line(number, text.rstrip("\n"), len(text.encode(encoding, "replace")))
