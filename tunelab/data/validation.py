@@ -152,7 +152,7 @@ def validate_file(
             try:
                 obj = json.loads(ln.text)
             except ValueError as e:
-                validator.add_unreadable(ln.number, _json_error(ln.text, e))
+                validator.add_unreadable(ln.number, json_error_message(ln.text, e))
                 continue
             if isinstance(obj, list) and ln.number == 1:
                 validator.add_unreadable(ln.number, (
@@ -170,7 +170,7 @@ def validate_file(
     return validator.finish()
 
 
-def _json_error(text: str, e: ValueError) -> str:
+def json_error_message(text: str, e: ValueError) -> str:
     stripped = text.lstrip()
     if stripped.startswith("[") or stripped.startswith("{") and not stripped.rstrip().endswith("}"):
         hint = (

@@ -1,0 +1,324 @@
+"""`tunelab prepare-data`: read a file, check it, offer fixes, write clean JSONL.
+
+The flow of the legacy `prepare_data` tool (contract §3.3): analyse and print
+what was found (necessary fixes are applied at once, errors stop the run), then
+list the actions, asking `[Y/n]` for each recommended one, then write the result
+and print the command that starts a fine-tuning job with it. Chat data (and
+Alpaca / ShareGPT, converted to chat) goes through the same `Validator` as uploads
+and jobs, then gets token statistics from the base model's tokenizer.
+
+All terminal I/O goes through a `Console` (the CLI passes a click-backed one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+from tunelab.data import legacy
+from tunelab.data.legacy import Remediation, Rows
+from tunelab.data.readers import ReadResult, Record, read_records
+from tunelab.data.stats import mask_segments, token_stats
+from tunelab.data.text import UnreadableFile
+from tunelab.data.validation import FORMAT_NAMES, MIN_EXAMPLES, Validator, ValidationReport
+from tunelab.data.formats import prompt_completion_to_chat
+
+SPLIT_SEED = 42
+MAX_VALID_ROWS = 1000
+PROBLEMS_SHOWN = 20
+SOURCE_NAMES = {"alpaca": "Alpaca (instruction/input/output)", "sharegpt": "ShareGPT (conversations)"}
+
+
+class Console(Protocol):
+    def echo(self, text: str = "") -> None: ...
+    def ask(self, question: str) -> bool: ...  # [Y/n]: anything but n/N accepts
+    def progress(self, total: int, label: str) -> Any: ...  # a context manager with .update(n)
+
+
+@dataclass
+class Options:
+    path: Path
+    model: str
+    output: Path | None = None
+    to_chat: bool = False
+    show_masks: int = 0
+    stats: bool = True
+
+
+@dataclass
+class Outcome:
+    exit_code: int
+    written: list[Path]
+
+
+class Abort(Exception):
+    """Stop the run: the message has been printed."""
+
+
+def prepare(opts: Options, console: Console, load_tokenizer: Callable[[str], tuple[Any, int]]) -> Outcome:
+    """Run prepare-data; `load_tokenizer(model)` returns (tokenizer, context length)."""
+    try:
+        return _Run(opts, console, load_tokenizer).run()
+    except Abort:
+        return Outcome(1, [])
+
+
+class _Run:
+    def __init__(self, opts: Options, console: Console, load_tokenizer: Callable[[str], tuple[Any, int]]):
+        self.opts, self.c, self._load_tokenizer = opts, console, load_tokenizer
+        self.remediations: list[Remediation] = []
+        self.classification: Rows | None = None
+        self.separator = self.stop = ""
+
+    def run(self) -> Outcome:
+        c = self.c
+        c.echo("Analyzing...")
+        try:
+            read = read_records(self.opts.path)
+        except UnreadableFile as e:
+            c.echo(f"\nERROR: {e}")
+            raise Abort from None
+        self._reading(read)
+        validator = Validator()
+        for line, why in read.bad_lines:
+            validator.add_unreadable(line, why)
+        if read.bad_lines:
+            self._fail(validator.finish())
+        chat_like = any(
+            isinstance(r.obj, dict) and ({"messages", "conversations"} & r.obj.keys()
+                                         or {"instruction", "output"} <= r.obj.keys())
+            for r in read.records
+        )
+        if chat_like:
+            rows = self._chat(read.records, validator)
+        else:
+            rows = self._prompt_completion(read.records, validator)
+        return self._finish(rows)
+
+    # -- analysis ---------------------------------------------------------------
+
+    def _reading(self, read: ReadResult) -> None:
+        msg = f"\n- Based on your file extension, your file is formatted as a {read.file_type} file"
+        for note in read.notes:
+            msg += f"\n- {note}"
+        necessary = f"Your format `{read.file_type}` will be converted to `JSONL`" if read.file_type != "JSONL" else None
+        if necessary is None and read.needs_conversion:
+            necessary = "The file will be rewritten as UTF-8 JSONL"
+        self._apply(Remediation("read_any_format", immediate_msg=msg, necessary_msg=necessary), [])
+
+    def _apply(self, rem: Remediation, rows: Rows) -> Rows:
+        """Pass 1 for one validator: print, stop on error, apply a necessary fix."""
+        if rem.immediate_msg:
+            self.c.echo(rem.immediate_msg.lstrip("\n"))
+        if rem.error_msg:
+            self.c.echo(f"\nERROR in {rem.name} validator: {rem.error_msg}\n\nAborting...")
+            raise Abort
+        if rem.necessary_fn is not None:
+            rows = rem.necessary_fn(rows)
+        self.remediations.append(rem)
+        return rows
+
+    def _validate(self, records: Sequence[Record], validator: Validator) -> Rows:
+        """The records checked and converted (Alpaca/ShareGPT to chat), keeping their lines."""
+        examples = []
+        with self.c.progress(len(records), "Validating") as bar:
+            for r in records:
+                parsed = validator.add(r.obj, r.line)
+                if parsed.example is not None:
+                    examples.append(Record(r.line, parsed.example))
+                bar.update(1)
+        report = validator.finish()
+        if not report.ok:
+            self._fail(report)
+        return examples
+
+    def _fail(self, report: ValidationReport) -> None:
+        self.c.echo(f"\nERROR: the file has {report.problem_count} problem(s):")
+        for p in report.problems[:PROBLEMS_SHOWN]:
+            self.c.echo(f"  {p}")
+        if report.problem_count > PROBLEMS_SHOWN:
+            self.c.echo(f"  ... and {report.problem_count - PROBLEMS_SHOWN} more")
+        self.c.echo("\nFix these lines and run the command again. Aborting...")
+        raise Abort
+
+    def _chat(self, records: Rows, validator: Validator) -> Rows:
+        examples = self._validate(records, validator)
+        c = self.c
+        c.echo(f"- Your file contains {len(examples)} chat examples")
+        for fmt, n in validator.report.source_formats.items():
+            if fmt in SOURCE_NAMES:
+                self._apply(Remediation(
+                    f"convert_{fmt}",
+                    immediate_msg=f"- {n} examples are in {SOURCE_NAMES[fmt]} format",
+                    necessary_msg=f"Convert {n} {SOURCE_NAMES[fmt]} examples to chat messages",
+                ), [])
+        for role in ("system", "user"):
+            missing = sum(not any(m.get("role") == role for m in r.obj["messages"]) for r in examples)
+            if missing:
+                c.echo(f"- {missing} examples have no {role} message")
+        keys = [json.dumps(r.obj, sort_keys=True, ensure_ascii=False) for r in examples]
+        dups = len(keys) - len(set(keys))
+        if dups:
+            c.echo(f"- There are {dups} duplicated examples")
+
+            def dedupe(rows: Rows) -> Rows:
+                seen: set[str] = set()
+                out = []
+                for r in rows:
+                    key = json.dumps(r.obj, sort_keys=True, ensure_ascii=False)
+                    if key not in seen:
+                        seen.add(key)
+                        out.append(r)
+                return out
+
+            self.remediations.append(Remediation(
+                "duplicated_examples", optional_msg=f"Remove {dups} duplicate examples", optional_fn=dedupe
+            ))
+        return examples
+
+    def _prompt_completion(self, records: Rows, validator: Validator) -> Rows:
+        rows = list(records)
+        for check in legacy.STRUCTURE_VALIDATORS:
+            rows = self._apply(check(rows), rows)
+        self._validate(rows, validator)  # every value a string
+        checks = legacy.CONTENT_VALIDATORS + ([] if self.opts.to_chat else legacy.TEXT_FORMAT_VALIDATORS)
+        for check in checks:
+            rows = self._apply(check(rows), rows)
+        if legacy.task_type(rows) == "classification":
+            self.classification = rows
+        if self.opts.to_chat:
+            self.remediations.append(Remediation(
+                "to_chat",
+                necessary_msg=f"Convert {len(rows)} prompt/completion pairs to chat messages "
+                "(user = prompt, assistant = completion)",
+            ))
+        return rows
+
+    # -- actions, statistics, write-out -------------------------------------------
+
+    def _finish(self, rows: Rows) -> Outcome:
+        c = self.c
+        changed = False
+        if any(r.optional_msg or r.necessary_msg for r in self.remediations):
+            c.echo("\n\nBased on the analysis we will perform the following actions:")
+            for rem in self.remediations:
+                if rem.optional_msg and self.c.ask(f"- [Recommended] {rem.optional_msg} [Y/n]: "):
+                    rows = rem.optional_fn(rows) if rem.optional_fn else rows
+                    changed = True
+                if rem.necessary_msg:
+                    c.echo(f"- [Necessary] {rem.necessary_msg}")
+                    changed = True
+        else:
+            c.echo("\n\nNo remediations found.")
+        final = [r.obj for r in rows]
+        if self.opts.to_chat and "prompt" in (final[0] if final else {}):
+            final = [prompt_completion_to_chat(ex["prompt"], ex["completion"]) for ex in final]
+        self._suffixes(final)
+        if self.opts.stats or self.opts.show_masks:
+            self._statistics(final)
+        split = self.classification is not None and self.c.ask(
+            "- [Recommended] Would you like to split into training and validation set? [Y/n]: "
+        )
+        written = self._write(final, split) if changed or split else []
+        if changed and not written:
+            return Outcome(0, [])
+        train = written[0] if written else self.opts.path
+        self._next_steps(train, written[1] if split else None, final)
+        if len(final) < MIN_EXAMPLES:
+            c.echo(
+                f"\nERROR: Training file has {len(final)} example(s), but must have at least "
+                f"{MIN_EXAMPLES} examples; a fine-tuning job would fail. Add more examples."
+            )
+            return Outcome(1, written)
+        return Outcome(0, written)
+
+    def _suffixes(self, final: list[dict[str, Any]]) -> None:
+        if final and "prompt" in final[0] and legacy.task_type([Record(0, ex) for ex in final]) != "open-ended generation":
+            self.separator = legacy.common_suffix([ex["prompt"] for ex in final])
+            if self.classification is None:
+                self.stop = legacy.common_suffix([ex["completion"] for ex in final])
+
+    def _statistics(self, final: list[dict[str, Any]]) -> None:
+        c = self.c
+        tokenizer, context = self._load_tokenizer(self.opts.model)
+        if not self.opts.stats:
+            self._show_masks(tokenizer, final)
+            return
+        with c.progress(len(final), "Counting tokens") as bar:
+            stats = token_stats(tokenizer, final, context=context, on_example=lambda: bar.update(1))
+        c.echo(f"\nStatistics ({FORMAT_NAMES['chat' if final and 'messages' in final[0] else 'prompt_completion']}):")
+        for line in stats.lines(self.opts.model):
+            c.echo(line)
+        self._show_masks(tokenizer, final)
+
+    def _show_masks(self, tokenizer: Any, final: list[dict[str, Any]]) -> None:
+        c = self.c
+        for i, ex in enumerate(final[: self.opts.show_masks], 1):
+            segments = mask_segments(tokenizer, ex)
+            n = sum(len(t) for t, on in segments if on)
+            c.echo(f"\nExample {i} as the model is trained on it ([[trained]]; {n} trained characters):")
+            c.echo("".join(f"[[{text}]]" if on else text for text, on in segments))
+
+    def _write(self, final: list[dict[str, Any]], split: bool) -> list[Path]:
+        if not self.c.ask("\nYour data will be written to a new JSONL file. Proceed [Y/n]: "):
+            self.c.echo("Aborting... did not write the file")
+            return []
+        base = self.opts.output or self.opts.path.with_name(self.opts.path.stem + "_prepared.jsonl")
+        if not split:
+            return [_write_jsonl(_unique(base.with_suffix(".jsonl"), self.opts.path), final, self.c)]
+        n_train = max(len(final) - MAX_VALID_ROWS, int(len(final) * 0.8))
+        chosen = set(random.Random(SPLIT_SEED).sample(range(len(final)), n_train))
+        train = [ex for i, ex in enumerate(final) if i in chosen]
+        valid = [ex for i, ex in enumerate(final) if i not in chosen]
+        stem = base.with_suffix("")
+        return [
+            _write_jsonl(_unique(Path(f"{stem}_train.jsonl"), self.opts.path), train, self.c),
+            _write_jsonl(_unique(Path(f"{stem}_valid.jsonl"), self.opts.path), valid, self.c),
+        ]
+
+    def _next_steps(self, train: Path, valid: Path | None, final: list[dict[str, Any]]) -> None:
+        c = self.c
+        cmd = f'tunelab jobs create -t "{train}"'
+        if valid is not None:
+            cmd += f' -v "{valid}"'
+        cmd += f" -m {self.opts.model}"
+        c.echo(f"\nNow use that file when fine-tuning:\n> {cmd}")
+        if self.separator:
+            c.echo(
+                f"\nAfter you've fine-tuned a model, remember that your prompt has to end with the "
+                f"indicator string `{legacy.show(self.separator)}` for the model to start generating "
+                "completions, rather than continuing with the prompt."
+            )
+        if self.stop:
+            c.echo(f'Make sure to include `stop=["{legacy.show(self.stop)}"]` so that the generated texts ends at the expected place.')
+        if self.classification is not None:
+            counts = legacy.classes(self.classification)
+            top = counts.most_common(1)[0][0]
+            c.echo(
+                f"\nThis looks like classification with {len(counts)} classes "
+                f'(most frequent: "{top}"). Keep the validation file aside and compare the model\'s '
+                "answers on it with the expected completions to measure accuracy."
+            )
+
+
+def _unique(path: Path, source: Path) -> Path:
+    """`path`, or `name (1).jsonl`, `name (2).jsonl`... : never an existing file or the input."""
+    candidate, n = path, 0
+    while candidate.exists() or candidate.resolve() == source.resolve():
+        n += 1
+        candidate = path.with_name(f"{path.stem} ({n}){path.suffix}")
+    return candidate
+
+
+def _write_jsonl(path: Path, examples: list[dict[str, Any]], console: Console) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+        for ex in examples:
+            fh.write(json.dumps(ex, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    console.echo(f"\nWrote modified file to `{path}`")
+    return path
