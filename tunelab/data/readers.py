@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunelab.data.text import UnreadableFile, read_text
+from tunelab.data.text import MAX_LINE_BYTES, UnreadableFile, long_line_message, read_text
 from tunelab.data.validation import json_error_message
 
 EXTENSIONS = {".csv": "CSV", ".tsv": "TSV", ".xlsx": "XLSX", ".txt": "TXT", ".json": "JSON", ".jsonl": "JSONL"}
@@ -169,6 +169,9 @@ def _read_json_lines(text: str, file_type: str) -> ReadResult:
     result = ReadResult([], file_type)
     for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
+            continue
+        if len(line) > MAX_LINE_BYTES:
+            result.bad_lines.append((number, long_line_message(len(line.encode("utf-8")))))
             continue
         try:
             result.records.append(Record(number, json.loads(line)))

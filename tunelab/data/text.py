@@ -24,19 +24,29 @@ class UnreadableFile(ValueError):
     """The file cannot be read as text; the message says why and what to do."""
 
 
+def _mostly_utf8(sample: bytes) -> bool:
+    """Valid UTF-8, or UTF-8 text with a few corrupt bytes (reported by line later).
+
+    GBK read as UTF-8 is nearly all replacement characters; a UTF-8 file with one
+    bad byte is nearly all valid multi-byte characters.
+    """
+    # final=False: the sample may end in the middle of a multi-byte character.
+    text = codecs.getincrementaldecoder("utf-8")("replace").decode(sample, final=False)
+    bad = text.count("\ufffd")
+    if bad == 0:
+        return True
+    valid_non_ascii = sum(1 for ch in text if ord(ch) > 127) - bad
+    return bad * 10 <= valid_non_ascii
+
+
 def detect_encoding(sample: bytes) -> str:
     """The Python codec name to read a file whose first bytes are `sample`."""
     if sample.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
     if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
-    try:
-        # final=False: the sample may end in the middle of a multi-byte character.
-        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
-        if b"\x00" not in sample:
-            return "utf-8"
-    except UnicodeDecodeError:
-        pass
+    if b"\x00" not in sample and _mostly_utf8(sample):
+        return "utf-8"
     from charset_normalizer import from_bytes
 
     best = from_bytes(sample).best()
@@ -67,6 +77,14 @@ def read_text(path: Path) -> tuple[str, str]:
 
 # One example is far below this; a longer "line" is a file without line breaks.
 MAX_LINE_BYTES = 16 * 1024 * 1024
+
+
+def long_line_message(size: int, max_bytes: int = MAX_LINE_BYTES) -> str:
+    return (
+        f"the line is {size / 1e6:.0f} MB long, more than the {max_bytes // (1 << 20)} MB one "
+        "example may have; JSONL needs one example per line, so check that the file has line "
+        "breaks between examples"
+    )
 
 
 @dataclass
@@ -107,11 +125,7 @@ def iter_lines(path: Path, *, max_bytes: int = MAX_LINE_BYTES) -> Iterator[Line]
                 while raw and not raw.endswith(b"\n"):
                     raw = fh.readline(1 << 20)
                     size += len(raw)
-                yield Line(number, None, size, (
-                    f"the line is {size / 1e6:.0f} MB long, more than the "
-                    f"{max_bytes // (1 << 20)} MB one example may have; JSONL needs one example "
-                    "per line, so check that the file has line breaks between examples"
-                ))
+                yield Line(number, None, size, long_line_message(size, max_bytes))
                 continue
             try:
                 text = raw.decode(codec)
