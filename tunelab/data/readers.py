@@ -152,17 +152,27 @@ def _read_txt(text: str, file_type: str) -> ReadResult:
 
 
 def _read_json(text: str, file_type: str) -> ReadResult:
-    """JSONL, or one JSON document; each extension tries its own reading first."""
+    """JSON lines, or one JSON document (an array, possibly pretty-printed)."""
     lines = _read_json_lines(text, file_type)
-    if len(lines.records) == 1 and not lines.bad_lines and isinstance(lines.records[0].obj, list):
-        doc = _read_json_document(text, file_type)
-        doc.notes.append(f"Your {file_type} file appears to be a JSON document; it will be converted to JSONL")
+    # One line holding anything but a single example is a JSON document.
+    single = lines.records[0].obj if len(lines.records) == 1 else None
+    one_document = single is not None and not (
+        isinstance(single, dict) and not all(isinstance(v, list) for v in single.values())
+    )
+    if lines.bad_lines or one_document:
+        try:
+            doc = _read_json_document(text, file_type)
+        except UnreadableFile:
+            if file_type == "JSONL":
+                return lines  # the bad lines are reported one by one
+            raise
+        if file_type == "JSONL":
+            doc.notes.append("Your JSONL file appears to be a JSON document; it will be converted to JSONL")
+        doc.needs_conversion = True
         return doc
-    if file_type == "JSONL" or (not lines.bad_lines and len(lines.records) > 1):
-        if file_type == "JSON":
-            lines.notes.append("Your JSON file appears to be in JSONL format; it will be converted to JSONL")
-        return lines
-    return _read_json_document(text, file_type)
+    if file_type == "JSON" and len(lines.records) > 1:
+        lines.notes.append("Your JSON file appears to be in JSONL format; it will be converted to JSONL")
+    return lines
 
 
 def _read_json_lines(text: str, file_type: str) -> ReadResult:
