@@ -84,9 +84,15 @@ class _Run:
             raise Abort from None
         self._reading(read)
         validator = Validator()
-        for line, why in read.bad_lines:
-            validator.add_unreadable(line, why)
         if read.bad_lines:
+            # Report every problem in file order, as validate_file does.
+            bad = dict(read.bad_lines)
+            good = {r.line: r.obj for r in read.records}
+            for line in sorted(bad.keys() | good.keys()):
+                if line in bad:
+                    validator.add_unreadable(line, bad[line])
+                else:
+                    validator.add(good[line], line)
             self._fail(validator.finish())
         chat_like = any(
             isinstance(r.obj, dict) and ({"messages", "conversations"} & r.obj.keys()
@@ -260,7 +266,7 @@ class _Run:
         for i, ex in enumerate(final[: self.opts.show_masks], 1):
             segments = mask_segments(tokenizer, ex)
             n = sum(len(t) for t, on in segments if on)
-            c.echo(f"\nExample {i} as the model is trained on it ([[trained]]; {n} trained characters):")
+            c.echo(f"\nExample {i} as the model sees it; the loss is computed on the {n} characters in [[...]]:")
             c.echo("".join(f"[[{text}]]" if on else text for text, on in segments))
 
     def _write(self, final: list[dict[str, Any]], split: bool) -> list[Path]:

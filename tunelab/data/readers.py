@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunelab.data.formats import detect_format
 from tunelab.data.text import MAX_LINE_BYTES, UnreadableFile, long_line_message, read_text
 from tunelab.data.validation import json_error_message
 
@@ -156,9 +157,7 @@ def _read_json(text: str, file_type: str) -> ReadResult:
     lines = _read_json_lines(text, file_type)
     # One line holding anything but a single example is a JSON document.
     single = lines.records[0].obj if len(lines.records) == 1 else None
-    one_document = single is not None and not (
-        isinstance(single, dict) and not all(isinstance(v, list) for v in single.values())
-    )
+    one_document = single is not None and detect_format(single) is None
     if lines.bad_lines or one_document:
         try:
             doc = _read_json_document(text, file_type)
@@ -181,8 +180,7 @@ def _read_json_lines(text: str, file_type: str) -> ReadResult:
         if not line.strip():
             continue
         if len(line) > MAX_LINE_BYTES:
-            result.bad_lines.append((number, long_line_message(len(line.encode("utf-8")))))
-            continue
+            raise UnreadableFile(f"Line {number}: {long_line_message(len(line.encode('utf-8')))}.")
         try:
             result.records.append(Record(number, json.loads(line)))
         except ValueError as e:
