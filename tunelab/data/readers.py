@@ -157,7 +157,10 @@ def _read_json(text: str, file_type: str) -> ReadResult:
     lines = _read_json_lines(text, file_type)
     # One line holding anything but a single example is a JSON document.
     single = lines.records[0].obj if len(lines.records) == 1 else None
-    one_document = single is not None and detect_format(single) is None
+    one_document = single is not None and not (
+        isinstance(single, dict)
+        and (detect_format(single) in ("chat", "sharegpt") or not all(isinstance(v, list) for v in single.values()))
+    )
     if lines.bad_lines or one_document:
         try:
             doc = _read_json_document(text, file_type)
