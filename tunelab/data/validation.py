@@ -20,6 +20,7 @@ MIN_EXAMPLES = 10
 # Problems kept in a report; the rest are only counted, so a file with a million
 # bad lines still validates in bounded memory.
 MAX_PROBLEMS = 100
+_decode = json.JSONDecoder().decode  # json.loads minus its per-call argument handling
 FORMAT_NAMES = {"chat": "chat messages", "prompt_completion": "prompt/completion pairs"}
 
 
@@ -147,10 +148,10 @@ def validate_file(
             if ln.text is None:
                 validator.add_unreadable(ln.number, ln.error or "the line cannot be read")
                 continue
-            if not ln.text.strip():
+            if not ln.text or ln.text.isspace():
                 continue
             try:
-                obj = json.loads(ln.text)
+                obj = _decode(ln.text)
             except ValueError as e:
                 validator.add_unreadable(ln.number, json_error_message(ln.text, e))
                 continue
