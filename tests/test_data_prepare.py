@@ -247,6 +247,7 @@ def test_alpaca_and_sharegpt_are_converted_to_chat(tmp_path: Path, run: Run) -> 
         ("nocol.csv", b"question,answer\na,b\n", ["`prompt` column/key is missing (the file has: question, answer)"]),
         ("same.csv", b"prompt,completion\nsame,a\nsame,b\nsame,c\n", ["ERROR in common_suffix validator: All prompts are identical: `same`"]),
         ("samec.csv", b"prompt,completion\na,x\nb,x\nc,x\n", ["ERROR in common_completion_suffix validator"]),
+        ("list.jsonl", b'{"prompt": "p", "completion": "c"}\n["p", "c"]\n', ["Line 2: expected a JSON object, got array"]),
         ("sheet.ods", b"x", ["Supported formats are CSV, TSV, XLSX, TXT, JSON and JSONL"]),
     ],
 )

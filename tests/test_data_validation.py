@@ -183,6 +183,17 @@ def test_too_few_examples_uses_openai_message(tmp_path: Path) -> None:
     assert report.summary() == "Training file has 3 example(s), but must have at least 10 examples"
 
 
+def test_job_error_codes(tmp_path: Path) -> None:
+    few = validate_file(write_jsonl(tmp_path / "few.jsonl", GOOD[:2]))
+    assert few.job_error() == ("invalid_n_examples", "Training file has 2 example(s), but must have at least 10 examples")
+    assert few.job_error("validation_file") is None
+    bad = validate_file(write_jsonl(tmp_path / "bad.jsonl", [*GOOD, {"messages": []}]))
+    code, message = bad.job_error("validation_file")
+    assert code == "invalid_validation_file"
+    assert message.startswith("The job failed due to an invalid validation file. Line 11")
+    assert validate_file(write_jsonl(tmp_path / "ok.jsonl", GOOD)).job_error() is None
+
+
 def test_problems_are_capped_but_counted(tmp_path: Path) -> None:
     path = tmp_path / "junk.jsonl"
     path.write_text("nope\n" * 150, encoding="utf-8")

@@ -187,6 +187,8 @@ class _Run:
         return examples
 
     def _prompt_completion(self, records: Rows, validator: Validator) -> Rows:
+        if not all(isinstance(r.obj, dict) for r in records):
+            self._validate(records, validator)  # names the lines that are not objects
         rows = list(records)
         for check in legacy.STRUCTURE_VALIDATORS:
             rows = self._apply(check(rows), rows)

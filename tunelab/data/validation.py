@@ -71,6 +71,19 @@ class ValidationReport:
             f"but must have at least {MIN_EXAMPLES} examples"
         )
 
+    def job_error(self, param: str = "training_file") -> tuple[str, str] | None:
+        """(code, message) for a fine-tuning job's `error`, or None if the file is usable.
+
+        Codes and wording follow OpenAI's (contract §1.5, §2.10); the example-count
+        rule applies to the training file only.
+        """
+        if not self.ok:
+            kind = "validation" if param == "validation_file" else "training"
+            return f"invalid_{kind}_file", f"The job failed due to an invalid {kind} file. {self.summary()}"
+        if param == "training_file" and self.too_few:
+            return "invalid_n_examples", self.too_few_message
+        return None
+
     def summary(self, limit: int = 5) -> str:
         """A one-paragraph message naming the first problems and their lines."""
         if self.ok:
