@@ -184,7 +184,7 @@ def test_gbk_csv_becomes_readable_utf8_chat(tmp_path: Path, run: Run) -> None:
     result = run(path, "-q", "--to-chat")
     assert result.exit_code == 0, result.output
     assert "The file is encoded as gb18030; the output will be UTF-8" in result.output
-    assert "[Necessary] Convert 12 prompt/completion pairs to chat messages" in result.output
+    assert "[Necessary] Convert the prompt/completion pairs to chat messages" in result.output
     out = tmp_path / "客服问答_prepared.jsonl"
     text = out.read_text(encoding="utf-8")
     assert "第0号订单什么时候发货？" in text and "\\u" not in text

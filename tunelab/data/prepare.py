@@ -201,7 +201,7 @@ class _Run:
         if self.opts.to_chat:
             self.remediations.append(Remediation(
                 "to_chat",
-                necessary_msg=f"Convert {len(rows)} prompt/completion pairs to chat messages "
+                necessary_msg="Convert the prompt/completion pairs to chat messages "
                 "(user = prompt, assistant = completion)",
             ))
         return rows
