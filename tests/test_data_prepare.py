@@ -161,7 +161,7 @@ def test_classification_split_is_deterministic(tmp_path: Path, run: Run) -> None
     assert f'tunelab jobs create -t "{train}" -v "{valid}" -m smollm2-135m-instruct' in first.output
     assert 'classification with 2 classes (most frequent: " complaint")' in first.output
     assert "stop=" not in first.output  # no stop-sequence check for classification
-    second = run(path, "-q")
+    assert run(path, "-q").exit_code == 0
     again = tmp_path / "tickets_prepared_train (1).jsonl"
     assert again.exists() and again.read_text() == train.read_text()
 

@@ -20,12 +20,17 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 from tunelab.data import legacy
+from tunelab.data.formats import prompt_completion_to_chat
 from tunelab.data.legacy import Remediation, Rows
 from tunelab.data.readers import ReadResult, Record, read_records
 from tunelab.data.stats import mask_segments, token_stats
 from tunelab.data.text import UnreadableFile
-from tunelab.data.validation import FORMAT_NAMES, MIN_EXAMPLES, Validator, ValidationReport
-from tunelab.data.formats import prompt_completion_to_chat
+from tunelab.data.validation import (
+    FORMAT_NAMES,
+    MIN_EXAMPLES,
+    ValidationReport,
+    Validator,
+)
 
 SPLIT_SEED = 42
 MAX_VALID_ROWS = 1000

@@ -125,6 +125,11 @@ def _read_xlsx(path: Path) -> ReadResult:
     records = []
     for number, values in enumerate(rows, 2):
         cells = [_cell(v) for v in values]
+        if any(c.strip() for c in cells[len(header):]):
+            raise UnreadableFile(
+                f"Row {number} has values in columns that have no header; give every column "
+                "a name in the first row (prompt, completion, ...) and try again."
+            )
         if any(c.strip() for c in cells):
             records.append(Record(number, dict(zip(header, cells))))
     book.close()
