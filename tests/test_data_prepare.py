@@ -228,6 +228,28 @@ def test_alpaca_and_sharegpt_are_converted_to_chat(tmp_path: Path, run: Run) -> 
     assert validate_file(out).ok
 
 
+def test_gbk_chat_jsonl_is_streamed_converted_and_deduplicated(tmp_path: Path, run: Run) -> None:
+    chats = [{"messages": [{"role": "user", "content": f"第{i}个问题"}, {"role": "assistant", "content": f"第{i}个回答"}]}
+             for i in range(8)]
+    alpaca = [{"instruction": "翻译成英文", "input": f"苹果{i}", "output": f"apple {i}"} for i in range(4)]
+    path = tmp_path / "gbk.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chats + alpaca + chats[:2]),
+                    encoding="gbk")
+    result = run(path, "-q")
+    assert result.exit_code == 0, result.output
+    for line in ["- Your file contains 14 chat examples",
+                 "- The file is encoded as gb18030; the output will be UTF-8",
+                 "- [Necessary] Convert 4 Alpaca (instruction/input/output) examples to chat messages",
+                 "- 14 examples have no system message",
+                 "- [Recommended] Remove 2 duplicate examples [Y/n]: Y"]:
+        assert line in result.output
+    out = tmp_path / "gbk_prepared.jsonl"
+    examples = list(iter_examples(out))
+    assert len(examples) == 12 and examples[:8] == chats
+    assert examples[8]["messages"][0] == {"role": "user", "content": "翻译成英文\n\n苹果0"}
+    assert "苹果0" in out.read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize(
     ("name", "content", "messages"),
     [

@@ -12,28 +12,27 @@ All terminal I/O goes through a `Console` (the CLI passes a click-backed one).
 
 from __future__ import annotations
 
-import json
-import os
-import random
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from tunelab.data import legacy
 from tunelab.data.formats import prompt_completion_to_chat
 from tunelab.data.legacy import Remediation, Rows
+from tunelab.data.output import train_valid_split, unique_path, write_jsonl
 from tunelab.data.readers import ReadResult, Record, read_records
 from tunelab.data.stats import mask_segments, token_stats
+from tunelab.data.stream import Examples, digest, is_chat_jsonl, jsonl_examples, without_duplicates
 from tunelab.data.text import UnreadableFile
 from tunelab.data.validation import (
     FORMAT_NAMES,
     MIN_EXAMPLES,
     ValidationReport,
     Validator,
+    validate_file,
 )
 
-SPLIT_SEED = 42
-MAX_VALID_ROWS = 1000
 PROBLEMS_SHOWN = 20
 SOURCE_NAMES = {"alpaca": "Alpaca (instruction/input/output)", "sharegpt": "ShareGPT (conversations)"}
 
@@ -82,6 +81,8 @@ class _Run:
     def run(self) -> Outcome:
         c = self.c
         c.echo("Analyzing...")
+        if is_chat_jsonl(self.opts.path):
+            return self._finish(self._chat_jsonl(self.opts.path))
         try:
             read = read_records(self.opts.path)
         except UnreadableFile as e:
@@ -105,10 +106,9 @@ class _Run:
             for r in read.records
         )
         if chat_like:
-            rows = self._chat(read.records, validator)
-        else:
-            rows = self._prompt_completion(read.records, validator)
-        return self._finish(rows)
+            rows = Examples.of(self._validate(read.records, validator))
+            return self._finish(self._chat(rows, validator.report))
+        return self._finish(self._prompt_completion(read.records, validator))
 
     # -- analysis ---------------------------------------------------------------
 
@@ -156,38 +156,54 @@ class _Run:
         self.c.echo("\nFix these lines and run the command again. Aborting...")
         raise Abort
 
-    def _chat(self, records: Rows, validator: Validator) -> Rows:
-        examples = self._validate(records, validator)
+    def _chat_jsonl(self, path: Path) -> Examples:
+        """A chat JSONL file, streamed: validated with validate_file itself, then analysed."""
+        self._reading(ReadResult([], "JSONL"))
+        with self.c.progress(path.stat().st_size, "Validating") as bar:
+            done = [0]
+
+            def advance(n_bytes: int) -> None:
+                bar.update(n_bytes - done[0])
+                done[0] = n_bytes
+
+            report = validate_file(path, on_progress=advance)
+        if not report.ok:
+            self._fail(report)
+        if report.encoding not in ("utf-8", "utf-8-sig"):
+            self._apply(Remediation(
+                "encoding", immediate_msg=f"- The file is encoded as {report.encoding}; the output will be UTF-8",
+                necessary_msg="The file will be rewritten as UTF-8 JSONL",
+            ), [])
+        return self._chat(jsonl_examples(path, report.n_examples), report)
+
+    def _chat(self, examples: Examples, report: ValidationReport) -> Examples:
         c = self.c
         c.echo(f"- Your file contains {len(examples)} chat examples")
-        for fmt, n in validator.report.source_formats.items():
+        for fmt, n in report.source_formats.items():
             if fmt in SOURCE_NAMES:
                 self._apply(Remediation(
                     f"convert_{fmt}",
                     immediate_msg=f"- {n} examples are in {SOURCE_NAMES[fmt]} format",
                     necessary_msg=f"Convert {n} {SOURCE_NAMES[fmt]} examples to chat messages",
                 ), [])
-        for role in ("system", "user"):
-            missing = sum(not any(m.get("role") == role for m in r.obj["messages"]) for r in examples)
+        no_system = no_user = 0
+        seen: set[bytes] = set()
+        with c.progress(len(examples), "Analyzing") as bar:
+            for r in examples:
+                roles = {m.get("role") for m in r.obj["messages"]}
+                no_system += "system" not in roles
+                no_user += "user" not in roles
+                seen.add(digest(r.obj))
+                bar.update(1)
+        for role, missing in (("system", no_system), ("user", no_user)):
             if missing:
                 c.echo(f"- {missing} examples have no {role} message")
-        keys = [json.dumps(r.obj, sort_keys=True, ensure_ascii=False) for r in examples]
-        dups = len(keys) - len(set(keys))
+        dups = len(examples) - len(seen)
         if dups:
             c.echo(f"- There are {dups} duplicated examples")
-
-            def dedupe(rows: Rows) -> Rows:
-                seen: set[str] = set()
-                out = []
-                for r in rows:
-                    key = json.dumps(r.obj, sort_keys=True, ensure_ascii=False)
-                    if key not in seen:
-                        seen.add(key)
-                        out.append(r)
-                return out
-
             self.remediations.append(Remediation(
-                "duplicated_examples", optional_msg=f"Remove {dups} duplicate examples", optional_fn=dedupe
+                "duplicated_examples", optional_msg=f"Remove {dups} duplicate examples",
+                optional_fn=lambda rows: without_duplicates(rows, len(seen)),
             ))
         return examples
 
@@ -227,20 +243,24 @@ class _Run:
                     changed = True
         else:
             c.echo("\n\nNo remediations found.")
-        final = [r.obj for r in rows]
-        if self.opts.to_chat and "prompt" in (final[0] if final else {}):
-            final = [prompt_completion_to_chat(ex["prompt"], ex["completion"]) for ex in final]
-        self._suffixes(final)
+        final: Sequence[dict[str, Any]] | Examples
+        if isinstance(rows, Examples):
+            final = rows.objs()
+        else:
+            final = [r.obj for r in rows]
+            if self.opts.to_chat:
+                final = [prompt_completion_to_chat(ex["prompt"], ex["completion"]) for ex in final]
+            self._suffixes(final)
         if self.opts.stats or self.opts.show_masks:
             self._statistics(final)
-        split = self.classification is not None and self.c.ask(
+        split = isinstance(final, list) and self.classification is not None and self.c.ask(
             "- [Recommended] Would you like to split into training and validation set? [Y/n]: "
         )
         written = self._write(final, split) if changed or split else []
         if changed and not written:
             return Outcome(0, [])
         train = written[0] if written else self.opts.path
-        self._next_steps(train, written[1] if split else None, final)
+        self._next_steps(train, written[1] if split else None)
         if len(final) < MIN_EXAMPLES:
             c.echo(
                 f"\nERROR: Training file has {len(final)} example(s), but must have at least "
@@ -255,7 +275,7 @@ class _Run:
             if self.classification is None:
                 self.stop = legacy.common_suffix([ex["completion"] for ex in final])
 
-    def _statistics(self, final: list[dict[str, Any]]) -> None:
+    def _statistics(self, final: Iterable[dict[str, Any]] | Examples) -> None:
         c = self.c
         tokenizer, context = self._load_tokenizer(self.opts.model)
         if not self.opts.stats:
@@ -263,37 +283,38 @@ class _Run:
             return
         with c.progress(len(final), "Counting tokens") as bar:
             stats = token_stats(tokenizer, final, context=context, on_example=lambda: bar.update(1))
-        c.echo(f"\nStatistics ({FORMAT_NAMES['chat' if final and 'messages' in final[0] else 'prompt_completion']}):")
+        c.echo(f"\nStatistics ({FORMAT_NAMES['chat' if stats.messages else 'prompt_completion']}):")
         for line in stats.lines(self.opts.model):
             c.echo(line)
         self._show_masks(tokenizer, final)
 
-    def _show_masks(self, tokenizer: Any, final: list[dict[str, Any]]) -> None:
+    def _show_masks(self, tokenizer: Any, final: Iterable[dict[str, Any]]) -> None:
         c = self.c
-        for i, ex in enumerate(final[: self.opts.show_masks], 1):
+        for i, ex in enumerate(itertools.islice(final, self.opts.show_masks), 1):
             segments = mask_segments(tokenizer, ex)
             n = sum(len(t) for t, on in segments if on)
             c.echo(f"\nExample {i} as the model sees it; the loss is computed on the {n} characters in [[...]]:")
             c.echo("".join(f"[[{text}]]" if on else text for text, on in segments))
 
-    def _write(self, final: list[dict[str, Any]], split: bool) -> list[Path]:
+    def _write(self, final: Sequence[dict[str, Any]] | Examples, split: bool) -> list[Path]:
         if not self.c.ask("\nYour data will be written to a new JSONL file. Proceed [Y/n]: "):
             self.c.echo("Aborting... did not write the file")
             return []
-        base = self.opts.output or self.opts.path.with_name(self.opts.path.stem + "_prepared.jsonl")
-        if not split:
-            return [_write_jsonl(_unique(base.with_suffix(".jsonl"), self.opts.path), final, self.c)]
-        n_train = max(len(final) - MAX_VALID_ROWS, int(len(final) * 0.8))
-        chosen = set(random.Random(SPLIT_SEED).sample(range(len(final)), n_train))
-        train = [ex for i, ex in enumerate(final) if i in chosen]
-        valid = [ex for i, ex in enumerate(final) if i not in chosen]
-        stem = base.with_suffix("")
-        return [
-            _write_jsonl(_unique(Path(f"{stem}_train.jsonl"), self.opts.path), train, self.c),
-            _write_jsonl(_unique(Path(f"{stem}_valid.jsonl"), self.opts.path), valid, self.c),
-        ]
+        source = self.opts.path
+        base = (self.opts.output or source.with_name(source.stem + "_prepared.jsonl")).with_suffix("")
+        if split:
+            parts = list(zip(("_train", "_valid"), train_valid_split(list(final))))
+        else:
+            parts = [("", final)]
+        written = []
+        with self.c.progress(len(final), "Writing") as bar:
+            for tag, examples in parts:
+                path = unique_path(Path(f"{base}{tag}.jsonl"), source)
+                written.append(write_jsonl(path, _counting(examples, bar)))
+                self.c.echo(f"\nWrote modified file to `{path}`")
+        return written
 
-    def _next_steps(self, train: Path, valid: Path | None, final: list[dict[str, Any]]) -> None:
+    def _next_steps(self, train: Path, valid: Path | None) -> None:
         c = self.c
         cmd = f'tunelab jobs create -t "{train}"'
         if valid is not None:
@@ -318,20 +339,7 @@ class _Run:
             )
 
 
-def _unique(path: Path, source: Path) -> Path:
-    """`path`, or `name (1).jsonl`, `name (2).jsonl`... : never an existing file or the input."""
-    candidate, n = path, 0
-    while candidate.exists() or candidate.resolve() == source.resolve():
-        n += 1
-        candidate = path.with_name(f"{path.stem} ({n}){path.suffix}")
-    return candidate
-
-
-def _write_jsonl(path: Path, examples: list[dict[str, Any]], console: Console) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-        for ex in examples:
-            fh.write(json.dumps(ex, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    console.echo(f"\nWrote modified file to `{path}`")
-    return path
+def _counting(items: Iterable[Any], bar: Any) -> Iterator[Any]:
+    for item in items:
+        bar.update(1)
+        yield item

@@ -97,7 +97,12 @@ class Line:
     error: str | None = None
 
 
-def iter_lines(path: Path, *, max_bytes: int = MAX_LINE_BYTES) -> Iterator[Line]:
+def file_encoding(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return detect_encoding(fh.read(SAMPLE_BYTES))
+
+
+def iter_lines(path: Path, *, encoding: str | None = None, max_bytes: int = MAX_LINE_BYTES) -> Iterator[Line]:
     """The file's lines in bounded memory, decoded one by one.
 
     Reading bytes and decoding each line (rather than a text stream) gives the
@@ -105,8 +110,7 @@ def iter_lines(path: Path, *, max_bytes: int = MAX_LINE_BYTES) -> Iterator[Line]
     longer than max_bytes is skipped in chunks and reported, never held whole.
     UTF-16/32 have no single-byte newline, so they are read as a text stream.
     """
-    with open(path, "rb") as fh:
-        encoding = detect_encoding(fh.read(SAMPLE_BYTES))
+    encoding = encoding or file_encoding(path)
     if encoding.startswith(("utf-16", "utf-32")):
         yield from _iter_text_lines(path, encoding)
         return

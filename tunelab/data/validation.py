@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tunelab.data.formats import Issue, Parsed, json_type, parse_example
-from tunelab.data.text import UnreadableFile, iter_lines
+from tunelab.data.text import UnreadableFile, file_encoding, iter_lines
 
 MIN_EXAMPLES = 10
 # Problems kept in a report; the rest are only counted, so a file with a million
@@ -153,7 +153,8 @@ def validate_file(
     validator = Validator()
     report = validator.report
     try:
-        for ln in iter_lines(Path(path)):
+        report.encoding = file_encoding(Path(path))
+        for ln in iter_lines(Path(path), encoding=report.encoding):
             report.n_lines = ln.number
             report.n_bytes += ln.nbytes
             if on_progress is not None and ln.number % 4096 == 0:
