@@ -5,7 +5,10 @@ what was found (necessary fixes are applied at once, errors stop the run), then
 list the actions, asking `[Y/n]` for each recommended one, then write the result
 and print the command that starts a fine-tuning job with it. Chat data (and
 Alpaca / ShareGPT, converted to chat) goes through the same `Validator` as uploads
-and jobs, then gets token statistics from the base model's tokenizer.
+and jobs, then gets token statistics from the base model's tokenizer. A chat JSONL
+file is streamed in several passes (validate, analyse, count, write), so its size
+is bounded by disk, not memory; prompt/completion data is loaded whole, as the
+legacy checks compare all rows.
 
 All terminal I/O goes through a `Console` (the CLI passes a click-backed one).
 """
@@ -18,12 +21,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from tunelab.data import legacy
-from tunelab.data.formats import prompt_completion_to_chat
+from tunelab.data.formats import detect_format, prompt_completion_to_chat
 from tunelab.data.legacy import Remediation, Rows
 from tunelab.data.output import train_valid_split, unique_path, write_jsonl
 from tunelab.data.readers import ReadResult, Record, read_records
-from tunelab.data.stats import mask_segments, token_stats
-from tunelab.data.stream import Examples, digest, is_chat_jsonl, jsonl_examples, without_duplicates
+from tunelab.data.stats import STATS_SAMPLE, mask_segments, token_stats
+from tunelab.data.stream import CHAT_FORMATS, Examples, digest, is_chat_jsonl, jsonl_examples, without_duplicates
 from tunelab.data.text import UnreadableFile
 from tunelab.data.validation import (
     FORMAT_NAMES,
@@ -100,12 +103,7 @@ class _Run:
                 else:
                     validator.add(good[line], line)
             self._fail(validator.finish())
-        chat_like = any(
-            isinstance(r.obj, dict) and ({"messages", "conversations"} & r.obj.keys()
-                                         or {"instruction", "output"} <= r.obj.keys())
-            for r in read.records
-        )
-        if chat_like:
+        if any(detect_format(r.obj) in CHAT_FORMATS for r in read.records):
             rows = Examples.of(self._validate(read.records, validator))
             return self._finish(self._chat(rows, validator.report))
         return self._finish(self._prompt_completion(read.records, validator))
@@ -281,8 +279,8 @@ class _Run:
         if not self.opts.stats:
             self._show_masks(tokenizer, final)
             return
-        with c.progress(len(final), "Counting tokens") as bar:
-            stats = token_stats(tokenizer, final, context=context, on_example=lambda: bar.update(1))
+        with c.progress(min(len(final), STATS_SAMPLE), "Counting tokens") as bar:
+            stats = token_stats(tokenizer, final, len(final), context=context, on_example=lambda: bar.update(1))
         c.echo(f"\nStatistics ({FORMAT_NAMES['chat' if stats.messages else 'prompt_completion']}):")
         for line in stats.lines(self.opts.model):
             c.echo(line)

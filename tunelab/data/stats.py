@@ -7,6 +7,7 @@ exactly what the training process will see.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -40,19 +41,31 @@ def percentile(sorted_values: list[int], q: float) -> int:
     return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
 
 
+# Tokenizing with the chat template costs ~1-3 ms per example; above this many
+# examples the statistics come from an evenly spaced sample and are scaled up.
+STATS_SAMPLE = 20_000
+
+
 @dataclass
 class TokenStats:
-    n_examples: int
+    n_examples: int  # in the file; the lists below may hold a sample of them
     messages: list[int]  # messages per example (chat), ascending
     tokens: list[int]  # tokens per example, ascending
-    trained: int  # tokens the loss is computed on, summed
+    trained: int  # tokens the loss is computed on, summed over the sample
     context: int
-    n_truncated: int
     n_epochs: int
 
     @property
+    def scale(self) -> float:
+        return self.n_examples / len(self.tokens) if self.tokens else 1.0
+
+    @property
+    def n_truncated(self) -> int:
+        return round(sum(t > self.context for t in self.tokens) * self.scale)
+
+    @property
     def billed_tokens(self) -> int:
-        return sum(min(t, self.context) for t in self.tokens) * self.n_epochs
+        return round(sum(min(t, self.context) for t in self.tokens) * self.scale) * self.n_epochs
 
     @property
     def est_seconds(self) -> float:
@@ -61,13 +74,16 @@ class TokenStats:
     def lines(self, model: str) -> list[str]:
         t = self.tokens
         out = [f"- Examples: {self.n_examples}"]
+        if len(t) < self.n_examples:
+            out[0] += f" (token statistics from an evenly spaced sample of {len(t):,}, scaled up)"
         if self.messages:
             m = self.messages
             out.append(f"- Messages per example: min {m[0]}, mean {sum(m) / len(m):.1f}, max {m[-1]}")
         out += [
             f"- Tokens per example ({model} tokenizer): min {t[0]}, mean {sum(t) / len(t):.1f}, "
             f"p90 {percentile(t, 0.9)}, max {t[-1]}",
-            f"- Trained tokens (assistant turns / completions): {self.trained:,} of {sum(t):,}",
+            f"- Trained tokens (assistant turns / completions): {round(self.trained * self.scale):,} "
+            f"of {round(sum(t) * self.scale):,}",
         ]
         if self.n_truncated:
             out.append(
@@ -86,14 +102,18 @@ class TokenStats:
 def token_stats(
     tokenizer: Any,
     examples: Iterable[dict[str, Any]],
+    n_examples: int,
     *,
     context: int,
     on_example: Callable[[], None] | None = None,
+    sample: int = STATS_SAMPLE,
 ) -> TokenStats:
+    """Statistics of `n_examples` examples, tokenizing at most `sample` of them."""
     from tunelab.training.encoding import encode_example
 
+    stride = max(1, math.ceil(n_examples / sample))
     messages, tokens, trained = [], [], 0
-    for ex in examples:
+    for ex in itertools.islice(examples, 0, None, stride):
         enc = encode_example(tokenizer, ex)
         tokens.append(len(enc.input_ids))
         trained += enc.n_trained
@@ -104,13 +124,12 @@ def token_stats(
     tokens.sort()
     messages.sort()
     return TokenStats(
-        n_examples=len(tokens),
+        n_examples=n_examples,
         messages=messages,
         tokens=tokens,
         trained=trained,
         context=context,
-        n_truncated=sum(t > context for t in tokens),
-        n_epochs=auto_n_epochs(len(tokens)),
+        n_epochs=auto_n_epochs(n_examples),
     )
 
 
