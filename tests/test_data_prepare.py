@@ -286,6 +286,15 @@ def test_bad_input_gets_a_clear_message_and_exit_1(
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
+def test_unknown_model_is_refused_before_any_work(tmp_path: Path, run: Run) -> None:
+    path = jsonl(tmp_path / "words.jsonl", conditional_rows())
+    result = run(path, "-m", "gpt-9")
+    assert result.exit_code == 2 and "Analyzing" not in result.output
+    assert "Invalid value for '-m' / '--model': The model 'gpt-9' does not exist" in result.output
+    result = run(path, "-m", "all-minilm-l6-v2")
+    assert result.exit_code == 2 and "is not a chat model" in result.output
+
+
 def test_huge_single_line_is_refused(tmp_path: Path, run: Run) -> None:
     path = tmp_path / "huge.jsonl"
     path.write_bytes(b'{"prompt": "' + b"x" * (100 * 1024 * 1024) + b'", "completion": "y"}')

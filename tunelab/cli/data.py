@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -47,15 +47,25 @@ class _NoProgress:
         return None
 
 
-def _tokenizer_loader(model: str) -> tuple[Any, int]:
-    from tunelab.models.loading import load_tokenizer
+def _tokenizer_loader(model: str) -> Callable[[str], tuple[Any, int]]:
+    """Resolve the model now (a typo fails before any work); load its tokenizer when needed."""
+    from tunelab.errors import TunelabError
     from tunelab.models.registry import Registry
     from tunelab.settings import Settings
 
     settings = Settings()
-    spec = Registry.load(settings.registry_file).get_kind(model, "chat")
-    tokenizer = load_tokenizer(spec, settings.model_cache_dir)
-    return tokenizer, spec.context_length or tokenizer.model_max_length
+    try:
+        spec = Registry.load(settings.registry_file).get_kind(model, "chat")
+    except TunelabError as e:
+        raise click.BadParameter(e.message, param_hint="'-m' / '--model'") from None
+
+    def load(_: str) -> tuple[Any, int]:
+        from tunelab.models.loading import load_tokenizer
+
+        tokenizer = load_tokenizer(spec, settings.model_cache_dir)
+        return tokenizer, spec.context_length or tokenizer.model_max_length
+
+    return load
 
 
 @click.command("prepare-data")
@@ -81,14 +91,10 @@ def prepare_data(path: Path, quiet: bool, model: str, output: Path | None, to_ch
       tunelab prepare-data -f chats.jsonl --show-masks 2
     """
     from tunelab.data.prepare import Options, prepare
-    from tunelab.errors import TunelabError
 
     opts = Options(path=path, model=model, output=output, to_chat=to_chat,
                    show_masks=show_masks, stats=stats)
-    try:
-        outcome = prepare(opts, ClickConsole(quiet), _tokenizer_loader)
-    except TunelabError as e:  # an unknown or non-chat --model
-        raise click.UsageError(e.message) from None
+    outcome = prepare(opts, ClickConsole(quiet), _tokenizer_loader(model))
     sys.exit(outcome.exit_code)
 
 
