@@ -138,6 +138,15 @@ def test_encodings_are_detected_and_read_the_same(tmp_path: Path, encoding: str)
     assert list(iter_examples(path)) == rows
 
 
+def test_short_gbk_crlf_file_is_not_mistaken_for_korean(tmp_path: Path) -> None:
+    rows = [chat(f"你好{i}", "好") for i in range(10)]
+    path = tmp_path / "short.jsonl"
+    path.write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows).encode("gbk"))
+    report = validate_file(path)
+    assert report.ok and report.encoding == "gb18030"
+    assert list(iter_examples(path)) == rows
+
+
 def test_bad_bytes_in_one_line_name_that_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.jsonl"
     good = (json.dumps(chat(), ensure_ascii=False) + "\n").encode()

@@ -49,7 +49,14 @@ def detect_encoding(sample: bytes) -> str:
         return "utf-8"
     from charset_normalizer import from_bytes
 
-    best = from_bytes(sample).best()
+    matches = from_bytes(sample)
+    best = matches.best()
+    # Short Chinese text decodes cleanly as Korean or Japanese too, and charset-normalizer
+    # may rank those first; a GB18030 reading that is as clean wins the tie, since GBK
+    # exports from Chinese Windows are the legacy files users bring here.
+    chinese = next((m for m in matches if "gb18030" in m.could_be_from_charset), None)
+    if best is not None and chinese is not None and chinese.chaos <= best.chaos + 0.01:
+        best = chinese
     if best is None or (b"\x00" in sample and not best.encoding.startswith("utf_16")):
         raise UnreadableFile(
             "The file does not look like text (it contains binary data). "
