@@ -100,7 +100,7 @@ def test_mixed_formats_are_rejected_naming_both_lines(tmp_path: Path) -> None:
     report = validate_file(write_jsonl(tmp_path / "m.jsonl", [*GOOD, {"prompt": "p", "completion": "c"}]))
     assert str(report.problems[0]) == (
         "Line 11: this example is prompt/completion pairs but line 1 is chat messages; "
-        "a file must use one format"
+        "a file must use one format, so put each format in its own file"
     )
 
 

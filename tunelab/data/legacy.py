@@ -154,6 +154,8 @@ def format_inferrer(rows: Rows) -> Remediation:
         return Remediation("format_inferrer")
     return Remediation("format_inferrer", immediate_msg=(
         "\n- Based on your data it seems like you're trying to fine-tune a model for classification"
+        "\n- For classification, we recommend you try one of the faster and cheaper models, such as "
+        "`smollm2-135m-instruct`"
         "\n- For classification, you can estimate the expected model performance by keeping a held "
         "out dataset, which is not used for training"
     ))

@@ -121,7 +121,7 @@ class Validator:
             elif kind != self._kind and parsed.example is not None:
                 self._add_issue(Issue(
                     f"this example is {FORMAT_NAMES[kind]} but line {self._kind_line} is "
-                    f"{FORMAT_NAMES[self._kind]}; a file must use one format"
+                    f"{FORMAT_NAMES[self._kind]}; a file must use one format, so put each format in its own file"
                 ), line)
                 parsed.example = None
         if parsed.example is not None:
