@@ -11,3 +11,9 @@ what the quickstart prints is exactly what a user would type:
   classify.py    8 classification: a fine-tuning job vs embeddings + logistic regression
   quickstart.py  the walk through all steps, and the server it runs against
 """
+
+from tunelab.tutorial.session import examples_dir
+
+EXAMPLES = examples_dir()  # the sample data: <checkout>/examples
+
+__all__ = ["EXAMPLES"]
