@@ -18,11 +18,10 @@ from typing import Any
 
 from rich.table import Table
 
-from tunelab.tutorial.retrieval import build_store
+from tunelab.tutorial.retrieval import PASSAGES, build_store
 from tunelab.tutorial.session import Session, StepUnavailable, needs, read_jsonl, write_jsonl
 
-# Passages per question, at training and at answer time (see retrieval.CHUNKING).
-DEFAULT_K = 2
+DEFAULT_K = PASSAGES
 
 
 @dataclass

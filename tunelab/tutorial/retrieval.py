@@ -23,6 +23,7 @@ MANUAL_FILES = ["manual/router_manual.md", "manual/router_manual.pdf", "manual/r
 # trains on quickly (step 7). Measured on the manual: with 100-token chunks and two
 # passages, 14 of the 15 held-out questions get their key fact; with 200-token chunks, 12.
 CHUNKING = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 20}}
+PASSAGES = 2  # passages put into a prompt, here and in step 7 (at training and at answer time)
 QUESTIONS = [
     "What does a blinking purple light mean?",
     "How do I restore the factory settings?",
@@ -132,11 +133,11 @@ def step_ask(session: Session) -> None:
     store_id = session.state.get("store_id") or build_store(session)
     session.state["store_id"] = store_id
     session.show(
-        f'tunelab ask --store {store_id} "{QUESTIONS[0]}"',
+        f'tunelab ask --store {store_id} -n {PASSAGES} "{QUESTIONS[0]}"',
         f"""
 r = client.responses.create(
     model="{session.chat_model}", input="{QUESTIONS[0]}",
-    tools=[{{"type": "file_search", "vector_store_ids": [store.id], "max_num_results": 3}}],
+    tools=[{{"type": "file_search", "vector_store_ids": [store.id], "max_num_results": {PASSAGES}}}],
 )
 print(r.output_text)
 for part in r.output[-1].content:
@@ -151,6 +152,6 @@ for part in r.output[-1].content:
         with needs("grounded answers (/v1/responses with file_search)"):
             r = session.client.responses.create(
                 model=session.chat_model, input=q, max_output_tokens=80, temperature=0,
-                tools=[{"type": "file_search", "vector_store_ids": [store_id], "max_num_results": 3}])
+                tools=[{"type": "file_search", "vector_store_ids": [store_id], "max_num_results": PASSAGES}])
         table.add_row(q, r.output_text.strip(), ", ".join(citations(r)))
     session.console.print(table)
