@@ -145,6 +145,10 @@ def _check_positive(cfg: TrainConfig, name: str) -> None:
         raise ConfigError(name, f"must be a number greater than 0, not {v!r}")
 
 
+def steps_per_epoch(n_examples: int, batch_size: int) -> int:
+    return -(-n_examples // batch_size)
+
+
 def auto_n_epochs(n_examples: int) -> int:
     """OpenAI's rule: aim for 3 epochs, but at least ~100 and at most ~25k example visits."""
     if 3 * n_examples < 100:

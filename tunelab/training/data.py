@@ -65,10 +65,6 @@ def encode_dataset(tokenizer: Any, path: Path, max_length: int) -> Dataset:
     return Dataset(samples, n_truncated, n_untrained)
 
 
-def steps_per_epoch(n_examples: int, batch_size: int) -> int:
-    return -(-n_examples // batch_size)
-
-
 def epoch_steps(n_examples: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """The example indices of each step of one epoch: a fresh seeded shuffle per epoch."""
     order = list(range(n_examples))

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from tunelab.training import checkpoints
-from tunelab.training.config import TrainConfig
-from tunelab.training.data import Dataset, MicroBatch, encode_dataset, epoch_steps, pack, steps_per_epoch
+from tunelab.training.config import TrainConfig, steps_per_epoch
+from tunelab.training.data import Dataset, MicroBatch, encode_dataset, epoch_steps, pack
 from tunelab.training.events import Control, EventWriter
 
 
@@ -143,6 +143,8 @@ def evaluate(model: Any, data: Dataset, idx: list[int], cfg: TrainConfig, bf16: 
 
 def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
     # -- 1. process setup
+    if cfg.device == "auto":
+        cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(cfg.num_threads or len(os.sched_getaffinity(0)))
     bf16 = bf16_supported(cfg.device) if cfg.bf16 is None else cfg.bf16
     output_dir = Path(cfg.output_dir)
