@@ -17,6 +17,7 @@ responsive, and cancel is a signal.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -39,6 +40,8 @@ from tunelab.jobs.service import add_event, final_model_name, model_name
 from tunelab.jobs.tables import Job, JobCheckpoint
 from tunelab.services import Services
 from tunelab.training.events import EVENTS_FILE, read_events, write_control
+
+log = logging.getLogger("tunelab.worker")
 
 MAX_ATTEMPTS = 3  # starts of one job before a crashing job is failed
 KILL_AFTER_S = 30.0  # a child that ignores cancel/pause this long is killed
@@ -68,7 +71,11 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            busy = self.tick()
+            try:
+                busy = self.tick()
+            except Exception:  # a database hiccup must not end the worker; the next tick retries
+                log.exception("worker tick failed")
+                busy = False
             if not busy:
                 stop.wait(self.settings.worker_poll_seconds)
             else:
@@ -147,7 +154,7 @@ class Worker:
     # -- validating_files -> queued | failed
 
     def _validate_one(self) -> bool:
-        job_id = self._claim("validating_files", "validating_files")
+        job_id = self.claim("validating_files", "validating_files")
         if job_id is None:
             return False
         with self.db() as s:
@@ -171,7 +178,7 @@ class Worker:
 
     # -- queued -> running
 
-    def _claim(self, status: str, to: str) -> str | None:
+    def claim(self, status: str, to: str) -> str | None:
         """Atomically take the oldest unheld job in `status`; its id, or None."""
         with self.db() as s:
             candidates = s.execute(
@@ -195,7 +202,7 @@ class Worker:
         return None
 
     def _claim_and_start(self) -> bool:
-        job_id = self._claim("queued", "running")
+        job_id = self.claim("queued", "running")
         if job_id is None:
             return False
         job_dir = self.settings.jobs_dir / job_id
