@@ -97,7 +97,10 @@ def test_packing_is_exact_and_wastes_nothing(tmp_path: Path, tiny_chat_dir: Path
 
 
 def test_loss_goes_down_and_checkpoints_reload(tmp_path: Path, tiny_chat_dir: Path) -> None:
-    cfg = make_config(tmp_path, tiny_chat_dir, n_epochs=4, keep_checkpoints=2)
+    # Full fine-tuning: the random tiny model memorises quickly when every weight moves.
+    cfg = make_config(
+        tmp_path, tiny_chat_dir, method="full", n_epochs=4, keep_checkpoints=2, learning_rate_multiplier=1000.0
+    )
     outcome, events = run(cfg, tmp_path / "job")
     assert outcome.status == "succeeded" and outcome.step == 12
     losses = [e["train_loss"] for e in events if e["type"] == "metrics"]
@@ -105,34 +108,35 @@ def test_loss_goes_down_and_checkpoints_reload(tmp_path: Path, tiny_chat_dir: Pa
     assert sum(losses[-3:]) < 0.7 * sum(losses[:3])
     kept = sorted(p.name for p in Path(cfg.output_dir).glob("step-*"))
     assert kept == ["step-12", "step-9"]
-    removed = [e["step"] for e in events if e["type"] == "checkpoint_removed"]
-    assert removed == [3, 6]
+    assert [e["step"] for e in events if e["type"] == "checkpoint_removed"] == [3, 6]
 
-    # The saved adapter reproduces the trained model's loss.
+    # The saved checkpoint is the trained model: its loss is the low one.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(outcome.path)
+    mb = pack(encode_dataset(tok, Path(cfg.training_file), 512).samples, 4096)[0]
+    with torch.no_grad():
+        tuned = float(forward_loss(AutoModelForCausalLM.from_pretrained(outcome.path), mb, "cpu", False)[0])
+        base = float(forward_loss(AutoModelForCausalLM.from_pretrained(tiny_chat_dir), mb, "cpu", False)[0])
+    assert tuned / mb.n_targets < 0.7 * base / mb.n_targets
+    assert tuned / mb.n_targets == pytest.approx(losses[-1], rel=0.3)
+
+
+def test_lora_checkpoint_is_a_peft_adapter(tmp_path: Path, tiny_chat_dir: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tiny_chat_dir)
-    base = AutoModelForCausalLM.from_pretrained(tiny_chat_dir)
-    tuned = PeftModel.from_pretrained(base, str(outcome.path)).eval()
-    mb = pack(encode_dataset(tok, Path(cfg.training_file), 512).samples, 4096)[0]
-    with torch.no_grad():
-        loss = float(forward_loss(tuned, mb, "cpu", False)[0]) / mb.n_targets
-        base_loss = float(forward_loss(AutoModelForCausalLM.from_pretrained(tiny_chat_dir), mb, "cpu", False)[0])
-    assert loss < 0.7 * base_loss / mb.n_targets
-
-
-def test_full_fine_tune_saves_a_loadable_model(tmp_path: Path, tiny_chat_dir: Path) -> None:
-    cfg = make_config(tmp_path, tiny_chat_dir, method="full", n_epochs=1, learning_rate_multiplier=100.0)
+    cfg = make_config(tmp_path, tiny_chat_dir, n_epochs=1)
     outcome, _ = run(cfg, tmp_path / "job")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    assert (outcome.path / "config.json").exists()
-    AutoTokenizer.from_pretrained(outcome.path)
-    tuned = AutoModelForCausalLM.from_pretrained(outcome.path)
-    base = AutoModelForCausalLM.from_pretrained(tiny_chat_dir)
-    diff = max((a - b).abs().max().item() for a, b in zip(tuned.parameters(), base.parameters()))
-    assert diff > 0
+    assert (outcome.path / "adapter_config.json").exists()
+    tok = AutoTokenizer.from_pretrained(tiny_chat_dir)
+    mb = pack(encode_dataset(tok, Path(cfg.training_file), 512).samples, 4096)[0]
+    base = AutoModelForCausalLM.from_pretrained(tiny_chat_dir).eval()
+    with torch.no_grad():
+        before = float(forward_loss(base, mb, "cpu", False)[0])
+        tuned = PeftModel.from_pretrained(base, str(outcome.path)).eval()
+        after = float(forward_loss(tuned, mb, "cpu", False)[0])
+    assert after < before  # LoRA B starts at zero: any change is the training's
 
 
 def test_pause_saves_state_and_resume_continues(tmp_path: Path, tiny_chat_dir: Path) -> None:

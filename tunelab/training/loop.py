@@ -57,8 +57,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_model(cfg: TrainConfig, resume_from: Path | None) -> tuple[Any, Any]:
-    """(model ready to train, tokenizer). The model is a PeftModel for method lora."""
+def load_model(cfg: TrainConfig, resume_from: Path | None, bf16: bool) -> tuple[Any, Any]:
+    """(model ready to train, tokenizer). The model is a PeftModel for method lora.
+
+    With LoRA the base weights are frozen, so under bf16 they are stored in bf16:
+    autocast would otherwise re-cast every fp32 weight on every forward and backward
+    pass. The adapter itself stays fp32 (peft upcasts it), so its updates keep full
+    precision. Full fine-tuning keeps fp32 master weights.
+    """
     from tunelab.models.loading import load_causal_lm, load_tokenizer
     from tunelab.models.registry import ModelSpec
 
@@ -79,7 +85,7 @@ def load_model(cfg: TrainConfig, resume_from: Path | None) -> tuple[Any, Any]:
 
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    base = load_causal_lm(spec, cache, device=cfg.device)
+    base = load_causal_lm(spec, cache, device=cfg.device, dtype=torch.bfloat16 if bf16 else None)
     adapter = resume_from or (Path(cfg.init_adapter) if cfg.init_adapter else None)
     if adapter is not None:
         model = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
@@ -153,7 +159,7 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
     seed_everything(cfg.seed)
 
     # -- 2. model
-    model, tokenizer = load_model(cfg, resume.path if resume else None)
+    model, tokenizer = load_model(cfg, resume.path if resume else None, bf16)
     params = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in params)
     events.message(
