@@ -108,11 +108,11 @@ def _follow(client: Any, job_id: str) -> None:
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
+        TextColumn("step {task.fields[step]}"),
         TextColumn("loss {task.fields[loss]}"),
         TimeRemainingColumn(),
     ) as progress:
-        task = progress.add_task("waiting", total=None, loss="-")
+        task = progress.add_task("waiting", total=None, loss="-", step="-")
         while True:
             job = client.fine_tuning.jobs.retrieve(job_id)
             events = list(client.fine_tuning.jobs.list_events(job_id, limit=100).data)
@@ -126,6 +126,7 @@ def _follow(client: Any, job_id: str) -> None:
                         completed=e.data["step"],
                         total=e.data["total_steps"],
                         loss=f"{e.data['train_loss']:.3f}",
+                        step=f"{e.data['step']}/{e.data['total_steps']}",
                     )
                 else:
                     progress.console.print(f"[{when(e.created_at)}] {e.message}")
