@@ -57,13 +57,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_model(cfg: TrainConfig, resume_from: Path | None, bf16: bool) -> tuple[Any, Any]:
+def load_model(cfg: TrainConfig, resume_from: Path | None) -> tuple[Any, Any]:
     """(model ready to train, tokenizer). The model is a PeftModel for method lora.
 
-    With LoRA the base weights are frozen, so under bf16 they are stored in bf16:
-    autocast would otherwise re-cast every fp32 weight on every forward and backward
-    pass. The adapter itself stays fp32 (peft upcasts it), so its updates keep full
-    precision. Full fine-tuning keeps fp32 master weights.
+    Weights stay fp32 and bf16 comes from autocast: on CPU, oneDNN's bf16 kernels
+    are fast for autocast's freshly cast operands, while bf16-stored weights were
+    measured slower here.
     """
     from tunelab.models.loading import load_causal_lm, load_tokenizer
     from tunelab.models.registry import ModelSpec
@@ -85,7 +84,7 @@ def load_model(cfg: TrainConfig, resume_from: Path | None, bf16: bool) -> tuple[
 
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    base = load_causal_lm(spec, cache, device=cfg.device, dtype=torch.bfloat16 if bf16 else None)
+    base = load_causal_lm(spec, cache, device=cfg.device)
     adapter = resume_from or (Path(cfg.init_adapter) if cfg.init_adapter else None)
     if adapter is not None:
         model = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
@@ -159,7 +158,7 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
     seed_everything(cfg.seed)
 
     # -- 2. model
-    model, tokenizer = load_model(cfg, resume.path if resume else None, bf16)
+    model, tokenizer = load_model(cfg, resume.path if resume else None)
     params = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in params)
     events.message(
