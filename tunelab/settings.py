@@ -51,10 +51,17 @@ class Settings(BaseSettings):
     # forward pass, up to this many texts.
     embed_batch_window_ms: float = 5.0
     embed_max_batch: int = 256
+    # bf16 autocast for embeddings (cosine to fp32 > 0.9999); faster only on CPUs
+    # with native bf16 (AMX/avx512_bf16) - see benchmarks/embeddings.py.
+    embed_bf16: bool = False
 
     # Inference: LoRA adapters kept attached, and the bound on waiting requests.
     adapter_cache_size: int = 8
     max_queued_requests: int = 64
+
+    # What the CLI talks to (TUNELAB_BASE_URL, TUNELAB_API_KEY).
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key: str | None = None
 
     # Jobs: run a worker inside `serve` (more can run with `tunelab worker`).
     embedded_worker: bool = True

@@ -1,0 +1,20 @@
+"""GET /health: liveness and readiness (the database answers)."""
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+import tunelab
+from tunelab.api.deps import ServicesDep
+
+router = APIRouter()
+
+
+@router.get("/health")
+def health(services: ServicesDep) -> JSONResponse:
+    try:
+        with services.db() as s:
+            s.execute(text("SELECT 1"))
+    except Exception as e:  # readiness: report, don't raise
+        return JSONResponse({"status": "unavailable", "database": str(e)}, status_code=503)
+    return JSONResponse({"status": "ok", "database": "ok", "version": tunelab.__version__})
