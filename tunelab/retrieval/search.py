@@ -21,8 +21,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tunelab.errors import InvalidRequest
-from tunelab.retrieval.filters import matches
+from tunelab.retrieval.filters import matches, validate_filter
 from tunelab.retrieval.index import DenseIndex, KeywordIndex, reciprocal_rank_fusion
+from tunelab.retrieval.stores import VectorStores
 from tunelab.retrieval.tables import ChunkRow, VectorStoreFileRow, VectorStoreRow
 
 RANKERS = {
@@ -63,12 +64,48 @@ def resolve_ranker(ranker: str | None) -> str:
 
 class Searcher:
     def __init__(
-        self, db: sessionmaker, embeddings: Any, dense: DenseIndex, keyword: KeywordIndex
+        self,
+        db: sessionmaker,
+        stores: VectorStores,
+        embeddings: Any,
+        dense: DenseIndex,
+        keyword: KeywordIndex,
     ) -> None:
         self.db = db
+        self.stores = stores
         self.embeddings = embeddings
         self.dense = dense
         self.keyword = keyword
+
+    def search_stores(
+        self,
+        project: str,
+        store_ids: list[str],
+        queries: list[str],
+        *,
+        max_results: int = 10,
+        filters: dict[str, Any] | None = None,
+        ranker: str | None = None,
+        score_threshold: float = 0.0,
+    ) -> list[Hit]:
+        """Validate, check access (404 for another project's store) and search."""
+        queries = [q for q in queries if q.strip()]
+        if not queries:
+            raise InvalidRequest("query must be a non-empty string or list of strings.", param="query")
+        if not 1 <= max_results <= 50:
+            raise InvalidRequest("max_num_results must be from 1 to 50.", param="max_num_results")
+        if filters is not None:
+            validate_filter(filters)
+        mode = resolve_ranker(ranker)
+        stores = self.stores.touch_for_search(project, store_ids)
+        return self.search(
+            stores,
+            queries,
+            max_results=max_results,
+            filters=filters,
+            ranker=mode,
+            score_threshold=score_threshold,
+        )
 
     def _eligible(
         self, s: Session, store: VectorStoreRow, filters: dict[str, Any] | None
