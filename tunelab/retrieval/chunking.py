@@ -7,7 +7,7 @@ For all-minilm-l6-v2 (max_seq_length 256, of which [CLS] and [SEP] take 2) the
 effective chunk is 254 tokens and the overlap is scaled by the same factor
 (800/400 -> 254/127), keeping the requested overlap *ratio*.
 
-Chunks end, where possible, at a paragraph break, else at a sentence end (". ! ?" and
+Chunks end, where possible, before a Markdown heading, else at a paragraph break, else at a sentence end (". ! ?" and
 the Chinese "。！？；"), else at a line break, else at any token; the next chunk starts
 at the earliest sentence start inside the overlap. Chinese text needs no spaces:
 the tokenizer's character offsets drive every cut, and each chunk's text is a slice
@@ -52,7 +52,8 @@ class Chunk:
 def _break_scores(text: str, starts: list[int]) -> list[int]:
     """For each token index t, how good a place to cut just before token t is.
 
-    3 = paragraph break, 2 = sentence end, 1 = line break, 0 = anywhere else.
+    4 = before a Markdown heading, 3 = paragraph break, 2 = sentence end,
+    1 = line break, 0 = anywhere else.
     """
     scores = [0] * (len(starts) + 1)
     scores[len(starts)] = 3
@@ -60,7 +61,7 @@ def _break_scores(text: str, starts: list[int]) -> list[int]:
         gap = text[starts[t - 1] : starts[t]]
         # The gap is the previous token plus the whitespace before this one.
         if "\n\n" in gap or re.search(r"\n\s*\n", gap):
-            scores[t] = 3
+            scores[t] = 4 if text.startswith("#", starts[t]) else 3
         elif _SENTENCE_END.search(gap):
             scores[t] = 2
         elif "\n" in gap:
