@@ -66,7 +66,7 @@ class OutputMessage(BaseModel):
     id: str
     type: Literal["message"] = "message"
     role: Literal["assistant"] = "assistant"
-    status: Literal["completed", "incomplete"] = "completed"
+    status: Literal["completed", "incomplete", "in_progress"] = "completed"
     content: list[OutputText]
 
 
