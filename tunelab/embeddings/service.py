@@ -127,7 +127,7 @@ class EmbeddingService:
         return int(self._worker(model).model.max_seq_length)
 
     def dimensions(self, model: str) -> int:
-        return int(self._worker(model).model.get_sentence_embedding_dimension())
+        return int(self._worker(model).model.get_embedding_dimension())
 
     def count_tokens(self, model: str, texts: list[str]) -> list[int]:
         enc = self.tokenizer(model)(texts, add_special_tokens=False)["input_ids"]
