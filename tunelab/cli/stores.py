@@ -120,6 +120,17 @@ def search(store_id: str, query: str, max_results: int, ranker: str, as_json: bo
         click.echo(f"{r.score:.3f}  {r.filename}  {r.file_id}\n    {text[:300]}\n")
 
 
+@stores_group.command("rm")
+@click.argument("store_ids", nargs=-1, required=True)
+@api_errors
+def rm(store_ids: tuple[str, ...]) -> None:
+    """Delete vector stores (the uploaded Files themselves are kept)."""
+    client = make_client()
+    for store_id in store_ids:
+        client.vector_stores.delete(store_id)
+        click.echo(f"deleted {store_id}")
+
+
 @click.command("ask")
 @click.argument("question")
 @click.option("--store", "stores", multiple=True, required=True, help="Vector store id (repeatable).")
