@@ -11,7 +11,9 @@ server processes sharing a database never search a stale matrix.
 Keywords: SQLite FTS5 with the `trigram` tokenizer, which indexes every 3-character
 substring and so works for Chinese (no word segmentation needed) as well as for
 English. Queries are split into words (English) and character runs (CJK, cut into
-trigrams), OR-ed and ranked by bm25. A query with no term of 3+ characters (e.g. the
+trigrams), OR-ed and ranked by bm25; for CJK queries the matches are reranked by how
+many of the query's character bigrams they contain (most Chinese words are two
+characters, below what a trigram index can match on its own). A query with no term of 3+ characters (e.g. the
 2-character Chinese word "电池") falls back to a LIKE scan of the store's chunks.
 When the database is SQLite the FTS table lives in it and is written in the same
 transaction as the chunks; on PostgreSQL it is a separate SQLite file under
@@ -51,7 +53,7 @@ _IS_CJK = re.compile(rf"[{_CJK}]")
 _STOPWORDS = frozenset(
     "the and for are but not you your yours with this that these those from have has had "
     "was were will would can could should does did how what when where which who whom why "
-    "into about there their them they its any all our out its may might must shall than "
+    "into about there their them they its any all our out may might must shall than "
     "then too very just also get got use used using some such only own same each both".split()
 )
 
@@ -166,6 +168,11 @@ def keyword_terms(query: str) -> tuple[list[str], list[str]]:
     return list(dict.fromkeys(long_terms)), list(dict.fromkeys(short_terms))
 
 
+def cjk_bigrams(query: str) -> list[str]:
+    runs = [r for r in _TERMS.findall(query) if _IS_CJK.match(r)]
+    return list(dict.fromkeys(r[i : i + 2] for r in runs for i in range(len(r) - 1)))
+
+
 class KeywordIndex:
     """FTS5 trigram index of chunk texts; `separate_file` is used when the DB is not SQLite."""
 
@@ -209,13 +216,23 @@ class KeywordIndex:
             match = " OR ".join('"' + t.replace('"', '""') + '"' for t in long_terms)
             rows = self._run(
                 s,
-                "SELECT rowid, bm25(vector_store_chunks_fts) FROM vector_store_chunks_fts "
+                "SELECT rowid, bm25(vector_store_chunks_fts), text FROM vector_store_chunks_fts "
                 "WHERE vector_store_chunks_fts MATCH :q AND vector_store_id = :vs "
                 "ORDER BY bm25(vector_store_chunks_fts) LIMIT :k",
                 {"q": match, "vs": store_id, "k": k},
             )
             # bm25() is negative, more negative is better; squash into [0, 1).
-            return [(int(r[0]), -r[1] / (1.0 - r[1])) for r in rows]
+            scored = [(int(r[0]), -r[1] / (1.0 - r[1]), r[2]) for r in rows]
+            bigrams = cjk_bigrams(query)
+            if not bigrams:
+                return [(cid, sc) for cid, sc, _ in scored]
+            # Chinese words are mostly two characters, which trigrams cannot see:
+            # rerank the matches by how many of the query's bigrams each contains.
+            reranked = [
+                (cid, 0.5 * sc + 0.5 * sum(b in t for b in bigrams) / len(bigrams))
+                for cid, sc, t in scored
+            ]
+            return sorted(reranked, key=lambda x: (-x[1], x[0]))
         if not short_terms:
             return []
         hits: dict[int, int] = defaultdict(int)
