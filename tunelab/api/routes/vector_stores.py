@@ -39,9 +39,7 @@ from tunelab.protocol.vector_stores import (
     VectorStore,
     VectorStoreFile,
 )
-from tunelab.retrieval.index import DenseIndex, KeywordIndex
-from tunelab.retrieval.ingestion import Ingestor
-from tunelab.retrieval.search import Searcher
+from tunelab.retrieval.service import Retrieval, build_retrieval
 from tunelab.retrieval.stores import StoreView, VectorStores, parse_chunking
 from tunelab.retrieval.tables import FileBatchRow, VectorStoreFileRow
 
@@ -50,27 +48,18 @@ POLL_AFTER_MS = "200"
 
 
 @contextmanager
-def _running(ingestor: Ingestor) -> Iterator[None]:
+def _running(retrieval: Retrieval) -> Iterator[None]:
     try:
         yield
     finally:
-        ingestor.close()
+        retrieval.close()
 
 
 def setup(app: FastAPI, services: Any) -> Any:
-    settings = services.settings
-    shared = settings.db_url.startswith("sqlite")
-    keyword = KeywordIndex(None if shared else settings.vectors_dir / "keywords.sqlite")
-    dense = DenseIndex()
-    ingestor = Ingestor(services.db, services.files, services.embeddings, keyword)
-    stores = VectorStores(
-        services.db, services.files, ingestor, dense, keyword, settings.default_embedding_model
-    )
-    app.state.vector_stores = stores
-    app.state.searcher = Searcher(services.db, stores, services.embeddings, dense, keyword)
-    services.files.on_delete.append(stores.on_file_deleted)
-    ingestor.recover()
-    return _running(ingestor)
+    retrieval = build_retrieval(services)
+    app.state.vector_stores = retrieval.stores
+    app.state.searcher = retrieval.searcher
+    return _running(retrieval)
 
 
 def _stores(request: Request) -> VectorStores:
