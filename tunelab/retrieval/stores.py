@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tunelab.errors import InvalidRequest, NotFound
@@ -37,6 +37,7 @@ from tunelab.retrieval.tables import (
 FILE_STATUSES = ("in_progress", "completed", "failed", "cancelled")
 MAX_ATTRIBUTES = 16
 DAY = 86400
+ACTIVITY_RESOLUTION = 60  # seconds
 
 
 def _now() -> int:
@@ -238,18 +239,26 @@ class VectorStores:
 
     def touch_for_search(self, project: str, store_ids: list[str]) -> list[VectorStoreRow]:
         """The stores to search (404 for unknown ones); refreshes their last_active_at."""
-        with write_transaction(self.db) as s:
-            rows = [self._store(s, project, sid) for sid in store_ids]
+        now = _now()
+        with self.db() as s:
+            rows = [self._store(s, project, sid) for sid in dict.fromkeys(store_ids)]
             for row in rows:
-                view = self.view(s, row)
-                if view.status == "expired":
+                if self.view(s, row).status == "expired":
                     raise InvalidRequest(
                         f"Vector store '{row.id}' has expired; set a new expires_after "
                         "to use it again.",
                         param="vector_store_id",
                     )
-                row.last_active_at = _now()
-            return rows
+        # Activity is recorded to the minute, so searches rarely need the write lock.
+        stale = [r.id for r in rows if now - r.last_active_at >= ACTIVITY_RESOLUTION]
+        if stale:
+            with write_transaction(self.db) as s:
+                s.execute(
+                    update(VectorStoreRow)
+                    .where(VectorStoreRow.id.in_(stale))
+                    .values(last_active_at=now)
+                )
+        return rows
 
     # ------------------------------------------------------------ files
 
