@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +59,12 @@ class Settings(BaseSettings):
     # Inference: LoRA adapters kept attached, and the bound on waiting requests.
     adapter_cache_size: int = 8
     max_queued_requests: int = 64
+    # Sequences decoded together in one batch per loaded model (n choices count each).
+    max_batch_size: int = 16
+    # Weights' dtype for serving ("float32" or "bfloat16").
+    inference_dtype: Literal["float32", "bfloat16"] = "float32"
+    # Full fine-tunes loaded at once are kept under this many MiB of weights.
+    full_model_memory_mb: int = 4096
 
     # What the CLI talks to (TUNELAB_BASE_URL, TUNELAB_API_KEY).
     base_url: str = "http://127.0.0.1:8000/v1"

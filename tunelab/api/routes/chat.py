@@ -1,5 +1,296 @@
-"""Placeholder: routes for this resource are added by its issue."""
+"""POST /v1/chat/completions and POST /v1/completions, streaming or not.
 
-from fastapi import APIRouter
+Handlers parse, queue the request with the InferenceService (a 400/404/503 is
+raised before any byte of the response is sent), then either wait for the
+choices or stream them as server-sent events: `data: {json}\\n\\n` per chunk and
+`data: [DONE]\\n\\n` at the end. A client that goes away cancels its generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import contextlib
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from tunelab.api.deps import ProjectDep
+from tunelab.errors import InvalidRequest, TunelabError
+from tunelab.ids import new_id
+from tunelab.inference import openai_format as fmt
+from tunelab.inference.engine import InferenceEngine
+from tunelab.inference.handle import Delta, Failed, Finished
+from tunelab.inference.service import Choice, InferenceService, Submitted
+from tunelab.protocol import chat as c
+from tunelab.protocol import completions as tc
 
 router = APIRouter()
+T = TypeVar("T")
+
+
+def setup(app: Any, services: Any) -> contextlib.AbstractContextManager[Any]:
+    service = InferenceService(InferenceEngine(services.settings), services.catalog.resolve)
+    app.state.inference = service
+    return contextlib.closing(service)
+
+
+def _service(request: Request) -> InferenceService:
+    return request.app.state.inference  # type: ignore[no-any-return]
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T], subs: list[Submitted]) -> T:
+    """Await `work`, cancelling the generations if the client hangs up first."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=0.5)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            for sub in subs:
+                sub.cancel()
+            task.cancel()
+            raise asyncio.CancelledError
+
+
+class _EventStream(StreamingResponse):
+    """Closes the chunk generator however the response ends, so a client that
+    disconnects mid-stream runs its `finally` (which cancels the generation) now,
+    not whenever the abandoned generator is garbage-collected."""
+
+    async def stream_response(self, send: Any) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            await self.body_iterator.aclose()  # type: ignore[union-attr]
+
+
+def _sse(chunks: AsyncGenerator[BaseModel, None]) -> StreamingResponse:
+    async def body() -> AsyncIterator[str]:
+        try:
+            async for chunk in chunks:
+                yield f"data: {chunk.model_dump_json()}\n\n"
+        except TunelabError as e:  # the SDK raises APIError for a data line with "error"
+            yield f"data: {json.dumps(e.to_dict())}\n\n"
+            return
+        finally:
+            await chunks.aclose()
+        yield "data: [DONE]\n\n"
+
+    return _EventStream(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _sampling_kwargs(body: c.ChatCompletionRequest | tc.CompletionRequest) -> dict[str, Any]:
+    return {
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "n": body.n,
+        "stop": body.stop,
+        "seed": body.seed,
+        "presence_penalty": body.presence_penalty,
+        "frequency_penalty": body.frequency_penalty,
+        "logit_bias": body.logit_bias,
+    }
+
+
+# -- chat ---------------------------------------------------------------------------
+
+
+def _chat_kwargs(body: c.ChatCompletionRequest) -> dict[str, Any]:
+    if body.tools:
+        raise InvalidRequest("Tool calling is not supported by tunelab models; remove 'tools'.", param="tools")
+    fmt_type = body.response_format.type if body.response_format else "text"
+    if fmt_type not in ("text", "json_object"):
+        raise InvalidRequest(
+            f"response_format type {fmt_type!r} is not supported; use 'text' or 'json_object'.",
+            param="response_format",
+        )
+    if body.top_logprobs is not None and not body.logprobs:
+        raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs")
+    use_mct = body.max_completion_tokens is not None
+    return {
+        **_sampling_kwargs(body),
+        "max_tokens": body.max_completion_tokens if use_mct else body.max_tokens,
+        "max_tokens_param": "max_completion_tokens" if use_mct else "max_tokens",
+        "logprobs": bool(body.logprobs),
+        "top_logprobs": body.top_logprobs,
+        "json_mode": fmt_type == "json_object",
+    }
+
+
+@router.post("/chat/completions", response_model=None)
+async def create_chat_completion(
+    body: c.ChatCompletionRequest, request: Request, project: ProjectDep
+) -> c.ChatCompletion | StreamingResponse:
+    kwargs = _chat_kwargs(body)
+    sub = await run_in_threadpool(_service(request).start_chat, project, body.model, body.messages, **kwargs)
+    cid, created = new_id("chatcmpl-"), int(time.time())
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return _sse(_chat_chunks(sub, cid, created, include_usage))
+    choices = await _unless_disconnected(request, sub.acollect(), [sub])
+    return c.ChatCompletion(
+        id=cid,
+        created=created,
+        model=sub.model,
+        choices=[
+            c.ChatChoice(
+                index=ch.index,
+                message=c.ChatMessage(content=ch.text),
+                finish_reason=ch.finish_reason or "stop",
+                logprobs=fmt.chat_logprobs(sub.tokenizer, ch.logprobs) if body.logprobs else None,
+            )
+            for ch in choices
+        ],
+        usage=fmt.usage(sub.prompt_tokens, sum(ch.completion_tokens for ch in choices)),
+    )
+
+
+async def _chat_chunks(sub: Submitted, cid: str, created: int, include_usage: bool) -> AsyncGenerator[BaseModel, None]:
+    def chunk(choices: list[c.ChunkChoice], usage: c.Usage | None = None) -> c.ChatCompletionChunk:
+        return c.ChatCompletionChunk(id=cid, created=created, model=sub.model, choices=choices, usage=usage)
+
+    n = sub.generation.params.n
+    yield chunk([c.ChunkChoice(index=i, delta=c.ChunkDelta(role="assistant", content="")) for i in range(n)])
+    completion_tokens = 0
+    try:
+        async for event in sub.generation.aevents():
+            if isinstance(event, Failed):
+                raise event.error if isinstance(event.error, TunelabError) else TunelabError(str(event.error))
+            if isinstance(event, Delta):
+                lps = fmt.chat_logprobs(sub.tokenizer, event.logprobs) if event.logprobs else None
+                yield chunk([c.ChunkChoice(index=event.index, delta=c.ChunkDelta(content=event.text), logprobs=lps)])
+            elif isinstance(event, Finished):
+                completion_tokens += event.completion_tokens
+                yield chunk([c.ChunkChoice(index=event.index, delta=c.ChunkDelta(), finish_reason=event.finish_reason)])
+    finally:
+        sub.cancel()  # no-op when finished; stops generation when the client disconnected
+    if include_usage:
+        yield chunk([], fmt.usage(sub.prompt_tokens, completion_tokens))
+
+
+# -- legacy completions -------------------------------------------------------------
+
+
+def _prompts(prompt: str | list[str] | list[int] | list[list[int]] | None) -> list[str | list[int]]:
+    if prompt is None or prompt == "" or prompt == []:
+        return [""]
+    if isinstance(prompt, str):
+        return [prompt]
+    if all(isinstance(p, int) for p in prompt):
+        return [list(prompt)]  # type: ignore[arg-type]
+    return list(prompt)  # type: ignore[arg-type]
+
+
+def _completion_kwargs(body: tc.CompletionRequest) -> dict[str, Any]:
+    if body.suffix:
+        raise InvalidRequest(
+            "'suffix' (insert mode) is not supported by tunelab models; put all the text in 'prompt'.", param="suffix"
+        )
+    if body.best_of is not None and body.best_of != (body.n or 1):
+        raise InvalidRequest("'best_of' is not supported; leave it unset or equal to 'n'.", param="best_of")
+    if body.logprobs is not None and not 0 <= body.logprobs <= 5:
+        raise InvalidRequest(f"'logprobs' must be between 0 and 5, got {body.logprobs}.", param="logprobs")
+    return {
+        **_sampling_kwargs(body),
+        "max_tokens": body.max_tokens,
+        "logprobs": body.logprobs is not None,
+        "top_logprobs": body.logprobs,
+    }
+
+
+@router.post("/completions", response_model=None)
+async def create_completion(
+    body: tc.CompletionRequest, request: Request, project: ProjectDep
+) -> tc.Completion | StreamingResponse:
+    kwargs = _completion_kwargs(body)
+    service = _service(request)
+
+    def start_all() -> list[Submitted]:
+        subs: list[Submitted] = []
+        try:
+            for p in _prompts(body.prompt):
+                subs.append(service.start_completion(project, body.model, p, **kwargs))
+        except TunelabError:
+            for s in subs:
+                s.cancel()
+            raise
+        return subs
+
+    subs = await run_in_threadpool(start_all)
+    cid, created = new_id("cmpl-"), int(time.time())
+    n = body.n or 1
+    echoes = [s.tokenizer.decode(s.prompt_ids) if body.echo else "" for s in subs]
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return _sse(_completion_chunks(subs, echoes, cid, created, body.logprobs, include_usage))
+    per_prompt = await _unless_disconnected(request, asyncio.gather(*(s.acollect() for s in subs)), subs)
+
+    def choice(k: int, sub: Submitted, ch: Choice) -> tc.CompletionChoice:
+        lps = None
+        if body.logprobs is not None:
+            lps = fmt.completion_logprobs(sub.tokenizer, ch.logprobs, len(echoes[k]), body.logprobs)
+        return tc.CompletionChoice(
+            index=k * n + ch.index, text=echoes[k] + ch.text, finish_reason=ch.finish_reason, logprobs=lps
+        )
+
+    return tc.Completion(
+        id=cid,
+        created=created,
+        model=subs[0].model,
+        choices=[choice(k, s, ch) for k, (s, chs) in enumerate(zip(subs, per_prompt)) for ch in chs],
+        usage=fmt.usage(
+            sum(s.prompt_tokens for s in subs), sum(ch.completion_tokens for chs in per_prompt for ch in chs)
+        ),
+    )
+
+
+async def _completion_chunks(
+    subs: list[Submitted], echoes: list[str], cid: str, created: int, logprobs: int | None, include_usage: bool
+) -> AsyncGenerator[BaseModel, None]:
+    """Events of every prompt's generation, merged as they come."""
+    n = subs[0].generation.params.n
+    queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+
+    async def pump(k: int, sub: Submitted) -> None:
+        async for event in sub.generation.aevents():
+            await queue.put((k, event))
+        await queue.put((k, None))
+
+    def chunk(choices: list[tc.CompletionChoice], usage: c.Usage | None = None) -> tc.Completion:
+        return tc.Completion(id=cid, created=created, model=subs[0].model, choices=choices, usage=usage)
+
+    tasks = [asyncio.create_task(pump(k, s)) for k, s in enumerate(subs)]
+    offsets = {(k, i): len(echoes[k]) for k in range(len(subs)) for i in range(n)}
+    completion_tokens, running = 0, len(subs)
+    try:
+        for k, echo in enumerate(echoes):
+            if echo:
+                yield chunk([tc.CompletionChoice(index=k * n + i, text=echo, finish_reason=None) for i in range(n)])
+        while running:
+            k, event = await queue.get()
+            if event is None:
+                running -= 1
+            elif isinstance(event, Failed):
+                raise event.error if isinstance(event.error, TunelabError) else TunelabError(str(event.error))
+            elif isinstance(event, Delta):
+                lps = None
+                if logprobs is not None:
+                    lps = fmt.completion_logprobs(subs[k].tokenizer, event.logprobs, offsets[k, event.index], logprobs)
+                offsets[k, event.index] += len(event.text)
+                yield chunk([tc.CompletionChoice(index=k * n + event.index, text=event.text, finish_reason=None, logprobs=lps)])
+            elif isinstance(event, Finished):
+                completion_tokens += event.completion_tokens
+                yield chunk([tc.CompletionChoice(index=k * n + event.index, text="", finish_reason=event.finish_reason)])
+    finally:
+        for s in subs:
+            s.cancel()
+        for t in tasks:
+            t.cancel()
+    if include_usage:
+        yield chunk([], fmt.usage(sum(s.prompt_tokens for s in subs), completion_tokens))

@@ -1,0 +1,75 @@
+"""LoRA adapters attached to one shared base model, with an LRU bound.
+
+The first adapter wraps the base in a peft `PeftModel`; later ones are loaded
+into it with `load_adapter`. Nothing is merged, so one batch can mix rows for
+several adapters and the base (peft's `adapter_names` mixed-batch forward).
+An adapter in use by a running sequence is never evicted. Only the worker
+thread that owns the base calls into this class, so it needs no lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import OrderedDict
+from typing import Any
+
+from tunelab.errors import ModelUnavailable
+from tunelab.inference.handle import AdapterRef
+
+log = logging.getLogger(__name__)
+
+BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
+
+
+class AdapterSet:
+    def __init__(self, base: Any, capacity: int) -> None:
+        self.model = base
+        self.capacity = max(1, capacity)
+        self._loaded: OrderedDict[str, AdapterRef] = OrderedDict()
+        self.loads = 0  # how many times an adapter was read from disk
+
+    @property
+    def has_adapters(self) -> bool:
+        return bool(self._loaded)
+
+    def ensure(self, ref: AdapterRef, in_use: set[str]) -> None:
+        """Attach `ref` if it is not attached yet, evicting the least recently used."""
+        if ref.key in self._loaded:
+            self._loaded.move_to_end(ref.key)
+            return
+        if not (ref.path / "adapter_config.json").exists():
+            raise ModelUnavailable(
+                f"The adapter files of this model are missing ({ref.path}); "
+                "the model cannot be served. Delete it and fine-tune again.",
+                param="model",
+            )
+        self._load(ref)
+        self._loaded[ref.key] = ref
+        # Evict after loading, so peft always keeps at least one adapter registered.
+        while len(self._loaded) > self.capacity:
+            victim = next((k for k in self._loaded if k not in in_use and k != ref.key), None)
+            if victim is None:
+                break  # every attached adapter is running: go over the bound briefly
+            with warnings.catch_warnings():  # peft warns when the active adapter goes; expected here
+                warnings.simplefilter("ignore", UserWarning)
+                self.model.delete_adapter(victim)
+            del self._loaded[victim]
+            log.info("detached adapter %s", victim)
+
+    def _load(self, ref: AdapterRef) -> None:
+        from peft import PeftModel
+
+        if isinstance(self.model, PeftModel):
+            self.model.load_adapter(str(ref.path), adapter_name=ref.key)
+        else:
+            self.model = PeftModel.from_pretrained(self.model, str(ref.path), adapter_name=ref.key)
+        self.model.eval()
+        self.loads += 1
+        log.info("attached adapter %s from %s", ref.key, ref.path)
+
+    def forward_kwargs(self, keys: list[str | None]) -> dict[str, Any]:
+        """Per-row adapter selection for a forward pass over a batch."""
+        if not self._loaded:
+            return {}
+        return {"adapter_names": [k or BASE for k in keys]}

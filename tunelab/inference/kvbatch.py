@@ -1,0 +1,93 @@
+"""The key/value cache of every sequence a worker is decoding, as one batch.
+
+Sequences join at any step (continuous batching): a new prompt is prefilled on
+its own, then its cache rows are left-padded to the batch's length (or the batch
+to theirs) and appended; an attention mask hides the padding and explicit
+position ids keep rotary embeddings right. Finished rows are dropped and any
+columns that became padding for every row are trimmed, so a long-gone long
+prompt does not keep costing attention time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def _left_pad(t: torch.Tensor, width: int) -> torch.Tensor:
+    """Pad dimension -2 (keys/values) or -1 (mask) on the left with zeros."""
+    if width == 0:
+        return t
+    shape = list(t.shape)
+    dim = -2 if t.dim() == 4 else -1
+    shape[dim] = width
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+class KVBatch:
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.mask = torch.zeros(0, 0, dtype=torch.long)
+        self.positions = torch.zeros(0, dtype=torch.long)
+
+    @property
+    def rows(self) -> int:
+        return int(self.mask.shape[0])
+
+    @property
+    def length(self) -> int:
+        return int(self.mask.shape[1])
+
+    def add(self, cache: Any, prompt_len: int, copies: int) -> None:
+        """Append `copies` rows that share one prefilled prompt cache."""
+        layers = [(k, v) for k, v, *_ in cache]
+        if copies > 1:
+            layers = [(k.expand(copies, -1, -1, -1), v.expand(copies, -1, -1, -1)) for k, v in layers]
+        new_mask = torch.ones(copies, prompt_len, dtype=torch.long)
+        new_pos = torch.full((copies,), prompt_len, dtype=torch.long)
+        if self.rows == 0:
+            self.keys = [k.contiguous() for k, _ in layers]
+            self.values = [v.contiguous() for _, v in layers]
+            self.mask, self.positions = new_mask, new_pos
+            return
+        width = max(self.length, prompt_len)
+        pad_old, pad_new = width - self.length, width - prompt_len
+        self.keys = [torch.cat([_left_pad(o, pad_old), _left_pad(n, pad_new)]) for o, (n, _) in zip(self.keys, layers)]
+        self.values = [
+            torch.cat([_left_pad(o, pad_old), _left_pad(n, pad_new)]) for o, (_, n) in zip(self.values, layers)
+        ]
+        self.mask = torch.cat([_left_pad(self.mask, pad_old), _left_pad(new_mask, pad_new)])
+        self.positions = torch.cat([self.positions, new_pos])
+
+    def step_inputs(self) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Attention mask (incl. the token about to be fed), position ids, cache data."""
+        mask = torch.cat([self.mask, torch.ones(self.rows, 1, dtype=torch.long)], dim=1)
+        return mask, self.positions[:, None], list(zip(self.keys, self.values))
+
+    def absorb(self, cache: Any, mask: torch.Tensor) -> None:
+        """Take the grown cache after a decode step."""
+        self.keys = [k for k, _, *_ in cache]
+        self.values = [v for _, v, *_ in cache]
+        self.mask = mask
+        self.positions = self.positions + 1
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only these rows; trim columns that are now padding everywhere."""
+        if len(rows) == self.rows:
+            return
+        if not rows:
+            self._reset()
+            return
+        idx = torch.tensor(rows, dtype=torch.long)
+        self.mask = self.mask[idx]
+        used = self.mask.any(dim=0).nonzero()
+        start = int(used[0]) if len(used) else self.length
+        self.mask = self.mask[:, start:]
+        self.keys = [k[idx, :, start:] for k in self.keys]
+        self.values = [v[idx, :, start:] for v in self.values]
+        self.positions = self.positions[idx]

@@ -1,0 +1,249 @@
+"""One generation thread per loaded model: a bounded queue and batched decoding.
+
+Torch on CPU parallelises inside an operation, not across Python threads, so
+each loaded model gets exactly one thread that owns it. The loop:
+
+1. admit waiting requests while the batch has room: attach their adapter, run
+   the prompt through the model once (n choices share that prefill), choose
+   each choice's first token, and append their cache rows to the batch;
+2. run ONE decode step for every running sequence together, whatever adapter
+   each uses, and hand each its next token.
+
+Every running sequence advances one token per step, so a long generation never
+starves a short one, and a request waits at most for the prefill of the
+requests admitted just before it. Requests beyond `max_queued` waiting ones are
+refused with `Overloaded` (503 + Retry-After) instead of waiting unboundedly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tunelab.errors import Overloaded
+from tunelab.inference.adapters import AdapterSet
+from tunelab.inference.handle import Delta, Failed, Finished, Generation
+from tunelab.inference.json_mode import JsonConstraint
+from tunelab.inference.kvbatch import KVBatch
+from tunelab.inference.sampling import TokenLogprob, adjust_logits, choose, make_generator, token_logprob
+from tunelab.inference.textstream import IncrementalDetokenizer, StopMatcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Sequence:
+    """One choice of one request, while it is being generated."""
+
+    gen: Generation
+    index: int
+    detok: IncrementalDetokenizer
+    stopper: StopMatcher
+    generator: torch.Generator
+    constraint: JsonConstraint | None
+    counts: Counter[int] = field(default_factory=Counter)
+    n_generated: int = 0
+    last_token: int = 0
+    done: bool = False
+
+    @property
+    def adapter_key(self) -> str | None:
+        return self.gen.adapter.key if self.gen.adapter else None
+
+
+class GenerationWorker:
+    def __init__(
+        self, model: Any, tokenizer: Any, *, name: str, max_batch: int, max_queued: int, adapter_capacity: int
+    ) -> None:
+        self.name = name
+        self.tokenizer = tokenizer
+        self.adapters = AdapterSet(model, adapter_capacity)
+        self.max_batch = max(1, max_batch)
+        self.max_queued = max(0, max_queued)
+        self._pending: deque[Generation] = deque()
+        self._active: list[_Sequence] = []
+        self._kv = KVBatch()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self.stats: Counter[str] = Counter()
+        self._thread = threading.Thread(target=self._run, name=f"generate-{name}", daemon=True)
+        self._thread.start()
+
+    # -- called from request threads -------------------------------------------------
+
+    def submit(self, gen: Generation) -> None:
+        with self._cond:
+            if len(self._pending) >= self.max_queued:
+                raise Overloaded(
+                    f"Too many requests are waiting for model '{self.name}' "
+                    f"({len(self._pending)} queued). Retry shortly.",
+                    retry_after=1.0,
+                )
+            self._pending.append(gen)
+            self._cond.notify()
+
+    @property
+    def idle(self) -> bool:
+        with self._cond:
+            return not self._pending and not self._active
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+
+    # -- the worker thread -----------------------------------------------------------
+
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._cond:
+                while not self._stopping and not self._pending and not self._active:
+                    self._cond.wait()
+                if self._stopping:
+                    break
+                room = self.max_batch - len(self._active)
+                admitted = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
+            try:
+                with torch.inference_mode():
+                    for gen in admitted:
+                        self._admit(gen)
+                    if self._active:
+                        self._step()
+            except Exception as e:  # a failed forward must not leave requests hanging
+                log.exception("generation step failed on %s", self.name)
+                for seq in self._active:
+                    if not seq.done:
+                        seq.gen.put(Failed(e))
+                self._active, self._kv = [], KVBatch()
+        for gen in self._pending:
+            gen.put(Failed(RuntimeError("the server is shutting down")))
+        for seq in self._active:
+            seq.gen.put(Failed(RuntimeError("the server is shutting down")))
+
+    def _admit(self, gen: Generation) -> None:
+        if gen.cancelled:
+            self.stats["cancelled"] += 1
+            return
+        try:
+            if gen.adapter is not None:
+                in_use = {s.adapter_key for s in self._active if s.adapter_key}
+                self.adapters.ensure(gen.adapter, in_use)
+            logits, cache = self._prefill(gen)
+        except Exception as e:
+            gen.put(Failed(e))
+            return
+        seqs = []
+        for i in range(gen.params.n):
+            seq = _Sequence(
+                gen=gen,
+                index=i,
+                detok=IncrementalDetokenizer(self.tokenizer),
+                stopper=StopMatcher(list(gen.params.stop)),
+                generator=make_generator(gen.params.seed, i),
+                constraint=JsonConstraint(self.tokenizer) if gen.params.json_mode else None,
+            )
+            self._advance(seq, logits)
+            if not seq.done:
+                seqs.append(seq)
+        if seqs:
+            self._kv.add(cache, len(gen.prompt_ids), copies=len(seqs))
+            self._active.extend(seqs)
+
+    def _prefill(self, gen: Generation) -> tuple[torch.Tensor, Any]:
+        from transformers import DynamicCache
+
+        ids = torch.tensor([gen.prompt_ids], dtype=torch.long)
+        cache = DynamicCache(config=self._config())
+        key = gen.adapter.key if gen.adapter else None
+        out = self.adapters.model(
+            input_ids=ids,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **self.adapters.forward_kwargs([key]),
+        )
+        self.stats["prefill_tokens"] += len(gen.prompt_ids)
+        return out.logits[0, -1], out.cache
+
+    def _config(self) -> Any:
+        return self.adapters.model.config
+
+    def _step(self) -> None:
+        from transformers import DynamicCache
+
+        mask, positions, data = self._kv.step_inputs()
+        tokens = torch.tensor([[s.last_token] for s in self._active], dtype=torch.long)
+        out = self.adapters.model(
+            input_ids=tokens,
+            attention_mask=mask,
+            position_ids=positions,
+            cache=DynamicCache(ddp_cache_data=data),
+            use_cache=True,
+            **self.adapters.forward_kwargs([s.adapter_key for s in self._active]),
+        )
+        self._kv.absorb(out.cache, mask)
+        logits = out.logits[:, -1]
+        self.stats["decode_steps"] += 1
+        for row, seq in enumerate(self._active):
+            if seq.gen.cancelled:
+                seq.done = True
+                self.stats["cancelled"] += 1
+                continue
+            self._advance(seq, logits[row])
+        keep = [i for i, s in enumerate(self._active) if not s.done]
+        self._kv.keep(keep)
+        self._active = [self._active[i] for i in keep]
+
+    def _advance(self, seq: _Sequence, logits: torch.Tensor) -> None:
+        """Choose the next token of `seq` and tell its consumer what text it adds."""
+        params = seq.gen.params
+        adjusted = adjust_logits(logits, params, seq.counts)
+        if seq.constraint is not None:
+            adjusted = seq.constraint.mask(adjusted, seq.gen.stop_token_ids)
+        token = choose(adjusted, params, seq.generator)
+        seq.n_generated += 1
+        seq.counts[token] += 1
+        seq.last_token = token
+        self.stats["generated_tokens"] += 1
+        lps: list[TokenLogprob] = []
+        if params.logprobs:
+            lps = [token_logprob(logits, token, params.top_logprobs)]
+
+        if token in seq.gen.stop_token_ids:
+            self._finish(seq, seq.detok.flush(), lps, "stop")
+            return
+        if seq.constraint is not None:
+            seq.constraint.advance(token)
+        text, hit = seq.stopper.feed(seq.detok.push(token))
+        if hit:
+            self._emit(seq, text, lps)
+            self._finish(seq, "", [], "stop")
+        elif seq.constraint is not None and seq.constraint.complete:
+            self._finish(seq, text, lps, "stop")
+        elif seq.n_generated >= params.max_tokens:
+            self._finish(seq, text + seq.detok.flush(), lps, "length")
+        elif text or lps:
+            self._emit(seq, text, lps)
+
+    def _emit(self, seq: _Sequence, text: str, lps: list[TokenLogprob]) -> None:
+        if text or lps:
+            seq.gen.put(Delta(seq.index, text, lps))
+
+    def _finish(self, seq: _Sequence, tail: str, lps: list[TokenLogprob], reason: str) -> None:
+        """Release held-back text (cut at a stop string if one completes) and end the choice."""
+        text, hit = seq.stopper.feed(tail)
+        if not hit:
+            text += seq.stopper.flush()
+        if seq.constraint is not None:
+            text += seq.constraint.closing()
+        self._emit(seq, text, lps)
+        seq.gen.put(Finished(seq.index, "stop" if hit else reason, seq.n_generated))
+        seq.done = True
+        self.stats[f"finished_{'stop' if hit else reason}"] += 1
