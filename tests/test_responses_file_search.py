@@ -46,8 +46,23 @@ class ScriptedGenerator:
 
     def stream_chat(self, project, model, messages, **kwargs):
         self.calls.append(messages)
-        text = self._answer(messages)
-        yield from (text[i : i + 5] for i in range(0, len(text), 5))
+        return ScriptedStream(self._answer(messages))
+
+
+class ScriptedStream:
+    """Like the inference service's ChatStream: text deltas, then `.result`."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.result = None
+        self.closed = False
+
+    def __iter__(self):
+        yield from (self.text[i : i + 5] for i in range(0, len(self.text), 5))
+        self.result = ChatResult(self.text, "stop", 100, len(self.text) // 4)
+
+    def close(self) -> None:
+        self.closed = True
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +142,7 @@ def test_streaming_events(served, scripted):
     final = events[-1].response
     assert deltas == final.output_text == "See the second passage [2]."
     assert final.output[-1].content[0].annotations[0].type == "file_citation"
+    assert final.usage.input_tokens == 100
 
 
 def test_bad_tools_and_unknown_stores(served, scripted):

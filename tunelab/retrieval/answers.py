@@ -188,8 +188,20 @@ def respond(generator: Any, project: str, req: CreateResponse, p: Prepared) -> R
     )  # fmt: skip
 
 
-def stream_events(generator: Any, project: str, req: CreateResponse, p: Prepared) -> Iterator[dict[str, Any]]:
-    """Responses streaming events, in OpenAI's order, ending with response.completed."""
+def start_stream(generator: Any, project: str, req: CreateResponse, p: Prepared) -> Any:
+    """Start generating now, so a bad model is an HTTP error, not a broken stream."""
+    return generator.stream_chat(
+        project, req.model, p.messages, max_tokens=req.max_output_tokens,
+        temperature=req.temperature, top_p=req.top_p,
+    )  # fmt: skip
+
+
+def stream_events(stream: Any, req: CreateResponse, p: Prepared) -> Iterator[dict[str, Any]]:
+    """Responses streaming events, in OpenAI's order, ending with response.completed.
+
+    `stream` iterates text deltas and then holds `.result` (a ChatResult), like the
+    inference service's ChatStream; it is closed if the client goes away.
+    """
     response_id, message_id = new_id("resp_"), new_id("msg_")
     search_call = file_search_item(p, req.include) if p.tool is not None else None
     seq = iter(range(1 << 30))
@@ -211,20 +223,26 @@ def stream_events(generator: Any, project: str, req: CreateResponse, p: Prepared
     where = {"item_id": message_id, "output_index": index, "content_index": 0}
     yield {"type": "response.content_part.added", "sequence_number": next(seq), **where, "part": part}
     pieces = []
-    for delta in generator.stream_chat(
-        project, req.model, p.messages, max_tokens=req.max_output_tokens,
-        temperature=req.temperature, top_p=req.top_p,
-    ):  # fmt: skip
-        if delta:
+    try:
+        for delta in stream:
             pieces.append(delta)
             yield {"type": "response.output_text.delta", "sequence_number": next(seq), **where, "delta": delta, "logprobs": []}
+    finally:
+        stream.close()
     text = "".join(pieces)
+    result = stream.result
+    usage = Usage(
+        input_tokens=result.prompt_tokens,
+        output_tokens=result.completion_tokens,
+        total_tokens=result.prompt_tokens + result.completion_tokens,
+    )
     final = build_response(
-        req, p, response_id=response_id, text=text, finish_reason="stop", usage=None,
+        req, p, response_id=response_id, text=text, finish_reason=result.finish_reason, usage=usage,
         search_call=search_call, message_id=message_id,
     )  # fmt: skip
     message = final.output[-1].model_dump()
     yield {"type": "response.output_text.done", "sequence_number": next(seq), **where, "text": text, "logprobs": []}
     yield {"type": "response.content_part.done", "sequence_number": next(seq), **where, "part": message["content"][0]}
     yield {"type": "response.output_item.done", "sequence_number": next(seq), "output_index": index, "item": message}
-    yield {"type": "response.completed", "sequence_number": next(seq), "response": final.model_dump()}
+    done = "response.incomplete" if final.status == "incomplete" else "response.completed"
+    yield {"type": done, "sequence_number": next(seq), "response": final.model_dump()}

@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 from tunelab.api.deps import ProjectDep
 from tunelab.errors import ModelUnavailable, TunelabError
 from tunelab.protocol.responses import CreateResponse, Response
-from tunelab.retrieval.answers import prepare, respond, stream_events
+from tunelab.retrieval.answers import prepare, respond, start_stream, stream_events
 
 router = APIRouter()
 
@@ -50,7 +50,7 @@ def create_response(
     prepared = prepare(request.app.state.searcher, project, body)
     if body.stream:
         return StreamingResponse(
-            _sse(stream_events(generator, project, body, prepared)),
+            _sse(stream_events(start_stream(generator, project, body, prepared), body, prepared)),
             media_type="text/event-stream",
         )
     return respond(generator, project, body, prepared)
