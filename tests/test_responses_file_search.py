@@ -162,12 +162,15 @@ def test_real_model_answers_from_the_manual(served):
         pytest.skip("app.state.inference is not set up yet (inference issue not merged)")
     resp = client.responses.create(
         model="smollm2-135m-instruct",
-        input="How much does the Brewmaster K2 weigh?",
+        input="What does error E4 mean?",
         tools=[{"type": "file_search", "vector_store_ids": [vs_id], "max_num_results": 2}],
-        max_output_tokens=48,
+        include=["file_search_call.results"],
+        max_output_tokens=40,
         temperature=0,
     )
-    message = resp.output[-1]
-    assert resp.output_text.strip()
+    call, message = resp.output
+    assert any("E4 means the boiler" in r.text for r in call.results)
+    # The 135M model answers from the passage it was given (its own knowledge has no E4).
+    assert "boiler" in resp.output_text.lower(), resp.output_text
     assert message.content[0].annotations[0].file_id == manual_id
-    assert "9.4" in resp.output_text
+    assert 0 < resp.usage.output_tokens <= 40
