@@ -205,44 +205,47 @@ def stream_events(stream: Any, req: CreateResponse, p: Prepared) -> Iterator[dic
     response_id, message_id = new_id("resp_"), new_id("msg_")
     search_call = file_search_item(p, req.include) if p.tool is not None else None
     seq = iter(range(1 << 30))
-    shell = build_response(
-        req, p, response_id=response_id, text="", finish_reason="stop", usage=None,
-        search_call=search_call, message_id=message_id,
-    ).model_dump()  # fmt: skip
+
+    def event(type_: str, **fields: Any) -> dict[str, Any]:
+        return {"type": type_, "sequence_number": next(seq), **fields}
+
+    def response(text: str, finish_reason: str, usage: Usage | None) -> Response:
+        return build_response(
+            req, p, response_id=response_id, text=text, finish_reason=finish_reason,
+            usage=usage, search_call=search_call, message_id=message_id,
+        )  # fmt: skip
+
+    shell = response("", "stop", None).model_dump()
     shell.update(status="in_progress", output=[], output_text="")
-    yield {"type": "response.created", "sequence_number": next(seq), "response": shell}
+    yield event("response.created", response=shell)
     index = 0
     if search_call is not None:
         item = search_call.model_dump()
-        yield {"type": "response.output_item.added", "sequence_number": next(seq), "output_index": 0, "item": item}
-        yield {"type": "response.output_item.done", "sequence_number": next(seq), "output_index": 0, "item": item}
+        yield event("response.output_item.added", output_index=0, item=item)
+        yield event("response.output_item.done", output_index=0, item=item)
         index = 1
     empty = OutputMessage(id=message_id, status="in_progress", content=[]).model_dump()
-    yield {"type": "response.output_item.added", "sequence_number": next(seq), "output_index": index, "item": empty}
-    part = {"type": "output_text", "text": "", "annotations": []}
+    yield event("response.output_item.added", output_index=index, item=empty)
     where = {"item_id": message_id, "output_index": index, "content_index": 0}
-    yield {"type": "response.content_part.added", "sequence_number": next(seq), **where, "part": part}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    yield event("response.content_part.added", **where, part=part)
     pieces = []
     try:
         for delta in stream:
             pieces.append(delta)
-            yield {"type": "response.output_text.delta", "sequence_number": next(seq), **where, "delta": delta, "logprobs": []}
+            yield event("response.output_text.delta", **where, delta=delta, logprobs=[])
     finally:
         stream.close()
-    text = "".join(pieces)
-    result = stream.result
+    text, result = "".join(pieces), stream.result
     usage = Usage(
         input_tokens=result.prompt_tokens,
         output_tokens=result.completion_tokens,
         total_tokens=result.prompt_tokens + result.completion_tokens,
     )
-    final = build_response(
-        req, p, response_id=response_id, text=text, finish_reason=result.finish_reason, usage=usage,
-        search_call=search_call, message_id=message_id,
-    )  # fmt: skip
+    final = response(text, result.finish_reason, usage)
     message = final.output[-1].model_dump()
-    yield {"type": "response.output_text.done", "sequence_number": next(seq), **where, "text": text, "logprobs": []}
-    yield {"type": "response.content_part.done", "sequence_number": next(seq), **where, "part": message["content"][0]}
-    yield {"type": "response.output_item.done", "sequence_number": next(seq), "output_index": index, "item": message}
+    yield event("response.output_text.done", **where, text=text, logprobs=[])
+    yield event("response.content_part.done", **where, part=message["content"][0])
+    yield event("response.output_item.done", output_index=index, item=message)
     done = "response.incomplete" if final.status == "incomplete" else "response.completed"
-    yield {"type": done, "sequence_number": next(seq), "response": final.model_dump()}
+    yield event(done, response=final.model_dump())

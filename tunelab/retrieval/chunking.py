@@ -7,9 +7,9 @@ For all-minilm-l6-v2 (max_seq_length 256, of which [CLS] and [SEP] take 2) the
 effective chunk is 254 tokens and the overlap is scaled by the same factor
 (800/400 -> 254/127), keeping the requested overlap *ratio*.
 
-Chunks end, where possible, before a Markdown heading, else at a paragraph break, else at a sentence end (". ! ?" and
-the Chinese "。！？；"), else at a line break, else at any token; the next chunk starts
-at the earliest sentence start inside the overlap. Chinese text needs no spaces:
+Chunks end, where possible, before a Markdown heading, else at a paragraph break,
+else at a sentence end (". ! ?" and the Chinese "。！？；"), else at a line break, else
+at any token; the next chunk starts at the earliest sentence start inside the overlap. Chinese text needs no spaces:
 the tokenizer's character offsets drive every cut, and each chunk's text is a slice
 of the source string (never detokenised ids, which would lose case and spacing).
 """

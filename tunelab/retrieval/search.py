@@ -150,7 +150,12 @@ class Searcher:
                 eligible.update({(store.id, f): v for f, v in allowed.items()})
                 if not allowed:
                     continue
-                m = self.dense.matrix(s, store.id, store.index_version)
+                # The version read in this session's snapshot, so the matrix, the
+                # keyword index and the eligible files all describe the same state.
+                version = s.execute(
+                    select(VectorStoreRow.index_version).where(VectorStoreRow.id == store.id)
+                ).scalar_one()
+                m = self.dense.matrix(s, store.id, version)
                 narrowed = len(allowed) < len(m.files)
                 mask = m.mask(set(allowed)) if narrowed else None
                 found: list[tuple[int, list[tuple[int, float]]]] = []  # (list no, hits)

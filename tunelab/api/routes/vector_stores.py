@@ -40,7 +40,8 @@ from tunelab.protocol.vector_stores import (
     VectorStoreFile,
 )
 from tunelab.retrieval.service import Retrieval, build_retrieval
-from tunelab.retrieval.stores import StoreView, VectorStores, parse_chunking
+from tunelab.retrieval.params import parse_chunking
+from tunelab.retrieval.stores import StoreView, VectorStores
 from tunelab.retrieval.tables import FileBatchRow, VectorStoreFileRow
 
 router = APIRouter()
