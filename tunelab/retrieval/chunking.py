@@ -9,9 +9,10 @@ effective chunk is 254 tokens and the overlap is scaled by the same factor
 
 Chunks end, where possible, before a Markdown heading, else at a paragraph break,
 else at a sentence end (". ! ?" and the Chinese "。！？；"), else at a line break, else
-at any token; the next chunk starts at the earliest sentence start inside the overlap. Chinese text needs no spaces:
-the tokenizer's character offsets drive every cut, and each chunk's text is a slice
-of the source string (never detokenised ids, which would lose case and spacing).
+at any token; the next chunk starts at the earliest sentence start inside the overlap.
+Chinese text needs no spaces: the tokenizer's character offsets drive every cut, and
+each chunk's text is a slice of the source string (never detokenised ids, which
+would lose case and spacing).
 """
 
 from __future__ import annotations
