@@ -154,6 +154,30 @@ def test_attribute_filters_and_updates(client):
     assert e.value.body["param"] == "filters.type"
 
 
+def test_cancel_batch_and_expiry(client):
+    vs = client.vector_stores.create(
+        name="cancel", expires_after={"anchor": "last_active_at", "days": 7}
+    )
+    assert vs.expires_at == vs.last_active_at + 7 * 86400 and vs.expires_after.days == 7
+    ids = [
+        client.files.create(file=(f"n{i}.md", f"Note {i}: {MANUAL[i * 200 : i * 200 + 3000]}".encode()), purpose="assistants").id
+        for i in range(6)
+    ]
+    batch = client.vector_stores.file_batches.create(vector_store_id=vs.id, file_ids=ids)
+    cancelled = client.vector_stores.file_batches.cancel(batch.id, vector_store_id=vs.id)
+    assert cancelled.status == "cancelled" and cancelled.file_counts.in_progress == 0
+    counts = cancelled.file_counts
+    assert counts.cancelled + counts.completed == counts.total == 6 and counts.cancelled > 0
+    # Cancelled files never reach the index, even if they were mid-ingestion.
+    done = client.vector_stores.file_batches.poll(batch.id, vector_store_id=vs.id)
+    assert done.file_counts == counts
+    cancelled_ids = {f.id for f in client.vector_stores.files.list(vector_store_id=vs.id, filter="cancelled")}
+    hits = client.vector_stores.search(vs.id, query="espresso machine", max_num_results=50).data
+    assert cancelled_ids and not cancelled_ids & {h.file_id for h in hits}
+    updated = client.vector_stores.update(vs.id, expires_after=None, name="renamed")
+    assert updated.expires_after is None and updated.name == "renamed"
+
+
 def test_deleting_a_file_removes_its_chunks_from_search(client):
     vs = client.vector_stores.create(name="delete")
     f = client.vector_stores.files.upload_and_poll(
