@@ -36,9 +36,7 @@ def build_retrieval(services: Any) -> Retrieval:
     shared = settings.db_url.startswith("sqlite")
     keyword = KeywordIndex(None if shared else settings.vectors_dir / "keywords.sqlite")
     dense = DenseIndex()
-    # Two workers: while one extracts and chunks, the other's texts reach the
-    # embedding service, whose micro-batching merges concurrent files into one pass.
-    ingestor = Ingestor(services.db, services.files, services.embeddings, keyword, workers=2)
+    ingestor = Ingestor(services.db, services.files, services.embeddings, keyword)
     stores = VectorStores(
         services.db, services.files, ingestor, dense, keyword, settings.default_embedding_model
     )
