@@ -145,6 +145,27 @@ def test_streaming_events(served, scripted):
     assert final.usage.input_tokens == 100
 
 
+def test_without_tools_it_is_plain_generation(served, scripted):
+    _, client, _, _, _ = served
+    resp = client.responses.create(
+        model="smollm2-135m-instruct",
+        instructions="Be terse.",
+        input=[
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": [{"type": "input_text", "text": "And now?"}]},
+        ],
+    )
+    (message,) = resp.output
+    assert message.type == "message" and message.content[0].annotations == []
+    assert scripted.calls[-1] == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "And now?"},
+    ]
+
+
 def test_bad_tools_and_unknown_stores(served, scripted):
     _, client, vs_id, _, _ = served
     with pytest.raises(openai.BadRequestError) as e:
