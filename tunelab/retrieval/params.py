@@ -75,3 +75,18 @@ def check_expires_after(expires_after: Any) -> int | None:
     if not isinstance(days, int) or not 1 <= days <= 365:
         raise InvalidRequest("expires_after.days must be from 1 to 365.", param="expires_after.days")
     return days
+
+
+def check_metadata(metadata: dict[str, str] | None) -> dict[str, str] | None:
+    """OpenAI's metadata limits: at most 16 keys, keys ≤64 and values ≤512 characters."""
+    if metadata is None:
+        return None
+    if len(metadata) > 16:
+        raise InvalidRequest("metadata has more than 16 keys.", param="metadata")
+    for key, value in metadata.items():
+        if len(key) > 64 or len(value) > 512:
+            raise InvalidRequest(
+                f"metadata '{key[:20]}': keys are at most 64 and values 512 characters.",
+                param="metadata",
+            )
+    return metadata

@@ -20,7 +20,12 @@ from tunelab.errors import InvalidRequest, NotFound
 from tunelab.ids import new_id
 from tunelab.retrieval.index import DenseIndex, KeywordIndex
 from tunelab.retrieval.ingestion import Ingestor, drop_chunks, write_transaction
-from tunelab.retrieval.params import check_attributes, check_expires_after, parse_chunking
+from tunelab.retrieval.params import (
+    check_attributes,
+    check_expires_after,
+    check_metadata,
+    parse_chunking,
+)
 from tunelab.retrieval.tables import (
     ChunkRow,
     FileBatchMemberRow,
@@ -119,6 +124,7 @@ class VectorStores:
     ) -> StoreView:
         size, overlap = parse_chunking(chunking_strategy)
         days = check_expires_after(expires_after)
+        check_metadata(metadata)
         for file_id in file_ids:
             self.files.get(project, file_id)  # 404 before anything is written
         now = _now()
@@ -158,6 +164,7 @@ class VectorStores:
             if "expires_after" in fields:
                 row.expires_after_days = check_expires_after(fields["expires_after"])
             if "metadata" in fields:
+                check_metadata(fields["metadata"])
                 row.metadata_json = json.dumps(fields["metadata"]) if fields["metadata"] else None
             row.last_active_at = _now()
         return self.get(project, store_id)
