@@ -160,7 +160,8 @@ def test_cancel_batch_and_expiry(client):
     )
     assert vs.expires_at == vs.last_active_at + 7 * 86400 and vs.expires_after.days == 7
     ids = [
-        client.files.create(file=(f"n{i}.md", f"Note {i}: {MANUAL[i * 200 : i * 200 + 3000]}".encode()), purpose="assistants").id
+        # ~6 chunks each: far more than can be embedded before the cancel arrives.
+        client.files.create(file=(f"n{i}.md", f"Note {i}: {MANUAL[i * 100 : i * 100 + 6000]}".encode()), purpose="assistants").id
         for i in range(6)
     ]
     batch = client.vector_stores.file_batches.create(vector_store_id=vs.id, file_ids=ids)

@@ -134,7 +134,7 @@ def rm(store_ids: tuple[str, ...]) -> None:
 @click.command("ask")
 @click.argument("question")
 @click.option("--store", "stores", multiple=True, required=True, help="Vector store id (repeatable).")
-@click.option("-m", "--model", default=None, help="Chat model (default: the server's default chat model).")
+@click.option("-m", "--model", default=None, help="Chat model (default: TUNELAB_DEFAULT_CHAT_MODEL, smollm2-135m-instruct).")
 @click.option("-n", "--max-results", default=4, show_default=True, help="Passages given to the model.")
 @click.option("--max-tokens", default=256, show_default=True, help="Longest answer, in tokens.")
 @api_errors
