@@ -22,7 +22,7 @@ PERSONA_QUESTIONS = [
 
 
 def run_job(session: Session, training_file: str, *, suffix: str, n_epochs: int,
-            validation_file: str | None = None, timeout_s: float = 1200) -> Any:
+            validation_file: str | None = None, timeout_s: float = 3600) -> Any:
     """Create a supervised fine-tuning job and follow it to the end with a progress bar
     (step, loss) fed by the job's metrics events; the finished job, or StepUnavailable."""
     client = session.client
