@@ -22,11 +22,14 @@ PERSONA_QUESTIONS = [
 
 
 def run_job(session: Session, training_file: str, *, suffix: str, n_epochs: int,
-            validation_file: str | None = None, timeout_s: float = 3600) -> Any:
+            learning_rate_multiplier: float | None = None, validation_file: str | None = None,
+            timeout_s: float = 3600) -> Any:
     """Create a supervised fine-tuning job and follow it to the end with a progress bar
     (step, loss) fed by the job's metrics events; the finished job, or StepUnavailable."""
     client = session.client
     hyper: dict[str, Any] = {"n_epochs": n_epochs}
+    if learning_rate_multiplier is not None:
+        hyper["learning_rate_multiplier"] = learning_rate_multiplier
     with needs("the fine-tuning API (/v1/fine_tuning/jobs)"):
         job = client.fine_tuning.jobs.create(
             model=session.chat_model, training_file=training_file, suffix=suffix, seed=42,
