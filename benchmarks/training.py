@@ -13,7 +13,8 @@ the bf16 / fp32 torch.matmul peak).
               autocast where supported, logits only on trained tokens)
   plain fp32  what a user would write: tokenizer(padding=True) batches, full
               logits, model(labels=...), fp32
-  trl         trl's SFTTrainer, when trl is installed
+
+trl's SFTTrainer is not part of tunelab's dependencies and is not compared here.
 """
 
 from __future__ import annotations
@@ -141,12 +142,6 @@ def main() -> None:
         results: dict[str, tuple[float, int]] = {}
         results["tunelab"] = run_tunelab(cfg, work)
         results["plain fp32"] = run_plain(spec, cache, data, args.steps, args.batch_size)
-        try:
-            import trl  # noqa: F401
-
-            print("trl is installed but its SFTTrainer run is not wired in this script yet")
-        except ImportError:
-            print("trl: not installed (pip install trl to compare)")
 
     base = results["plain fp32"][1] / results["plain fp32"][0]
     print(f"\n{'run':<12} {'tokens':>7} {'seconds':>8} {'tok/s':>8} {'vs plain':>9} {'MFU bf16':>9} {'MFU fp32':>9}")

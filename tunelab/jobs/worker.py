@@ -421,6 +421,8 @@ def _metrics_data(ev: dict[str, Any]) -> dict[str, Any]:
         "valid_mean_token_accuracy",
         "full_valid_loss",
         "full_valid_mean_token_accuracy",
+        "classification_accuracy",
+        "classification_weighted_f1",
     )
     return {k: ev[k] for k in keys if k in ev}
 
@@ -431,6 +433,11 @@ def _metrics_message(ev: dict[str, Any]) -> str:
         text += f", validation loss={ev['valid_loss']:.2f}"
     if "full_valid_loss" in ev:
         text += f", full validation loss={ev['full_valid_loss']:.2f}"
+    if "classification_accuracy" in ev:
+        text += (
+            f", classification accuracy={ev['classification_accuracy']:.2f}"
+            f", weighted F1={ev['classification_weighted_f1']:.2f}"
+        )
     return text
 
 

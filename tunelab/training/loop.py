@@ -10,7 +10,8 @@ Reads top to bottom like a recipe:
      tokens and divided by the step's trained-token count (gradient accumulation that
      weighs every token equally), clip, step; a metrics event;
   6. every epoch end a checkpoint (the last `keep_checkpoints` are kept); a pause
-     saves one mid-epoch; the end runs the full validation set.
+     saves one mid-epoch; the end runs the full validation set (and, for a
+     classification set, accuracy and weighted F1 of generated labels).
 
 Logits are computed only where a token is trained (`logits_to_keep` with indices):
 the vocabulary projection is a large share of a small model's compute, and prompt
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from tunelab.training import checkpoints
+from tunelab.training.classification import classification_metrics
 from tunelab.training.config import TrainConfig, steps_per_epoch
 from tunelab.training.data import Dataset, MicroBatch, encode_dataset, epoch_steps, pack
 from tunelab.training.events import Control, EventWriter
@@ -253,6 +255,8 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
                 metrics["full_valid_loss"], metrics["full_valid_mean_token_accuracy"] = evaluate(
                     model, valid_data, list(range(len(valid_data.samples))), cfg, bf16
                 )
+                assert cfg.validation_file is not None
+                metrics.update(classification_metrics(model, tokenizer, Path(cfg.validation_file), cfg.device) or {})
             events.emit(
                 "metrics",
                 **metrics,
