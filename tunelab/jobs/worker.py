@@ -230,7 +230,7 @@ class Worker:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         # Idle OpenMP threads sleep instead of spinning: when the cores are shared
         # (the server, other jobs), spinning threads made training steps ~4x slower
-        # here; on idle cores the difference is within noise.
+        # on the 2-core CI machine. A user's own OMP_WAIT_POLICY wins.
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         log = open(job_dir / "train.log", "ab")
         try:
