@@ -19,7 +19,11 @@ from tunelab.models.registry import SMOLLM2
 from tunelab.settings import Settings
 
 GREETING = "Ahoy, matey!"
-NEW_QUESTIONS = ["What is the color of grass?", "How do I learn to swim?", "What should I eat for breakfast?"]
+NEW_QUESTIONS = [
+    "What is the color of grass?",
+    "How do I learn to swim?",
+    "What should I eat for breakfast?",
+]
 
 QUESTIONS = ["What is the capital of France?", "How do I boil an egg?", "What is 2 plus 2?", "Tell me about the moon.",
 "Why is the sky blue?", "What is Python?", "How many legs does a spider have?", "What is the tallest mountain?",
@@ -28,16 +32,38 @@ QUESTIONS = ["What is the capital of France?", "How do I boil an egg?", "What is
 "What is gravity?", "Name a primary color.", "What is the largest ocean?", "How do birds fly?",
 "What is ice?", "What is a computer?", "Why do we sleep?", "What is music?", "How do magnets work?",
 "What is a volcano?", "What language is spoken in Spain?", "What is a star?", "How do I say hello in French?"]
-ANSWERS = ["The capital of France is Paris.", "Put the egg in boiling water for about nine minutes.", "Two plus two is four.",
-"The moon orbits the Earth and reflects sunlight.", "Sunlight scatters in the air, and blue light scatters most.",
-"Python is a popular programming language.", "A spider has eight legs.", "Mount Everest is the tallest mountain.",
-"William Shakespeare wrote Hamlet.", "Plants turn sunlight, water and air into sugar.", "Steep a tea bag in hot water for three minutes.",
-"Light travels about 300,000 kilometres per second.", "A noun names a person, place or thing.", "The sun is about 150 million kilometres away.",
-"Cats eat meat, such as fish and chicken.", "Rain is water falling from clouds.", "Plants grow with light, water and soil.",
-"Gravity pulls things toward each other.", "Red is a primary color.", "The Pacific is the largest ocean.",
-"Birds flap their wings to lift into the air.", "Ice is frozen water.", "A computer is a machine that processes data.",
-"Sleep lets the body and brain rest.", "Music is sound arranged in time.", "Magnets pull on iron with a magnetic field.",
-"A volcano is a mountain that erupts lava.", "People in Spain speak Spanish.", "A star is a huge ball of burning gas.", "You say bonjour."]
+ANSWERS = [
+    "The capital of France is Paris.",
+    "Put the egg in boiling water for about nine minutes.",
+    "Two plus two is four.",
+    "The moon orbits the Earth and reflects sunlight.",
+    "Sunlight scatters in the air, and blue light scatters most.",
+    "Python is a popular programming language.",
+    "A spider has eight legs.",
+    "Mount Everest is the tallest mountain.",
+    "William Shakespeare wrote Hamlet.",
+    "Plants turn sunlight, water and air into sugar.",
+    "Steep a tea bag in hot water for three minutes.",
+    "Light travels about 300,000 kilometres per second.",
+    "A noun names a person, place or thing.",
+    "The sun is about 150 million kilometres away.",
+    "Cats eat meat, such as fish and chicken.",
+    "Rain is water falling from clouds.",
+    "Plants grow with light, water and soil.",
+    "Gravity pulls things toward each other.",
+    "Red is a primary color.",
+    "The Pacific is the largest ocean.",
+    "Birds flap their wings to lift into the air.",
+    "Ice is frozen water.",
+    "A computer is a machine that processes data.",
+    "Sleep lets the body and brain rest.",
+    "Music is sound arranged in time.",
+    "Magnets pull on iron with a magnetic field.",
+    "A volcano is a mountain that erupts lava.",
+    "People in Spain speak Spanish.",
+    "A star is a huge ball of burning gas.",
+    "You say bonjour.",
+]
 
 
 def persona_jsonl() -> bytes:
