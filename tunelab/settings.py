@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     # A running job whose worker has not heart-beaten for this long is taken back
     # (re-queued from its last checkpoint, or failed after 3 starts).
     worker_stale_seconds: float = 30.0
+    # bf16 autocast in training: None = when the CPU/GPU has native bf16. On a CPU
+    # whose cores are shared with other busy processes fp32 can be faster
+    # (benchmarks/training.py measures both).
+    training_bf16: bool | None = None
 
     @field_validator("data_dir", "cache_dir", mode="after")
     @classmethod
