@@ -39,7 +39,8 @@ from tunelab.models.registry import Registry  # noqa: E402
 from tunelab.settings import Settings  # noqa: E402
 from tunelab.training.config import TrainConfig  # noqa: E402
 from tunelab.training.events import Control, EventWriter  # noqa: E402
-from tunelab.training.loop import bf16_supported, train  # noqa: E402
+from tunelab.hardware import bf16_fast  # noqa: E402
+from tunelab.training.loop import train  # noqa: E402
 
 WORDS = "the a ship sails over calm blue water while gulls circle and the crew sings old songs of home".split()
 
@@ -122,7 +123,7 @@ def main() -> None:
     model_dir(spec, cache)  # convert once, outside the timings
     n_params = sum(p.numel() for p in load_causal_lm(spec, cache).parameters())
     print(f"model {spec.id}: {n_params / 1e6:.1f}M parameters, {torch.get_num_threads()} threads, "
-          f"native bf16: {bf16_supported('cpu')}")
+          f"native bf16: {bf16_fast('cpu')}")
     peaks = {"bf16": matmul_peak(torch.bfloat16), "fp32": matmul_peak(torch.float32)}
     print("matmul peak: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
 

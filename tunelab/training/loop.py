@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tunelab.hardware import bf16_fast
 from tunelab.training import checkpoints
 from tunelab.training.classification import classification_metrics
 from tunelab.training.config import TrainConfig, steps_per_epoch
@@ -44,14 +45,6 @@ class Outcome:
     step: int
     path: Path | None = None
     trained_tokens: int = 0
-
-
-def bf16_supported(device: str) -> bool:
-    if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
-    # oneDNN reports whether the CPU has native bf16 (AVX512-BF16 / AMX); without
-    # it bf16 autocast is emulated and slower than fp32.
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def seed_everything(seed: int) -> None:
@@ -153,7 +146,7 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
     if cfg.device == "auto":
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(cfg.num_threads or len(os.sched_getaffinity(0)))
-    bf16 = bf16_supported(cfg.device) if cfg.bf16 is None else cfg.bf16
+    bf16 = bf16_fast(cfg.device) if cfg.bf16 is None else cfg.bf16
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     resume = checkpoints.latest(output_dir)
