@@ -56,4 +56,4 @@ def test_a_client_that_times_out_stops_its_generation(settings: Settings, tiny_c
         while app.state.inference.engine.stats()[TINY_CHAT].get("cancelled", 0) < 1:
             assert time.monotonic() < deadline, "generation went on after the client left"
             time.sleep(0.1)
-        assert app.state.inference.engine.stats()[TINY_CHAT]["generated_tokens"] < 450
+        assert app.state.inference.engine.stats()[TINY_CHAT].get("generated_tokens", 0) < 450
