@@ -46,11 +46,12 @@ class IncrementalDetokenizer:
         return ""
 
     def flush(self) -> str:
-        """Whatever is left at the end (an unfinished character stays U+FFFD)."""
+        """Whatever is left at the end. A character the generation stopped in the
+        middle of (max_tokens reached inside an emoji) is dropped, not sent as U+FFFD."""
         prefix = self._decode(self.ids[self._prefix_offset : self._read_offset])
         full = self._decode(self.ids[self._prefix_offset :])
         self._prefix_offset = self._read_offset = len(self.ids)
-        return full[len(prefix) :]
+        return full[len(prefix) :].rstrip(REPLACEMENT)
 
 
 class StopMatcher:
