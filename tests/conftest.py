@@ -111,3 +111,13 @@ def sdk(url: str, api_key: str = "test-key") -> openai.OpenAI:
 @pytest.fixture
 def client(server: str) -> openai.OpenAI:
     return sdk(server)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    from tests import postgres
+
+    if not postgres.available():
+        pytest.skip("PostgreSQL (initdb, pg_ctl) is not installed on this machine")
+    with postgres.cluster() as url:
+        yield url

@@ -1,5 +1,5 @@
-"""The READMEs' code works as written: every ```python block runs against a live
-server (its address swapped for the test server's), and `tunelab serve` starts."""
+"""The docs' code works as written: every ```python block of the READMEs and docs/
+runs against a live server (its address swapped for the test server's), and `tunelab serve` starts."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 READMES = [p for p in (ROOT / "README.md", ROOT / "README.zh-CN.md") if p.exists()]
+READMES += sorted((ROOT / "docs").glob("*.md"))
 DEFAULT_URL = "http://127.0.0.1:8000/v1"
 
 

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # Jobs: run a worker inside `serve` (more can run with `tunelab worker`).
     embedded_worker: bool = True
     worker_poll_seconds: float = 1.0
+    # A running job whose worker has not heart-beaten for this long is taken back
+    # (re-queued from its last checkpoint, or failed after 3 starts).
+    worker_stale_seconds: float = 30.0
 
     @field_validator("data_dir", "cache_dir", mode="after")
     @classmethod

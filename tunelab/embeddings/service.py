@@ -9,6 +9,7 @@ at most the window.
 
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 import time
@@ -32,7 +33,11 @@ class _ModelWorker:
         from tunelab.models.loading import load_sentence_transformer
 
         self.model = load_sentence_transformer(spec, device=device)
-        self.tokenizer = self.model.tokenizer
+        # A fast tokenizer is not thread-safe (encode() changes its padding and
+        # truncation state), so request threads count and decode with their own
+        # copy, one at a time, while the worker thread encodes with the model's.
+        self.tokenizer = copy.deepcopy(self.model.tokenizer)
+        self.tokenizer_lock = threading.Lock()
         self.window_s = window_s
         self.max_batch = max_batch
         self.bf16 = bf16
@@ -120,7 +125,18 @@ class EmbeddingService:
             return self._workers[spec.id]
 
     def tokenizer(self, model: str) -> Any:
-        return self._worker(model).tokenizer
+        """A private copy of the model's tokenizer, for a caller to use from one thread."""
+        worker = self._worker(model)
+        with worker.tokenizer_lock:
+            return copy.deepcopy(worker.tokenizer)
+
+    def vocab_size(self, model: str) -> int:
+        return len(self._worker(model).tokenizer)
+
+    def decode(self, model: str, ids: list[list[int]]) -> list[str]:
+        worker = self._worker(model)
+        with worker.tokenizer_lock:
+            return [worker.tokenizer.decode(x, skip_special_tokens=True) for x in ids]
 
     def max_tokens(self, model: str) -> int:
         """The model's window: longer inputs are truncated to it."""
@@ -130,7 +146,9 @@ class EmbeddingService:
         return int(self._worker(model).model.get_embedding_dimension())
 
     def count_tokens(self, model: str, texts: list[str]) -> list[int]:
-        enc = self.tokenizer(model)(texts, add_special_tokens=False)["input_ids"]
+        worker = self._worker(model)
+        with worker.tokenizer_lock:
+            enc = worker.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [len(ids) for ids in enc]
 
     def embed(self, model: str, texts: list[str]) -> np.ndarray:

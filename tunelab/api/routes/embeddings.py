@@ -16,6 +16,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from tunelab.api.deps import ProjectDep, ServicesDep
+from tunelab.embeddings.service import EmbeddingService
 from tunelab.errors import InvalidRequest
 from tunelab.protocol.embeddings import EmbeddingRequest
 
@@ -26,7 +27,7 @@ MAX_TOKENS_PER_INPUT = 8192
 MAX_TOKENS_PER_REQUEST = 300_000
 
 
-def _texts(req: EmbeddingRequest, tokenizer: object) -> tuple[list[str], list[int] | None]:
+def _texts(req: EmbeddingRequest, emb: EmbeddingService) -> tuple[list[str], list[int] | None]:
     """The request's inputs as texts, and their token counts when given as ids."""
     raw = req.input
     if isinstance(raw, str):
@@ -46,8 +47,8 @@ def _texts(req: EmbeddingRequest, tokenizer: object) -> tuple[list[str], list[in
             if not text:  # type: ignore[truthy-bool]
                 raise InvalidRequest(f"'input[{i}]' is an empty string; embeddings need text.", param="input")
         return list(raw), None  # type: ignore[arg-type]
-    vocab = len(tokenizer)  # type: ignore[arg-type]
-    texts, counts = [], []
+    vocab = emb.vocab_size(req.model)
+    counts = []
     for i, ids in enumerate(raw):
         if not isinstance(ids, list) or not ids:
             raise InvalidRequest(f"'input[{i}]' must be a non-empty token array.", param="input")
@@ -56,16 +57,15 @@ def _texts(req: EmbeddingRequest, tokenizer: object) -> tuple[list[str], list[in
                 f"'input[{i}]' has token ids outside the model's vocabulary (0..{vocab - 1}).",
                 param="input",
             )
-        texts.append(tokenizer.decode(ids, skip_special_tokens=True))  # type: ignore[attr-defined]
         counts.append(len(ids))
-    return texts, counts
+    return emb.decode(req.model, raw), counts  # type: ignore[arg-type]
 
 
 @router.post("/embeddings")
 def create_embeddings(req: EmbeddingRequest, services: ServicesDep, project: ProjectDep) -> JSONResponse:
     emb = services.embeddings
     services.registry.get_kind(req.model, "embedding")
-    texts, counts = _texts(req, emb.tokenizer(req.model))
+    texts, counts = _texts(req, emb)
     if counts is None:
         counts = emb.count_tokens(req.model, texts)
     for i, n in enumerate(counts):

@@ -1,5 +1,326 @@
-"""Placeholder: routes for this resource are added by its issue."""
+"""Vector Stores API (contract §8): stores, their files, file batches and search.
 
-from fastapi import APIRouter
+`setup` builds the retrieval services (indexes, ingestion pool, search), hooks File
+deletion so a deleted File leaves every store, and re-queues files whose ingestion
+was interrupted by a restart. Responses that the SDK's pollers re-fetch carry
+`openai-poll-after-ms` so `create_and_poll` / `upload_and_poll` poll briskly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Query, Request, Response
+
+from tunelab.api.deps import ProjectDep
+from tunelab.api.pagination import check_limit, list_page
+from tunelab.errors import InvalidRequest
+from tunelab.protocol.common import Deleted
+from tunelab.protocol.vector_stores import (
+    ChunkingStrategy,
+    CreateFileBatch,
+    CreateVectorStore,
+    CreateVectorStoreFile,
+    ExpiresAfter,
+    FileBatch,
+    FileContentPage,
+    FileCounts,
+    LastError,
+    SearchRequest,
+    SearchResult,
+    SearchResultsPage,
+    StaticChunking,
+    TextPart,
+    UpdateVectorStore,
+    UpdateVectorStoreFile,
+    VectorStore,
+    VectorStoreFile,
+)
+from tunelab.retrieval.service import Retrieval, build_retrieval
+from tunelab.retrieval.params import parse_chunking
+from tunelab.retrieval.stores import StoreView, VectorStores
+from tunelab.retrieval.tables import FileBatchRow, VectorStoreFileRow
 
 router = APIRouter()
+POLL_AFTER_MS = "200"
+
+
+@contextmanager
+def _running(retrieval: Retrieval) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        retrieval.close()
+
+
+def setup(app: FastAPI, services: Any) -> Any:
+    retrieval = build_retrieval(services)
+    app.state.vector_stores = retrieval.stores
+    app.state.searcher = retrieval.searcher
+    return _running(retrieval)
+
+
+def _stores(request: Request) -> VectorStores:
+    return request.app.state.vector_stores  # type: ignore[no-any-return]
+
+
+def store_to_wire(v: StoreView) -> VectorStore:
+    row = v.row
+    return VectorStore(
+        id=row.id,
+        created_at=row.created_at,
+        name=row.name,
+        description=row.description,
+        usage_bytes=v.usage_bytes,
+        file_counts=FileCounts(**v.counts),
+        status=v.status,
+        last_active_at=row.last_active_at,
+        expires_after=ExpiresAfter(days=row.expires_after_days) if row.expires_after_days else None,
+        expires_at=v.expires_at,
+        metadata=json.loads(row.metadata_json) if row.metadata_json else {},
+    )
+
+
+def file_to_wire(row: VectorStoreFileRow) -> VectorStoreFile:
+    return VectorStoreFile(
+        id=row.file_id,
+        created_at=row.created_at,
+        vector_store_id=row.vector_store_id,
+        usage_bytes=row.usage_bytes,
+        status=row.status,
+        last_error=LastError(code=row.last_error_code, message=row.last_error_message or "")
+        if row.last_error_code
+        else None,
+        attributes=json.loads(row.attributes_json) if row.attributes_json else {},
+        chunking_strategy=ChunkingStrategy(
+            static=StaticChunking(
+                max_chunk_size_tokens=row.max_chunk_tokens,
+                chunk_overlap_tokens=row.chunk_overlap_tokens,
+            )
+        ),
+    )
+
+
+def _poll(response: Response) -> None:
+    response.headers["openai-poll-after-ms"] = POLL_AFTER_MS
+
+
+# ------------------------------------------------------------------ stores
+
+
+@router.post("/vector_stores")
+def create_store(body: CreateVectorStore, request: Request, project: ProjectDep) -> VectorStore:
+    view = _stores(request).create(
+        project,
+        name=body.name,
+        description=body.description,
+        file_ids=body.file_ids,
+        chunking_strategy=body.chunking_strategy,
+        expires_after=body.expires_after,
+        metadata=body.metadata,
+    )
+    return store_to_wire(view)
+
+
+@router.get("/vector_stores")
+def list_stores(
+    request: Request,
+    project: ProjectDep,
+    limit: Annotated[int, Query()] = 20,
+    order: str = "desc",
+    after: str | None = None,
+) -> dict[str, Any]:
+    check_limit(limit, 100)
+    views, more = _stores(request).list(project, after=after, limit=limit, order=order)
+    return list_page([store_to_wire(v) for v in views], more)
+
+
+@router.get("/vector_stores/{store_id}")
+def retrieve_store(store_id: str, request: Request, project: ProjectDep) -> VectorStore:
+    return store_to_wire(_stores(request).get(project, store_id))
+
+
+@router.post("/vector_stores/{store_id}")
+def update_store(
+    store_id: str, body: UpdateVectorStore, request: Request, project: ProjectDep
+) -> VectorStore:
+    fields = {k: getattr(body, k) for k in body.model_fields_set}
+    return store_to_wire(_stores(request).update(project, store_id, fields))
+
+
+@router.delete("/vector_stores/{store_id}")
+def delete_store(store_id: str, request: Request, project: ProjectDep) -> Deleted:
+    _stores(request).delete(project, store_id)
+    return Deleted(id=store_id, object="vector_store.deleted")
+
+
+@router.post("/vector_stores/{store_id}/search")
+def search_store(
+    store_id: str, body: SearchRequest, request: Request, project: ProjectDep
+) -> SearchResultsPage:
+    queries = [body.query] if isinstance(body.query, str) else list(body.query)
+    ranking = body.ranking_options
+    hits = request.app.state.searcher.search_stores(
+        project,
+        [store_id],
+        queries,
+        max_results=body.max_num_results,
+        filters=body.filters,
+        ranker=ranking.ranker if ranking else None,
+        score_threshold=ranking.score_threshold if ranking else 0.0,
+    )
+    return SearchResultsPage(
+        search_query=queries,
+        data=[
+            SearchResult(
+                file_id=h.file_id,
+                filename=h.filename,
+                score=round(h.score, 6),
+                attributes=h.attributes,
+                content=[TextPart(text=h.text)],
+            )
+            for h in hits
+        ],
+    )
+
+
+# ------------------------------------------------------------------ files
+
+
+@router.post("/vector_stores/{store_id}/files")
+def attach_file(
+    store_id: str, body: CreateVectorStoreFile, request: Request, response: Response,
+    project: ProjectDep,
+) -> VectorStoreFile:  # fmt: skip
+    chunking = parse_chunking(body.chunking_strategy)
+    row = _stores(request).attach(
+        project, store_id, body.file_id, attributes=body.attributes, chunking=chunking
+    )
+    _poll(response)
+    return file_to_wire(row)
+
+
+@router.get("/vector_stores/{store_id}/files")
+def list_store_files(
+    store_id: str,
+    request: Request,
+    project: ProjectDep,
+    limit: Annotated[int, Query()] = 20,
+    order: str = "desc",
+    after: str | None = None,
+    filter: str | None = None,
+) -> dict[str, Any]:
+    check_limit(limit, 100)
+    rows, more = _stores(request).list_files(
+        project, store_id, status=filter, after=after, limit=limit, order=order
+    )
+    return list_page([file_to_wire(r) for r in rows], more)
+
+
+@router.get("/vector_stores/{store_id}/files/{file_id}")
+def retrieve_store_file(
+    store_id: str, file_id: str, request: Request, response: Response, project: ProjectDep
+) -> VectorStoreFile:
+    _poll(response)
+    return file_to_wire(_stores(request).get_file(project, store_id, file_id))
+
+
+@router.post("/vector_stores/{store_id}/files/{file_id}")
+def update_store_file(
+    store_id: str, file_id: str, body: UpdateVectorStoreFile, request: Request,
+    project: ProjectDep,
+) -> VectorStoreFile:  # fmt: skip
+    return file_to_wire(_stores(request).update_file(project, store_id, file_id, body.attributes))
+
+
+@router.delete("/vector_stores/{store_id}/files/{file_id}")
+def detach_file(store_id: str, file_id: str, request: Request, project: ProjectDep) -> Deleted:
+    _stores(request).detach(project, store_id, file_id)
+    return Deleted(id=file_id, object="vector_store.file.deleted")
+
+
+@router.get("/vector_stores/{store_id}/files/{file_id}/content")
+def store_file_content(
+    store_id: str, file_id: str, request: Request, project: ProjectDep
+) -> FileContentPage:
+    text = _stores(request).file_text(project, store_id, file_id)
+    return FileContentPage(data=[TextPart(text=text)] if text else [])
+
+
+# ------------------------------------------------------------------ batches
+
+
+def batch_to_wire(request: Request, project: str, store_id: str, batch_id: str) -> FileBatch:
+    batch, counts, status = _stores(request).batch_view(project, store_id, batch_id)
+    return FileBatch(
+        id=batch.id,
+        created_at=batch.created_at,
+        vector_store_id=batch.vector_store_id,
+        status=status,
+        file_counts=FileCounts(**counts),
+    )
+
+
+@router.post("/vector_stores/{store_id}/file_batches")
+def create_batch(
+    store_id: str, body: CreateFileBatch, request: Request, response: Response,
+    project: ProjectDep,
+) -> FileBatch:  # fmt: skip
+    if (body.file_ids is None) == (body.files is None):
+        raise InvalidRequest("Pass exactly one of 'file_ids' or 'files'.", param="file_ids")
+    default_chunking = parse_chunking(body.chunking_strategy)
+    if body.files is not None:
+        items = [
+            (
+                f.file_id,
+                f.attributes if f.attributes is not None else body.attributes,
+                parse_chunking(f.chunking_strategy, f"files[{n}].chunking_strategy")
+                if f.chunking_strategy
+                else default_chunking,
+            )
+            for n, f in enumerate(body.files)
+        ]
+    else:
+        items = [(fid, body.attributes, default_chunking) for fid in body.file_ids or []]
+    if not items:
+        raise InvalidRequest("A file batch needs at least one file.", param="file_ids")
+    batch: FileBatchRow = _stores(request).create_batch(project, store_id, items)
+    _poll(response)
+    return batch_to_wire(request, project, store_id, batch.id)
+
+
+@router.get("/vector_stores/{store_id}/file_batches/{batch_id}")
+def retrieve_batch(
+    store_id: str, batch_id: str, request: Request, response: Response, project: ProjectDep
+) -> FileBatch:
+    _poll(response)
+    return batch_to_wire(request, project, store_id, batch_id)
+
+
+@router.post("/vector_stores/{store_id}/file_batches/{batch_id}/cancel")
+def cancel_batch(store_id: str, batch_id: str, request: Request, project: ProjectDep) -> FileBatch:
+    _stores(request).cancel_batch(project, store_id, batch_id)
+    return batch_to_wire(request, project, store_id, batch_id)
+
+
+@router.get("/vector_stores/{store_id}/file_batches/{batch_id}/files")
+def list_batch_files(
+    store_id: str,
+    batch_id: str,
+    request: Request,
+    project: ProjectDep,
+    limit: Annotated[int, Query()] = 20,
+    order: str = "desc",
+    after: str | None = None,
+    filter: str | None = None,
+) -> dict[str, Any]:
+    check_limit(limit, 100)
+    stores = _stores(request)
+    stores.batch_view(project, store_id, batch_id)  # 404 for an unknown batch
+    rows, more = stores.list_files(
+        project, store_id, status=filter, after=after, limit=limit, order=order, batch_id=batch_id
+    )
+    return list_page([file_to_wire(r) for r in rows], more)

@@ -1,0 +1,160 @@
+"""The training engine in-process on the tiny model: config, packing, loss, checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.test_jobs_api import chat_lines
+from tunelab.training import checkpoints
+from tunelab.training.config import (
+    ConfigError,
+    TrainConfig,
+    auto_batch_size,
+    auto_learning_rate_multiplier,
+    auto_n_epochs,
+)
+from tunelab.training.data import encode_dataset, pack
+from tunelab.training.events import Control, EventWriter, write_control
+from tunelab.training.loop import forward_loss, train
+
+
+def make_config(tmp_path: Path, tiny_chat_dir: Path, **overrides: Any) -> TrainConfig:
+    data = tmp_path / "train.jsonl"
+    data.write_bytes(chat_lines(12))
+    values: dict[str, Any] = {
+        "base_model": "tiny-chat",
+        "model_source": str(tiny_chat_dir),
+        "training_file": str(data),
+        "output_dir": str(tmp_path / "out"),
+        "n_epochs": 2,
+        "batch_size": 4,
+        "learning_rate_multiplier": 50.0,
+        "seed": 3,
+    }
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def run(cfg: TrainConfig, job_dir: Path) -> tuple[Any, list[dict[str, Any]]]:
+    job_dir.mkdir(parents=True, exist_ok=True)
+    events = EventWriter(job_dir / "events.jsonl")
+    outcome = train(cfg, events, Control(job_dir))
+    events.close()
+    lines = (job_dir / "events.jsonl").read_text().splitlines()
+    return outcome, [json.loads(line) for line in lines]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("n_epochs", 0),
+        ("batch_size", 300),
+        ("learning_rate_multiplier", 0),
+        ("learning_rate_multiplier", float("nan")),
+        ("method", "qlora"),
+        ("lora_dropout", 1.5),
+        ("max_length", True),
+    ],
+)
+def test_config_names_the_bad_field(tmp_path: Path, tiny_chat_dir: Path, field: str, value: Any) -> None:
+    with pytest.raises(ConfigError) as e:
+        make_config(tmp_path, tiny_chat_dir, **{field: value})
+    assert e.value.field == field
+
+
+def test_config_json_round_trip(tmp_path: Path, tiny_chat_dir: Path) -> None:
+    cfg = make_config(tmp_path, tiny_chat_dir, lora_target_modules=["q_proj", "v_proj"], bf16=False)
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_json(json.dumps({**json.loads(cfg.to_json()), "epochs": 3}))
+    assert e.value.field == "epochs"
+
+
+def test_auto_rules() -> None:
+    assert [auto_n_epochs(n) for n in (5, 10, 30, 100, 20_000)] == [20, 10, 3, 3, 1]
+    assert [auto_batch_size(n) for n in (10, 30, 63, 64, 100, 10_000)] == [1, 1, 1, 4, 6, 8]
+    assert [auto_learning_rate_multiplier(b) for b in (1, 2, 4, 8)] == [1.0, 1.41, 2.0, 2.0]
+
+
+def test_packing_is_exact_and_wastes_nothing(tmp_path: Path, tiny_chat_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = make_config(tmp_path, tiny_chat_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_chat_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_chat_dir).eval()
+    samples = encode_dataset(tok, Path(cfg.training_file), 512).samples[:5]
+    packed = pack(samples, 4096)
+    assert len(packed) == 1 and packed[0].n_tokens == sum(len(s.input_ids) for s in samples)
+    with torch.no_grad():
+        together = float(forward_loss(model, packed[0], "cpu", False)[0])
+        apart = sum(float(forward_loss(model, mb, "cpu", False)[0]) for s in samples for mb in pack([s], 4096))
+    assert together == pytest.approx(apart, rel=1e-4)
+
+
+def test_loss_goes_down_and_checkpoints_reload(tmp_path: Path, tiny_chat_dir: Path) -> None:
+    # Full fine-tuning: the random tiny model memorises quickly when every weight moves.
+    cfg = make_config(
+        tmp_path, tiny_chat_dir, method="full", n_epochs=4, keep_checkpoints=2, learning_rate_multiplier=1000.0
+    )
+    outcome, events = run(cfg, tmp_path / "job")
+    assert outcome.status == "succeeded" and outcome.step == 12
+    losses = [e["train_loss"] for e in events if e["type"] == "metrics"]
+    assert len(losses) == 12
+    assert sum(losses[-3:]) < 0.7 * sum(losses[:3])
+    kept = sorted(p.name for p in Path(cfg.output_dir).glob("step-*"))
+    assert kept == ["step-12", "step-9"]
+    assert [e["step"] for e in events if e["type"] == "checkpoint_removed"] == [3, 6]
+
+    # The saved checkpoint is the trained model: its loss is the low one.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(outcome.path)
+    mb = pack(encode_dataset(tok, Path(cfg.training_file), 512).samples, 4096)[0]
+    with torch.no_grad():
+        tuned = float(forward_loss(AutoModelForCausalLM.from_pretrained(outcome.path), mb, "cpu", False)[0])
+        base = float(forward_loss(AutoModelForCausalLM.from_pretrained(tiny_chat_dir), mb, "cpu", False)[0])
+    assert tuned / mb.n_targets < 0.7 * base / mb.n_targets
+    assert tuned / mb.n_targets == pytest.approx(losses[-1], rel=0.3)
+
+
+def test_lora_checkpoint_is_a_peft_adapter(tmp_path: Path, tiny_chat_dir: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = make_config(tmp_path, tiny_chat_dir, n_epochs=1)
+    outcome, _ = run(cfg, tmp_path / "job")
+    assert (outcome.path / "adapter_config.json").exists()
+    tok = AutoTokenizer.from_pretrained(tiny_chat_dir)
+    mb = pack(encode_dataset(tok, Path(cfg.training_file), 512).samples, 4096)[0]
+    base = AutoModelForCausalLM.from_pretrained(tiny_chat_dir).eval()
+    with torch.no_grad():
+        before = float(forward_loss(base, mb, "cpu", False)[0])
+        tuned = PeftModel.from_pretrained(base, str(outcome.path)).eval()
+        after = float(forward_loss(tuned, mb, "cpu", False)[0])
+    assert after < before  # LoRA B starts at zero: any change is the training's
+
+
+def test_pause_saves_state_and_resume_continues(tmp_path: Path, tiny_chat_dir: Path) -> None:
+    cfg = make_config(tmp_path, tiny_chat_dir, n_epochs=2, batch_size=2)
+    job = tmp_path / "job"
+    job.mkdir()
+    write_control(job, "pause")
+    outcome, _ = run(cfg, job)
+    assert outcome.status == "paused" and outcome.step == 0
+    assert checkpoints.latest(Path(cfg.output_dir)).step == 0  # type: ignore[union-attr]
+    (job / "control").unlink()
+    outcome, events = run(cfg, job)
+    assert outcome.status == "succeeded" and outcome.step == 12
+    assert any(e.get("message") == "Resumed from the checkpoint at step 0" for e in events)
+
+
+def test_truncation_is_a_warning_event(tmp_path: Path, tiny_chat_dir: Path) -> None:
+    cfg = make_config(tmp_path, tiny_chat_dir, n_epochs=1, max_length=16)
+    _, events = run(cfg, tmp_path / "job")
+    warnings = [e for e in events if e["type"] == "message" and e["level"] == "warn"]
+    assert any("truncated" in e["message"] for e in warnings)

@@ -1,0 +1,287 @@
+"""The jobs service: create, read and steer fine-tuning jobs (the API's side of the queue).
+
+Status machine (contract §2.4):
+
+    validating_files -> queued -> running -> succeeded | failed | cancelled
+                          ^         |
+                          +- paused <+      (pause / resume; resume re-queues)
+
+The API only moves jobs between states; a worker (tunelab.jobs.worker) picks up
+what changed: it validates files, claims queued jobs, and signals the training
+process when a running job is cancelled or paused. Every write is one short
+transaction, so the API stays responsive while workers write events.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from tunelab.api.pagination import check_limit, paginate
+from tunelab.errors import InvalidRequest, NotFound
+from tunelab.ids import new_id
+from tunelab.jobs import requests
+from tunelab.jobs.tables import TERMINAL, Job, JobCheckpoint, JobEvent
+from tunelab.protocol import fine_tuning as wire
+from tunelab.services import Services
+
+
+def add_event(
+    s: Session,
+    job: Job,
+    message: str,
+    *,
+    level: str = "info",
+    type_: str = "message",
+    data: dict[str, Any] | None = None,
+    at: float | None = None,
+) -> None:
+    s.add(
+        JobEvent(
+            id=new_id("ftevent-"),
+            project=job.project,
+            job_id=job.id,
+            created_at=at or time.time(),
+            level=level,
+            type=type_,
+            message=message,
+            data=data,
+        )
+    )
+
+
+def model_name(job: Job, id8: str) -> str:
+    """`ft:{base}:{project}:{suffix}:{id8}` (contract §2.8)."""
+    return f"ft:{job.base_model}:{requests.slug(job.project) or 'default'}:{job.suffix or ''}:{id8}"
+
+
+def final_model_name(job: Job) -> str:
+    # The job id is random base62, so its head is a stable, unique id8.
+    return model_name(job, job.id.removeprefix("ftjob-")[:8])
+
+
+class JobService:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.db = services.db
+
+    # -- create
+
+    def create(self, project: str, req: wire.JobCreate) -> wire.Job:
+        hp = requests.hyperparameters(req)
+        suffix = requests.suffix(req.suffix)
+        metadata = requests.metadata(req.metadata)
+        seed = requests.seed(req.seed, secrets.randbelow(2**31))
+        base_model, method = self._check_model(project, req.model, hp.method)
+        self._check_file(project, req.training_file, "training_file")
+        if req.validation_file is not None:
+            self._check_file(project, req.validation_file, "validation_file")
+        job = Job(
+            id=new_id("ftjob-"),
+            project=project,
+            created_at=time.time(),
+            status="validating_files",
+            model=req.model,
+            base_model=base_model,
+            training_file=req.training_file,
+            validation_file=req.validation_file,
+            hyperparameters={
+                "n_epochs": hp.n_epochs,
+                "batch_size": hp.batch_size,
+                "learning_rate_multiplier": hp.learning_rate_multiplier,
+            },
+            training_method=method,
+            suffix=suffix,
+            seed=seed,
+            metadata_=metadata,
+            result_files=[],
+            attempts=0,
+        )
+        with self.db.begin() as s:
+            s.add(job)
+            s.flush()
+            add_event(s, job, f"Created fine-tuning job: {job.id}")
+        return to_wire(job)
+
+    def _check_model(self, project: str, model: str, method: str) -> tuple[str, str]:
+        """(base registry id, method) for a base model or a project's ft: model to continue."""
+        unavailable = InvalidRequest(
+            f"Model {model} is not available for fine-tuning or does not exist. "
+            f"Fine-tunable models: {', '.join(s.id for s in self.services.registry.all() if s.fine_tunable)}.",
+            param="model",
+            code="model_not_available",
+        )
+        try:
+            resolved = self.services.catalog.resolve(project, model)
+        except NotFound:
+            raise unavailable from None
+        if resolved.base.kind != "chat" or not resolved.base.fine_tunable:
+            raise unavailable
+        if resolved.kind != "base" and resolved.kind != method:
+            raise InvalidRequest(
+                f"{model} is a {resolved.kind} fine-tune; continue it with method '{resolved.kind}'.",
+                param="method",
+                code="invalid_value",
+            )
+        return resolved.base.id, method
+
+    def _check_file(self, project: str, file_id: str, param: str) -> None:
+        try:
+            row = self.services.files.get(project, file_id)
+        except NotFound:
+            raise InvalidRequest(
+                f"invalid {param}: {file_id}. Upload it with purpose 'fine-tune' first "
+                "(client.files.create(file=..., purpose='fine-tune')).",
+                param=param,
+                code="invalid_file",
+            ) from None
+        if row.purpose != "fine-tune":
+            raise InvalidRequest(
+                f"invalid {param}: {file_id} has purpose '{row.purpose}', but fine-tuning needs a file "
+                "uploaded with purpose 'fine-tune'.",
+                param=param,
+                code="invalid_file_purpose",
+            )
+
+    # -- read
+
+    def _get(self, s: Session, project: str, job_id: str) -> Job:
+        job = s.get(Job, job_id)
+        if job is None or job.project != project:
+            raise NotFound(f"No fine-tuning job found with id '{job_id}'.", param="fine_tuning_job_id")
+        return job
+
+    def get(self, project: str, job_id: str) -> wire.Job:
+        with self.db() as s:
+            return to_wire(self._get(s, project, job_id))
+
+    def list(
+        self, project: str, *, after: str | None, limit: int, metadata: dict[str, str] | None
+    ) -> tuple[list[wire.Job], bool]:
+        check_limit(limit, 100)
+        stmt = select(Job).where(Job.project == project)
+        with self.db() as s:
+            if metadata is None:
+                rows, more = paginate(s, stmt, Job, after=after, limit=limit)
+                return [to_wire(j) for j in rows], more
+            # JSON filtering differs per database; a project's job list is small.
+            rows, _ = paginate(s, stmt, Job, after=after, limit=10_000)
+            match = [j for j in rows if _metadata_matches(j.metadata_, metadata)]
+            return [to_wire(j) for j in match[:limit]], len(match) > limit
+
+    def events(self, project: str, job_id: str, *, after: str | None, limit: int) -> tuple[list[wire.JobEvent], bool]:
+        check_limit(limit, 1000)
+        with self.db() as s:
+            self._get(s, project, job_id)
+            stmt = select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.seq.desc())
+            if after:
+                seq = s.execute(
+                    select(JobEvent.seq).where(JobEvent.id == after, JobEvent.job_id == job_id)
+                ).scalar_one_or_none()
+                if seq is None:
+                    raise InvalidRequest(f"No event with id '{after}' in this job.", param="after")
+                stmt = stmt.where(JobEvent.seq < seq)
+            rows = list(s.execute(stmt.limit(limit + 1)).scalars())
+        return [event_to_wire(e) for e in rows[:limit]], len(rows) > limit
+
+    def checkpoints(
+        self, project: str, job_id: str, *, after: str | None, limit: int
+    ) -> tuple[list[wire.Checkpoint], bool]:
+        check_limit(limit, 100)
+        with self.db() as s:
+            self._get(s, project, job_id)
+            stmt = select(JobCheckpoint).where(JobCheckpoint.job_id == job_id)
+            rows, more = paginate(s, stmt, JobCheckpoint, after=after, limit=limit)
+        return [checkpoint_to_wire(c) for c in rows], more
+
+    # -- steer
+
+    def _transition(self, project: str, job_id: str, allowed: tuple[str, ...], to: str, message: str) -> wire.Job:
+        with self.db.begin() as s:
+            job = self._get(s, project, job_id)
+            result = s.execute(
+                update(Job).where(Job.id == job_id, Job.status.in_(allowed)).values(status=to)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                what = "finished" if job.status in TERMINAL else job.status
+                raise InvalidRequest(
+                    f"Job {job_id} is {what} ({job.status}); it can be {_verb(to)} only when "
+                    f"{' or '.join(allowed)}.",
+                    param="fine_tuning_job_id",
+                    code="invalid_job_status",
+                )
+            job.status = to
+            job.estimated_finish = None
+            add_event(s, job, message)
+        return self.get(project, job_id)
+
+    def cancel(self, project: str, job_id: str) -> wire.Job:
+        return self._transition(
+            project, job_id, ("validating_files", "queued", "running", "paused"), "cancelled", "Job cancelled"
+        )
+
+    def pause(self, project: str, job_id: str) -> wire.Job:
+        return self._transition(project, job_id, ("running", "queued"), "paused", "Job paused")
+
+    def resume(self, project: str, job_id: str) -> wire.Job:
+        return self._transition(project, job_id, ("paused",), "queued", "Job resumed, moving job to queued state")
+
+
+def _verb(status: str) -> str:
+    return {"cancelled": "cancelled", "paused": "paused", "queued": "resumed"}[status]
+
+
+def _metadata_matches(have: dict[str, str] | None, want: dict[str, str]) -> bool:
+    return all((have or {}).get(k) == v for k, v in want.items())
+
+
+def _int(t: float | None) -> int | None:
+    return int(t) if t is not None else None
+
+
+def to_wire(job: Job) -> wire.Job:
+    hp = wire.ResolvedHyperparameters(**job.hyperparameters)
+    error = wire.JobError(**job.error) if job.error else None
+    return wire.Job(
+        id=job.id,
+        created_at=int(job.created_at),
+        model=job.model,
+        training_file=job.training_file,
+        validation_file=job.validation_file,
+        status=job.status,
+        hyperparameters=hp,
+        method=wire.MethodOut(supervised=wire.SupervisedOut(hyperparameters=hp)),
+        fine_tuned_model=job.fine_tuned_model,
+        finished_at=_int(job.finished_at),
+        trained_tokens=job.trained_tokens,
+        result_files=list(job.result_files or []),
+        error=error,
+        seed=job.seed,
+        organization_id=f"org-{job.project}",
+        estimated_finish=_int(job.estimated_finish) if job.status == "running" else None,
+        metadata=job.metadata_,
+        user_provided_suffix=job.suffix,
+        training_method=job.training_method,
+    )
+
+
+def event_to_wire(e: JobEvent) -> wire.JobEvent:
+    return wire.JobEvent(
+        id=e.id, created_at=int(e.created_at), level=e.level, message=e.message, type=e.type, data=e.data
+    )
+
+
+def checkpoint_to_wire(c: JobCheckpoint) -> wire.Checkpoint:
+    return wire.Checkpoint(
+        id=c.id,
+        created_at=int(c.created_at),
+        fine_tuned_model_checkpoint=c.fine_tuned_model_checkpoint,
+        fine_tuning_job_id=c.job_id,
+        step_number=c.step,
+        metrics=wire.CheckpointMetrics(**{k: v for k, v in c.metrics.items() if k in wire.CheckpointMetrics.model_fields}),
+    )
+

@@ -1,0 +1,145 @@
+"""Getting a job ready to train: validate its files, resolve "auto", write its TrainConfig.
+
+Validation uses the same validator as `tunelab prepare-data` and file upload, so a
+file that passes there passes here. "auto" hyperparameters are resolved once the
+number of examples is known (rules in tunelab.training.config, documented in
+docs/fine-tuning.md) and stored on the job, so the job shows the numbers it trains
+with.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunelab.data.validation import MIN_EXAMPLES, validate_file
+from tunelab.errors import NotFound
+from tunelab.jobs.tables import Job
+from tunelab.services import Services
+from tunelab.training.config import (
+    CPU_MAX_LENGTH,
+    TrainConfig,
+    auto_batch_size,
+    auto_learning_rate_multiplier,
+    auto_n_epochs,
+    steps_per_epoch,
+)
+from tunelab.training.events import CONFIG_FILE, CONTROL_FILE, EVENTS_FILE
+
+
+@dataclass
+class Verdict:
+    started_message: str
+    hyperparameters: dict[str, Any]
+    error: dict[str, Any] | None = None
+
+
+def _file_path(services: Services, project: str, file_id: str) -> Path | None:
+    try:
+        return services.files.path(services.files.get(project, file_id))
+    except NotFound:
+        return None
+
+
+def validate(services: Services, job: Job) -> Verdict:
+    started = f"Validating training file: {job.training_file}"
+    if job.validation_file:
+        started += f" and validation file: {job.validation_file}"
+    hp = dict(job.hyperparameters)
+
+    def fail(code: str, param: str, message: str) -> Verdict:
+        return Verdict(started, hp, {"code": code, "message": message, "param": param})
+
+    train = _file_path(services, job.project, job.training_file)
+    if train is None:
+        return fail("invalid_training_file", "training_file", f"Training file {job.training_file} no longer exists.")
+    report = validate_file(train)
+    if not report.ok:
+        return fail(
+            "invalid_training_file",
+            "training_file",
+            f"The job failed due to an invalid training file. {report.summary()}",
+        )
+    if report.too_few:
+        return fail(
+            "invalid_n_examples",
+            "training_file",
+            f"Training file has {report.n_examples} example(s), but must have at least {MIN_EXAMPLES} examples",
+        )
+    if job.validation_file:
+        valid = _file_path(services, job.project, job.validation_file)
+        vreport = validate_file(valid) if valid else None
+        if vreport is None or not vreport.ok:
+            detail = vreport.summary() if vreport else f"File {job.validation_file} no longer exists."
+            return fail(
+                "invalid_validation_file",
+                "validation_file",
+                f"The job failed due to an invalid validation file. {detail}",
+            )
+
+    n = report.n_examples
+    if hp["n_epochs"] == "auto":
+        hp["n_epochs"] = auto_n_epochs(n)
+    if hp["batch_size"] == "auto":
+        hp["batch_size"] = auto_batch_size(n)
+    if hp["learning_rate_multiplier"] == "auto":
+        hp["learning_rate_multiplier"] = auto_learning_rate_multiplier(hp["batch_size"])
+    hp["n_examples"] = n  # kept for the step count; not part of the wire shape
+    return Verdict(started, hp)
+
+
+def write_config(services: Services, job: Job, job_dir: Path) -> TrainConfig:
+    """The job's TrainConfig in job_dir/config.json; stale events and control files moved aside."""
+    settings = services.settings
+    resolved = services.catalog.resolve(job.project, job.model)
+    base = resolved.base
+    source, gguf, adapter = base.source, base.gguf_file, None
+    if resolved.kind == "lora":
+        adapter = str(resolved.path)
+    elif resolved.kind == "full":
+        source, gguf = str(resolved.path), None
+    train = _file_path(services, job.project, job.training_file)
+    if train is None:
+        raise FileNotFoundError(f"training file {job.training_file} no longer exists")
+    valid = _file_path(services, job.project, job.validation_file) if job.validation_file else None
+    hp = job.hyperparameters
+    total_steps = steps_per_epoch(hp["n_examples"], hp["batch_size"]) * hp["n_epochs"]
+    on_cpu = settings.device == "cpu" or (settings.device == "auto" and not _cuda_visible())
+    max_length = base.context_length or CPU_MAX_LENGTH
+    if on_cpu:
+        max_length = min(max_length, CPU_MAX_LENGTH)
+    cfg = TrainConfig(
+        base_model=base.id,
+        model_source=source,
+        gguf_file=gguf,
+        model_options=dict(base.options),
+        cache_dir=str(settings.model_cache_dir),
+        init_adapter=adapter,
+        training_file=str(train),
+        validation_file=str(valid) if valid else None,
+        output_dir=str(settings.models_dir / job.id),
+        method=job.training_method,
+        n_epochs=hp["n_epochs"],
+        batch_size=hp["batch_size"],
+        learning_rate_multiplier=float(hp["learning_rate_multiplier"]),
+        seed=job.seed,
+        max_length=max_length,
+        device=settings.device,
+        eval_interval=max(1, min(50, total_steps // 10)),
+    )
+    job_dir.mkdir(parents=True, exist_ok=True)
+    events = job_dir / EVENTS_FILE
+    if events.exists():  # a previous attempt's events were copied already
+        os.replace(events, job_dir / f"events.{int(events.stat().st_mtime * 1000)}.jsonl")
+    (job_dir / CONTROL_FILE).unlink(missing_ok=True)
+    cfg.save(job_dir / CONFIG_FILE)
+    return cfg
+
+
+def _cuda_visible() -> bool:
+    # Without importing torch in the server: the training process resolves "auto"
+    # itself; this only picks the CPU length cap.
+    return Path("/proc/driver/nvidia/version").exists()
+

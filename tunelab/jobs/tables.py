@@ -1,0 +1,78 @@
+"""Fine-tuning tables: jobs (also the work queue), their events and checkpoints.
+
+Every row carries `project`; every query filters on it. The migration
+`0002_jobs` creates exactly these tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tunelab.db.base import Base
+
+ACTIVE = ("validating_files", "queued", "running", "paused")
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project: Mapped[str] = mapped_column(String(128), index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    model: Mapped[str] = mapped_column(String(256))  # as requested (may be an ft: model)
+    base_model: Mapped[str] = mapped_column(String(256))  # registry id of the base
+    training_file: Mapped[str] = mapped_column(String(64))
+    validation_file: Mapped[str | None] = mapped_column(String(64))
+    # Requested hyperparameters ("auto" allowed) until validation, then resolved numbers.
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    training_method: Mapped[str] = mapped_column(String(16))  # "lora" | "full"
+    suffix: Mapped[str | None] = mapped_column(String(64))
+    seed: Mapped[int] = mapped_column(Integer)
+    metadata_: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON)
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(512))
+    finished_at: Mapped[float | None] = mapped_column(Float)
+    estimated_finish: Mapped[float | None] = mapped_column(Float)
+    trained_tokens: Mapped[int | None] = mapped_column(Integer)
+    result_files: Mapped[list[str]] = mapped_column(JSON, default=list)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Queue bookkeeping: which worker holds the job, its child pid, when it last
+    # proved alive, and how many times the job was (re)started.
+    worker_id: Mapped[str | None] = mapped_column(String(128))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_jobs_project_created", "project", "created_at"),)
+
+
+class JobEvent(Base):
+    __tablename__ = "job_events"
+
+    # seq orders events exactly (many share a second); id is the public cursor.
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project: Mapped[str] = mapped_column(String(128))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    level: Mapped[str] = mapped_column(String(8))
+    type: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class JobCheckpoint(Base):
+    __tablename__ = "job_checkpoints"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project: Mapped[str] = mapped_column(String(128))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    step: Mapped[int] = mapped_column(Integer)
+    fine_tuned_model_checkpoint: Mapped[str] = mapped_column(String(512))
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    path: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,251 @@
+"""Grounded answers for `POST /v1/responses`: retrieve, prompt, generate, cite.
+
+The generator is anything with the inference service's `complete_chat` /
+`stream_chat` methods (`app.state.inference`), so the API shape can be tested with a
+scripted generator and served with SmolLM2 or a fine-tuned model alike.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunelab.errors import InvalidRequest
+from tunelab.ids import new_id
+from tunelab.protocol.responses import (
+    CreateResponse,
+    FileCitation,
+    FileSearchCall,
+    FileSearchResult,
+    FileSearchTool,
+    IncompleteDetails,
+    OutputMessage,
+    OutputText,
+    Response,
+    Usage,
+)
+from tunelab.retrieval.grounding import Passage, build_grounded_messages, find_citations
+from tunelab.retrieval.search import Hit, Searcher
+
+INCLUDE_RESULTS = "file_search_call.results"
+_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+
+
+@dataclass
+class Prepared:
+    """Everything decided before generation starts."""
+
+    messages: list[dict[str, str]]
+    tool: FileSearchTool | None = None
+    queries: list[str] = field(default_factory=list)
+    hits: list[Hit] = field(default_factory=list)
+
+
+def _text_of(content: Any, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, dict)]
+        if all(isinstance(p, str) for p in parts):
+            return "".join(parts)
+    raise InvalidRequest(f"'{where}' must be a string or a list of text parts.", param=where)
+
+
+def parse_input(value: str | list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The input as chat messages (roles user/assistant/system)."""
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    messages = []
+    for n, item in enumerate(value):
+        role = _ROLES.get(item.get("role", ""))
+        if role is None or item.get("type", "message") != "message":
+            raise InvalidRequest(
+                f"input[{n}] must be a message with role user, assistant, system or developer.",
+                param=f"input[{n}]",
+            )
+        messages.append({"role": role, "content": _text_of(item.get("content"), f"input[{n}].content")})
+    if not messages or messages[-1]["role"] != "user":
+        raise InvalidRequest("The input must end with a user message.", param="input")
+    return messages
+
+
+def parse_tools(tools: list[dict[str, Any]]) -> FileSearchTool | None:
+    found = None
+    for n, tool in enumerate(tools):
+        if tool.get("type") != "file_search":
+            raise InvalidRequest(
+                f"Tool type {tool.get('type')!r} is not supported; tunelab serves 'file_search'.",
+                param=f"tools[{n}].type",
+            )
+        if found is not None:
+            raise InvalidRequest("Pass at most one file_search tool.", param=f"tools[{n}]")
+        found = FileSearchTool.model_validate(tool)
+    return found
+
+
+def prepare(searcher: Searcher, project: str, req: CreateResponse) -> Prepared:
+    """Parse the request, run file_search when asked, and lay out the prompt."""
+    messages = parse_input(req.input)
+    tool = parse_tools(req.tools)
+    if tool is None:
+        system = [{"role": "system", "content": req.instructions}] if req.instructions else []
+        return Prepared(system + messages)
+    question = messages[-1]["content"]
+    ranking = tool.ranking_options or {}
+    hits = searcher.search_stores(
+        project,
+        tool.vector_store_ids,
+        [question],
+        max_results=tool.max_num_results,
+        filters=tool.filters,
+        ranker=ranking.get("ranker"),
+        score_threshold=float(ranking.get("score_threshold", 0.0)),
+    )
+    passages = [Passage(h.file_id, h.filename, h.text) for h in hits]
+    grounded = build_grounded_messages(question, passages, req.instructions)
+    # Earlier turns of a conversation sit between the instructions and the question.
+    history = [m for m in messages[:-1] if m["role"] != "system"]
+    return Prepared(grounded[:1] + history + grounded[1:], tool, [question], hits)
+
+
+def file_search_item(p: Prepared, include: list[str]) -> FileSearchCall:
+    results = None
+    if INCLUDE_RESULTS in include:
+        results = [
+            FileSearchResult(
+                file_id=h.file_id, filename=h.filename, score=round(h.score, 6), text=h.text,
+                attributes=h.attributes,
+            )  # fmt: skip
+            for h in p.hits
+        ]
+    return FileSearchCall(id=new_id("fs_"), queries=p.queries, results=results)
+
+
+def annotate(text: str, p: Prepared) -> list[FileCitation]:
+    if p.tool is None:
+        return []
+    return [
+        FileCitation(file_id=p.hits[c.passage].file_id, filename=p.hits[c.passage].filename, index=c.index)
+        for c in find_citations(text, len(p.hits))
+    ]
+
+
+def build_response(
+    req: CreateResponse,
+    p: Prepared,
+    *,
+    response_id: str,
+    text: str,
+    finish_reason: str,
+    usage: Usage | None,
+    search_call: FileSearchCall | None = None,
+    message_id: str | None = None,
+) -> Response:
+    output: list[FileSearchCall | OutputMessage] = []
+    if p.tool is not None:
+        output.append(search_call or file_search_item(p, req.include))
+    incomplete = finish_reason == "length"
+    output.append(
+        OutputMessage(
+            id=message_id or new_id("msg_"),
+            status="incomplete" if incomplete else "completed",
+            content=[OutputText(text=text, annotations=annotate(text, p))],
+        )
+    )
+    return Response(
+        id=response_id,
+        created_at=int(time.time()),
+        status="incomplete" if incomplete else "completed",
+        model=req.model,
+        output=output,
+        output_text=text,
+        instructions=req.instructions,
+        max_output_tokens=req.max_output_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        tools=req.tools,
+        incomplete_details=IncompleteDetails() if incomplete else None,
+        metadata=req.metadata or {},
+        usage=usage,
+    )
+
+
+def respond(generator: Any, project: str, req: CreateResponse, p: Prepared) -> Response:
+    result = generator.complete_chat(
+        project, req.model, p.messages, max_tokens=req.max_output_tokens,
+        temperature=req.temperature, top_p=req.top_p,
+    )  # fmt: skip
+    usage = Usage(
+        input_tokens=result.prompt_tokens,
+        output_tokens=result.completion_tokens,
+        total_tokens=result.prompt_tokens + result.completion_tokens,
+    )
+    return build_response(
+        req, p, response_id=new_id("resp_"), text=result.text,
+        finish_reason=result.finish_reason, usage=usage,
+    )  # fmt: skip
+
+
+def start_stream(generator: Any, project: str, req: CreateResponse, p: Prepared) -> Any:
+    """Start generating now, so a bad model is an HTTP error, not a broken stream."""
+    return generator.stream_chat(
+        project, req.model, p.messages, max_tokens=req.max_output_tokens,
+        temperature=req.temperature, top_p=req.top_p,
+    )  # fmt: skip
+
+
+def stream_events(stream: Any, req: CreateResponse, p: Prepared) -> Iterator[dict[str, Any]]:
+    """Responses streaming events, in OpenAI's order, ending with response.completed.
+
+    `stream` iterates text deltas and then holds `.result` (a ChatResult), like the
+    inference service's ChatStream; it is closed if the client goes away.
+    """
+    response_id, message_id = new_id("resp_"), new_id("msg_")
+    search_call = file_search_item(p, req.include) if p.tool is not None else None
+    seq = iter(range(1 << 30))
+
+    def event(type_: str, **fields: Any) -> dict[str, Any]:
+        return {"type": type_, "sequence_number": next(seq), **fields}
+
+    def response(text: str, finish_reason: str, usage: Usage | None) -> Response:
+        return build_response(
+            req, p, response_id=response_id, text=text, finish_reason=finish_reason,
+            usage=usage, search_call=search_call, message_id=message_id,
+        )  # fmt: skip
+
+    shell = response("", "stop", None).model_dump()
+    shell.update(status="in_progress", output=[], output_text="")
+    yield event("response.created", response=shell)
+    index = 0
+    if search_call is not None:
+        item = search_call.model_dump()
+        yield event("response.output_item.added", output_index=0, item=item)
+        yield event("response.output_item.done", output_index=0, item=item)
+        index = 1
+    empty = OutputMessage(id=message_id, status="in_progress", content=[]).model_dump()
+    yield event("response.output_item.added", output_index=index, item=empty)
+    where = {"item_id": message_id, "output_index": index, "content_index": 0}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    yield event("response.content_part.added", **where, part=part)
+    pieces = []
+    try:
+        for delta in stream:
+            pieces.append(delta)
+            yield event("response.output_text.delta", **where, delta=delta, logprobs=[])
+    finally:
+        stream.close()
+    text, result = "".join(pieces), stream.result
+    usage = Usage(
+        input_tokens=result.prompt_tokens,
+        output_tokens=result.completion_tokens,
+        total_tokens=result.prompt_tokens + result.completion_tokens,
+    )
+    final = response(text, result.finish_reason, usage)
+    message = final.output[-1].model_dump()
+    yield event("response.output_text.done", **where, text=text, logprobs=[])
+    yield event("response.content_part.done", **where, part=message["content"][0])
+    yield event("response.output_item.done", output_index=index, item=message)
+    done = "response.incomplete" if final.status == "incomplete" else "response.completed"
+    yield event(done, response=final.model_dump())

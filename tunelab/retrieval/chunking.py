@@ -1,0 +1,108 @@
+"""Splitting a document into overlapping chunks measured in embedding-model tokens.
+
+The static strategy (OpenAI's default: 800 tokens, 400 overlap) is clamped to the
+embedding model's window: a chunk longer than the window would be silently truncated
+by the model, so its tail could be found by keyword search but never by meaning.
+For all-minilm-l6-v2 (max_seq_length 256, of which [CLS] and [SEP] take 2) the
+effective chunk is 254 tokens and the overlap is scaled by the same factor
+(800/400 -> 254/127), keeping the requested overlap *ratio*.
+
+Chunks end, where possible, before a Markdown heading, else at a paragraph break,
+else at a sentence end (". ! ?" and the Chinese "。！？；"), else at a line break, else
+at any token; the next chunk starts at the earliest sentence start inside the overlap.
+Chinese text needs no spaces: the tokenizer's character offsets drive every cut, and
+each chunk's text is a slice of the source string (never detokenised ids, which
+would lose case and spacing).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_MAX_TOKENS = 800
+DEFAULT_OVERLAP_TOKENS = 400
+MIN_MAX_TOKENS = 100
+MAX_MAX_TOKENS = 4096
+
+_SENTENCE_END = re.compile(r"[.!?](?=[\s\"')\]])|[。！？；…]")
+
+
+@dataclass(frozen=True)
+class StaticStrategy:
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    overlap_tokens: int = DEFAULT_OVERLAP_TOKENS
+
+    def clamped(self, window: int) -> StaticStrategy:
+        """The strategy that fits a model with `window` content tokens."""
+        if self.max_tokens <= window:
+            return self
+        overlap = self.overlap_tokens * window // self.max_tokens
+        return StaticStrategy(window, overlap)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    text: str
+    start: int  # character offsets into the source text
+    end: int
+    n_tokens: int
+
+
+def _break_scores(text: str, starts: list[int]) -> list[int]:
+    """For each token index t, how good a place to cut just before token t is.
+
+    4 = before a Markdown heading, 3 = paragraph break, 2 = sentence end,
+    1 = line break, 0 = anywhere else.
+    """
+    scores = [0] * (len(starts) + 1)
+    scores[len(starts)] = 3
+    for t in range(1, len(starts)):
+        gap = text[starts[t - 1] : starts[t]]
+        # The gap is the previous token plus the whitespace before this one.
+        if "\n\n" in gap or re.search(r"\n\s*\n", gap):
+            scores[t] = 4 if text.startswith("#", starts[t]) else 3
+        elif _SENTENCE_END.search(gap):
+            scores[t] = 2
+        elif "\n" in gap:
+            scores[t] = 1
+    return scores
+
+
+def token_offsets(tokenizer: Any, text: str) -> list[tuple[int, int]]:
+    """(start, end) character offsets of each token of `text`, no special tokens."""
+    enc = tokenizer(
+        text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+    )
+    return [(s, e) for s, e in enc["offset_mapping"] if e > s]
+
+
+def chunk_text(text: str, tokenizer: Any, strategy: StaticStrategy) -> list[Chunk]:
+    """Overlapping chunks of at most `strategy.max_tokens` tokens covering `text`."""
+    offsets = token_offsets(tokenizer, text)
+    n = len(offsets)
+    if n == 0:
+        return []
+    starts = [s for s, _ in offsets]
+    scores = _break_scores(text, starts)
+    size, overlap = strategy.max_tokens, strategy.overlap_tokens
+    chunks: list[Chunk] = []
+    i = 0
+    while True:
+        end = min(i + size, n)
+        if end < n:
+            # Best break in the second half of the window, latest on ties.
+            lo = i + max(1, size // 2)
+            best = max(range(lo, end + 1), key=lambda t: (scores[t], t))
+            if scores[best] > 0:
+                end = best
+        chunks.append(
+            Chunk(text[starts[i] : offsets[end - 1][1]], starts[i], offsets[end - 1][1], end - i)
+        )
+        if end >= n:
+            return chunks
+        nxt = max(end - overlap, i + 1)
+        # Start at a sentence or paragraph start inside the overlap when there is one.
+        better = [t for t in range(nxt, end) if scores[t] >= 2]
+        i = better[0] if better and overlap > 0 else nxt
