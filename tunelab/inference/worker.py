@@ -152,7 +152,9 @@ class GenerationWorker:
                 continue
             try:
                 if gen.adapter is not None:
+                    # running sequences and requests admitted with this one keep their adapters
                     in_use = {s.adapter_key for s in self._active if s.adapter_key}
+                    in_use |= {g.adapter.key for g in ready if g.adapter}
                     self.adapters.ensure(gen.adapter, in_use)
             except Exception as e:
                 gen.put(Failed(e))
