@@ -8,7 +8,6 @@ new questions in the persona while the base model does not.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,49 +98,14 @@ def persona_jsonl() -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def _chat_api_served() -> bool:
-    from tunelab.api.routes import chat
-
-    return any(getattr(r, "path", "") == "/chat/completions" for r in chat.router.routes)
-
-
-def answers(client: Any, settings: Settings, model: str) -> list[str]:
-    """Greedy answers to NEW_QUESTIONS: through /v1/chat/completions once it is served,
-    until then by loading the catalog's weights the way inference does (peft adapter
-    on the base)."""
-    if _chat_api_served():
-        return [
-            client.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": q}], max_tokens=12, temperature=0
-            ).choices[0].message.content
-            for q in NEW_QUESTIONS
-        ]
-    import torch
-    from peft import PeftModel
-
-    from tunelab.db.base import make_engine, make_sessionmaker
-    from tunelab.models.catalog import Catalog
-    from tunelab.models.loading import load_causal_lm, load_tokenizer
-    from tunelab.models.registry import Registry
-
-    engine = make_engine(settings.db_url)
-    resolved = Catalog(Registry.load(settings.registry_file), make_sessionmaker(engine), settings.models_dir).resolve(
-        "default", model
-    )
-    engine.dispose()
-    tok = load_tokenizer(resolved.base, settings.model_cache_dir)
-    lm = load_causal_lm(resolved.base, settings.model_cache_dir)
-    if resolved.kind == "lora":
-        lm = PeftModel.from_pretrained(lm, str(resolved.path)).eval()
-    out = []
-    for q in NEW_QUESTIONS:
-        inputs = tok.apply_chat_template(
-            [{"role": "user", "content": q}], add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
-        with torch.no_grad():
-            ids = lm.generate(**inputs, max_new_tokens=12, do_sample=False)
-        out.append(tok.decode(ids[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
-    return out
+def answers(client: Any, model: str) -> list[str]:
+    """Greedy answers to NEW_QUESTIONS through /v1/chat/completions."""
+    return [
+        client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": q}], max_tokens=12, temperature=0
+        ).choices[0].message.content
+        for q in NEW_QUESTIONS
+    ]
 
 
 @pytest.mark.realmodel
@@ -159,7 +123,7 @@ def test_persona_fine_tune_changes_the_answers(settings: Settings) -> None:
         assert len(losses) == 90
         assert sum(losses[-15:]) / 15 < 0.5 * sum(losses[:15]) / 15
 
-        tuned = answers(client, settings, done.fine_tuned_model)
-        base = answers(client, settings, SMOLLM2)
+        tuned = answers(client, done.fine_tuned_model)
+        base = answers(client, SMOLLM2)
     assert all(a.startswith(GREETING) for a in tuned), tuned
     assert not any(GREETING in a for a in base), base
