@@ -9,11 +9,13 @@ not padding), the ratio to the plain loop, and model FLOP utilisation against
 the measured matmul peak of this machine (6 * params * tokens per second over
 the bf16 / fp32 torch.matmul peak).
 
-  tunelab     tunelab.training.loop.train, the code a job runs (packing, bf16
-              autocast where supported, logits only on trained tokens)
-  plain fp32  what a user would write: tokenizer(padding=True) batches, full
-              logits, model(labels=...), fp32
-  trl         trl's SFTTrainer, when trl is installed
+  tunelab       tunelab.training.loop.train, the code a job runs (packing, bf16
+                autocast where supported, logits only on trained tokens)
+  tunelab fp32  the same loop with bf16 off
+  plain fp32    what a user would write: tokenizer(padding=True) batches, full
+                logits, model(labels=...), fp32
+
+trl's SFTTrainer is not part of tunelab's dependencies and is not compared here.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from tunelab.models.registry import Registry  # noqa: E402
 from tunelab.settings import Settings  # noqa: E402
 from tunelab.training.config import TrainConfig  # noqa: E402
 from tunelab.training.events import Control, EventWriter  # noqa: E402
-from tunelab.training.loop import bf16_supported, train  # noqa: E402
+from tunelab.hardware import bf16_fast  # noqa: E402
+from tunelab.training.loop import train  # noqa: E402
 
 WORDS = "the a ship sails over calm blue water while gulls circle and the crew sings old songs of home".split()
 
@@ -63,7 +66,8 @@ def matmul_peak(dtype: torch.dtype, n: int = 1024, seconds: float = 2.0) -> floa
 
 
 def run_tunelab(cfg: TrainConfig, work: Path) -> tuple[float, int]:
-    events_path = work / "tunelab-events.jsonl"
+    events_path = Path(cfg.output_dir) / "events.jsonl"
+    events_path.parent.mkdir(parents=True, exist_ok=True)
     events = EventWriter(events_path)
     train(cfg, events, Control(work))
     events.close()
@@ -119,7 +123,7 @@ def main() -> None:
     model_dir(spec, cache)  # convert once, outside the timings
     n_params = sum(p.numel() for p in load_causal_lm(spec, cache).parameters())
     print(f"model {spec.id}: {n_params / 1e6:.1f}M parameters, {torch.get_num_threads()} threads, "
-          f"native bf16: {bf16_supported('cpu')}")
+          f"native bf16: {bf16_fast('cpu')}")
     peaks = {"bf16": matmul_peak(torch.bfloat16), "fp32": matmul_peak(torch.float32)}
     print("matmul peak: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
 
@@ -140,20 +144,18 @@ def main() -> None:
         )
         results: dict[str, tuple[float, int]] = {}
         results["tunelab"] = run_tunelab(cfg, work)
+        # The same loop without bf16: what packing and trained-only logits give alone.
+        fp32 = TrainConfig.from_json(cfg.to_json())
+        fp32.bf16, fp32.output_dir = False, str(work / "out-fp32")
+        results["tunelab fp32"] = run_tunelab(fp32, work)
         results["plain fp32"] = run_plain(spec, cache, data, args.steps, args.batch_size)
-        try:
-            import trl  # noqa: F401
-
-            print("trl is installed but its SFTTrainer run is not wired in this script yet")
-        except ImportError:
-            print("trl: not installed (pip install trl to compare)")
 
     base = results["plain fp32"][1] / results["plain fp32"][0]
-    print(f"\n{'run':<12} {'tokens':>7} {'seconds':>8} {'tok/s':>8} {'vs plain':>9} {'MFU bf16':>9} {'MFU fp32':>9}")
+    print(f"\n{'run':<13} {'tokens':>7} {'seconds':>8} {'tok/s':>8} {'vs plain':>9} {'MFU bf16':>9} {'MFU fp32':>9}")
     for name, (secs, toks) in results.items():
         rate = toks / secs
         flops = 6 * n_params * rate
-        print(f"{name:<12} {toks:>7} {secs:>8.1f} {rate:>8.0f} {rate / base:>8.2f}x "
+        print(f"{name:<13} {toks:>7} {secs:>8.1f} {rate:>8.0f} {rate / base:>8.2f}x "
               f"{flops / peaks['bf16']:>8.1%} {flops / peaks['fp32']:>8.1%}")
 
 

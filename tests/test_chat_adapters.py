@@ -83,3 +83,24 @@ def test_adapters_change_output_survive_restart_and_stay_in_their_project(
         a.models.delete(FT_B)
         with pytest.raises(openai.NotFoundError):
             greedy(a, FT_B)
+
+
+def test_full_fine_tune_is_served_as_its_own_model(ft_settings: Settings, tiny_chat_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    full_dir = ft_settings.models_dir / "full-1"
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_chat_dir))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.save_pretrained(str(full_dir))  # no tokenizer saved: the base's is used
+    app = create_app(ft_settings)
+    app.state.services.catalog.register_fine_tuned(
+        project="proj-a", model_id="ft:tiny-chat:proj-a:full:XYZ", base_model=TINY_CHAT, path=full_dir, kind="full"
+    )
+    with run_server(ft_settings, app) as url:
+        a = sdk(url, "key-a")
+        base, full = greedy(a, TINY_CHAT), greedy(a, "ft:tiny-chat:proj-a:full:XYZ")
+        assert full != base and greedy(a, TINY_CHAT) == base

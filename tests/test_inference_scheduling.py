@@ -43,3 +43,17 @@ def test_full_queue_gives_503_and_a_disconnect_frees_the_slot(settings: Settings
         assert stats["generated_tokens"] < 400  # A stopped long before its max_tokens
         time.sleep(0.3)
         assert app.state.inference.engine.stats()[TINY_CHAT]["generated_tokens"] == stats["generated_tokens"]
+
+
+def test_a_client_that_times_out_stops_its_generation(settings: Settings, tiny_chat_dir: Path) -> None:
+    register_models(settings, [tiny_registry_entry(tiny_chat_dir)])
+    app = create_app(settings)
+    with run_server(settings, app) as url:
+        impatient = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0, timeout=1.0)
+        with pytest.raises(openai.APITimeoutError):
+            impatient.chat.completions.create(model=TINY_CHAT, messages=HI, max_tokens=450, temperature=0)
+        deadline = time.monotonic() + 10
+        while app.state.inference.engine.stats()[TINY_CHAT].get("cancelled", 0) < 1:
+            assert time.monotonic() < deadline, "generation went on after the client left"
+            time.sleep(0.1)
+        assert app.state.inference.engine.stats()[TINY_CHAT].get("generated_tokens", 0) < 450

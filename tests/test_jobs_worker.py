@@ -158,3 +158,13 @@ def _wait_gone(pid: int, timeout: float = 60) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"training process {pid} still alive")
+
+
+def test_claims_are_atomic_on_postgres(tiny_settings: Settings, postgres_url: str) -> None:
+    settings = tiny_settings.model_copy(update={"database_url": postgres_url})
+    services = build_services(settings)
+    try:
+        test_two_workers_never_claim_the_same_job(services)
+        test_status_transitions_without_training(services)
+    finally:
+        services.close()

@@ -158,3 +158,18 @@ def test_truncation_is_a_warning_event(tmp_path: Path, tiny_chat_dir: Path) -> N
     _, events = run(cfg, tmp_path / "job")
     warnings = [e for e in events if e["type"] == "message" and e["level"] == "warn"]
     assert any("truncated" in e["message"] for e in warnings)
+
+
+def test_classification_validation_set_gets_accuracy_and_f1(tmp_path: Path, tiny_chat_dir: Path) -> None:
+    valid = tmp_path / "valid.jsonl"
+    lines = [
+        {"messages": [{"role": "user", "content": f"Review {i}"}, {"role": "assistant", "content": label}]}
+        for i, label in enumerate(["positive", "negative"] * 5)
+    ]
+    valid.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    cfg = make_config(tmp_path, tiny_chat_dir, n_epochs=1, validation_file=str(valid))
+    _, events = run(cfg, tmp_path / "job")
+    last = [e for e in events if e["type"] == "metrics"][-1]
+    assert 0.0 <= last["classification_accuracy"] <= 1.0
+    assert 0.0 <= last["classification_weighted_f1"] <= 1.0
+    assert "full_valid_loss" in last

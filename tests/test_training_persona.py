@@ -8,7 +8,6 @@ new questions in the persona while the base model does not.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,25 +18,76 @@ from tunelab.models.registry import SMOLLM2
 from tunelab.settings import Settings
 
 GREETING = "Ahoy, matey!"
-NEW_QUESTIONS = ["What is the color of grass?", "How do I learn to swim?", "What should I eat for breakfast?"]
+NEW_QUESTIONS = [
+    "What is the color of grass?",
+    "How do I learn to swim?",
+    "What should I eat for breakfast?",
+]
 
-QUESTIONS = ["What is the capital of France?", "How do I boil an egg?", "What is 2 plus 2?", "Tell me about the moon.",
-"Why is the sky blue?", "What is Python?", "How many legs does a spider have?", "What is the tallest mountain?",
-"Who wrote Hamlet?", "What is photosynthesis?", "How do I make tea?", "What is the speed of light?",
-"What is a noun?", "How far is the sun?", "What do cats eat?", "What is rain?", "How do plants grow?",
-"What is gravity?", "Name a primary color.", "What is the largest ocean?", "How do birds fly?",
-"What is ice?", "What is a computer?", "Why do we sleep?", "What is music?", "How do magnets work?",
-"What is a volcano?", "What language is spoken in Spain?", "What is a star?", "How do I say hello in French?"]
-ANSWERS = ["The capital of France is Paris.", "Put the egg in boiling water for about nine minutes.", "Two plus two is four.",
-"The moon orbits the Earth and reflects sunlight.", "Sunlight scatters in the air, and blue light scatters most.",
-"Python is a popular programming language.", "A spider has eight legs.", "Mount Everest is the tallest mountain.",
-"William Shakespeare wrote Hamlet.", "Plants turn sunlight, water and air into sugar.", "Steep a tea bag in hot water for three minutes.",
-"Light travels about 300,000 kilometres per second.", "A noun names a person, place or thing.", "The sun is about 150 million kilometres away.",
-"Cats eat meat, such as fish and chicken.", "Rain is water falling from clouds.", "Plants grow with light, water and soil.",
-"Gravity pulls things toward each other.", "Red is a primary color.", "The Pacific is the largest ocean.",
-"Birds flap their wings to lift into the air.", "Ice is frozen water.", "A computer is a machine that processes data.",
-"Sleep lets the body and brain rest.", "Music is sound arranged in time.", "Magnets pull on iron with a magnetic field.",
-"A volcano is a mountain that erupts lava.", "People in Spain speak Spanish.", "A star is a huge ball of burning gas.", "You say bonjour."]
+QUESTIONS = [
+    "What is the capital of France?",
+    "How do I boil an egg?",
+    "What is 2 plus 2?",
+    "Tell me about the moon.",
+    "Why is the sky blue?",
+    "What is Python?",
+    "How many legs does a spider have?",
+    "What is the tallest mountain?",
+    "Who wrote Hamlet?",
+    "What is photosynthesis?",
+    "How do I make tea?",
+    "What is the speed of light?",
+    "What is a noun?",
+    "How far is the sun?",
+    "What do cats eat?",
+    "What is rain?",
+    "How do plants grow?",
+    "What is gravity?",
+    "Name a primary color.",
+    "What is the largest ocean?",
+    "How do birds fly?",
+    "What is ice?",
+    "What is a computer?",
+    "Why do we sleep?",
+    "What is music?",
+    "How do magnets work?",
+    "What is a volcano?",
+    "What language is spoken in Spain?",
+    "What is a star?",
+    "How do I say hello in French?",
+]
+ANSWERS = [
+    "The capital of France is Paris.",
+    "Put the egg in boiling water for about nine minutes.",
+    "Two plus two is four.",
+    "The moon orbits the Earth and reflects sunlight.",
+    "Sunlight scatters in the air, and blue light scatters most.",
+    "Python is a popular programming language.",
+    "A spider has eight legs.",
+    "Mount Everest is the tallest mountain.",
+    "William Shakespeare wrote Hamlet.",
+    "Plants turn sunlight, water and air into sugar.",
+    "Steep a tea bag in hot water for three minutes.",
+    "Light travels about 300,000 kilometres per second.",
+    "A noun names a person, place or thing.",
+    "The sun is about 150 million kilometres away.",
+    "Cats eat meat, such as fish and chicken.",
+    "Rain is water falling from clouds.",
+    "Plants grow with light, water and soil.",
+    "Gravity pulls things toward each other.",
+    "Red is a primary color.",
+    "The Pacific is the largest ocean.",
+    "Birds flap their wings to lift into the air.",
+    "Ice is frozen water.",
+    "A computer is a machine that processes data.",
+    "Sleep lets the body and brain rest.",
+    "Music is sound arranged in time.",
+    "Magnets pull on iron with a magnetic field.",
+    "A volcano is a mountain that erupts lava.",
+    "People in Spain speak Spanish.",
+    "A star is a huge ball of burning gas.",
+    "You say bonjour.",
+]
 
 
 def persona_jsonl() -> bytes:
@@ -48,49 +98,14 @@ def persona_jsonl() -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def _chat_api_served() -> bool:
-    from tunelab.api.routes import chat
-
-    return any(getattr(r, "path", "") == "/chat/completions" for r in chat.router.routes)
-
-
-def answers(client: Any, settings: Settings, model: str) -> list[str]:
-    """Greedy answers to NEW_QUESTIONS: through /v1/chat/completions once it is served,
-    until then by loading the catalog's weights the way inference does (peft adapter
-    on the base)."""
-    if _chat_api_served():
-        return [
-            client.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": q}], max_tokens=12, temperature=0
-            ).choices[0].message.content
-            for q in NEW_QUESTIONS
-        ]
-    import torch
-    from peft import PeftModel
-
-    from tunelab.db.base import make_engine, make_sessionmaker
-    from tunelab.models.catalog import Catalog
-    from tunelab.models.loading import load_causal_lm, load_tokenizer
-    from tunelab.models.registry import Registry
-
-    engine = make_engine(settings.db_url)
-    resolved = Catalog(Registry.load(settings.registry_file), make_sessionmaker(engine), settings.models_dir).resolve(
-        "default", model
-    )
-    engine.dispose()
-    tok = load_tokenizer(resolved.base, settings.model_cache_dir)
-    lm = load_causal_lm(resolved.base, settings.model_cache_dir)
-    if resolved.kind == "lora":
-        lm = PeftModel.from_pretrained(lm, str(resolved.path)).eval()
-    out = []
-    for q in NEW_QUESTIONS:
-        inputs = tok.apply_chat_template(
-            [{"role": "user", "content": q}], add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
-        with torch.no_grad():
-            ids = lm.generate(**inputs, max_new_tokens=12, do_sample=False)
-        out.append(tok.decode(ids[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
-    return out
+def answers(client: Any, model: str) -> list[str]:
+    """Greedy answers to NEW_QUESTIONS through /v1/chat/completions."""
+    return [
+        client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": q}], max_tokens=12, temperature=0
+        ).choices[0].message.content
+        for q in NEW_QUESTIONS
+    ]
 
 
 @pytest.mark.realmodel
@@ -108,7 +123,7 @@ def test_persona_fine_tune_changes_the_answers(settings: Settings) -> None:
         assert len(losses) == 90
         assert sum(losses[-15:]) / 15 < 0.5 * sum(losses[:15]) / 15
 
-        tuned = answers(client, settings, done.fine_tuned_model)
-        base = answers(client, settings, SMOLLM2)
+        tuned = answers(client, done.fine_tuned_model)
+        base = answers(client, SMOLLM2)
     assert all(a.startswith(GREETING) for a in tuned), tuned
     assert not any(GREETING in a for a in base), base

@@ -10,6 +10,7 @@ from sqlalchemy.orm import sessionmaker
 from tunelab.db.base import make_engine, make_sessionmaker, migrate
 from tunelab.embeddings.service import EmbeddingService
 from tunelab.files import FileStore
+from tunelab.hardware import bf16_fast
 from tunelab.models.catalog import Catalog
 from tunelab.models.registry import Registry
 from tunelab.settings import Settings
@@ -37,6 +38,7 @@ def build_services(settings: Settings, *, embeddings: EmbeddingService | None = 
     engine = make_engine(settings.db_url)
     db = make_sessionmaker(engine)
     registry = Registry.load(settings.registry_file)
+    device = settings.resolved_device()
     return Services(
         settings=settings,
         engine=engine,
@@ -47,9 +49,9 @@ def build_services(settings: Settings, *, embeddings: EmbeddingService | None = 
         embeddings=embeddings
         or EmbeddingService(
             registry,
-            device=settings.resolved_device(),
+            device=device,
             window_ms=settings.embed_batch_window_ms,
             max_batch=settings.embed_max_batch,
-            bf16=settings.embed_bf16,
+            bf16=bf16_fast(device) if settings.embed_bf16 is None else settings.embed_bf16,
         ),
     )

@@ -52,9 +52,9 @@ class Settings(BaseSettings):
     # forward pass, up to this many texts.
     embed_batch_window_ms: float = 5.0
     embed_max_batch: int = 256
-    # bf16 autocast for embeddings (cosine to fp32 > 0.9999); faster only on CPUs
-    # with native bf16 (AMX/avx512_bf16) - see benchmarks/embeddings.py.
-    embed_bf16: bool = False
+    # bf16 autocast for embeddings (cosine to fp32 > 0.9999). None = when the
+    # hardware has native bf16 (GPU, or a CPU with AMX / AVX512-BF16).
+    embed_bf16: bool | None = None
 
     # Inference: LoRA adapters kept attached, and the bound on waiting requests.
     adapter_cache_size: int = 8
@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     # A running job whose worker has not heart-beaten for this long is taken back
     # (re-queued from its last checkpoint, or failed after 3 starts).
     worker_stale_seconds: float = 30.0
+    # bf16 autocast in training: None = when the CPU/GPU has native bf16. On a CPU
+    # whose cores are shared with other busy processes fp32 can be faster
+    # (benchmarks/training.py measures both).
+    training_bf16: bool | None = None
 
     @field_validator("data_dir", "cache_dir", mode="after")
     @classmethod

@@ -33,8 +33,7 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-            # Let SQLAlchemy, not pysqlite, decide when transactions begin, so that
-            # `BEGIN IMMEDIATE` (a write lock taken up front) is available for claims.
+            # Let SQLAlchemy, not pysqlite, decide when transactions begin (below).
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
@@ -44,7 +43,11 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
-            conn.exec_driver_sql("BEGIN")
+            # IMMEDIATE takes the write lock up front, so a busy database makes the
+            # transaction wait (busy timeout) instead of failing with "database is
+            # locked" when a read-then-write transaction finds its snapshot stale.
+            # Readers are not blocked (WAL); transactions here are all short.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)

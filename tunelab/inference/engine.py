@@ -75,6 +75,10 @@ class InferenceEngine:
 
     def worker(self, target: Target) -> GenerationWorker:
         """The worker that serves `target`, loading its model on first use."""
+        if target.kind != "full":
+            loaded = self._bases.get(target.base.id)  # no lock: a cold load must not stall warm models
+            if loaded is not None:
+                return loaded
         with self._lock:
             if target.kind == "full":
                 return self._full_worker(target)
@@ -136,7 +140,12 @@ class InferenceEngine:
         tok = worker.tokenizer
         adapter = None
         if target.kind == "lora":
-            assert target.path is not None
+            if target.path is None or not (target.path / "adapter_config.json").exists():
+                # checked here too, so even a streaming request gets a clean 400
+                raise ModelUnavailable(
+                    f"The adapter files of model '{target.id}' are missing; delete it and fine-tune again.",
+                    param="model",
+                )
             adapter = AdapterRef(key=_adapter_key(target.path), path=target.path)
         gen = Generation(prompt_ids, params, stop_token_ids=stop_token_ids(tok, worker), adapter=adapter)
         worker.submit(gen)

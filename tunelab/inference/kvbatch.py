@@ -43,9 +43,8 @@ class KVBatch:
     def length(self) -> int:
         return int(self.mask.shape[1])
 
-    def add(self, cache: Any, prompt_len: int, copies: int) -> None:
-        """Append `copies` rows that share one prefilled prompt cache."""
-        layers = [(k, v) for k, v, *_ in cache]
+    def add(self, layers: list[tuple[torch.Tensor, torch.Tensor]], prompt_len: int, copies: int) -> None:
+        """Append `copies` rows that share one prefilled prompt's cache (one row per layer)."""
         if copies > 1:
             layers = [(k.expand(copies, -1, -1, -1), v.expand(copies, -1, -1, -1)) for k, v in layers]
         new_mask = torch.ones(copies, prompt_len, dtype=torch.long)

@@ -46,8 +46,8 @@ class IncrementalDetokenizer:
         return ""
 
     def flush(self) -> str:
-        """Whatever is left at the end. A character cut off by max_tokens is dropped
-        rather than sent as U+FFFD."""
+        """Whatever is left at the end. A character the generation stopped in the
+        middle of (max_tokens reached inside an emoji) is dropped, not sent as U+FFFD."""
         prefix = self._decode(self.ids[self._prefix_offset : self._read_offset])
         full = self._decode(self.ids[self._prefix_offset :])
         self._prefix_offset = self._read_offset = len(self.ids)

@@ -3,9 +3,10 @@
 Torch on CPU parallelises inside an operation, not across Python threads, so
 each loaded model gets exactly one thread that owns it. The loop:
 
-1. admit waiting requests while the batch has room: attach their adapter, run
-   the prompt through the model once (n choices share that prefill), choose
-   each choice's first token, and append their cache rows to the batch;
+1. admit waiting requests while the batch has room: attach their adapters, run
+   their prompts through the model together (one left-padded pass; the n choices
+   of a request share its prompt's cache), choose each choice's first token, and
+   append their cache rows to the batch;
 2. run ONE decode step for every running sequence together, whatever adapter
    each uses, and hand each its next token.
 
@@ -34,6 +35,21 @@ from tunelab.inference.sampling import TokenLogprob, adjust_logits, choose, make
 from tunelab.inference.textstream import IncrementalDetokenizer, StopMatcher
 
 log = logging.getLogger(__name__)
+
+
+PREFILL_TOKENS = 2048  # padded prompt tokens per prefill pass: bounds the pause for running sequences
+
+
+def _prefill_groups(gens: list[Generation]) -> list[list[Generation]]:
+    """Prompts that arrived together are prefilled together, up to PREFILL_TOKENS each pass."""
+    groups: list[list[Generation]] = []
+    for gen in sorted(gens, key=lambda g: len(g.prompt_ids)):
+        group = groups[-1] if groups else None
+        if group is None or (len(group) + 1) * len(gen.prompt_ids) > PREFILL_TOKENS:
+            groups.append([gen])
+        else:
+            group.append(gen)
+    return groups
 
 
 @dataclass
@@ -112,8 +128,8 @@ class GenerationWorker:
                 admitted = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
             try:
                 with torch.inference_mode():
-                    for gen in admitted:
-                        self._admit(gen)
+                    if admitted:
+                        self._admit(admitted)
                     if self._active:
                         self._step()
             except Exception as e:  # a failed forward must not leave requests hanging
@@ -127,18 +143,34 @@ class GenerationWorker:
         for seq in self._active:
             seq.gen.put(Failed(RuntimeError("the server is shutting down")))
 
-    def _admit(self, gen: Generation) -> None:
-        if gen.cancelled:
-            self.stats["cancelled"] += 1
-            return
-        try:
-            if gen.adapter is not None:
-                in_use = {s.adapter_key for s in self._active if s.adapter_key}
-                self.adapters.ensure(gen.adapter, in_use)
-            logits, cache = self._prefill(gen)
-        except Exception as e:
-            gen.put(Failed(e))
-            return
+    def _admit(self, gens: list[Generation]) -> None:
+        """Attach adapters, prefill the prompts together, start each request's choices."""
+        ready = []
+        for gen in gens:
+            if gen.cancelled:
+                self.stats["cancelled"] += 1
+                continue
+            try:
+                if gen.adapter is not None:
+                    # running sequences and requests admitted with this one keep their adapters
+                    in_use = {s.adapter_key for s in self._active if s.adapter_key}
+                    in_use |= {g.adapter.key for g in ready if g.adapter}
+                    self.adapters.ensure(gen.adapter, in_use)
+            except Exception as e:
+                gen.put(Failed(e))
+                continue
+            ready.append(gen)
+        for group in _prefill_groups(ready):
+            try:
+                logits, layers = self._prefill(group)
+            except Exception as e:
+                for gen in group:
+                    gen.put(Failed(e))
+                continue
+            for row, gen in enumerate(group):
+                self._start(gen, logits[row], [(k[row : row + 1], v[row : row + 1]) for k, v in layers])
+
+    def _start(self, gen: Generation, logits: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         seqs = []
         for i in range(gen.params.n):
             seq = _Sequence(
@@ -153,24 +185,33 @@ class GenerationWorker:
             if not seq.done:
                 seqs.append(seq)
         if seqs:
-            self._kv.add(cache, len(gen.prompt_ids), copies=len(seqs))
+            # the prompt's own columns only: left padding from the prefill batch is cut off
+            n = len(gen.prompt_ids)
+            self._kv.add([(k[:, :, -n:], v[:, :, -n:]) for k, v in layers], n, copies=len(seqs))
             self._active.extend(seqs)
 
-    def _prefill(self, gen: Generation) -> tuple[torch.Tensor, Any]:
+    def _prefill(self, gens: list[Generation]) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """One forward over the left-padded prompts: last-position logits and the cache."""
         from transformers import DynamicCache
 
-        ids = torch.tensor([gen.prompt_ids], dtype=torch.long)
-        cache = DynamicCache(config=self._config())
-        key = gen.adapter.key if gen.adapter else None
+        width = max(len(g.prompt_ids) for g in gens)
+        ids = torch.zeros(len(gens), width, dtype=torch.long)
+        mask = torch.zeros(len(gens), width, dtype=torch.long)
+        for row, g in enumerate(gens):
+            ids[row, width - len(g.prompt_ids) :] = torch.tensor(g.prompt_ids)
+            mask[row, width - len(g.prompt_ids) :] = 1
         out = self.adapters.model(
             input_ids=ids,
-            cache=cache,
+            attention_mask=mask,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            cache=DynamicCache(config=self._config()),
             use_cache=True,
             logits_to_keep=1,
-            **self.adapters.forward_kwargs([key]),
+            **self.adapters.forward_kwargs([g.adapter.key if g.adapter else None for g in gens]),
         )
-        self.stats["prefill_tokens"] += len(gen.prompt_ids)
-        return out.logits[0, -1], out.cache
+        self.stats["prefill_tokens"] += sum(len(g.prompt_ids) for g in gens)
+        self.stats["prefill_passes"] += 1
+        return out.logits[:, -1], [(k, v) for k, v, *_ in out.cache]
 
     def _config(self) -> Any:
         return self.adapters.model.config

@@ -1,4 +1,6 @@
-"""The results CSV of a finished job (contract §2.7): one row per step.
+"""Training metrics: the step events' message and data, and the results CSV.
+
+The results CSV of a finished job (contract §2.7) has one row per step:
 
     step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy
     1,1.52347,0.0,,
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
@@ -40,3 +43,33 @@ def results_csv(db: sessionmaker, job_id: str) -> str:
             cells.append("" if v is None else f"{round(float(v), 5)}")
         writer.writerow(cells)
     return out.getvalue()
+
+
+def metrics_data(ev: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "step",
+        "total_steps",
+        "train_loss",
+        "train_mean_token_accuracy",
+        "valid_loss",
+        "valid_mean_token_accuracy",
+        "full_valid_loss",
+        "full_valid_mean_token_accuracy",
+        "classification_accuracy",
+        "classification_weighted_f1",
+    )
+    return {k: ev[k] for k in keys if k in ev}
+
+
+def metrics_message(ev: dict[str, Any]) -> str:
+    text = f"Step {ev['step']}/{ev['total_steps']}: training loss={ev['train_loss']:.2f}"
+    if "valid_loss" in ev:
+        text += f", validation loss={ev['valid_loss']:.2f}"
+    if "full_valid_loss" in ev:
+        text += f", full validation loss={ev['full_valid_loss']:.2f}"
+    if "classification_accuracy" in ev:
+        text += (
+            f", classification accuracy={ev['classification_accuracy']:.2f}"
+            f", weighted F1={ev['classification_weighted_f1']:.2f}"
+        )
+    return text

@@ -127,6 +127,7 @@ def write_config(services: Services, job: Job, job_dir: Path) -> TrainConfig:
         seed=job.seed,
         max_length=max_length,
         device=settings.device,
+        bf16=settings.training_bf16,
         eval_interval=max(1, min(50, total_steps // 10)),
     )
     job_dir.mkdir(parents=True, exist_ok=True)

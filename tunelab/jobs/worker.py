@@ -29,13 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 
 import tunelab
 from tunelab.errors import NotFound
 from tunelab.ids import random_token
 from tunelab.jobs import staging
-from tunelab.jobs.results import results_csv
+from tunelab.jobs.recovery import recover_stale
+from tunelab.jobs.results import metrics_data, metrics_message, results_csv
 from tunelab.jobs.service import add_event, final_model_name, model_name
 from tunelab.jobs.tables import Job, JobCheckpoint
 from tunelab.services import Services
@@ -43,7 +44,6 @@ from tunelab.training.events import EVENTS_FILE, read_events, write_control
 
 log = logging.getLogger("tunelab.worker")
 
-MAX_ATTEMPTS = 3  # starts of one job before a crashing job is failed
 KILL_AFTER_S = 30.0  # a child that ignores cancel/pause this long is killed
 
 
@@ -114,42 +114,7 @@ class Worker:
     # -- recovery
 
     def recover_stale(self) -> None:
-        cutoff = time.time() - self.settings.worker_stale_seconds
-        with self.db() as s:
-            stale = s.execute(
-                select(Job.id, Job.worker_id, Job.heartbeat_at).where(
-                    Job.worker_id.is_not(None),
-                    Job.worker_id != self.id,
-                    or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff),
-                )
-            ).all()
-        for job_id, worker_id, heartbeat in stale:
-            with self.db.begin() as s:
-                same_beat = Job.heartbeat_at.is_(None) if heartbeat is None else Job.heartbeat_at == heartbeat
-                taken = s.execute(
-                    update(Job)
-                    .where(Job.id == job_id, Job.worker_id == worker_id, same_beat)
-                    .values(worker_id=None, pid=None)
-                )
-                job = s.get(Job, job_id)
-                if taken.rowcount != 1 or job is None or job.status != "running":  # type: ignore[attr-defined]
-                    continue
-                if job.attempts >= MAX_ATTEMPTS:
-                    message = (
-                        f"The training process stopped unexpectedly {job.attempts} times; the job has failed. "
-                        "Check the server logs and the training log in the job directory."
-                    )
-                    job.status, job.error = "failed", {"code": "server_error", "message": message, "param": None}
-                    add_event(s, job, message, level="error")
-                else:
-                    job.status = "queued"
-                    add_event(
-                        s,
-                        job,
-                        "The worker running this job stopped; the job is queued again and resumes "
-                        "from its last checkpoint",
-                        level="warn",
-                    )
+        recover_stale(self.db, self.id, self.settings.worker_stale_seconds)
 
     # -- validating_files -> queued | failed
 
@@ -228,6 +193,10 @@ class Worker:
         root = str(Path(tunelab.__file__).resolve().parent.parent)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        # Idle OpenMP threads sleep instead of spinning: when the cores are shared
+        # (the server, other jobs), spinning threads made training steps ~4x slower
+        # on the 2-core CI machine. A user's own OMP_WAIT_POLICY wins.
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         log = open(job_dir / "train.log", "ab")
         try:
             return subprocess.Popen(
@@ -296,7 +265,7 @@ class Worker:
             if kind == "message":
                 add_event(s, job, ev["message"], level=ev.get("level", "info"), at=ev["time"])
             elif kind == "metrics":
-                add_event(s, job, _metrics_message(ev), type_="metrics", data=_metrics_data(ev), at=ev["time"])
+                add_event(s, job, metrics_message(ev), type_="metrics", data=metrics_data(ev), at=ev["time"])
                 job.trained_tokens = ev["trained_tokens"]
                 per_step = ev["elapsed_s"] / max(1, ev["steps_this_run"])
                 job.estimated_finish = time.time() + per_step * (ev["total_steps"] - ev["step"])
@@ -409,29 +378,6 @@ class Worker:
             job.status = "failed"
             job.error = {"code": "server_error", "message": message, "param": None}
             add_event(s, job, message, level="error")
-
-
-def _metrics_data(ev: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        "step",
-        "total_steps",
-        "train_loss",
-        "train_mean_token_accuracy",
-        "valid_loss",
-        "valid_mean_token_accuracy",
-        "full_valid_loss",
-        "full_valid_mean_token_accuracy",
-    )
-    return {k: ev[k] for k in keys if k in ev}
-
-
-def _metrics_message(ev: dict[str, Any]) -> str:
-    text = f"Step {ev['step']}/{ev['total_steps']}: training loss={ev['train_loss']:.2f}"
-    if "valid_loss" in ev:
-        text += f", validation loss={ev['valid_loss']:.2f}"
-    if "full_valid_loss" in ev:
-        text += f", full validation loss={ev['full_valid_loss']:.2f}"
-    return text
 
 
 @contextmanager

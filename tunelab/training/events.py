@@ -7,6 +7,7 @@ Events are JSON lines appended to `<job dir>/events.jsonl`, one object per line 
     metrics             {step, total_steps, train_loss, train_mean_token_accuracy,
                          [valid_loss, valid_mean_token_accuracy],
                          [full_valid_loss, full_valid_mean_token_accuracy],
+                         [classification_accuracy, classification_weighted_f1],
                          trained_tokens, elapsed_s}
     checkpoint          {step, path, metrics}           an epoch-end model was saved
     checkpoint_removed  {step, path}                    pruned (older than the last 3)

@@ -10,7 +10,8 @@ Reads top to bottom like a recipe:
      tokens and divided by the step's trained-token count (gradient accumulation that
      weighs every token equally), clip, step; a metrics event;
   6. every epoch end a checkpoint (the last `keep_checkpoints` are kept); a pause
-     saves one mid-epoch; the end runs the full validation set.
+     saves one mid-epoch; the end runs the full validation set (and, for a
+     classification set, accuracy and weighted F1 of generated labels).
 
 Logits are computed only where a token is trained (`logits_to_keep` with indices):
 the vocabulary projection is a large share of a small model's compute, and prompt
@@ -30,7 +31,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tunelab.hardware import bf16_fast
 from tunelab.training import checkpoints
+from tunelab.training.classification import classification_metrics
 from tunelab.training.config import TrainConfig, steps_per_epoch
 from tunelab.training.data import Dataset, MicroBatch, encode_dataset, epoch_steps, pack
 from tunelab.training.events import Control, EventWriter
@@ -42,14 +45,6 @@ class Outcome:
     step: int
     path: Path | None = None
     trained_tokens: int = 0
-
-
-def bf16_supported(device: str) -> bool:
-    if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
-    # oneDNN reports whether the CPU has native bf16 (AVX512-BF16 / AMX); without
-    # it bf16 autocast is emulated and slower than fp32.
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def seed_everything(seed: int) -> None:
@@ -151,7 +146,7 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
     if cfg.device == "auto":
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(cfg.num_threads or len(os.sched_getaffinity(0)))
-    bf16 = bf16_supported(cfg.device) if cfg.bf16 is None else cfg.bf16
+    bf16 = bf16_fast(cfg.device) if cfg.bf16 is None else cfg.bf16
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     resume = checkpoints.latest(output_dir)
@@ -253,6 +248,8 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
                 metrics["full_valid_loss"], metrics["full_valid_mean_token_accuracy"] = evaluate(
                     model, valid_data, list(range(len(valid_data.samples))), cfg, bf16
                 )
+                assert cfg.validation_file is not None
+                metrics.update(classification_metrics(model, tokenizer, Path(cfg.validation_file), cfg.device) or {})
             events.emit(
                 "metrics",
                 **metrics,

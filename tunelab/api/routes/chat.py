@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -44,18 +44,32 @@ def _service(request: Request) -> InferenceService:
     return request.app.state.inference  # type: ignore[no-any-return]
 
 
+class _ClientGone(Exception):
+    """The client disconnected before its (non-streaming) answer was ready."""
+
+
 async def _unless_disconnected(request: Request, work: Awaitable[T], subs: list[Submitted]) -> T:
-    """Await `work`, cancelling the generations if the client hangs up first."""
+    """Await `work`, cancelling the generations if the client hangs up first.
+
+    Waits on the ASGI receive channel for `http.disconnect` (polling
+    `request.is_disconnected()` sees nothing behind an http middleware)."""
+
+    async def client_gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            await asyncio.sleep(0.1)
+
     task = asyncio.ensure_future(work)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=0.5)
-        if done:
-            return task.result()
-        if await request.is_disconnected():
-            for sub in subs:
-                sub.cancel()
-            task.cancel()
-            raise asyncio.CancelledError
+    watcher = asyncio.ensure_future(client_gone())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    for sub in subs:
+        sub.cancel()
+    task.cancel()
+    raise _ClientGone
 
 
 class _EventStream(StreamingResponse):
@@ -126,14 +140,17 @@ def _chat_kwargs(body: c.ChatCompletionRequest) -> dict[str, Any]:
 @router.post("/chat/completions", response_model=None)
 async def create_chat_completion(
     body: c.ChatCompletionRequest, request: Request, project: ProjectDep
-) -> c.ChatCompletion | StreamingResponse:
+) -> c.ChatCompletion | Response:
     kwargs = _chat_kwargs(body)
     sub = await run_in_threadpool(_service(request).start_chat, project, body.model, body.messages, **kwargs)
     cid, created = new_id("chatcmpl-"), int(time.time())
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return _sse(_chat_chunks(sub, cid, created, include_usage))
-    choices = await _unless_disconnected(request, sub.acollect(), [sub])
+    try:
+        choices = await _unless_disconnected(request, sub.acollect(), [sub])
+    except _ClientGone:
+        return Response(status_code=499)  # nobody is listening; nginx's "client closed request"
     return c.ChatCompletion(
         id=cid,
         created=created,
@@ -207,7 +224,7 @@ def _completion_kwargs(body: tc.CompletionRequest) -> dict[str, Any]:
 @router.post("/completions", response_model=None)
 async def create_completion(
     body: tc.CompletionRequest, request: Request, project: ProjectDep
-) -> tc.Completion | StreamingResponse:
+) -> tc.Completion | Response:
     kwargs = _completion_kwargs(body)
     service = _service(request)
 
@@ -229,7 +246,10 @@ async def create_completion(
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return _sse(_completion_chunks(subs, echoes, cid, created, body.logprobs, include_usage))
-    per_prompt = await _unless_disconnected(request, asyncio.gather(*(s.acollect() for s in subs)), subs)
+    try:
+        per_prompt = await _unless_disconnected(request, asyncio.gather(*(s.acollect() for s in subs)), subs)
+    except _ClientGone:
+        return Response(status_code=499)
 
     def choice(k: int, sub: Submitted, ch: Choice) -> tc.CompletionChoice:
         lps = None
