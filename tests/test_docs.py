@@ -54,6 +54,33 @@ def test_python_blocks_run(name: str, code: str, server: str, tmp_path, monkeypa
     exec(compile(code.replace(DEFAULT_URL, server + "/v1"), name, "exec"), {"__name__": "__main__"})
 
 
+def tunelab_lines(path: Path) -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
+    return [line.strip() for b in blocks for line in b.splitlines() if line.strip().startswith("tunelab ")]
+
+
+# In document order: `tunelab keys create` comes last, and from then on the server
+# (rightly) wants a key.
+COMMANDS = list(dict.fromkeys(line for p in READMES for line in tunelab_lines(p)))
+
+
+@pytest.mark.realmodel
+def test_readme_commands_run(server: str, settings, monkeypatch) -> None:
+    """Every `tunelab ...` line of the READMEs' shell blocks, against a live server."""
+    import shlex
+
+    from click.testing import CliRunner
+
+    from tunelab.cli.main import cli
+
+    monkeypatch.setenv("TUNELAB_BASE_URL", server + "/v1")
+    monkeypatch.setenv("TUNELAB_DATA_DIR", str(settings.data_dir))
+    assert COMMANDS
+    for line in COMMANDS:
+        result = CliRunner().invoke(cli, shlex.split(line, comments=True)[1:])
+        assert result.exit_code == 0, f"{line}\n{result.output}"
+
+
 def test_readmes_are_covered() -> None:
     assert READMES and all(python_blocks(p) for p in READMES)
 
