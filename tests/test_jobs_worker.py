@@ -144,7 +144,10 @@ def test_killed_worker_is_recovered_and_the_job_resumes(services: Services, tmp_
     text = messages(services, job_id)
     assert any("stopped; the job is queued again" in m for m in text)
     assert "Fine-tuning job restarted (attempt 2)" in text
-    assert any(m.startswith("Resumed from the checkpoint at step 12") for m in text)
+    # The orphaned child may save one more epoch's checkpoint before it notices its
+    # worker is gone; the job resumes from the newest one.
+    resumed = [int(m.split()[-1]) for m in text if m.startswith("Resumed from the checkpoint at step")]
+    assert resumed and resumed[0] >= 12
 
 
 def _wait_gone(pid: int, timeout: float = 60) -> None:
