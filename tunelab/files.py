@@ -8,6 +8,7 @@ committed only after the rename; a failed upload leaves nothing behind.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Callable
@@ -101,8 +102,6 @@ class FileStore:
         return row
 
     def create_from_bytes(self, *, project: str, filename: str, purpose: str, data: bytes) -> FileRow:
-        import io
-
         return self.create(project=project, filename=filename, purpose=purpose, stream=io.BytesIO(data))
 
     def get(self, project: str, file_id: str) -> FileRow:

@@ -29,10 +29,6 @@ class AdapterSet:
         self._loaded: OrderedDict[str, AdapterRef] = OrderedDict()
         self.loads = 0  # how many times an adapter was read from disk
 
-    @property
-    def has_adapters(self) -> bool:
-        return bool(self._loaded)
-
     def ensure(self, ref: AdapterRef, in_use: set[str]) -> None:
         """Attach `ref` if it is not attached yet, evicting the least recently used."""
         if ref.key in self._loaded:

