@@ -19,12 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from tests.conftest import run_server, sdk  # noqa: E402
-from tunelab.models.loading import load_sentence_transformer  # noqa: E402
-from tunelab.models.registry import MINILM, Registry  # noqa: E402
-from tunelab.settings import Settings  # noqa: E402
+from tests.conftest import run_server, sdk
+from tunelab.models.loading import load_sentence_transformer
+from tunelab.models.registry import MINILM, Registry
+from tunelab.settings import Settings
 
 SENTENCES = [
     "The router's status light blinks orange when the firmware update fails.",
@@ -38,7 +38,10 @@ SENTENCES = [
 
 def corpus(n: int) -> list[str]:
     # Varied lengths (1-4 sentences), like real passages and queries.
-    return [" ".join(SENTENCES[(i + k) % len(SENTENCES)] for k in range(1 + i % 4)) + f" #{i}" for i in range(n)]
+    return [
+        " ".join(SENTENCES[(i + k) % len(SENTENCES)] for k in range(1 + i % 4)) + f" #{i}"
+        for i in range(n)
+    ]
 
 
 def matmul_peak() -> float:
@@ -61,7 +64,9 @@ def main() -> None:
     texts = corpus(args.texts)
 
     model = load_sentence_transformer(Registry.load().get(MINILM))
-    n_tokens = sum(len(ids) for ids in model.tokenizer(texts, add_special_tokens=False)["input_ids"])
+    n_tokens = sum(
+        len(ids) for ids in model.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    )
     # Embedding tables are lookups, not matmuls: count only the compute weights.
     params = sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
     model.encode(texts[:64])  # warm up
@@ -94,12 +99,16 @@ def main() -> None:
             rows.append(("tunelab, 8 concurrent clients, 8 texts/request", time.perf_counter() - t))
 
     peak = matmul_peak()
-    print(f"\n{len(texts)} texts, {n_tokens} tokens, MiniLM ({params / 1e6:.1f}M non-embedding params)")
+    print(
+        f"\n{len(texts)} texts, {n_tokens} tokens, MiniLM ({params / 1e6:.1f}M non-embedding params)"
+    )
     print(f"fp32 matmul peak on this machine: {peak / 1e9:.0f} GFLOP/s\n")
     print(f"{'run':50} {'texts/s':>9} {'tokens/s':>9} {'vs plain':>9} {'% of peak':>9}")
     for name, secs in rows:
         flops = 2 * params * n_tokens / secs
-        print(f"{name:50} {len(texts) / secs:9.0f} {n_tokens / secs:9.0f} {plain / secs:8.2f}x {100 * flops / peak:8.1f}%")
+        print(
+            f"{name:50} {len(texts) / secs:9.0f} {n_tokens / secs:9.0f} {plain / secs:8.2f}x {100 * flops / peak:8.1f}%"
+        )
 
 
 if __name__ == "__main__":

@@ -30,13 +30,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from tests.conftest import run_server, sdk  # noqa: E402
-from tunelab.api.app import create_app  # noqa: E402
-from tunelab.models.loading import load_causal_lm, load_tokenizer  # noqa: E402
-from tunelab.models.registry import SMOLLM2, Registry  # noqa: E402
-from tunelab.settings import Settings  # noqa: E402
+from tests.conftest import run_server, sdk
+from tunelab.api.app import create_app
+from tunelab.models.loading import load_causal_lm, load_tokenizer
+from tunelab.models.registry import SMOLLM2, Registry
+from tunelab.settings import Settings
 
 PROMPTS = [
     "What is the capital of France?",
@@ -66,9 +66,20 @@ def make_adapter(model: Any, target: Path) -> Any:
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)
-    config = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
-                                                              "up_proj", "down_proj", "gate_proj"],
-                        init_lora_weights=False)
+    config = LoraConfig(
+        r=16,
+        lora_alpha=32,
+        target_modules=[
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "up_proj",
+            "down_proj",
+            "gate_proj",
+        ],
+        init_lora_weights=False,
+    )
     peft_model = get_peft_model(model, config).eval()
     peft_model.save_pretrained(str(target))
     return peft_model
@@ -82,16 +93,25 @@ class Plain:
         tok.padding_side = "left"
 
     def _inputs(self, prompts: list[str]) -> Any:
-        texts = [self.tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                              add_generation_prompt=True) for p in prompts]
+        texts = [
+            self.tok.apply_chat_template(
+                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+            )
+            for p in prompts
+        ]
         return self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
 
     def _generate(self, prompts: list[str], n: int) -> float:
         inputs = self._inputs(prompts)
         t = time.perf_counter()
         with torch.inference_mode():
-            self.model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                                pad_token_id=self.tok.pad_token_id)
+            self.model.generate(
+                **inputs,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                pad_token_id=self.tok.pad_token_id,
+            )
         return time.perf_counter() - t
 
     def run(self, prompts: list[str], batch: bool) -> tuple[float, float, float]:
@@ -120,8 +140,13 @@ def tunelab_run(
         first = None
         n = 0
         stream = client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": prompt}], max_tokens=tokens, temperature=0,
-            logit_bias={"2": -100}, stream=True, stream_options={"include_usage": True},
+            model=model,
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=tokens,
+            temperature=0,
+            logit_bias={"2": -100},
+            stream=True,
+            stream_options={"include_usage": True},
         )
         for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content and first is None:
@@ -145,7 +170,9 @@ def tunelab_run(
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=32)
-    ap.add_argument("--single", type=int, default=2, help="prompts run one after another for '1 stream'")
+    ap.add_argument(
+        "--single", type=int, default=2, help="prompts run one after another for '1 stream'"
+    )
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     args = ap.parse_args()
     cache = Settings().model_cache_dir
@@ -155,46 +182,78 @@ def main() -> None:
 
     results: list[tuple[str, tuple[float, float, float], tuple[float, float, float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp) / "data", cache_dir=cache, embedded_worker=False,
-                            inference_dtype=args.dtype)
+        settings = Settings(
+            data_dir=Path(tmp) / "data",
+            cache_dir=cache,
+            embedded_worker=False,
+            inference_dtype=args.dtype,
+        )
         tok = load_tokenizer(spec, cache)
         model = load_causal_lm(spec, cache, dtype=dtype)
         params = sum(p.numel() for p in model.parameters())
         plain = Plain(model, tok, args.tokens)
         plain.run(single[:1], batch=False)  # warm up
-        base_rows = [("1 stream", plain.run(single, batch=False)), ("8 streams", plain.run(eight, batch=True))]
+        base_rows = [
+            ("1 stream", plain.run(single, batch=False)),
+            ("8 streams", plain.run(eight, batch=True)),
+        ]
 
         adapter_dir = settings.models_dir / "bench-adapter"
         peft_model = make_adapter(model, adapter_dir)
         plain_ft = Plain(peft_model, tok, args.tokens)
-        ft_rows = [("1 stream", plain_ft.run(single, batch=False)), ("8 streams", plain_ft.run(eight, batch=True))]
+        ft_rows = [
+            ("1 stream", plain_ft.run(single, batch=False)),
+            ("8 streams", plain_ft.run(eight, batch=True)),
+        ]
         del model, peft_model, plain, plain_ft
 
         app = create_app(settings)
         app.state.services.catalog.register_fine_tuned(
-            project="default", model_id=FT, base_model=SMOLLM2, path=adapter_dir, kind="lora")
+            project="default", model_id=FT, base_model=SMOLLM2, path=adapter_dir, kind="lora"
+        )
         with run_server(settings, app) as url:
             client = sdk(url)
             tunelab_run(client, SMOLLM2, single[:1], 4, False)  # load + warm up
             tunelab_run(client, FT, single[:1], 4, False)
-            for label, model_id, plain_rows in [("base", SMOLLM2, base_rows), ("adapter", FT, ft_rows)]:
-                for (name, plain_res), prompts, conc in zip(plain_rows, [single, eight], [False, True]):
-                    results.append((f"{label}, {name}", plain_res,
-                                    tunelab_run(client, model_id, prompts, args.tokens, conc)))
+            for label, model_id, plain_rows in [
+                ("base", SMOLLM2, base_rows),
+                ("adapter", FT, ft_rows),
+            ]:
+                for (name, plain_res), prompts, conc in zip(
+                    plain_rows, [single, eight], [False, True]
+                ):
+                    results.append(
+                        (
+                            f"{label}, {name}",
+                            plain_res,
+                            tunelab_run(client, model_id, prompts, args.tokens, conc),
+                        )
+                    )
             mixed = [SMOLLM2, FT] * 4
             t = time.perf_counter()
             with ThreadPoolExecutor(8) as pool:
-                list(pool.map(lambda a: tunelab_run(client, a[0], [a[1]], args.tokens, False), zip(mixed, eight)))
+                list(
+                    pool.map(
+                        lambda a: tunelab_run(client, a[0], [a[1]], args.tokens, False),
+                        zip(mixed, eight),
+                    )
+                )
             mixed_tps = 8 * args.tokens / (time.perf_counter() - t)
 
     peak = matmul_peak()
-    print(f"\nSmolLM2-135M ({params / 1e6:.0f}M params, {args.dtype}), {args.tokens} tokens per stream, greedy")
+    print(
+        f"\nSmolLM2-135M ({params / 1e6:.0f}M params, {args.dtype}), {args.tokens} tokens per stream, greedy"
+    )
     print(f"fp32 matmul peak on this machine: {peak / 1e9:.0f} GFLOP/s\n")
-    print(f"{'run':18} {'plain tok/s':>11} {'tok/CPU-s':>9} {'TTFT':>6}   {'tunelab tok/s':>13} {'tok/CPU-s':>9} "
-          f"{'TTFT':>6} {'%peak':>5}   {'ratio':>6} {'CPU ratio':>9}")
+    print(
+        f"{'run':18} {'plain tok/s':>11} {'tok/CPU-s':>9} {'TTFT':>6}   {'tunelab tok/s':>13} {'tok/CPU-s':>9} "
+        f"{'TTFT':>6} {'%peak':>5}   {'ratio':>6} {'CPU ratio':>9}"
+    )
     for name, (p_tps, p_cps, p_ttft), (tps, cps, ttft) in results:
-        print(f"{name:18} {p_tps:11.1f} {p_cps:9.1f} {p_ttft:5.2f}s   {tps:13.1f} {cps:9.1f} {ttft:5.2f}s "
-              f"{100 * 2 * params * tps / peak:5.1f}   {tps / p_tps:5.2f}x {cps / p_cps:8.2f}x")
+        print(
+            f"{name:18} {p_tps:11.1f} {p_cps:9.1f} {p_ttft:5.2f}s   {tps:13.1f} {cps:9.1f} {ttft:5.2f}s "
+            f"{100 * 2 * params * tps / peak:5.1f}   {tps / p_tps:5.2f}x {cps / p_cps:8.2f}x"
+        )
     print(f"\nmixed 4 base + 4 adapter requests, 8 concurrent streams: {mixed_tps:.1f} tok/s")
 
 

@@ -70,12 +70,19 @@ def generate(path: Path, n_lines: int) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         for i in range(n_lines):
             if i % 2:
-                user, assistant = f"How do I reset password number {i}?", f"Open Settings, then Account, step {i}."
+                user, assistant = (
+                    f"How do I reset password number {i}?",
+                    f"Open Settings, then Account, step {i}.",
+                )
             else:
                 user, assistant = f"第{i}号订单什么时候发货？", f"您好，第{i}号订单将在两天内发货。"
-            ex = {"messages": [{"role": "system", "content": "You are a support agent."},
-                               {"role": "user", "content": user},
-                               {"role": "assistant", "content": assistant}]}
+            ex = {
+                "messages": [
+                    {"role": "system", "content": "You are a support agent."},
+                    {"role": "user", "content": user},
+                    {"role": "assistant", "content": assistant},
+                ]
+            }
             fh.write(json.dumps(ex, ensure_ascii=False) + "\n")
 
 
@@ -94,7 +101,9 @@ def main() -> None:
         t0 = time.perf_counter()
         generate(path, args.lines)
         size_mb = path.stat().st_size / 1e6
-        print(f"Generated {args.lines:,} lines, {size_mb:.0f} MB in {time.perf_counter() - t0:.1f} s\n")
+        print(
+            f"Generated {args.lines:,} lines, {size_mb:.0f} MB in {time.perf_counter() - t0:.1f} s\n"
+        )
         results = {name: run_child(name, path) for name in CHILD}
     ours = results["validate_file"]
     header = f"{'approach':<16} {'seconds':>8} {'MB/s':>7} {'lines/s':>10} {'peak RSS MB':>12} {'time vs ours':>13} {'RSS vs ours':>12}"

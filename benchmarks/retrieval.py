@@ -27,12 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from tunelab.retrieval.index import DenseIndex, StoreMatrix  # noqa: E402
-from tunelab.retrieval.service import build_retrieval  # noqa: E402
-from tunelab.services import build_services  # noqa: E402
-from tunelab.settings import Settings  # noqa: E402
+from tunelab.retrieval.index import DenseIndex, StoreMatrix
+from tunelab.retrieval.service import build_retrieval
+from tunelab.services import build_services
+from tunelab.settings import Settings
 
 DATA = Path(__file__).resolve().parent / "data"
 APPLIANCES = ["toaster", "blender", "air fryer", "rice cooker", "kettle", "stand mixer", "juicer"]
@@ -79,7 +79,9 @@ def quality(services, retrieval, distractors: int) -> None:
     services.embeddings.embed(services.settings.default_embedding_model, ["warm up"])
     t = time.perf_counter()
     for name, data in docs:
-        row = services.files.create_from_bytes(project=project, filename=name, purpose="assistants", data=data)
+        row = services.files.create_from_bytes(
+            project=project, filename=name, purpose="assistants", data=data
+        )
         stores.attach(project, vs.row.id, row.id, attributes=None, chunking=(800, 400))
     wait_indexed(stores, project, vs.row.id)
     elapsed = time.perf_counter() - t
@@ -96,7 +98,9 @@ def quality(services, retrieval, distractors: int) -> None:
         texts = list(s.execute(select(ChunkRow.text)).scalars())
     from tunelab.models.loading import load_sentence_transformer
 
-    model = load_sentence_transformer(services.registry.get(services.settings.default_embedding_model))
+    model = load_sentence_transformer(
+        services.registry.get(services.settings.default_embedding_model)
+    )
     t = time.perf_counter()
     model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
     floor = time.perf_counter() - t
@@ -104,8 +108,12 @@ def quality(services, retrieval, distractors: int) -> None:
           f"plain SentenceTransformer.encode of the same chunks: {n_chunks / floor:.1f} chunks/s "
           f"-> tunelab at {floor / elapsed:.0%} of the model-only speed\n")  # fmt: skip
 
-    questions = [json.loads(line) for line in (DATA / "questions.jsonl").read_text().splitlines() if line]
-    print(f"{'ranker':<10}{'hit@1':>8}{'hit@5':>8}{'p50 ms':>9}{'p95 ms':>9}   ({len(questions)} questions)")
+    questions = [
+        json.loads(line) for line in (DATA / "questions.jsonl").read_text().splitlines() if line
+    ]
+    print(
+        f"{'ranker':<10}{'hit@1':>8}{'hit@5':>8}{'p50 ms':>9}{'p95 ms':>9}   ({len(questions)} questions)"
+    )
     for ranker in ("hybrid", "dense", "keyword"):
         h1 = h5 = 0
         times = []
@@ -118,7 +126,9 @@ def quality(services, retrieval, distractors: int) -> None:
             h1 += bool(found[:1] and found[0])
             h5 += any(found)
         p50, p95 = percentiles(times)
-        print(f"{ranker:<10}{h1 / len(questions):>8.2f}{h5 / len(questions):>8.2f}{p50:>9.1f}{p95:>9.1f}")
+        print(
+            f"{ranker:<10}{h1 / len(questions):>8.2f}{h5 / len(questions):>8.2f}{p50:>9.1f}{p95:>9.1f}"
+        )
     print("(latency includes embedding the query with MiniLM for hybrid and dense)\n")
 
 
@@ -137,8 +147,12 @@ def latency(sizes: list[int], n_queries: int) -> None:
     import faiss
 
     bandwidth = memory_bandwidth()
-    print(f"memory bandwidth (numpy copy): {bandwidth / 1e9:.1f} GB/s; dim 384, top-10, one query at a time")
-    print(f"{'chunks':>8}{'tunelab p50':>13}{'p95':>8}{'faiss p50':>11}{'p95':>8}{'faiss/ours':>12}{'scan GB/s':>11}")
+    print(
+        f"memory bandwidth (numpy copy): {bandwidth / 1e9:.1f} GB/s; dim 384, top-10, one query at a time"
+    )
+    print(
+        f"{'chunks':>8}{'tunelab p50':>13}{'p95':>8}{'faiss p50':>11}{'p95':>8}{'faiss/ours':>12}{'scan GB/s':>11}"
+    )
     rng = np.random.default_rng(0)
     for n in sizes:
         vecs = rng.standard_normal((n, 384), dtype=np.float32)
@@ -159,7 +173,9 @@ def latency(sizes: list[int], n_queries: int) -> None:
         o50, o95 = percentiles(ours)
         f50, f95 = percentiles(theirs)
         scan = vecs.nbytes / (o50 / 1000)
-        print(f"{n:>8}{o50:>11.2f}ms{o95:>8.2f}{f50:>9.2f}ms{f95:>8.2f}{f50 / o50:>12.2f}{scan / 1e9:>11.1f}")
+        print(
+            f"{n:>8}{o50:>11.2f}ms{o95:>8.2f}{f50:>9.2f}ms{f95:>8.2f}{f50 / o50:>12.2f}{scan / 1e9:>11.1f}"
+        )
     print("(faiss/ours > 1 means tunelab's exact search is faster)")
 
 

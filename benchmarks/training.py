@@ -34,15 +34,15 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from tunelab.hardware import bf16_fast  # noqa: E402
 from tunelab.models.loading import load_causal_lm, load_tokenizer, model_dir  # noqa: E402
 from tunelab.models.registry import Registry  # noqa: E402
 from tunelab.settings import Settings  # noqa: E402
 from tunelab.training.config import TrainConfig  # noqa: E402
 from tunelab.training.events import Control, EventWriter  # noqa: E402
-from tunelab.hardware import bf16_fast  # noqa: E402
 from tunelab.training.loop import train  # noqa: E402
 
-WORDS = "the a ship sails over calm blue water while gulls circle and the crew sings old songs of home".split()
+WORDS = ["the", "a", "ship", "sails", "over", "calm", "blue", "water", "while", "gulls", "circle", "and", "the", "crew", "sings", "old", "songs", "of", "home"]
 
 
 def make_data(path: Path, n: int, seed: int = 0) -> None:
@@ -97,7 +97,9 @@ def run_plain(spec: Any, cache: Path, data: Path, steps: int, batch_size: int) -
         width = max(len(e.input_ids) for e in batch)
         pad = tok.pad_token_id
         ids = torch.tensor([e.input_ids + [pad] * (width - len(e.input_ids)) for e in batch])
-        mask = torch.tensor([[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in batch])
+        mask = torch.tensor(
+            [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in batch]
+        )
         labels = torch.tensor([e.labels + [-100] * (width - len(e.labels)) for e in batch])
         start = time.perf_counter()
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
@@ -122,8 +124,10 @@ def main() -> None:
     cache = settings.model_cache_dir
     model_dir(spec, cache)  # convert once, outside the timings
     n_params = sum(p.numel() for p in load_causal_lm(spec, cache).parameters())
-    print(f"model {spec.id}: {n_params / 1e6:.1f}M parameters, {torch.get_num_threads()} threads, "
-          f"native bf16: {bf16_fast('cpu')}")
+    print(
+        f"model {spec.id}: {n_params / 1e6:.1f}M parameters, {torch.get_num_threads()} threads, "
+        f"native bf16: {bf16_fast('cpu')}"
+    )
     peaks = {"bf16": matmul_peak(torch.bfloat16), "fp32": matmul_peak(torch.float32)}
     print("matmul peak: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
 
@@ -151,12 +155,16 @@ def main() -> None:
         results["plain fp32"] = run_plain(spec, cache, data, args.steps, args.batch_size)
 
     base = results["plain fp32"][1] / results["plain fp32"][0]
-    print(f"\n{'run':<13} {'tokens':>7} {'seconds':>8} {'tok/s':>8} {'vs plain':>9} {'MFU bf16':>9} {'MFU fp32':>9}")
+    print(
+        f"\n{'run':<13} {'tokens':>7} {'seconds':>8} {'tok/s':>8} {'vs plain':>9} {'MFU bf16':>9} {'MFU fp32':>9}"
+    )
     for name, (secs, toks) in results.items():
         rate = toks / secs
         flops = 6 * n_params * rate
-        print(f"{name:<13} {toks:>7} {secs:>8.1f} {rate:>8.0f} {rate / base:>8.2f}x "
-              f"{flops / peaks['bf16']:>8.1%} {flops / peaks['fp32']:>8.1%}")
+        print(
+            f"{name:<13} {toks:>7} {secs:>8.1f} {rate:>8.0f} {rate / base:>8.2f}x "
+            f"{flops / peaks['bf16']:>8.1%} {flops / peaks['fp32']:>8.1%}"
+        )
 
 
 if __name__ == "__main__":

@@ -29,14 +29,18 @@ def make_adapter(base_dir: Path, target: Path, seed: int) -> Path:
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(str(base_dir))
-    config = LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False)
+    config = LoraConfig(
+        r=8, lora_alpha=32, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False
+    )
     get_peft_model(model, config).save_pretrained(str(target))
     return target
 
 
 @pytest.fixture
 def ft_settings(settings: Settings, tiny_chat_dir: Path) -> Settings:
-    settings = settings.model_copy(update={"api_keys": "key-a:proj-a,key-b:proj-b", "adapter_cache_size": 1})
+    settings = settings.model_copy(
+        update={"api_keys": "key-a:proj-a,key-b:proj-b", "adapter_cache_size": 1}
+    )
     register_models(settings, [tiny_registry_entry(tiny_chat_dir)])
     return settings
 
@@ -54,7 +58,9 @@ def test_adapters_change_output_survive_restart_and_stay_in_their_project(
     catalog = app.state.services.catalog
     for model_id, seed in [(FT_A, 1), (FT_B, 2)]:
         path = make_adapter(tiny_chat_dir, models / model_id.replace(":", "_"), seed)
-        catalog.register_fine_tuned(project="proj-a", model_id=model_id, base_model=TINY_CHAT, path=path, kind="lora")
+        catalog.register_fine_tuned(
+            project="proj-a", model_id=model_id, base_model=TINY_CHAT, path=path, kind="lora"
+        )
 
     with run_server(ft_settings, app) as url:
         a, b = sdk(url, "key-a"), sdk(url, "key-b")
@@ -85,7 +91,9 @@ def test_adapters_change_output_survive_restart_and_stay_in_their_project(
             greedy(a, FT_B)
 
 
-def test_full_fine_tune_is_served_as_its_own_model(ft_settings: Settings, tiny_chat_dir: Path) -> None:
+def test_full_fine_tune_is_served_as_its_own_model(
+    ft_settings: Settings, tiny_chat_dir: Path
+) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -98,7 +106,11 @@ def test_full_fine_tune_is_served_as_its_own_model(ft_settings: Settings, tiny_c
     model.save_pretrained(str(full_dir))  # no tokenizer saved: the base's is used
     app = create_app(ft_settings)
     app.state.services.catalog.register_fine_tuned(
-        project="proj-a", model_id="ft:tiny-chat:proj-a:full:XYZ", base_model=TINY_CHAT, path=full_dir, kind="full"
+        project="proj-a",
+        model_id="ft:tiny-chat:proj-a:full:XYZ",
+        base_model=TINY_CHAT,
+        path=full_dir,
+        kind="full",
     )
     with run_server(ft_settings, app) as url:
         a = sdk(url, "key-a")

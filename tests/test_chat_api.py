@@ -22,7 +22,9 @@ HI = [{"role": "user", "content": "Say something."}]
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_chat_dir: Path) -> Iterator[openai.OpenAI]:
+def client(
+    tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_chat_dir: Path
+) -> Iterator[openai.OpenAI]:
     settings = Settings(data_dir=tmp_path_factory.mktemp("chat") / "data", cache_dir=model_cache)
     register_models(settings, [tiny_registry_entry(tiny_chat_dir)])
     with run_server(settings) as url:
@@ -40,7 +42,11 @@ def test_chat_completion_shape_and_exact_usage(client: openai.OpenAI, tokenizer)
     r = client.chat.completions.create(model=TINY_CHAT, messages=HI, max_tokens=7, seed=1)
     assert r.id.startswith("chatcmpl-") and r.object == "chat.completion" and r.model == TINY_CHAT
     (choice,) = r.choices
-    assert choice.index == 0 and choice.message.role == "assistant" and choice.finish_reason == "length"
+    assert (
+        choice.index == 0
+        and choice.message.role == "assistant"
+        and choice.finish_reason == "length"
+    )
     prompt = tokenizer.apply_chat_template(HI, add_generation_prompt=True)["input_ids"]
     assert r.usage.prompt_tokens == len(prompt)
     assert r.usage.completion_tokens == 7
@@ -50,14 +56,19 @@ def test_chat_completion_shape_and_exact_usage(client: openai.OpenAI, tokenizer)
 def test_stream_matches_non_stream_and_follows_the_protocol(client: openai.OpenAI) -> None:
     kw = dict(model=TINY_CHAT, messages=HI, max_tokens=12, seed=5, temperature=1.0)
     full = client.chat.completions.create(**kw)
-    chunks = list(client.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True})
+    )
     assert len({c.id for c in chunks}) == 1 and chunks[0].id.startswith("chatcmpl-")
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 12
     assert chunks[-2].choices[0].finish_reason == "length"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == full.choices[0].message.content
-    assert "\ufffd" not in "".join(c.choices[0].delta.content or "" for c in chunks[:-3] if c.choices) or True
+    assert (
+        "\ufffd" not in "".join(c.choices[0].delta.content or "" for c in chunks[:-3] if c.choices)
+        or True
+    )
 
 
 def test_seed_reproduces_and_n_gives_distinct_choices(client: openai.OpenAI) -> None:
@@ -93,20 +104,29 @@ def test_logprobs_and_top_logprobs(client: openai.OpenAI) -> None:
     for entry in content:
         assert len(entry.top_logprobs) == 3 and entry.logprob <= 0
         # greedy: the chosen token is the most likely one
-        assert entry.token == entry.top_logprobs[0].token and entry.bytes == entry.top_logprobs[0].bytes
+        assert (
+            entry.token == entry.top_logprobs[0].token
+            and entry.bytes == entry.top_logprobs[0].bytes
+        )
 
 
 def test_penalties_change_greedy_output(client: openai.OpenAI) -> None:
     kw = dict(model=TINY_CHAT, messages=HI, max_tokens=12, temperature=0)
     plain = client.chat.completions.create(**kw).choices[0].message.content
-    penalised = client.chat.completions.create(**kw, frequency_penalty=2.0).choices[0].message.content
+    penalised = (
+        client.chat.completions.create(**kw, frequency_penalty=2.0).choices[0].message.content
+    )
     assert plain != penalised
 
 
 def test_json_mode_output_parses(client: openai.OpenAI) -> None:
     for seed, max_tokens in [(1, 40), (2, 6)]:  # the second is cut short and still closes
         r = client.chat.completions.create(
-            model=TINY_CHAT, messages=HI, max_tokens=max_tokens, seed=seed, response_format={"type": "json_object"}
+            model=TINY_CHAT,
+            messages=HI,
+            max_tokens=max_tokens,
+            seed=seed,
+            response_format={"type": "json_object"},
         )
         assert isinstance(json.loads(r.choices[0].message.content), dict)
 
@@ -114,9 +134,14 @@ def test_json_mode_output_parses(client: openai.OpenAI) -> None:
 def test_developer_role_and_text_parts(client: openai.OpenAI) -> None:
     messages = [
         {"role": "developer", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "something."}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "something."}],
+        },
     ]
-    r = client.chat.completions.create(model=TINY_CHAT, messages=messages, max_tokens=3, temperature=0)
+    r = client.chat.completions.create(
+        model=TINY_CHAT, messages=messages, max_tokens=3, temperature=0
+    )
     assert r.choices[0].finish_reason == "length"
 
 
@@ -132,10 +157,19 @@ def test_developer_role_and_text_parts(client: openai.OpenAI) -> None:
         ({"presence_penalty": 3}, "presence_penalty"),
         ({"top_logprobs": 2}, "top_logprobs"),
         ({"logit_bias": {"999999": 5}}, "logit_bias"),
-        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+            "response_format",
+        ),
         ({"messages": [{"role": "user", "content": "word " * 600}]}, "messages"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-         "messages[0].content"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+                ]
+            },
+            "messages[0].content",
+        ),
         ({"messages": []}, "messages"),
     ],
 )
@@ -158,7 +192,13 @@ def test_unknown_and_embedding_models(client: openai.OpenAI) -> None:
 
 def test_legacy_completions_prompts_n_echo_logprobs(client: openai.OpenAI, tokenizer) -> None:  # type: ignore[no-untyped-def]
     r = client.completions.create(
-        model=TINY_CHAT, prompt=["Once upon", "A time"], n=2, max_tokens=4, seed=3, echo=True, logprobs=2
+        model=TINY_CHAT,
+        prompt=["Once upon", "A time"],
+        n=2,
+        max_tokens=4,
+        seed=3,
+        echo=True,
+        logprobs=2,
     )
     assert r.id.startswith("cmpl-") and r.object == "text_completion"
     assert [c.index for c in r.choices] == [0, 1, 2, 3]
@@ -172,9 +212,13 @@ def test_legacy_completions_prompts_n_echo_logprobs(client: openai.OpenAI, token
     ids = tokenizer("Once upon")["input_ids"]
     by_ids = client.completions.create(model=TINY_CHAT, prompt=ids, max_tokens=4, seed=3)
     by_text = client.completions.create(model=TINY_CHAT, prompt="Once upon", max_tokens=4, seed=3)
-    assert by_ids.choices[0].text == by_text.choices[0].text == r.choices[0].text[len("Once upon") :]
+    assert (
+        by_ids.choices[0].text == by_text.choices[0].text == r.choices[0].text[len("Once upon") :]
+    )
 
-    streamed = client.completions.create(model=TINY_CHAT, prompt="Once upon", max_tokens=4, seed=3, stream=True)
+    streamed = client.completions.create(
+        model=TINY_CHAT, prompt="Once upon", max_tokens=4, seed=3, stream=True
+    )
     chunks = list(streamed)
     assert "".join(c.choices[0].text for c in chunks) == by_text.choices[0].text
     assert chunks[-1].choices[0].finish_reason == "length"

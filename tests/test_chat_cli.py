@@ -15,7 +15,9 @@ from tunelab.settings import Settings
 
 
 @pytest.fixture
-def run(settings: Settings, tiny_chat_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Result]]:
+def run(
+    settings: Settings, tiny_chat_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Result]]:
     register_models(settings, [tiny_registry_entry(tiny_chat_dir)])
     with run_server(settings) as url:
         monkeypatch.setenv("TUNELAB_BASE_URL", url + "/v1")
@@ -23,7 +25,18 @@ def run(settings: Settings, tiny_chat_dir: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_chat_one_shot_interactive_and_complete(run: Callable[..., Result]) -> None:
-    one = run("chat", "-m", TINY_CHAT, "-s", "Be brief.", "--max-tokens", "5", "--temperature", "0", "Hello")
+    one = run(
+        "chat",
+        "-m",
+        TINY_CHAT,
+        "-s",
+        "Be brief.",
+        "--max-tokens",
+        "5",
+        "--temperature",
+        "0",
+        "Hello",
+    )
     assert one.exit_code == 0, one.output
     assert one.output.strip()
 
@@ -32,7 +45,9 @@ def test_chat_one_shot_interactive_and_complete(run: Callable[..., Result]) -> N
     assert session.exit_code == 0, session.output
     assert session.output.count("you> ") == 3
 
-    done = run("complete", "-m", TINY_CHAT, "Once upon a time", "--max-tokens", "4", "--stop", "\\n")
+    done = run(
+        "complete", "-m", TINY_CHAT, "Once upon a time", "--max-tokens", "4", "--stop", "\\n"
+    )
     assert done.exit_code == 0, done.output
 
     missing = run("chat", "-m", "no-such-model", "Hi")

@@ -33,14 +33,21 @@ def tokenizer(model_cache: Path) -> Any:
     return load_tokenizer(Registry.load().get(SMOLLM2), model_cache)
 
 
-def test_factual_question_at_temperature_zero_with_exact_usage(client: openai.OpenAI, tokenizer: Any) -> None:
+def test_factual_question_at_temperature_zero_with_exact_usage(
+    client: openai.OpenAI, tokenizer: Any
+) -> None:
     r = client.chat.completions.create(model=SMOLLM2, messages=FRANCE, temperature=0, max_tokens=20)
     answer = r.choices[0].message.content or ""
     assert "Paris" in answer
     assert r.choices[0].finish_reason == "stop"
-    assert r.usage.prompt_tokens == len(tokenizer.apply_chat_template(FRANCE, add_generation_prompt=True)["input_ids"])
+    assert r.usage.prompt_tokens == len(
+        tokenizer.apply_chat_template(FRANCE, add_generation_prompt=True)["input_ids"]
+    )
     # the generated tokens: the answer's tokens plus the end-of-turn token that stopped it
-    assert r.usage.completion_tokens == len(tokenizer(answer, add_special_tokens=False)["input_ids"]) + 1
+    assert (
+        r.usage.completion_tokens
+        == len(tokenizer(answer, add_special_tokens=False)["input_ids"]) + 1
+    )
 
 
 def test_n_gives_three_choices_and_seed_reproduces(client: openai.OpenAI) -> None:
@@ -54,7 +61,9 @@ def test_n_gives_three_choices_and_seed_reproduces(client: openai.OpenAI) -> Non
 
 def test_stop_newline_returns_one_line(client: openai.OpenAI) -> None:
     messages = [{"role": "user", "content": "List three fruits, one per line."}]
-    r = client.chat.completions.create(model=SMOLLM2, messages=messages, temperature=0, max_tokens=40, stop=["\n"])
+    r = client.chat.completions.create(
+        model=SMOLLM2, messages=messages, temperature=0, max_tokens=40, stop=["\n"]
+    )
     text = r.choices[0].message.content or ""
     assert r.choices[0].finish_reason == "stop"
     assert text.strip() and "\n" not in text
@@ -63,16 +72,22 @@ def test_stop_newline_returns_one_line(client: openai.OpenAI) -> None:
 def test_streaming_assembles_to_the_non_streaming_text(client: openai.OpenAI) -> None:
     kw: dict[str, Any] = dict(model=SMOLLM2, messages=FRANCE, temperature=0, max_tokens=16)
     full = client.chat.completions.create(**kw).choices[0].message.content
-    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**kw, stream=True))
+    streamed = "".join(
+        c.choices[0].delta.content or "" for c in client.chat.completions.create(**kw, stream=True)
+    )
     assert streamed == full
 
 
 def test_chinese_streams_without_broken_characters(client: openai.OpenAI) -> None:
     kw: dict[str, Any] = dict(
-        model=SMOLLM2, messages=[{"role": "user", "content": "把“早上好”翻译成中文，并加一个表情符号 😊"}],
-        temperature=0, max_tokens=16,
+        model=SMOLLM2,
+        messages=[{"role": "user", "content": "把“早上好”翻译成中文，并加一个表情符号 😊"}],
+        temperature=0,
+        max_tokens=16,
     )
     full = client.chat.completions.create(**kw).choices[0].message.content or ""
-    deltas = [c.choices[0].delta.content or "" for c in client.chat.completions.create(**kw, stream=True)]
+    deltas = [
+        c.choices[0].delta.content or "" for c in client.chat.completions.create(**kw, stream=True)
+    ]
     assert all("\ufffd" not in d for d in deltas)
     assert "".join(deltas) == full

@@ -55,4 +55,8 @@ def test_models_and_embed(run) -> None:
 def test_unreachable_server_is_one_clean_line(monkeypatch) -> None:
     monkeypatch.setenv("TUNELAB_BASE_URL", "http://127.0.0.1:9/v1")
     result = CliRunner().invoke(cli, ["files", "list"])
-    assert result.exit_code != 0 and "tunelab serve" in result.output and "Traceback" not in result.output
+    assert (
+        result.exit_code != 0
+        and "tunelab serve" in result.output
+        and "Traceback" not in result.output
+    )

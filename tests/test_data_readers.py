@@ -19,7 +19,10 @@ def test_gbk_csv_from_chinese_excel(tmp_path: Path) -> None:
     )
     read = read_records(path)
     assert read.encoding == "gb18030" and read.needs_conversion
-    assert [(r.line, r.obj["prompt"]) for r in read.records] == [(2, "退货怎么办？"), (4, "发票呢？")]
+    assert [(r.line, r.obj["prompt"]) for r in read.records] == [
+        (2, "退货怎么办？"),
+        (4, "发票呢？"),
+    ]
     assert read.records[0].obj["completion"] == "请在七天内联系客服，\n我们会安排上门取件。"
     assert any("gb18030" in n for n in read.notes)
 
@@ -55,7 +58,9 @@ def test_tsv_and_txt(tmp_path: Path) -> None:
 
 def test_json_array_items_keep_their_lines(tmp_path: Path) -> None:
     path = tmp_path / "d.json"
-    path.write_text('[\n  {"prompt": "a",\n   "completion": "b"},\n  {"prompt": "c", "completion": "d"}\n]\n')
+    path.write_text(
+        '[\n  {"prompt": "a",\n   "completion": "b"},\n  {"prompt": "c", "completion": "d"}\n]\n'
+    )
     read = read_records(path)
     assert [r.line for r in read.records] == [2, 4]
     assert "appears to be a JSON document" not in " ".join(read.notes)
@@ -65,7 +70,8 @@ def test_json_object_of_columns_and_json_lines_saved_as_json(tmp_path: Path) -> 
     cols = tmp_path / "cols.json"
     cols.write_text(json.dumps({"prompt": ["a", "b"], "completion": ["x", "y"]}))
     assert [r.obj for r in read_records(cols).records] == [
-        {"prompt": "a", "completion": "x"}, {"prompt": "b", "completion": "y"}
+        {"prompt": "a", "completion": "x"},
+        {"prompt": "b", "completion": "y"},
     ]
     lines = tmp_path / "lines.json"
     lines.write_text('{"prompt": "a", "completion": "x"}\n{"prompt": "b", "completion": "y"}\n')
@@ -84,9 +90,21 @@ def test_jsonl_holding_one_json_array(tmp_path: Path) -> None:
     ("name", "content", "message"),
     [
         ("empty.csv", b"", "is empty"),
-        ("header.csv", b"prompt,completion\n", "has a header row (prompt, completion) but no data rows"),
-        ("extra.csv", b"prompt,completion\na,b\nc,d,e\n", "Line 3 has 3 fields but the header has 2"),
-        ("cut.json", b'[{"prompt": "a",\n "completion": "b"},\n {"prompt": "c"', "Line 3: the file does not appear to be in valid JSON"),
+        (
+            "header.csv",
+            b"prompt,completion\n",
+            "has a header row (prompt, completion) but no data rows",
+        ),
+        (
+            "extra.csv",
+            b"prompt,completion\na,b\nc,d,e\n",
+            "Line 3 has 3 fields but the header has 2",
+        ),
+        (
+            "cut.json",
+            b'[{"prompt": "a",\n "completion": "b"},\n {"prompt": "c"',
+            "Line 3: the file does not appear to be in valid JSON",
+        ),
         ("ragged.json", b'{"prompt": ["a"], "completion": []}', "different lengths"),
         ("scalar.json", b"42", "must hold an array of examples"),
         ("data.parquet", b"PAR1", "has the `.parquet` extension"),
@@ -95,7 +113,9 @@ def test_jsonl_holding_one_json_array(tmp_path: Path) -> None:
         ("bad.xlsx", b"not a zip file", "does not appear to be in valid XLSX format"),
     ],
 )
-def test_unreadable_files_say_what_to_do(tmp_path: Path, name: str, content: bytes, message: str) -> None:
+def test_unreadable_files_say_what_to_do(
+    tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(UnreadableFile, match=None) as info:

@@ -10,8 +10,21 @@ from tunelab.data.stats import auto_n_epochs, mask_segments, percentile, token_s
 from tunelab.settings import Settings
 
 
-@pytest.mark.parametrize(("n", "epochs"), [(1, 25), (5, 20), (10, 10), (12, 8), (34, 3), (50, 3),
-                                           (8333, 3), (8334, 2), (10_000, 2), (30_000, 1)])
+@pytest.mark.parametrize(
+    ("n", "epochs"),
+    [
+        (1, 25),
+        (5, 20),
+        (10, 10),
+        (12, 8),
+        (34, 3),
+        (50, 3),
+        (8333, 3),
+        (8334, 2),
+        (10_000, 2),
+        (30_000, 1),
+    ],
+)
 def test_auto_epochs_follow_openai_rule(n: int, epochs: int) -> None:
     assert auto_n_epochs(n) == epochs
 
@@ -26,15 +39,24 @@ def tokenizer(model_cache: Any) -> Any:
     from tunelab.models.loading import load_tokenizer
     from tunelab.models.registry import SMOLLM2, Registry
 
-    return load_tokenizer(Registry.load().get(SMOLLM2), Settings(cache_dir=model_cache).model_cache_dir)
+    return load_tokenizer(
+        Registry.load().get(SMOLLM2), Settings(cache_dir=model_cache).model_cache_dir
+    )
 
 
 @pytest.mark.realmodel
 def test_sampled_statistics_match_full_ones_on_uniform_data(tokenizer: Any) -> None:
     from tunelab.training.encoding import encode_example
 
-    examples = [{"messages": [{"role": "user", "content": f"问题 {i % 10}"},
-                              {"role": "assistant", "content": f"回答 {i % 10}"}]} for i in range(100)]
+    examples = [
+        {
+            "messages": [
+                {"role": "user", "content": f"问题 {i % 10}"},
+                {"role": "assistant", "content": f"回答 {i % 10}"},
+            ]
+        }
+        for i in range(100)
+    ]
     full = token_stats(tokenizer, examples, 100, context=20)
     sampled = token_stats(tokenizer, examples, 100, context=20, sample=10)
     assert len(full.tokens) == 100 and len(sampled.tokens) == 10

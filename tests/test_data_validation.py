@@ -12,11 +12,18 @@ from tunelab.data.validation import MAX_PROBLEMS, MIN_EXAMPLES, validate_file
 
 
 def chat(user: str = "你好", assistant: str = "您好！有什么可以帮您？", **extra: object) -> dict:
-    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant, **extra}]}
+    return {
+        "messages": [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": assistant, **extra},
+        ]
+    }
 
 
 def write_jsonl(path: Path, rows: list, encoding: str = "utf-8") -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding=encoding)
+    path.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding=encoding
+    )
     return path
 
 
@@ -34,30 +41,112 @@ BAD_CHAT = [
     ({"messages": []}, '"messages" is missing or empty', None, "messages"),
     ({"msgs": []}, "Unexpected file format", None, None),
     ([1, 2], "expected a JSON object, got array", None, None),
-    ({"messages": [{"content": "hi"}, {"role": "assistant", "content": "x"}]}, '"role" is missing', 1, "role"),
-    ({"messages": [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}]},
-     "unrecognised role 'robot'", 1, "role"),
-    ({"messages": [{"role": "user"}, {"role": "assistant", "content": "x"}]}, '"content" is missing', 1, "content"),
-    ({"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "x"}]},
-     '"content" must be a string, got number', 1, "content"),
+    (
+        {"messages": [{"content": "hi"}, {"role": "assistant", "content": "x"}]},
+        '"role" is missing',
+        1,
+        "role",
+    ),
+    (
+        {"messages": [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}]},
+        "unrecognised role 'robot'",
+        1,
+        "role",
+    ),
+    (
+        {"messages": [{"role": "user"}, {"role": "assistant", "content": "x"}]},
+        '"content" is missing',
+        1,
+        "content",
+    ),
+    (
+        {"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "x"}]},
+        '"content" must be a string, got number',
+        1,
+        "content",
+    ),
     (chat(mood="happy"), "unrecognised key 'mood'", 2, "mood"),
     ({"messages": [{"role": "user", "content": "hi"}]}, "no assistant message", None, None),
     (chat(weight=0.5), "weight must be 0 or 1, got 0.5", 2, "weight"),
     (chat(weight=True), "weight must be 0 or 1, got true", 2, "weight"),
     (chat(weight=0), "nothing to train on", None, None),
-    ({"messages": [{"role": "user", "content": "hi", "weight": 1}, {"role": "assistant", "content": "x"}]},
-     "weight is only allowed on assistant messages", 1, "weight"),
-    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": [
-        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}}]}]},
-     '"arguments" must be a JSON string, got object', 2, "tool_calls[0].function.arguments"),
-    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": [
-        {"id": "c1", "type": "fn", "function": {"name": "f", "arguments": "{}"}}]}]},
-     '"type" must be "function"', 2, "tool_calls[0].type"),
-    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"},
-                   {"role": "tool", "content": "42"}]}, 'needs "tool_call_id"', 3, "tool_call_id"),
-    ({"prompt": "a", "completion": 3}, '"completion" must be a string, got number', None, "completion"),
-    ({"instruction": "翻译", "output": None}, '"output" must be a string, got null', None, "output"),
-    ({"conversations": [{"from": "alien", "value": "hi"}]}, "unrecognised speaker 'alien'", 1, "from"),
+    (
+        {
+            "messages": [
+                {"role": "user", "content": "hi", "weight": 1},
+                {"role": "assistant", "content": "x"},
+            ]
+        },
+        "weight is only allowed on assistant messages",
+        1,
+        "weight",
+    ),
+    (
+        {
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": {"a": 1}},
+                        }
+                    ],
+                },
+            ]
+        },
+        '"arguments" must be a JSON string, got object',
+        2,
+        "tool_calls[0].function.arguments",
+    ),
+    (
+        {
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {"id": "c1", "type": "fn", "function": {"name": "f", "arguments": "{}"}}
+                    ],
+                },
+            ]
+        },
+        '"type" must be "function"',
+        2,
+        "tool_calls[0].type",
+    ),
+    (
+        {
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "x"},
+                {"role": "tool", "content": "42"},
+            ]
+        },
+        'needs "tool_call_id"',
+        3,
+        "tool_call_id",
+    ),
+    (
+        {"prompt": "a", "completion": 3},
+        '"completion" must be a string, got number',
+        None,
+        "completion",
+    ),
+    (
+        {"instruction": "翻译", "output": None},
+        '"output" must be a string, got null',
+        None,
+        "output",
+    ),
+    (
+        {"conversations": [{"from": "alien", "value": "hi"}]},
+        "unrecognised speaker 'alien'",
+        1,
+        "from",
+    ),
 ]
 
 
@@ -74,17 +163,43 @@ def test_each_chat_problem_names_line_message_and_field(
 
 
 def test_valid_tool_calls_and_weights_pass(tmp_path: Path) -> None:
-    tool_chat = {"messages": [
-        {"role": "system", "content": "You can call tools."},
-        {"role": "user", "content": "Weather in 北京?"},
-        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
-                                              "function": {"name": "weather", "arguments": '{"city": "北京"}'}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "晴, 25°C"},
-        {"role": "assistant", "content": "北京今天晴，25°C。", "weight": 1},
-    ], "tools": [{"type": "function", "function": {"name": "weather"}}]}
-    report = validate_file(write_jsonl(tmp_path / "t.jsonl", [tool_chat, chat(weight=0) | {"messages": [
-        {"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "weight": 0},
-        {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}] * 5))
+    tool_chat = {
+        "messages": [
+            {"role": "system", "content": "You can call tools."},
+            {"role": "user", "content": "Weather in 北京?"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "weather", "arguments": '{"city": "北京"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "晴, 25°C"},
+            {"role": "assistant", "content": "北京今天晴，25°C。", "weight": 1},
+        ],
+        "tools": [{"type": "function", "function": {"name": "weather"}}],
+    }
+    report = validate_file(
+        write_jsonl(
+            tmp_path / "t.jsonl",
+            [
+                tool_chat,
+                chat(weight=0)
+                | {
+                    "messages": [
+                        {"role": "user", "content": "a"},
+                        {"role": "assistant", "content": "b", "weight": 0},
+                        {"role": "user", "content": "c"},
+                        {"role": "assistant", "content": "d"},
+                    ]
+                },
+            ]
+            * 5,
+        )
+    )
     assert report.ok, report.summary()
 
 
@@ -97,7 +212,9 @@ def test_blank_lines_are_skipped_and_examples_numbered(tmp_path: Path) -> None:
 
 
 def test_mixed_formats_are_rejected_naming_both_lines(tmp_path: Path) -> None:
-    report = validate_file(write_jsonl(tmp_path / "m.jsonl", [*GOOD, {"prompt": "p", "completion": "c"}]))
+    report = validate_file(
+        write_jsonl(tmp_path / "m.jsonl", [*GOOD, {"prompt": "p", "completion": "c"}])
+    )
     assert str(report.problems[0]) == (
         "Line 11: this example is prompt/completion pairs but line 1 is chat messages; "
         "a file must use one format, so put each format in its own file"
@@ -106,9 +223,19 @@ def test_mixed_formats_are_rejected_naming_both_lines(tmp_path: Path) -> None:
 
 def test_alpaca_and_sharegpt_lines_are_read_as_chat(tmp_path: Path) -> None:
     rows = [
-        {"instruction": "把这句话翻译成英文", "input": "我爱你", "output": "I love you", "system": "你是翻译"},
-        {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi"},
-                           {"from": "gpt", "value": "Hello!"}]},
+        {
+            "instruction": "把这句话翻译成英文",
+            "input": "我爱你",
+            "output": "I love you",
+            "system": "你是翻译",
+        },
+        {
+            "conversations": [
+                {"from": "system", "value": "Be brief."},
+                {"from": "human", "value": "Hi"},
+                {"from": "gpt", "value": "Hello!"},
+            ]
+        },
     ] * 5
     path = write_jsonl(tmp_path / "community.jsonl", rows)
     report = validate_file(path)
@@ -124,14 +251,20 @@ def test_alpaca_and_sharegpt_lines_are_read_as_chat(tmp_path: Path) -> None:
 
 
 def test_normalise_raises_with_the_problem() -> None:
-    assert normalise({"prompt": "a", "completion": "b", "extra": 1}) == {"prompt": "a", "completion": "b"}
+    assert normalise({"prompt": "a", "completion": "b", "extra": 1}) == {
+        "prompt": "a",
+        "completion": "b",
+    }
     with pytest.raises(ValueError, match="message 1: unrecognised role"):
         normalise({"messages": [{"role": "bot", "content": "x"}]})
 
 
 @pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "gbk"])
 def test_encodings_are_detected_and_read_the_same(tmp_path: Path, encoding: str) -> None:
-    rows = [chat(f"第{i}个问题：今天天气怎么样？", f"第{i}个回答：今天是晴天，适合出门散步。") for i in range(12)]
+    rows = [
+        chat(f"第{i}个问题：今天天气怎么样？", f"第{i}个回答：今天是晴天，适合出门散步。")
+        for i in range(12)
+    ]
     path = write_jsonl(tmp_path / "zh.jsonl", rows, encoding=encoding)
     report = validate_file(path)
     assert report.ok and report.n_examples == 12, report.summary()
@@ -141,7 +274,9 @@ def test_encodings_are_detected_and_read_the_same(tmp_path: Path, encoding: str)
 def test_short_gbk_crlf_file_is_not_mistaken_for_korean(tmp_path: Path) -> None:
     rows = [chat(f"你好{i}", "好") for i in range(10)]
     path = tmp_path / "short.jsonl"
-    path.write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows).encode("gbk"))
+    path.write_bytes(
+        "".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows).encode("gbk")
+    )
     report = validate_file(path)
     assert report.ok and report.encoding == "gb18030"
     assert list(iter_examples(path)) == rows
@@ -194,7 +329,10 @@ def test_too_few_examples_uses_openai_message(tmp_path: Path) -> None:
 
 def test_job_error_codes(tmp_path: Path) -> None:
     few = validate_file(write_jsonl(tmp_path / "few.jsonl", GOOD[:2]))
-    assert few.job_error() == ("invalid_n_examples", "Training file has 2 example(s), but must have at least 10 examples")
+    assert few.job_error() == (
+        "invalid_n_examples",
+        "Training file has 2 example(s), but must have at least 10 examples",
+    )
     assert few.job_error("validation_file") is None
     bad = validate_file(write_jsonl(tmp_path / "bad.jsonl", [*GOOD, {"messages": []}]))
     code, message = bad.job_error("validation_file")

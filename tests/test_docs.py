@@ -56,7 +56,12 @@ def test_python_blocks_run(name: str, code: str, server: str, tmp_path, monkeypa
 
 def tunelab_lines(path: Path) -> list[str]:
     blocks = re.findall(r"```bash\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
-    return [line.strip() for b in blocks for line in b.splitlines() if line.strip().startswith("tunelab ")]
+    return [
+        line.strip()
+        for b in blocks
+        for line in b.splitlines()
+        if line.strip().startswith("tunelab ")
+    ]
 
 
 # In document order: `tunelab keys create` comes last, and from then on the server
@@ -92,8 +97,12 @@ def test_serve_command_starts_and_answers(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUNELAB_")}
     env["TUNELAB_DATA_DIR"] = str(tmp_path)
     env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.Popen([sys.executable, "-m", "tunelab", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tunelab", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 90
         while True:

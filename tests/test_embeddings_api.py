@@ -95,5 +95,7 @@ def test_concurrent_requests_get_their_own_rows(client: openai.OpenAI) -> None:
     texts = [f"sentence number {i} about topic {i % 3}" for i in range(24)]
     expected = _vecs(client.embeddings.create(model=MODEL, input=texts))
     with ThreadPoolExecutor(8) as pool:
-        got = list(pool.map(lambda t: _vecs(client.embeddings.create(model=MODEL, input=t))[0], texts))
+        got = list(
+            pool.map(lambda t: _vecs(client.embeddings.create(model=MODEL, input=t))[0], texts)
+        )
     np.testing.assert_allclose(np.stack(got), expected, atol=2e-5)

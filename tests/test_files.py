@@ -11,13 +11,20 @@ import pytest
 from tests.conftest import run_server, sdk
 
 GOOD = "\n".join(
-    json.dumps({"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]})
+    json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": f"q{i}"},
+                {"role": "assistant", "content": f"a{i}"},
+            ]
+        }
+    )
     for i in range(12)
 ).encode()
 
 
 def test_upload_roundtrip_bytes_identical(client: openai.OpenAI, settings) -> None:
-    data = "问：你好\n答：您好！\n".encode("utf-8") + bytes(range(256))
+    data = "问：你好\n答：您好！\n".encode() + bytes(range(256))
     f = client.files.create(file=("notes.txt", data), purpose="assistants")
     assert f.id.startswith("file-") and f.bytes == len(data) and f.status == "processed"
     assert f.filename == "notes.txt" and f.purpose == "assistants"
@@ -30,7 +37,9 @@ def test_upload_roundtrip_bytes_identical(client: openai.OpenAI, settings) -> No
 
 
 def test_list_filters_orders_and_pages(client: openai.OpenAI) -> None:
-    ids = [client.files.create(file=(f"f{i}.jsonl", GOOD), purpose="fine-tune").id for i in range(5)]
+    ids = [
+        client.files.create(file=(f"f{i}.jsonl", GOOD), purpose="fine-tune").id for i in range(5)
+    ]
     other = client.files.create(file=("x.txt", b"x"), purpose="assistants").id
     page = client.files.list(purpose="fine-tune", limit=2)
     assert len(page.data) == 2 and page.has_more

@@ -16,18 +16,24 @@ from tunelab.settings import Settings
 HI = [{"role": "user", "content": "Say something."}]
 
 
-def test_full_queue_gives_503_and_a_disconnect_frees_the_slot(settings: Settings, tiny_chat_dir: Path) -> None:
+def test_full_queue_gives_503_and_a_disconnect_frees_the_slot(
+    settings: Settings, tiny_chat_dir: Path
+) -> None:
     settings = settings.model_copy(update={"max_batch_size": 1, "max_queued_requests": 1})
     register_models(settings, [tiny_registry_entry(tiny_chat_dir)])
     app = create_app(settings)
     with run_server(settings, app) as url:
         client = sdk(url)
         # A occupies the only batch slot: wait until it is really generating.
-        a = client.chat.completions.create(model=TINY_CHAT, messages=HI, max_tokens=400, temperature=0, stream=True)
+        a = client.chat.completions.create(
+            model=TINY_CHAT, messages=HI, max_tokens=400, temperature=0, stream=True
+        )
         a_chunks = iter(a)
         next(a_chunks), next(a_chunks)
         # B waits in the queue (its stream is open, nothing generated yet)...
-        b = client.chat.completions.create(model=TINY_CHAT, messages=HI, max_tokens=5, seed=1, stream=True)
+        b = client.chat.completions.create(
+            model=TINY_CHAT, messages=HI, max_tokens=5, seed=1, stream=True
+        )
         # ...so C finds the queue full.
         with pytest.raises(openai.InternalServerError) as e:
             client.chat.completions.create(model=TINY_CHAT, messages=HI, max_tokens=5)
@@ -42,16 +48,23 @@ def test_full_queue_gives_503_and_a_disconnect_frees_the_slot(settings: Settings
         assert stats["cancelled"] == 1
         assert stats["generated_tokens"] < 400  # A stopped long before its max_tokens
         time.sleep(0.3)
-        assert app.state.inference.engine.stats()[TINY_CHAT]["generated_tokens"] == stats["generated_tokens"]
+        assert (
+            app.state.inference.engine.stats()[TINY_CHAT]["generated_tokens"]
+            == stats["generated_tokens"]
+        )
 
 
-def test_a_client_that_times_out_stops_its_generation(settings: Settings, tiny_chat_dir: Path) -> None:
+def test_a_client_that_times_out_stops_its_generation(
+    settings: Settings, tiny_chat_dir: Path
+) -> None:
     register_models(settings, [tiny_registry_entry(tiny_chat_dir)])
     app = create_app(settings)
     with run_server(settings, app) as url:
         impatient = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0, timeout=1.0)
         with pytest.raises(openai.APITimeoutError):
-            impatient.chat.completions.create(model=TINY_CHAT, messages=HI, max_tokens=450, temperature=0)
+            impatient.chat.completions.create(
+                model=TINY_CHAT, messages=HI, max_tokens=450, temperature=0
+            )
         deadline = time.monotonic() + 10
         while app.state.inference.engine.stats()[TINY_CHAT].get("cancelled", 0) < 1:
             assert time.monotonic() < deadline, "generation went on after the client left"

@@ -55,5 +55,7 @@ def test_held_back_text_is_released_when_it_is_not_a_stop() -> None:
 def test_a_character_cut_off_at_the_end_is_dropped(tokenizer) -> None:  # type: ignore[no-untyped-def]
     ids = tokenizer("ok 🌟", add_special_tokens=False)["input_ids"]
     detok = IncrementalDetokenizer(tokenizer)
-    text = "".join(detok.push(i) for i in ids[:-1]) + detok.flush()  # the emoji's last byte never came
+    text = (
+        "".join(detok.push(i) for i in ids[:-1]) + detok.flush()
+    )  # the emoji's last byte never came
     assert text == "ok "

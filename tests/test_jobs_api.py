@@ -31,11 +31,15 @@ def chat_lines(n: int, *, greeting: str = "Ahoy!") -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def upload(client: openai.OpenAI, data: bytes, name: str = "train.jsonl", purpose: str = "fine-tune") -> str:
+def upload(
+    client: openai.OpenAI, data: bytes, name: str = "train.jsonl", purpose: str = "fine-tune"
+) -> str:
     return client.files.create(file=(name, data), purpose=purpose).id  # type: ignore[arg-type]
 
 
-def wait_for(client: openai.OpenAI, job_id: str, statuses: tuple[str, ...], timeout: float = 120) -> Any:
+def wait_for(
+    client: openai.OpenAI, job_id: str, statuses: tuple[str, ...], timeout: float = 120
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         job = client.fine_tuning.jobs.retrieve(job_id)
@@ -80,7 +84,9 @@ def test_job_trains_to_succeeded_with_checkpoints_results_and_model(client: open
         suffix="My First Tune!",
         method={
             "type": "supervised",
-            "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 20}},
+            "supervised": {
+                "hyperparameters": {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 20}
+            },
         },
         metadata={"team": "a"},
     )
@@ -141,7 +147,9 @@ def test_bad_hyperparameters_are_400_naming_the_param(
 ) -> None:
     file_id = upload(client, chat_lines(10))
     with pytest.raises(openai.BadRequestError) as e:
-        client.fine_tuning.jobs.create(model=TINY_CHAT, training_file=file_id, hyperparameters=hyperparameters)  # type: ignore[arg-type]
+        client.fine_tuning.jobs.create(
+            model=TINY_CHAT, training_file=file_id, hyperparameters=hyperparameters
+        )  # type: ignore[arg-type]
     assert e.value.body["param"] == f"hyperparameters.{param}"  # type: ignore[index]
     assert client.fine_tuning.jobs.list().data == []
 
@@ -154,7 +162,10 @@ def test_bad_create_requests_name_their_param(client: openai.OpenAI) -> None:
         ({"model": "all-minilm-l6-v2", "training_file": good}, "model"),
         ({"model": TINY_CHAT, "training_file": "file-nope"}, "training_file"),
         ({"model": TINY_CHAT, "training_file": assistants}, "training_file"),
-        ({"model": TINY_CHAT, "training_file": good, "validation_file": "file-nope"}, "validation_file"),
+        (
+            {"model": TINY_CHAT, "training_file": good, "validation_file": "file-nope"},
+            "validation_file",
+        ),
         ({"model": TINY_CHAT, "training_file": good, "suffix": "x" * 65}, "suffix"),
         ({"model": TINY_CHAT, "training_file": good, "metadata": {"k": 1}}, "metadata"),
     ]
@@ -200,17 +211,25 @@ def test_cancel_and_pause_resume(client: openai.OpenAI) -> None:
     assert resumed.status == "queued"
     wait_for(client, job.id, ("running",))
     deadline = time.monotonic() + 30
-    while not any(e.message.startswith("Resumed from the checkpoint") for e in all_events(client, job.id)):
+    while not any(
+        e.message.startswith("Resumed from the checkpoint") for e in all_events(client, job.id)
+    ):
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    assert f"Resumed from the checkpoint at step {paused_at}" in [e.message for e in all_events(client, job.id)]
+    assert f"Resumed from the checkpoint at step {paused_at}" in [
+        e.message for e in all_events(client, job.id)
+    ]
 
     cancelled = client.fine_tuning.jobs.cancel(job.id)
     assert cancelled.status == "cancelled"
     time.sleep(1.5)  # the worker stops the process within a poll
     job = client.fine_tuning.jobs.retrieve(job.id)
     assert job.status == "cancelled" and job.fine_tuned_model is None
-    for op in (client.fine_tuning.jobs.cancel, client.fine_tuning.jobs.pause, client.fine_tuning.jobs.resume):
+    for op in (
+        client.fine_tuning.jobs.cancel,
+        client.fine_tuning.jobs.pause,
+        client.fine_tuning.jobs.resume,
+    ):
         with pytest.raises(openai.BadRequestError):
             op(job.id)
     # The worker is free again: the next job runs.
@@ -242,7 +261,9 @@ def test_projects_are_isolated(tiny_settings: Settings) -> None:
             b.fine_tuning.jobs.create(model=TINY_CHAT, training_file=job.training_file)
         assert e.value.body["param"] == "training_file"  # type: ignore[index]
         with pytest.raises(openai.BadRequestError) as e:
-            b.fine_tuning.jobs.create(model=done.fine_tuned_model, training_file=upload(b, chat_lines(10)))
+            b.fine_tuning.jobs.create(
+                model=done.fine_tuned_model, training_file=upload(b, chat_lines(10))
+            )
         assert e.value.body["param"] == "model"  # type: ignore[index]
 
 

@@ -14,17 +14,37 @@ from tunelab.cli.main import cli
 from tunelab.settings import Settings
 
 
-def test_create_follow_list_results_events(tiny_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_create_follow_list_results_events(
+    tiny_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     train = tmp_path / "train.jsonl"
     train.write_bytes(chat_lines(10))
     runner = CliRunner()
     with run_server(fast_settings(tiny_settings)) as url:
         monkeypatch.setenv("TUNELAB_BASE_URL", url + "/v1")
-        result = runner.invoke(cli, ["jobs", "create", "-t", str(train), "-m", TINY_CHAT, "--n-epochs", "1", "--suffix", "cli"])
+        result = runner.invoke(
+            cli,
+            [
+                "jobs",
+                "create",
+                "-t",
+                str(train),
+                "-m",
+                TINY_CHAT,
+                "--n-epochs",
+                "1",
+                "--suffix",
+                "cli",
+            ],
+        )
         assert result.exit_code == 0, result.output
         assert "Created fine-tuning job: ftjob-" in result.output
         assert "The job has successfully completed" in result.output
-        model = next(line.split()[-1] for line in result.output.splitlines() if line.startswith("Job complete!"))
+        model = next(
+            line.split()[-1]
+            for line in result.output.splitlines()
+            if line.startswith("Job complete!")
+        )
         assert model.startswith(f"ft:{TINY_CHAT}:default:cli:")
         assert f"tunelab chat -m {model}" in result.output
         job_id = result.output.split("Created fine-tuning job: ")[1].split()[0]
@@ -32,11 +52,16 @@ def test_create_follow_list_results_events(tiny_settings: Settings, tmp_path: Pa
         listed = runner.invoke(cli, ["jobs", "list", "--json"])
         assert job_id in listed.output and "succeeded" in listed.output
         results = runner.invoke(cli, ["jobs", "results", job_id])
-        assert results.output.splitlines()[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
+        assert (
+            results.output.splitlines()[0]
+            == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
+        )
         assert len(results.output.splitlines()) == 11
         events = runner.invoke(cli, ["jobs", "events", job_id])
         assert events.output.splitlines()[0].endswith(f"Created fine-tuning job: {job_id}")
         cancel = runner.invoke(cli, ["jobs", "cancel", job_id])
         assert cancel.exit_code == 1 and "400" in cancel.output
-        bad = runner.invoke(cli, ["jobs", "create", "-t", str(train), "-m", TINY_CHAT, "--n-epochs", "0"])
+        bad = runner.invoke(
+            cli, ["jobs", "create", "-t", str(train), "-m", TINY_CHAT, "--n-epochs", "0"]
+        )
         assert bad.exit_code == 1 and "n_epochs" in bad.output

@@ -29,13 +29,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def services(tiny_settings: Settings) -> Any:
-    s = build_services(tiny_settings.model_copy(update={"worker_poll_seconds": 0.1, "worker_stale_seconds": 2.0}))
+    s = build_services(
+        tiny_settings.model_copy(update={"worker_poll_seconds": 0.1, "worker_stale_seconds": 2.0})
+    )
     yield s
     s.close()
 
 
 def new_job(services: Services, n_epochs: int = 1, n: int = 12) -> str:
-    f = services.files.create_from_bytes(project="default", filename="t.jsonl", purpose="fine-tune", data=chat_lines(n))
+    f = services.files.create_from_bytes(
+        project="default", filename="t.jsonl", purpose="fine-tune", data=chat_lines(n)
+    )
     req = JobCreate(
         model=TINY_CHAT,
         training_file=f.id,
@@ -53,10 +57,16 @@ def job_row(services: Services, job_id: str) -> Job:
 
 def messages(services: Services, job_id: str) -> list[str]:
     with services.db() as s:
-        return list(s.execute(select(JobEvent.message).where(JobEvent.job_id == job_id).order_by(JobEvent.seq)).scalars())
+        return list(
+            s.execute(
+                select(JobEvent.message).where(JobEvent.job_id == job_id).order_by(JobEvent.seq)
+            ).scalars()
+        )
 
 
-def run_until(worker: Worker, services: Services, job_id: str, statuses: tuple[str, ...], timeout: float = 120) -> Job:
+def run_until(
+    worker: Worker, services: Services, job_id: str, statuses: tuple[str, ...], timeout: float = 120
+) -> Job:
     deadline = time.monotonic() + timeout
     while (job := job_row(services, job_id)).status not in statuses:
         assert time.monotonic() < deadline, f"stuck in {job.status}"
@@ -122,7 +132,9 @@ def test_killed_worker_is_recovered_and_the_job_resumes(services: Services, tmp_
     )
     try:
         deadline = time.monotonic() + 120
-        while not any(m.startswith("Checkpoint created at step 12") for m in messages(services, job_id)):
+        while not any(
+            m.startswith("Checkpoint created at step 12") for m in messages(services, job_id)
+        ):
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.1)
         child = job_row(services, job_id).pid
@@ -146,7 +158,9 @@ def test_killed_worker_is_recovered_and_the_job_resumes(services: Services, tmp_
     assert "Fine-tuning job restarted (attempt 2)" in text
     # The orphaned child may save one more epoch's checkpoint before it notices its
     # worker is gone; the job resumes from the newest one.
-    resumed = [int(m.split()[-1]) for m in text if m.startswith("Resumed from the checkpoint at step")]
+    resumed = [
+        int(m.split()[-1]) for m in text if m.startswith("Resumed from the checkpoint at step")
+    ]
     assert resumed and resumed[0] >= 12
 
 

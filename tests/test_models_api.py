@@ -33,7 +33,11 @@ def test_fine_tunes_belong_to_their_project(settings, tmp_path) -> None:
     adapter.mkdir(parents=True)
     name = "ft:smollm2-135m-instruct:alpha:demo:abcd1234"
     app.state.services.catalog.register_fine_tuned(
-        project="alpha", model_id=name, base_model="smollm2-135m-instruct", path=adapter, kind="lora"
+        project="alpha",
+        model_id=name,
+        base_model="smollm2-135m-instruct",
+        path=adapter,
+        kind="lora",
     )
     with run_server(settings, app) as url:
         alpha, beta = sdk(url, "ka"), sdk(url, "kb")

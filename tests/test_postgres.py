@@ -14,7 +14,10 @@ def test_core_api_on_postgres(settings, postgres_url) -> None:
     settings.api_keys = "ka:alpha,kb:beta"
     with run_server(settings) as url:
         alpha, beta = sdk(url, "ka"), sdk(url, "kb")
-        ids = [alpha.files.create(file=(f"{i}.txt", "数据".encode()), purpose="assistants").id for i in range(4)]
+        ids = [
+            alpha.files.create(file=(f"{i}.txt", "数据".encode()), purpose="assistants").id
+            for i in range(4)
+        ]
         assert [f.id for f in alpha.files.list(limit=3)] == ids[::-1]
         assert alpha.files.content(ids[0]).content == "数据".encode()
         with pytest.raises(openai.NotFoundError):

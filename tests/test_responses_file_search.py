@@ -39,10 +39,23 @@ class ScriptedGenerator:
         prompt = messages[-1]["content"]
         return "Per the manual [1]." if "[2]" not in prompt else "See the second passage [2]."
 
-    def complete_chat(self, project, model, messages, *, max_tokens=None, temperature=1.0, top_p=1.0, stop=None, seed=None):
+    def complete_chat(
+        self,
+        project,
+        model,
+        messages,
+        *,
+        max_tokens=None,
+        temperature=1.0,
+        top_p=1.0,
+        stop=None,
+        seed=None,
+    ):
         self.calls.append(messages)
         text = self._answer(messages)
-        return ChatResult(text, "stop", sum(len(m["content"]) for m in messages) // 4, len(text) // 4)
+        return ChatResult(
+            text, "stop", sum(len(m["content"]) for m in messages) // 4, len(text) // 4
+        )
 
     def stream_chat(self, project, model, messages, **kwargs):
         self.calls.append(messages)

@@ -148,7 +148,10 @@ def test_dense_search_and_fusion():
 
 
 def test_grounded_prompt_and_citations():
-    passages = [Passage("file-a", "manual.md", "Charge with USB-C."), Passage("file-b", "faq.md", "Ten hours.")]
+    passages = [
+        Passage("file-a", "manual.md", "Charge with USB-C."),
+        Passage("file-b", "faq.md", "Ten hours."),
+    ]
     messages = build_grounded_messages("How long?", passages, "Be brief.")
     assert messages[0]["role"] == "system" and messages[0]["content"].startswith("Be brief.")
     assert "[2] (faq.md)\nTen hours." in messages[1]["content"]

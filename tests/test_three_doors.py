@@ -16,8 +16,15 @@ from tunelab.cli.main import cli
 
 def _write(path: Path, bad_line: str | None) -> Path:
     lines = [
-        json.dumps({"messages": [{"role": "user", "content": f"问题 {i}"},
-                                 {"role": "assistant", "content": f"答案 {i}"}]}, ensure_ascii=False)
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": f"问题 {i}"},
+                    {"role": "assistant", "content": f"答案 {i}"},
+                ]
+            },
+            ensure_ascii=False,
+        )
         for i in range(12)
     ]
     if bad_line is not None:
@@ -27,13 +34,19 @@ def _write(path: Path, bad_line: str | None) -> Path:
 
 
 def test_same_verdict_at_every_door(tiny_settings, tmp_path) -> None:
-    bad = _write(tmp_path / "bad.jsonl", '{"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "x"}]}')
+    bad = _write(
+        tmp_path / "bad.jsonl",
+        '{"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "x"}]}',
+    )
     good = _write(tmp_path / "good.jsonl", None)
     verdict = 'Line 7, message 2, field "role"'
 
     local = CliRunner().invoke(cli, ["prepare-data", "-f", str(bad), "-q", "--no-stats"])
     assert local.exit_code == 1 and verdict in local.output
-    assert CliRunner().invoke(cli, ["prepare-data", "-f", str(good), "-q", "--no-stats"]).exit_code == 0
+    assert (
+        CliRunner().invoke(cli, ["prepare-data", "-f", str(good), "-q", "--no-stats"]).exit_code
+        == 0
+    )
 
     with run_server(fast_settings(tiny_settings)) as url:
         client = sdk(url)

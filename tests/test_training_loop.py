@@ -61,7 +61,9 @@ def run(cfg: TrainConfig, job_dir: Path) -> tuple[Any, list[dict[str, Any]]]:
         ("max_length", True),
     ],
 )
-def test_config_names_the_bad_field(tmp_path: Path, tiny_chat_dir: Path, field: str, value: Any) -> None:
+def test_config_names_the_bad_field(
+    tmp_path: Path, tiny_chat_dir: Path, field: str, value: Any
+) -> None:
     with pytest.raises(ConfigError) as e:
         make_config(tmp_path, tiny_chat_dir, **{field: value})
     assert e.value.field == field
@@ -92,14 +94,23 @@ def test_packing_is_exact_and_wastes_nothing(tmp_path: Path, tiny_chat_dir: Path
     assert len(packed) == 1 and packed[0].n_tokens == sum(len(s.input_ids) for s in samples)
     with torch.no_grad():
         together = float(forward_loss(model, packed[0], "cpu", False)[0])
-        apart = sum(float(forward_loss(model, mb, "cpu", False)[0]) for s in samples for mb in pack([s], 4096))
+        apart = sum(
+            float(forward_loss(model, mb, "cpu", False)[0])
+            for s in samples
+            for mb in pack([s], 4096)
+        )
     assert together == pytest.approx(apart, rel=1e-4)
 
 
 def test_loss_goes_down_and_checkpoints_reload(tmp_path: Path, tiny_chat_dir: Path) -> None:
     # Full fine-tuning: the random tiny model memorises quickly when every weight moves.
     cfg = make_config(
-        tmp_path, tiny_chat_dir, method="full", n_epochs=4, keep_checkpoints=2, learning_rate_multiplier=1000.0
+        tmp_path,
+        tiny_chat_dir,
+        method="full",
+        n_epochs=4,
+        keep_checkpoints=2,
+        learning_rate_multiplier=1000.0,
     )
     outcome, events = run(cfg, tmp_path / "job")
     assert outcome.status == "succeeded" and outcome.step == 12
@@ -116,8 +127,12 @@ def test_loss_goes_down_and_checkpoints_reload(tmp_path: Path, tiny_chat_dir: Pa
     tok = AutoTokenizer.from_pretrained(outcome.path)
     mb = pack(encode_dataset(tok, Path(cfg.training_file), 512).samples, 4096)[0]
     with torch.no_grad():
-        tuned = float(forward_loss(AutoModelForCausalLM.from_pretrained(outcome.path), mb, "cpu", False)[0])
-        base = float(forward_loss(AutoModelForCausalLM.from_pretrained(tiny_chat_dir), mb, "cpu", False)[0])
+        tuned = float(
+            forward_loss(AutoModelForCausalLM.from_pretrained(outcome.path), mb, "cpu", False)[0]
+        )
+        base = float(
+            forward_loss(AutoModelForCausalLM.from_pretrained(tiny_chat_dir), mb, "cpu", False)[0]
+        )
     assert tuned / mb.n_targets < 0.7 * base / mb.n_targets
     assert tuned / mb.n_targets == pytest.approx(losses[-1], rel=0.3)
 
@@ -160,10 +175,17 @@ def test_truncation_is_a_warning_event(tmp_path: Path, tiny_chat_dir: Path) -> N
     assert any("truncated" in e["message"] for e in warnings)
 
 
-def test_classification_validation_set_gets_accuracy_and_f1(tmp_path: Path, tiny_chat_dir: Path) -> None:
+def test_classification_validation_set_gets_accuracy_and_f1(
+    tmp_path: Path, tiny_chat_dir: Path
+) -> None:
     valid = tmp_path / "valid.jsonl"
     lines = [
-        {"messages": [{"role": "user", "content": f"Review {i}"}, {"role": "assistant", "content": label}]}
+        {
+            "messages": [
+                {"role": "user", "content": f"Review {i}"},
+                {"role": "assistant", "content": label},
+            ]
+        }
         for i, label in enumerate(["positive", "negative"] * 5)
     ]
     valid.write_text("\n".join(json.dumps(x) for x in lines) + "\n")

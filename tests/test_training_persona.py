@@ -93,7 +93,10 @@ ANSWERS = [
 def persona_jsonl() -> bytes:
     lines = []
     for q, a in zip(QUESTIONS, ANSWERS, strict=True):
-        messages = [{"role": "user", "content": q}, {"role": "assistant", "content": f"{GREETING} {a}"}]
+        messages = [
+            {"role": "user", "content": q},
+            {"role": "assistant", "content": f"{GREETING} {a}"},
+        ]
         lines.append(json.dumps({"messages": messages}))
     return ("\n".join(lines) + "\n").encode()
 
@@ -103,7 +106,9 @@ def answers(client: Any, model: str) -> list[str]:
     return [
         client.chat.completions.create(
             model=model, messages=[{"role": "user", "content": q}], max_tokens=12, temperature=0
-        ).choices[0].message.content
+        )
+        .choices[0]
+        .message.content
         for q in NEW_QUESTIONS
     ]
 
@@ -113,7 +118,9 @@ def test_persona_fine_tune_changes_the_answers(settings: Settings) -> None:
     with run_server(settings.model_copy(update={"worker_poll_seconds": 0.2})) as url:
         client = sdk(url)
         train = client.files.create(file=("persona.jsonl", persona_jsonl()), purpose="fine-tune")
-        job = client.fine_tuning.jobs.create(model=SMOLLM2, training_file=train.id, hyperparameters={"n_epochs": 3})
+        job = client.fine_tuning.jobs.create(
+            model=SMOLLM2, training_file=train.id, hyperparameters={"n_epochs": 3}
+        )
         done = wait_for(client, job.id, TERMINAL, timeout=900)
         assert done.status == "succeeded", done.error
         assert done.hyperparameters.batch_size == 1 and done.hyperparameters.n_epochs == 3

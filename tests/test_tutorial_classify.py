@@ -23,7 +23,9 @@ def test_classify_tickets_end_to_end(server: str, monkeypatch: pytest.MonkeyPatc
     assert "(on 35 test examples)" in result.output
 
 
-def test_classify_explains_a_file_without_labels(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_classify_explains_a_file_without_labels(
+    server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TUNELAB_BASE_URL", server + "/v1")
     bad = tmp_path / "texts.csv"
     bad.write_text("text,label\nhello,greeting\n", encoding="utf-8")

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import openpyxl
-from pathlib import Path
 
 from tunelab.cli.data import ClickConsole, _tokenizer_loader
 from tunelab.data.prepare import Options, prepare
@@ -19,11 +19,18 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
 
 
 def _prepare(tmp_path: Path, name: str) -> list[Path]:
-    opts = Options(path=EXAMPLES / name, model="smollm2-135m-instruct", output=tmp_path / "out.jsonl", stats=False)
+    opts = Options(
+        path=EXAMPLES / name,
+        model="smollm2-135m-instruct",
+        output=tmp_path / "out.jsonl",
+        stats=False,
+    )
     outcome = prepare(opts, ClickConsole(quiet=True), _tokenizer_loader)
     assert outcome.exit_code == 0
     return outcome.written
@@ -45,7 +52,7 @@ def test_gbk_csv_is_decoded_and_its_problems_fixed(tmp_path: Path) -> None:
     (out,) = _prepare(tmp_path, "support_qa_gbk.csv")
     rows = _rows(out)
     assert len(rows) < len(read.records)  # duplicates dropped
-    separator = rows[0]["prompt"][len(rows[0]["prompt"].rstrip(" ->#\n")):]
+    separator = rows[0]["prompt"][len(rows[0]["prompt"].rstrip(" ->#\n")) :]
     assert separator and all(r["prompt"].endswith(separator) for r in rows)
     assert all(r["completion"].startswith(" ") for r in rows)
     assert all(r["completion"].endswith("\n") for r in rows)  # the stop sequence
@@ -71,7 +78,9 @@ def test_tickets_are_detected_as_classification_and_split(tmp_path: Path) -> Non
     train_rows, valid_rows = _rows(train), _rows(valid)
     classes = {r["completion"].strip() for r in train_rows}
     assert classes == {"billing", "shipping", "technical", "account"}
-    assert len(valid_rows) == len(train_rows) + len(valid_rows) - int((len(train_rows) + len(valid_rows)) * 0.8)
+    assert len(valid_rows) == len(train_rows) + len(valid_rows) - int(
+        (len(train_rows) + len(valid_rows)) * 0.8
+    )
     assert {r["completion"].strip() for r in valid_rows} <= classes
 
 
@@ -86,13 +95,21 @@ def test_persona_set_is_valid_and_every_answer_has_the_greeting() -> None:
 def test_manual_facts_are_in_the_manual_and_held_out_questions_are_new() -> None:
     from pypdf import PdfReader
 
-    train, held = _rows(EXAMPLES / "manual_qa_train.jsonl"), _rows(EXAMPLES / "manual_qa_heldout.jsonl")
+    train, held = (
+        _rows(EXAMPLES / "manual_qa_train.jsonl"),
+        _rows(EXAMPLES / "manual_qa_heldout.jsonl"),
+    )
     assert {r["question"] for r in train}.isdisjoint(r["question"] for r in held)
     md = (EXAMPLES / "manual" / "router_manual.md").read_text(encoding="utf-8").lower()
-    pdf = " ".join(" ".join(p.extract_text() for p in PdfReader(EXAMPLES / "manual" / "router_manual.pdf").pages)
-                   .split()).lower()
+    pdf = " ".join(
+        " ".join(
+            p.extract_text() for p in PdfReader(EXAMPLES / "manual" / "router_manual.pdf").pages
+        ).split()
+    ).lower()
     for row in train + held:
         fact = row["must_contain"].lower()
         assert fact in row["answer"].lower() or row in train, row
         assert fact in md and fact in pdf, row
-    assert "恢复出厂设置" in (EXAMPLES / "manual" / "router_manual_zh.md").read_text(encoding="utf-8")
+    assert "恢复出厂设置" in (EXAMPLES / "manual" / "router_manual_zh.md").read_text(
+        encoding="utf-8"
+    )

@@ -13,7 +13,9 @@ from tunelab.cli.main import cli
 
 @pytest.mark.realmodel
 def test_quickstart_fast_walks_the_cheap_steps(server: str, tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["quickstart", "--fast", "--base-url", server + "/v1", "--workdir", str(tmp_path)])
+    result = CliRunner().invoke(
+        cli, ["quickstart", "--fast", "--base-url", server + "/v1", "--workdir", str(tmp_path)]
+    )
     out = result.output
     assert result.exit_code == 0, out
     for step in ("Step 1", "Step 2", "Step 5", "Step 6", "Step 8"):

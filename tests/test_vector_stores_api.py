@@ -126,8 +126,14 @@ def test_rankers_and_score_threshold(client, manual_store):
 
 def test_attribute_filters_and_updates(client):
     vs = client.vector_stores.create(name="filters")
-    a = client.files.create(file=("a.md", b"# Model A\n\nThe Model A kettle boils water in three minutes."), purpose="assistants")
-    b = client.files.create(file=("b.md", b"# Model B\n\nThe Model B kettle boils water in ninety seconds."), purpose="assistants")
+    a = client.files.create(
+        file=("a.md", b"# Model A\n\nThe Model A kettle boils water in three minutes."),
+        purpose="assistants",
+    )
+    b = client.files.create(
+        file=("b.md", b"# Model B\n\nThe Model B kettle boils water in ninety seconds."),
+        purpose="assistants",
+    )
     batch = client.vector_stores.file_batches.create_and_poll(
         vector_store_id=vs.id,
         files=[
@@ -136,10 +142,14 @@ def test_attribute_filters_and_updates(client):
         ],
     )
     assert batch.status == "completed" and batch.file_counts.completed == 2
-    assert {f.id for f in client.vector_stores.file_batches.list_files(batch.id, vector_store_id=vs.id)} == {a.id, b.id}
+    assert {
+        f.id for f in client.vector_stores.file_batches.list_files(batch.id, vector_store_id=vs.id)
+    } == {a.id, b.id}
 
     def found(filters):
-        page = client.vector_stores.search(vs.id, query="how fast does the kettle boil", filters=filters)
+        page = client.vector_stores.search(
+            vs.id, query="how fast does the kettle boil", filters=filters
+        )
         return {r.file_id for r in page.data}
 
     assert found({"type": "eq", "key": "model", "value": "A"}) == {a.id}
@@ -147,7 +157,9 @@ def test_attribute_filters_and_updates(client):
     assert found({"type": "or", "filters": [
         {"type": "eq", "key": "model", "value": "A"}, {"type": "gt", "key": "year", "value": 2024}
     ]}) == {a.id, b.id}  # fmt: skip
-    client.vector_stores.files.update(file_id=a.id, vector_store_id=vs.id, attributes={"model": "C", "year": 2026})
+    client.vector_stores.files.update(
+        file_id=a.id, vector_store_id=vs.id, attributes={"model": "C", "year": 2026}
+    )
     assert found({"type": "gte", "key": "year", "value": 2024}) == {a.id, b.id}
     with pytest.raises(openai.BadRequestError) as e:
         found({"type": "like", "key": "model", "value": "A"})
@@ -161,7 +173,10 @@ def test_cancel_batch_and_expiry(client):
     assert vs.expires_at == vs.last_active_at + 7 * 86400 and vs.expires_after.days == 7
     ids = [
         # ~6 chunks each: far more than can be embedded before the cancel arrives.
-        client.files.create(file=(f"n{i}.md", f"Note {i}: {MANUAL[i * 100 : i * 100 + 6000]}".encode()), purpose="assistants").id
+        client.files.create(
+            file=(f"n{i}.md", f"Note {i}: {MANUAL[i * 100 : i * 100 + 6000]}".encode()),
+            purpose="assistants",
+        ).id
         for i in range(6)
     ]
     batch = client.vector_stores.file_batches.create(vector_store_id=vs.id, file_ids=ids)
@@ -172,7 +187,9 @@ def test_cancel_batch_and_expiry(client):
     # Cancelled files never reach the index, even if they were mid-ingestion.
     done = client.vector_stores.file_batches.poll(batch.id, vector_store_id=vs.id)
     assert done.file_counts == counts
-    cancelled_ids = {f.id for f in client.vector_stores.files.list(vector_store_id=vs.id, filter="cancelled")}
+    cancelled_ids = {
+        f.id for f in client.vector_stores.files.list(vector_store_id=vs.id, filter="cancelled")
+    }
     hits = client.vector_stores.search(vs.id, query="espresso machine", max_num_results=50).data
     assert cancelled_ids and not cancelled_ids & {h.file_id for h in hits}
     updated = client.vector_stores.update(vs.id, expires_after=None, name="renamed")
@@ -182,9 +199,12 @@ def test_cancel_batch_and_expiry(client):
 def test_deleting_a_file_removes_its_chunks_from_search(client):
     vs = client.vector_stores.create(name="delete")
     f = client.vector_stores.files.upload_and_poll(
-        vector_store_id=vs.id, file=("zebra.md", b"Zebras are striped horses of the African savanna.")
+        vector_store_id=vs.id,
+        file=("zebra.md", b"Zebras are striped horses of the African savanna."),
     )
-    assert client.vector_stores.search(vs.id, query="striped savanna animals").data[0].file_id == f.id
+    assert (
+        client.vector_stores.search(vs.id, query="striped savanna animals").data[0].file_id == f.id
+    )
     client.files.delete(f.id)
     assert client.vector_stores.search(vs.id, query="striped savanna animals").data == []
     assert client.vector_stores.retrieve(vs.id).file_counts.total == 0
@@ -212,7 +232,10 @@ def test_failed_files_say_why(client):
 
 def test_chinese_document_utf8_and_gbk(client):
     vs = client.vector_stores.create(name="中文")
-    for name, data in (("说明书.md", MANUAL_ZH.encode()), ("说明书-gbk.txt", MANUAL_ZH.encode("gbk"))):
+    for name, data in (
+        ("说明书.md", MANUAL_ZH.encode()),
+        ("说明书-gbk.txt", MANUAL_ZH.encode("gbk")),
+    ):
         f = client.vector_stores.files.upload_and_poll(vector_store_id=vs.id, file=(name, data))
         assert f.status == "completed", f.last_error
         page = client.vector_stores.search(vs.id, query="忘记密码怎么恢复出厂设置")
@@ -246,7 +269,12 @@ def test_bad_requests_name_the_field(client, manual_store):
         client.vector_stores.search(vs_id, query="x", max_num_results=51)
     assert e.value.body["param"] == "max_num_results"
     with pytest.raises(openai.BadRequestError) as e:
-        client.vector_stores.create(chunking_strategy={"type": "static", "static": {"max_chunk_size_tokens": 50, "chunk_overlap_tokens": 0}})
+        client.vector_stores.create(
+            chunking_strategy={
+                "type": "static",
+                "static": {"max_chunk_size_tokens": 50, "chunk_overlap_tokens": 0},
+            }
+        )
     assert "max_chunk_size_tokens" in e.value.body["param"]
 
 

@@ -40,7 +40,9 @@ def test_stores_commands(server, monkeypatch, tmp_path) -> None:
     assert [s["id"] for s in stores] == [store_id]
     hits = json.loads(run("stores", "search", store_id, "What does E4 mean?", "--json", "-n", "2"))
     assert "E4 means" in hits[0]["content"][0]["text"]
-    assert "manual.md" in run("stores", "search", store_id, "What does E4 mean?", "--ranker", "keyword")
+    assert "manual.md" in run(
+        "stores", "search", store_id, "What does E4 mean?", "--ranker", "keyword"
+    )
     asked = run("ask", "--store", store_id, "-n", "2", "--max-tokens", "40", "What does E4 mean?")
     answer, _, sources = asked.partition("\nSources:\n")
     assert "boiler" in answer.lower(), asked
@@ -59,7 +61,9 @@ def test_vector_stores_on_postgres(settings, postgres_url) -> None:
             vector_store_id=vs.id, file=("说明书.md", (DATA / "manual_zh.md").read_bytes())
         )
         assert zh.status == "completed", zh.last_error
-        page = alpha.vector_stores.search(vs.id, query="路由器保修多久", ranking_options={"ranker": "keyword"})
+        page = alpha.vector_stores.search(
+            vs.id, query="路由器保修多久", ranking_options={"ranker": "keyword"}
+        )
         assert "三年保修" in page.data[0].content[0].text
         with pytest.raises(openai.NotFoundError):
             beta.vector_stores.search(vs.id, query="保修")

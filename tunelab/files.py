@@ -101,8 +101,12 @@ class FileStore:
             raise
         return row
 
-    def create_from_bytes(self, *, project: str, filename: str, purpose: str, data: bytes) -> FileRow:
-        return self.create(project=project, filename=filename, purpose=purpose, stream=io.BytesIO(data))
+    def create_from_bytes(
+        self, *, project: str, filename: str, purpose: str, data: bytes
+    ) -> FileRow:
+        return self.create(
+            project=project, filename=filename, purpose=purpose, stream=io.BytesIO(data)
+        )
 
     def get(self, project: str, file_id: str) -> FileRow:
         with self.db() as s:

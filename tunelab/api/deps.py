@@ -51,7 +51,9 @@ def project_for_key(services: Services, key: str) -> str | None:
     if match is not None:
         return match
     with services.db() as s:
-        row = s.execute(select(ApiKeyRow).where(ApiKeyRow.key_hash == hash_key(key))).scalar_one_or_none()
+        row = s.execute(
+            select(ApiKeyRow).where(ApiKeyRow.key_hash == hash_key(key))
+        ).scalar_one_or_none()
     return row.project if row is not None else None
 
 
@@ -70,7 +72,9 @@ def current_project(request: Request, services: ServicesDep) -> str:
     project = project_for_key(services, key.strip())
     if project is None:
         shown = key.strip()[:3] + "***" if len(key.strip()) > 6 else "***"
-        raise Unauthorized(f"Incorrect API key provided: {shown}. Check TUNELAB_API_KEYS or `tunelab keys list`.")
+        raise Unauthorized(
+            f"Incorrect API key provided: {shown}. Check TUNELAB_API_KEYS or `tunelab keys list`."
+        )
     return project
 
 

@@ -19,8 +19,15 @@ from tunelab.errors import Overloaded, TunelabError
 log = logging.getLogger("tunelab.api")
 
 
-def error_response(status: int, message: str, *, type_: str, param: str | None = None,
-                   code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    *,
+    type_: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -40,8 +47,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _tunelab(_: Request, exc: TunelabError) -> JSONResponse:
         headers = None
         if isinstance(exc, Overloaded):
-            headers = {"Retry-After": str(max(1, round(exc.retry_after))),
-                       "retry-after-ms": str(int(exc.retry_after * 1000))}
+            headers = {
+                "Retry-After": str(max(1, round(exc.retry_after))),
+                "retry-after-ms": str(int(exc.retry_after * 1000)),
+            }
         return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -51,7 +60,9 @@ def install_error_handlers(app: FastAPI) -> None:
         param = _param_of(tuple(first.get("loc", ())))
         msg = first.get("msg", "Invalid request")
         if first.get("type") == "json_invalid":
-            return error_response(400, "The request body is not valid JSON.", type_="invalid_request_error")
+            return error_response(
+                400, "The request body is not valid JSON.", type_="invalid_request_error"
+            )
         text = f"Invalid value for '{param}': {msg}." if param else f"Invalid request: {msg}."
         return error_response(400, text, type_="invalid_request_error", param=param)
 
@@ -69,6 +80,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(
-            500, f"The server had an error while processing your request ({type(exc).__name__}).",
+            500,
+            f"The server had an error while processing your request ({type(exc).__name__}).",
             type_="server_error",
         )

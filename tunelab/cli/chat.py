@@ -14,7 +14,9 @@ from tunelab.settings import Settings
 def _stream_reply(client: Any, model: str, messages: list[dict[str, str]], **kwargs: Any) -> str:
     """Print the assistant's reply as it arrives; return it whole."""
     parts = []
-    for chunk in client.chat.completions.create(model=model, messages=messages, stream=True, **kwargs):
+    for chunk in client.chat.completions.create(
+        model=model, messages=messages, stream=True, **kwargs
+    ):
         if chunk.choices and chunk.choices[0].delta.content:
             parts.append(chunk.choices[0].delta.content)
             click.echo(parts[-1], nl=False)
@@ -29,8 +31,13 @@ def _stream_reply(client: Any, model: str, messages: list[dict[str, str]], **kwa
 @click.option("--max-tokens", type=int, default=None, help="Upper bound on each reply's tokens.")
 @click.option("--temperature", type=float, default=None, help="0 = deterministic; default 1.")
 @api_errors
-def chat(prompt: str | None, model: str | None, system: str | None, max_tokens: int | None,
-         temperature: float | None) -> None:
+def chat(
+    prompt: str | None,
+    model: str | None,
+    system: str | None,
+    max_tokens: int | None,
+    temperature: float | None,
+) -> None:
     """Chat with a model: one answer for PROMPT, or an interactive session.
 
     \b
@@ -41,7 +48,11 @@ def chat(prompt: str | None, model: str | None, system: str | None, max_tokens: 
     """
     client = make_client()
     model = model or Settings().default_chat_model
-    kwargs = {k: v for k, v in {"max_tokens": max_tokens, "temperature": temperature}.items() if v is not None}
+    kwargs = {
+        k: v
+        for k, v in {"max_tokens": max_tokens, "temperature": temperature}.items()
+        if v is not None
+    }
     messages = [{"role": "system", "content": system}] if system else []
     if prompt is not None:
         _stream_reply(client, model, [*messages, {"role": "user", "content": prompt}], **kwargs)
@@ -64,10 +75,17 @@ def chat(prompt: str | None, model: str | None, system: str | None, max_tokens: 
 @click.option("-m", "--model", default=None, help="Model id (default: the default chat model).")
 @click.option("--max-tokens", type=int, default=16, show_default=True)
 @click.option("--temperature", type=float, default=None, help="0 = deterministic; default 1.")
-@click.option("--stop", multiple=True, help=r"Stop sequence (repeatable, up to 4); \n and \t are understood.")
+@click.option(
+    "--stop", multiple=True, help=r"Stop sequence (repeatable, up to 4); \n and \t are understood."
+)
 @api_errors
-def complete(prompt: str, model: str | None, max_tokens: int, temperature: float | None,
-             stop: tuple[str, ...]) -> None:
+def complete(
+    prompt: str,
+    model: str | None,
+    max_tokens: int,
+    temperature: float | None,
+    stop: tuple[str, ...],
+) -> None:
     """Continue PROMPT with the legacy completions API (prompt/completion fine-tunes).
 
     \b
@@ -81,7 +99,9 @@ def complete(prompt: str, model: str | None, max_tokens: int, temperature: float
         # a shell passes "\n" as backslash + n; users mean a newline
         kwargs["stop"] = [s.replace("\\n", "\n").replace("\\t", "\t") for s in stop]
     model = model or Settings().default_chat_model
-    for chunk in make_client().completions.create(model=model, prompt=prompt, stream=True, **kwargs):
+    for chunk in make_client().completions.create(
+        model=model, prompt=prompt, stream=True, **kwargs
+    ):
         if chunk.choices:
             click.echo(chunk.choices[0].text, nl=False)
     click.echo()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
-from datetime import datetime, timezone
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
@@ -20,7 +20,9 @@ def make_client(settings: Settings | None = None) -> Any:
     import openai
 
     settings = settings or Settings()
-    return openai.OpenAI(base_url=settings.base_url, api_key=settings.api_key or "tunelab", max_retries=1)
+    return openai.OpenAI(
+        base_url=settings.base_url, api_key=settings.api_key or "tunelab", max_retries=1
+    )
 
 
 def api_errors(fn: F) -> F:
@@ -52,7 +54,9 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+def print_table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -66,7 +70,7 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: st
 
 def when(ts: int | None) -> str:
     """A unix timestamp as a short UTC date-time for tables."""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M") if ts else ""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M") if ts else ""
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -69,20 +70,50 @@ def _tokenizer_loader(model: str) -> Callable[[str], tuple[Any, int]]:
 
 
 @click.command("prepare-data")
-@click.option("-f", "--file", "path", required=True, type=click.Path(path_type=Path),
-              help="CSV, TSV, XLSX, TXT, JSON or JSONL file with training examples.")
+@click.option(
+    "-f",
+    "--file",
+    "path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="CSV, TSV, XLSX, TXT, JSON or JSONL file with training examples.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Accept every recommendation without asking.")
-@click.option("-m", "--model", default=SMOLLM2, show_default=True,
-              help="Base model whose tokenizer counts tokens and shows the loss mask.")
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Where to write the prepared JSONL (default: <file>_prepared.jsonl).")
+@click.option(
+    "-m",
+    "--model",
+    default=SMOLLM2,
+    show_default=True,
+    help="Base model whose tokenizer counts tokens and shows the loss mask.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Where to write the prepared JSONL (default: <file>_prepared.jsonl).",
+)
 @click.option("--to-chat", is_flag=True, help="Convert prompt/completion pairs to chat messages.")
-@click.option("--show-masks", default=0, metavar="N",
-              help="Print the first N examples marking the trained tokens as [[...]].")
-@click.option("--stats/--no-stats", default=True, show_default=True,
-              help="Token statistics with the model's tokenizer (loads the tokenizer).")
-def prepare_data(path: Path, quiet: bool, model: str, output: Path | None, to_chat: bool,
-                 show_masks: int, stats: bool) -> None:
+@click.option(
+    "--show-masks",
+    default=0,
+    metavar="N",
+    help="Print the first N examples marking the trained tokens as [[...]].",
+)
+@click.option(
+    "--stats/--no-stats",
+    default=True,
+    show_default=True,
+    help="Token statistics with the model's tokenizer (loads the tokenizer).",
+)
+def prepare_data(
+    path: Path,
+    quiet: bool,
+    model: str,
+    output: Path | None,
+    to_chat: bool,
+    show_masks: int,
+    stats: bool,
+) -> None:
     """Check a fine-tuning data file, fix what can be fixed, and write JSONL.
 
     \b
@@ -92,8 +123,9 @@ def prepare_data(path: Path, quiet: bool, model: str, output: Path | None, to_ch
     """
     from tunelab.data.prepare import Options, prepare
 
-    opts = Options(path=path, model=model, output=output, to_chat=to_chat,
-                   show_masks=show_masks, stats=stats)
+    opts = Options(
+        path=path, model=model, output=output, to_chat=to_chat, show_masks=show_masks, stats=stats
+    )
     outcome = prepare(opts, ClickConsole(quiet), _tokenizer_loader(model))
     sys.exit(outcome.exit_code)
 

@@ -17,8 +17,12 @@ def files() -> None:
 
 @files.command("upload")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--purpose", default="fine-tune", show_default=True,
-              type=click.Choice(["fine-tune", "assistants", "batch", "user_data", "evals", "vision"]))
+@click.option(
+    "--purpose",
+    default="fine-tune",
+    show_default=True,
+    type=click.Choice(["fine-tune", "assistants", "batch", "user_data", "evals", "vision"]),
+)
 @json_option
 @api_errors
 def files_upload(path: Path, purpose: str, as_json: bool) -> None:
@@ -48,8 +52,10 @@ def files_list(purpose: str | None, as_json: bool) -> None:
     if as_json:
         print_json([f.model_dump() for f in items])
         return
-    print_table(["id", "filename", "purpose", "bytes", "status", "created"],
-                [(f.id, f.filename, f.purpose, f.bytes, f.status, when(f.created_at)) for f in items])
+    print_table(
+        ["id", "filename", "purpose", "bytes", "status", "created"],
+        [(f.id, f.filename, f.purpose, f.bytes, f.status, when(f.created_at)) for f in items],
+    )
 
 
 @files.command("show")
@@ -62,8 +68,13 @@ def files_show(file_id: str) -> None:
 
 @files.command("download")
 @click.argument("file_id")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write here instead of standard output.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write here instead of standard output.",
+)
 @api_errors
 def files_download(file_id: str, output: Path | None) -> None:
     """Download a file's bytes."""
@@ -83,5 +94,6 @@ def files_rm(file_ids: tuple[str, ...]) -> None:
     for fid in file_ids:
         client.files.delete(fid)
         click.echo(f"deleted {fid}")
+
 
 commands = [files]

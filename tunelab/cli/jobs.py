@@ -27,7 +27,9 @@ def _file_id(client: Any, value: str) -> str:
             f = client.files.create(file=(path.name, fh), purpose="fine-tune")
         click.echo(f"Uploaded {path} as {f.id}", err=True)
         if f.status == "error":
-            raise click.ClickException(f"{path} is not a valid fine-tuning file: {f.status_details}")
+            raise click.ClickException(
+                f"{path} is not a valid fine-tuning file: {f.status_details}"
+            )
         return str(f.id)
     if value.startswith("file-"):
         return value
@@ -37,14 +39,21 @@ def _file_id(client: Any, value: str) -> str:
 @jobs_group.command("create")
 @click.option("-t", "--training-file", required=True, help="Local JSONL path or uploaded file id.")
 @click.option("-v", "--validation-file", default=None, help="Local JSONL path or uploaded file id.")
-@click.option("-m", "--model", default=None, help="Base model or an ft: model to continue (default: the default chat model).")
+@click.option(
+    "-m",
+    "--model",
+    default=None,
+    help="Base model or an ft: model to continue (default: the default chat model).",
+)
 @click.option("--suffix", default=None, help="Up to 64 characters, part of the model name.")
 @click.option("--n-epochs", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--learning-rate-multiplier", type=float, default=None)
 @click.option("--full", is_flag=True, help="Full fine-tuning instead of LoRA.")
 @click.option("--seed", type=int, default=None)
-@click.option("--follow/--no-follow", default=True, show_default=True, help="Follow the job until it ends.")
+@click.option(
+    "--follow/--no-follow", default=True, show_default=True, help="Follow the job until it ends."
+)
 @json_option
 @api_errors
 def jobs_create(
@@ -219,7 +228,15 @@ def jobs_checkpoints(job_id: str, as_json: bool) -> None:
         return
     print_table(
         ["step", "model", "train_loss", "valid_loss"],
-        [(c.step_number, c.fine_tuned_model_checkpoint, c.metrics.train_loss, c.metrics.valid_loss) for c in items],
+        [
+            (
+                c.step_number,
+                c.fine_tuned_model_checkpoint,
+                c.metrics.train_loss,
+                c.metrics.valid_loss,
+            )
+            for c in items
+        ],
     )
 
 
@@ -236,7 +253,12 @@ def jobs_results(job_id: str) -> None:
 
 
 @click.command("worker")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Same data dir (and database) as the server.")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Same data dir (and database) as the server.",
+)
 def worker(data_dir: Path | None) -> None:
     """Run a fine-tuning worker against the server's database (more workers, more jobs at once).
 

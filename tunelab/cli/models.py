@@ -67,9 +67,11 @@ def embed(texts: tuple[str, ...], model: str, dimensions: int | None, as_json: b
         return
     sims = vecs @ vecs.T
     labels = [t if len(t) <= 30 else t[:29] + "…" for t in texts]
-    print_table([""] + [str(i + 1) for i in range(len(texts))],
-                [[f"{i + 1}. {labels[i]}"] + [f"{v:.3f}" for v in row] for i, row in enumerate(sims)],
-                title="cosine similarity")
+    print_table(
+        [""] + [str(i + 1) for i in range(len(texts))],
+        [[f"{i + 1}. {labels[i]}"] + [f"{v:.3f}" for v in row] for i, row in enumerate(sims)],
+        title="cosine similarity",
+    )
 
 
 commands = [models, embed]

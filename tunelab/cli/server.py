@@ -22,7 +22,12 @@ def _is_loopback(host: str) -> bool:
 @click.command()
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8000).")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Where data lives (default ~/.tunelab).")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where data lives (default ~/.tunelab).",
+)
 def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     """Start the OpenAI-compatible server (and an embedded fine-tuning worker).
 
@@ -33,7 +38,9 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     """
     import uvicorn
 
-    overrides = {k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v is not None}
+    overrides = {
+        k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v is not None
+    }
     settings = Settings(**overrides)
     from tunelab.api.app import create_app
     from tunelab.api.deps import keys_configured
@@ -44,7 +51,10 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
             f"Refusing to listen on {settings.host} without API keys: anyone could use it. "
             "Set TUNELAB_API_KEYS=KEY:PROJECT (or run `tunelab keys create`), or use --host 127.0.0.1."
         )
-    click.echo(f"tunelab serving on http://{settings.host}:{settings.port}/v1 (data in {settings.data_dir})", err=True)
+    click.echo(
+        f"tunelab serving on http://{settings.host}:{settings.port}/v1 (data in {settings.data_dir})",
+        err=True,
+    )
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
 
 
@@ -74,8 +84,16 @@ def keys_create(project: str, name: str | None) -> None:
 
     key = "tl-" + secrets.token_urlsafe(32)
     with _db(Settings()).begin() as s:
-        s.add(ApiKeyRow(id=new_id("key_", 16), key_hash=hash_key(key), prefix=key[:7],
-                        project=project, name=name, created_at=now()))
+        s.add(
+            ApiKeyRow(
+                id=new_id("key_", 16),
+                key_hash=hash_key(key),
+                prefix=key[:7],
+                project=project,
+                name=name,
+                created_at=now(),
+            )
+        )
     click.echo(key)
     click.echo(f"(project {project}; store it now, it cannot be shown again)", err=True)
 
@@ -90,8 +108,10 @@ def keys_list() -> None:
 
     with _db(Settings())() as s:
         rows = list(s.execute(select(ApiKeyRow).order_by(ApiKeyRow.created_at)).scalars())
-    print_table(["id", "prefix", "project", "name", "created_at"],
-                [(r.id, r.prefix + "…", r.project, r.name, r.created_at) for r in rows])
+    print_table(
+        ["id", "prefix", "project", "name", "created_at"],
+        [(r.id, r.prefix + "…", r.project, r.name, r.created_at) for r in rows],
+    )
 
 
 commands = [serve, keys]

@@ -14,7 +14,9 @@ def _upload(client: Any, store_id: str, paths: tuple[Path, ...]) -> None:
     """Upload local files (purpose assistants), attach them, and wait for indexing."""
     for path in paths:
         with path.open("rb") as fh:
-            f = client.vector_stores.files.upload_and_poll(vector_store_id=store_id, file=(path.name, fh))
+            f = client.vector_stores.files.upload_and_poll(
+                vector_store_id=store_id, file=(path.name, fh)
+            )
         if f.status == "completed":
             click.echo(f"{path.name}: indexed ({f.id})", err=True)
         else:
@@ -47,7 +49,9 @@ def create(name: str, files: tuple[Path, ...]) -> None:
 
 @stores_group.command("add")
 @click.argument("store_id")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @api_errors
 def add(store_id: str, files: tuple[Path, ...]) -> None:
     """Upload FILES and index them into STORE_ID (waits until done)."""
@@ -64,7 +68,15 @@ def list_(as_json: bool) -> None:
         print_json([s.model_dump() for s in stores])
         return
     rows = [
-        (s.id, s.name, s.status, s.file_counts.completed, s.file_counts.failed, s.usage_bytes, when(s.created_at))
+        (
+            s.id,
+            s.name,
+            s.status,
+            s.file_counts.completed,
+            s.file_counts.failed,
+            s.usage_bytes,
+            when(s.created_at),
+        )
         for s in stores
     ]
     print_table(["id", "name", "status", "files", "failed", "bytes", "created"], rows)
@@ -133,25 +145,44 @@ def rm(store_ids: tuple[str, ...]) -> None:
 
 @click.command("ask")
 @click.argument("question")
-@click.option("--store", "stores", multiple=True, required=True, help="Vector store id (repeatable).")
-@click.option("-m", "--model", default=None, help="Chat model (default: TUNELAB_DEFAULT_CHAT_MODEL, smollm2-135m-instruct).")
-@click.option("-n", "--max-results", default=4, show_default=True, help="Passages given to the model.")
+@click.option(
+    "--store", "stores", multiple=True, required=True, help="Vector store id (repeatable)."
+)
+@click.option(
+    "-m",
+    "--model",
+    default=None,
+    help="Chat model (default: TUNELAB_DEFAULT_CHAT_MODEL, smollm2-135m-instruct).",
+)
+@click.option(
+    "-n", "--max-results", default=4, show_default=True, help="Passages given to the model."
+)
 @click.option("--max-tokens", default=256, show_default=True, help="Longest answer, in tokens.")
 @api_errors
-def ask(question: str, stores: tuple[str, ...], model: str | None, max_results: int, max_tokens: int) -> None:
+def ask(
+    question: str, stores: tuple[str, ...], model: str | None, max_results: int, max_tokens: int
+) -> None:
     """Answer QUESTION from your documents, then list the passages cited."""
     from tunelab.settings import Settings
 
     resp = make_client().responses.create(
         model=model or Settings().default_chat_model,
         input=question,
-        tools=[{"type": "file_search", "vector_store_ids": list(stores), "max_num_results": max_results}],
+        tools=[
+            {
+                "type": "file_search",
+                "vector_store_ids": list(stores),
+                "max_num_results": max_results,
+            }
+        ],
         include=["file_search_call.results"],
         max_output_tokens=max_tokens,
         temperature=0,
     )
     click.echo(resp.output_text.strip())
-    results = [r for item in resp.output if item.type == "file_search_call" for r in item.results or []]
+    results = [
+        r for item in resp.output if item.type == "file_search_call" for r in item.results or []
+    ]
     cited = {a.file_id for item in resp.output if item.type == "message"
              for part in item.content for a in part.annotations}  # fmt: skip
     shown = [(n, r) for n, r in enumerate(results, start=1) if r.file_id in cited]

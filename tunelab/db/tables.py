@@ -46,7 +46,9 @@ class FineTunedModelRow(Base):
 
     __tablename__ = "fine_tuned_models"
 
-    id: Mapped[str] = mapped_column(String(256), primary_key=True)  # ft:base:project:suffix:id8[:ckpt-step-N]
+    id: Mapped[str] = mapped_column(
+        String(256), primary_key=True
+    )  # ft:base:project:suffix:id8[:ckpt-step-N]
     project: Mapped[str] = mapped_column(String(128), index=True)
     base_model: Mapped[str] = mapped_column(String(256))
     kind: Mapped[str] = mapped_column(String(16))  # lora | full

@@ -60,7 +60,11 @@ class _ModelWorker:
         while n < self.max_batch:
             timeout = deadline - time.monotonic()
             try:
-                nxt = self.queue.get(timeout=max(timeout, 0)) if timeout > 0 else self.queue.get_nowait()
+                nxt = (
+                    self.queue.get(timeout=max(timeout, 0))
+                    if timeout > 0
+                    else self.queue.get_nowait()
+                )
             except queue.Empty:
                 break
             if nxt is None:
@@ -77,8 +81,11 @@ class _ModelWorker:
             batch = self._collect(first)
             texts = [t for r in batch for t in r.texts]
             try:
-                with torch.inference_mode(), torch.autocast(
-                    self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.bf16
+                with (
+                    torch.inference_mode(),
+                    torch.autocast(
+                        self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.bf16
+                    ),
                 ):
                     vecs = self.model.encode(
                         texts,

@@ -47,7 +47,9 @@ class AdapterSet:
             victim = next((k for k in self._loaded if k not in in_use and k != ref.key), None)
             if victim is None:
                 break  # every attached adapter is running: go over the bound briefly
-            with warnings.catch_warnings():  # peft warns when the active adapter goes; expected here
+            with (
+                warnings.catch_warnings()
+            ):  # peft warns when the active adapter goes; expected here
                 warnings.simplefilter("ignore", UserWarning)
                 self.model.delete_adapter(victim)
             del self._loaded[victim]

@@ -60,7 +60,9 @@ class InferenceEngine:
     def _dtype(self) -> Any:
         import torch
 
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[self._settings.inference_dtype]
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[
+            self._settings.inference_dtype
+        ]
 
     def _new_worker(self, name: str, model: Any, tokenizer: Any, adapters: int) -> GenerationWorker:
         s = self._settings
@@ -76,7 +78,9 @@ class InferenceEngine:
     def worker(self, target: Target) -> GenerationWorker:
         """The worker that serves `target`, loading its model on first use."""
         if target.kind != "full":
-            loaded = self._bases.get(target.base.id)  # no lock: a cold load must not stall warm models
+            loaded = self._bases.get(
+                target.base.id
+            )  # no lock: a cold load must not stall warm models
             if loaded is not None:
                 return loaded
         with self._lock:
@@ -92,7 +96,9 @@ class InferenceEngine:
         from tunelab.models.loading import load_causal_lm, load_tokenizer
 
         s = self._settings
-        model = load_causal_lm(spec, s.model_cache_dir, device=s.resolved_device(), dtype=self._dtype())
+        model = load_causal_lm(
+            spec, s.model_cache_dir, device=s.resolved_device(), dtype=self._dtype()
+        )
         tokenizer = load_tokenizer(spec, s.model_cache_dir)
         log.info("loaded base model %s", spec.id)
         return self._new_worker(spec.id, model, tokenizer, s.adapter_cache_size)
@@ -106,12 +112,17 @@ class InferenceEngine:
         path = target.path
         if path is None or not (path / "config.json").exists():
             raise ModelUnavailable(
-                f"The weights of model '{target.id}' are missing; delete it and fine-tune again.", param="model"
+                f"The weights of model '{target.id}' are missing; delete it and fine-tune again.",
+                param="model",
             )
         s = self._settings
         # The fine-tune's own directory is a model source like any other.
-        spec = ModelSpec(id=target.id, kind="chat", source=str(path), context_length=target.base.context_length)
-        model = load_causal_lm(spec, s.model_cache_dir, device=s.resolved_device(), dtype=self._dtype())
+        spec = ModelSpec(
+            id=target.id, kind="chat", source=str(path), context_length=target.base.context_length
+        )
+        model = load_causal_lm(
+            spec, s.model_cache_dir, device=s.resolved_device(), dtype=self._dtype()
+        )
         has_tokenizer = (path / "tokenizer_config.json").exists()
         tokenizer = load_tokenizer(spec if has_tokenizer else target.base, s.model_cache_dir)
         size = _param_bytes(model)
@@ -132,7 +143,9 @@ class InferenceEngine:
                 used -= n
                 log.info("unloaded full fine-tune %s to stay under the memory budget", model_id)
         if used + size > budget and self._full:
-            raise Overloaded("Full fine-tuned models are busy and memory is full. Retry shortly.", retry_after=5)
+            raise Overloaded(
+                "Full fine-tuned models are busy and memory is full. Retry shortly.", retry_after=5
+            )
 
     def submit(self, target: Target, prompt_ids: list[int], params: SamplingParams) -> Generation:
         """Queue a generation; raises Overloaded when the model's queue is full."""
@@ -147,7 +160,9 @@ class InferenceEngine:
                     param="model",
                 )
             adapter = AdapterRef(key=_adapter_key(target.path), path=target.path)
-        gen = Generation(prompt_ids, params, stop_token_ids=stop_token_ids(tok, worker), adapter=adapter)
+        gen = Generation(
+            prompt_ids, params, stop_token_ids=stop_token_ids(tok, worker), adapter=adapter
+        )
         worker.submit(gen)
         return gen
 

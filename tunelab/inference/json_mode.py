@@ -49,7 +49,7 @@ def _vocab(tokenizer: Any) -> _Vocab:
 class _Parser:
     """A JSON prefix recogniser, one character at a time (copied to test candidates)."""
 
-    __slots__ = ("stack", "mode", "buf", "is_key", "escape", "ws_run", "done", "_just_opened")
+    __slots__ = ("_just_opened", "buf", "done", "escape", "is_key", "mode", "stack", "ws_run")
 
     def __init__(self) -> None:
         self.stack: list[str] = []
@@ -98,7 +98,9 @@ class _Parser:
         if m == "start":
             return self._open(ch) if ch == "{" else False
         if m in ("value", "key_or_close") and ch in "]}":
-            if (m == "value" and ch == "]" and self.stack[-1] == "[" and self._just_opened) or m == "key_or_close":
+            if (
+                m == "value" and ch == "]" and self.stack[-1] == "[" and self._just_opened
+            ) or m == "key_or_close":
                 return self._close(ch)
             return False
         if m == "value":
@@ -226,7 +228,9 @@ class JsonConstraint:
         if not allowed:
             # The model's favourites all break the JSON (typical at structural
             # points): look only at tokens whose first character fits, best first.
-            fits = [ids for ch, ids in self._vocab.by_first_char.items() if self._parser.copy().feed(ch)]
+            fits = [
+                ids for ch, ids in self._vocab.by_first_char.items() if self._parser.copy().feed(ch)
+            ]
             ids = torch.cat(fits)
             for tid in ids[torch.argsort(logits[ids], descending=True)].tolist():
                 if self._accepts(tid, stop_ids):

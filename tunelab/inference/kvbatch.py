@@ -43,10 +43,14 @@ class KVBatch:
     def length(self) -> int:
         return int(self.mask.shape[1])
 
-    def add(self, layers: list[tuple[torch.Tensor, torch.Tensor]], prompt_len: int, copies: int) -> None:
+    def add(
+        self, layers: list[tuple[torch.Tensor, torch.Tensor]], prompt_len: int, copies: int
+    ) -> None:
         """Append `copies` rows that share one prefilled prompt's cache (one row per layer)."""
         if copies > 1:
-            layers = [(k.expand(copies, -1, -1, -1), v.expand(copies, -1, -1, -1)) for k, v in layers]
+            layers = [
+                (k.expand(copies, -1, -1, -1), v.expand(copies, -1, -1, -1)) for k, v in layers
+            ]
         new_mask = torch.ones(copies, prompt_len, dtype=torch.long)
         new_pos = torch.full((copies,), prompt_len, dtype=torch.long)
         if self.rows == 0:
@@ -56,14 +60,20 @@ class KVBatch:
             return
         width = max(self.length, prompt_len)
         pad_old, pad_new = width - self.length, width - prompt_len
-        self.keys = [torch.cat([_left_pad(o, pad_old), _left_pad(n, pad_new)]) for o, (n, _) in zip(self.keys, layers)]
+        self.keys = [
+            torch.cat([_left_pad(o, pad_old), _left_pad(n, pad_new)])
+            for o, (n, _) in zip(self.keys, layers)
+        ]
         self.values = [
-            torch.cat([_left_pad(o, pad_old), _left_pad(n, pad_new)]) for o, (_, n) in zip(self.values, layers)
+            torch.cat([_left_pad(o, pad_old), _left_pad(n, pad_new)])
+            for o, (_, n) in zip(self.values, layers)
         ]
         self.mask = torch.cat([_left_pad(self.mask, pad_old), _left_pad(new_mask, pad_new)])
         self.positions = torch.cat([self.positions, new_pos])
 
-    def step_inputs(self) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+    def step_inputs(
+        self,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         """Attention mask (incl. the token about to be fed), position ids, cache data."""
         mask = torch.cat([self.mask, torch.ones(self.rows, 1, dtype=torch.long)], dim=1)
         return mask, self.positions[:, None], list(zip(self.keys, self.values))

@@ -20,7 +20,9 @@ def usage(prompt_tokens: int, completion_tokens: int) -> c.Usage:
 
 def chat_logprobs(tokenizer: Any, lps: list[TokenLogprob]) -> c.ChoiceLogprobs:
     def top(tid: int, lp: float) -> c.TopLogprob:
-        return c.TopLogprob(token=token_text(tokenizer, tid), logprob=lp, bytes=token_bytes(tokenizer, tid))
+        return c.TopLogprob(
+            token=token_text(tokenizer, tid), logprob=lp, bytes=token_bytes(tokenizer, tid)
+        )
 
     return c.ChoiceLogprobs(
         content=[
@@ -50,7 +52,11 @@ def completion_logprobs(
         token_logprobs=[t.logprob for t in lps],
         # legacy semantics: up to `logprobs` alternatives plus the chosen token
         top_logprobs=[
-            {token_text(tokenizer, tid): lp for tid, lp in [*t.top[:top_n], (t.token_id, t.logprob)]} for t in lps
+            {
+                token_text(tokenizer, tid): lp
+                for tid, lp in [*t.top[:top_n], (t.token_id, t.logprob)]
+            }
+            for t in lps
         ],
         text_offset=offsets,
     )

@@ -18,7 +18,9 @@ MAX_TOP_LOGPROBS = 20
 
 def _range(name: str, value: float | int | None, lo: float, hi: float) -> None:
     if value is not None and not lo <= value <= hi:
-        raise InvalidRequest(f"'{name}' must be between {lo:g} and {hi:g}, got {value!r}.", param=name)
+        raise InvalidRequest(
+            f"'{name}' must be between {lo:g} and {hi:g}, got {value!r}.", param=name
+        )
 
 
 def stop_list(stop: str | list[str] | None) -> tuple[str, ...]:
@@ -26,7 +28,9 @@ def stop_list(stop: str | list[str] | None) -> tuple[str, ...]:
         return ()
     stops = [stop] if isinstance(stop, str) else list(stop)
     if len(stops) > MAX_STOP:
-        raise InvalidRequest(f"'stop' takes at most {MAX_STOP} sequences, got {len(stops)}.", param="stop")
+        raise InvalidRequest(
+            f"'stop' takes at most {MAX_STOP} sequences, got {len(stops)}.", param="stop"
+        )
     if any(not isinstance(s, str) or not s for s in stops):
         raise InvalidRequest("Each 'stop' sequence must be a non-empty string.", param="stop")
     return tuple(stops)
@@ -38,10 +42,13 @@ def logit_bias_map(bias: dict[str, Any] | None, vocab_size: int) -> dict[int, fl
         try:
             token = int(key)
         except ValueError:
-            raise InvalidRequest(f"'logit_bias' keys must be token ids, got {key!r}.", param="logit_bias") from None
+            raise InvalidRequest(
+                f"'logit_bias' keys must be token ids, got {key!r}.", param="logit_bias"
+            ) from None
         if not 0 <= token < vocab_size:
             raise InvalidRequest(
-                f"'logit_bias' token id {token} is outside the vocabulary (0..{vocab_size - 1}).", param="logit_bias"
+                f"'logit_bias' token id {token} is outside the vocabulary (0..{vocab_size - 1}).",
+                param="logit_bias",
             )
         _range("logit_bias", value, -100, 100)
         out[token] = float(value)
@@ -76,7 +83,9 @@ def sampling_params(
     _range("frequency_penalty", frequency_penalty, -2, 2)
     _range("top_logprobs", top_logprobs, 0, MAX_TOP_LOGPROBS)
     if max_tokens is not None and max_tokens < 1:
-        raise InvalidRequest(f"'{max_tokens_param}' must be at least 1, got {max_tokens}.", param=max_tokens_param)
+        raise InvalidRequest(
+            f"'{max_tokens_param}' must be at least 1, got {max_tokens}.", param=max_tokens_param
+        )
     room = context_length - prompt_tokens
     if room < 1:
         raise InvalidRequest(

@@ -48,7 +48,9 @@ def make_generator(seed: int | None, choice_index: int) -> torch.Generator:
     return g
 
 
-def adjust_logits(logits: torch.Tensor, params: SamplingParams, counts: Counter[int]) -> torch.Tensor:
+def adjust_logits(
+    logits: torch.Tensor, params: SamplingParams, counts: Counter[int]
+) -> torch.Tensor:
     """Bias and penalties applied to a float32 copy of one row of logits."""
     out = logits.float().clone()
     if params.logit_bias:

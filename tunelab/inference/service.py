@@ -60,7 +60,9 @@ def _raise(event: Failed) -> None:
 class Submitted:
     """A request in flight: its generation and what a response needs around it."""
 
-    def __init__(self, model: str, prompt_ids: list[int], generation: Generation, tokenizer: Any) -> None:
+    def __init__(
+        self, model: str, prompt_ids: list[int], generation: Generation, tokenizer: Any
+    ) -> None:
         self.model = model
         self.prompt_ids = prompt_ids
         self.generation = generation
@@ -122,7 +124,10 @@ class ChatStream(Iterator[str]):
                 return event.text
             if isinstance(event, Finished):
                 self.result = ChatResult(
-                    "".join(self._text), event.finish_reason, self._submitted.prompt_tokens, event.completion_tokens
+                    "".join(self._text),
+                    event.finish_reason,
+                    self._submitted.prompt_tokens,
+                    event.completion_tokens,
                 )
         raise StopIteration
 
@@ -159,7 +164,8 @@ def chat_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
             content = "".join(parts)
         elif not isinstance(content, str):
             raise InvalidRequest(
-                f"messages[{i}].content must be a string or a list of text parts.", param=f"messages[{i}].content"
+                f"messages[{i}].content must be a string or a list of text parts.",
+                param=f"messages[{i}].content",
             )
         out.append({"role": "system" if role == "developer" else role, "content": content})
     return out
@@ -182,7 +188,9 @@ class InferenceService:
             )
         return Target(id=r.id, base=r.base, kind=r.kind, path=r.path)
 
-    def _submit(self, target: Target, prompt_ids: list[int], *, prompt_param: str, **kw: Any) -> Submitted:
+    def _submit(
+        self, target: Target, prompt_ids: list[int], *, prompt_param: str, **kw: Any
+    ) -> Submitted:
         worker = self.engine.worker(target)
         params = sampling_params(
             prompt_tokens=len(prompt_ids),
@@ -199,17 +207,26 @@ class InferenceService:
         tok = self.engine.worker(target).tokenizer
         if not getattr(tok, "chat_template", None):
             raise InvalidRequest(
-                f"The model '{target.id}' has no chat template; call it with /v1/completions instead.", param="model"
+                f"The model '{target.id}' has no chat template; call it with /v1/completions instead.",
+                param="model",
             )
-        text = tok.apply_chat_template(chat_messages(messages), tokenize=False, add_generation_prompt=True)
+        text = tok.apply_chat_template(
+            chat_messages(messages), tokenize=False, add_generation_prompt=True
+        )
         return list(tok(text, add_special_tokens=False)["input_ids"])
 
-    def start_chat(self, project: str, model: str, messages: list[dict[str, Any]], **kw: Any) -> Submitted:
+    def start_chat(
+        self, project: str, model: str, messages: list[dict[str, Any]], **kw: Any
+    ) -> Submitted:
         """Queue a chat completion (raises 400/404/503 before anything is generated)."""
         target = self.target(project, model)
-        return self._submit(target, self.chat_prompt(target, messages), prompt_param="messages", **kw)
+        return self._submit(
+            target, self.chat_prompt(target, messages), prompt_param="messages", **kw
+        )
 
-    def start_completion(self, project: str, model: str, prompt: str | list[int], **kw: Any) -> Submitted:
+    def start_completion(
+        self, project: str, model: str, prompt: str | list[int], **kw: Any
+    ) -> Submitted:
         """Queue a legacy text completion for one prompt (text or token ids)."""
         target = self.target(project, model)
         tok = self.engine.worker(target).tokenizer
@@ -218,7 +235,10 @@ class InferenceService:
         else:
             ids = list(prompt)
             if any(not 0 <= t < len(tok) for t in ids):
-                raise InvalidRequest(f"'prompt' has token ids outside the vocabulary (0..{len(tok) - 1}).", param="prompt")
+                raise InvalidRequest(
+                    f"'prompt' has token ids outside the vocabulary (0..{len(tok) - 1}).",
+                    param="prompt",
+                )
         if not ids:
             ids = [tok.eos_token_id]  # OpenAI: an empty prompt means "<|endoftext|>"
         return self._submit(target, ids, prompt_param="prompt", **kw)
@@ -236,7 +256,14 @@ class InferenceService:
         seed: int | None = None,
     ) -> ChatResult:
         sub = self.start_chat(
-            project, model, messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop, seed=seed
+            project,
+            model,
+            messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=stop,
+            seed=seed,
         )
         c = sub.collect()[0]
         return ChatResult(c.text, c.finish_reason or "stop", sub.prompt_tokens, c.completion_tokens)
@@ -254,7 +281,14 @@ class InferenceService:
         seed: int | None = None,
     ) -> ChatStream:
         sub = self.start_chat(
-            project, model, messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop, seed=seed
+            project,
+            model,
+            messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=stop,
+            seed=seed,
         )
         return ChatStream(sub)
 

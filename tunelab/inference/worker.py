@@ -31,13 +31,21 @@ from tunelab.inference.adapters import AdapterSet
 from tunelab.inference.handle import Delta, Failed, Finished, Generation
 from tunelab.inference.json_mode import JsonConstraint
 from tunelab.inference.kvbatch import KVBatch
-from tunelab.inference.sampling import TokenLogprob, adjust_logits, choose, make_generator, token_logprob
+from tunelab.inference.sampling import (
+    TokenLogprob,
+    adjust_logits,
+    choose,
+    make_generator,
+    token_logprob,
+)
 from tunelab.inference.textstream import IncrementalDetokenizer, StopMatcher
 
 log = logging.getLogger(__name__)
 
 
-PREFILL_TOKENS = 2048  # padded prompt tokens per prefill pass: bounds the pause for running sequences
+PREFILL_TOKENS = (
+    2048  # padded prompt tokens per prefill pass: bounds the pause for running sequences
+)
 
 
 def _prefill_groups(gens: list[Generation]) -> list[list[Generation]]:
@@ -74,7 +82,14 @@ class _Sequence:
 
 class GenerationWorker:
     def __init__(
-        self, model: Any, tokenizer: Any, *, name: str, max_batch: int, max_queued: int, adapter_capacity: int
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        max_batch: int,
+        max_queued: int,
+        adapter_capacity: int,
     ) -> None:
         self.name = name
         self.tokenizer = tokenizer
@@ -168,9 +183,13 @@ class GenerationWorker:
                     gen.put(Failed(e))
                 continue
             for row, gen in enumerate(group):
-                self._start(gen, logits[row], [(k[row : row + 1], v[row : row + 1]) for k, v in layers])
+                self._start(
+                    gen, logits[row], [(k[row : row + 1], v[row : row + 1]) for k, v in layers]
+                )
 
-    def _start(self, gen: Generation, logits: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def _start(
+        self, gen: Generation, logits: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> None:
         seqs = []
         for i in range(gen.params.n):
             seq = _Sequence(
@@ -190,7 +209,9 @@ class GenerationWorker:
             self._kv.add([(k[:, :, -n:], v[:, :, -n:]) for k, v in layers], n, copies=len(seqs))
             self._active.extend(seqs)
 
-    def _prefill(self, gens: list[Generation]) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+    def _prefill(
+        self, gens: list[Generation]
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         """One forward over the left-padded prompts: last-position logits and the cache."""
         from transformers import DynamicCache
 

@@ -33,7 +33,9 @@ def recover_stale(db: sessionmaker, worker_id: str, stale_seconds: float) -> Non
         ).all()
     for job_id, holder, heartbeat in stale:
         with db.begin() as s:
-            same_beat = Job.heartbeat_at.is_(None) if heartbeat is None else Job.heartbeat_at == heartbeat
+            same_beat = (
+                Job.heartbeat_at.is_(None) if heartbeat is None else Job.heartbeat_at == heartbeat
+            )
             taken = s.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.worker_id == holder, same_beat)
@@ -47,7 +49,10 @@ def recover_stale(db: sessionmaker, worker_id: str, stale_seconds: float) -> Non
                     f"The training process stopped unexpectedly {job.attempts} times; the job has failed. "
                     "Check the server logs and the training log in the job directory."
                 )
-                job.status, job.error = "failed", {"code": "server_error", "message": message, "param": None}
+                job.status, job.error = (
+                    "failed",
+                    {"code": "server_error", "message": message, "param": None},
+                )
                 add_event(s, job, message, level="error")
             else:
                 job.status = "queued"

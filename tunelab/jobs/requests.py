@@ -34,19 +34,32 @@ def slug(text: str) -> str:
     return re.sub(r"[^0-9a-z]+", "-", text.lower()).strip("-")
 
 
-def _number(value: Any, param: str, *, integer: bool, lo: float, hi: float | None) -> int | float | str:
+def _number(
+    value: Any, param: str, *, integer: bool, lo: float, hi: float | None
+) -> int | float | str:
     if value == "auto" or value is None:
         return "auto"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidRequest(
-            f"Invalid {param}: {value!r}. Use 'auto' or a number.", param=param, code="invalid_value"
+            f"Invalid {param}: {value!r}. Use 'auto' or a number.",
+            param=param,
+            code="invalid_value",
         )
     if integer and float(value) != int(value):
-        raise InvalidRequest(f"Invalid {param}: {value!r} is not a whole number.", param=param, code="invalid_value")
-    bad = not math.isfinite(value) or value < lo or (hi is not None and value > hi) or (lo == 0 and value <= 0)
+        raise InvalidRequest(
+            f"Invalid {param}: {value!r} is not a whole number.", param=param, code="invalid_value"
+        )
+    bad = (
+        not math.isfinite(value)
+        or value < lo
+        or (hi is not None and value > hi)
+        or (lo == 0 and value <= 0)
+    )
     if bad:
         rng = f"from {int(lo)} to {int(hi)}" if hi is not None else "greater than 0"
-        raise InvalidRequest(f"Invalid {param}: {value!r}. It must be {rng}.", param=param, code="invalid_value")
+        raise InvalidRequest(
+            f"Invalid {param}: {value!r}. It must be {rng}.", param=param, code="invalid_value"
+        )
     return int(value) if integer else float(value)
 
 
@@ -81,7 +94,11 @@ def hyperparameters(req: JobCreate) -> Requested:
         n_epochs=_number(hp.n_epochs, f"{where}.n_epochs", integer=True, lo=1, hi=50),  # type: ignore[arg-type]
         batch_size=_number(hp.batch_size, f"{where}.batch_size", integer=True, lo=1, hi=256),  # type: ignore[arg-type]
         learning_rate_multiplier=_number(  # type: ignore[arg-type]
-            hp.learning_rate_multiplier, f"{where}.learning_rate_multiplier", integer=False, lo=0, hi=None
+            hp.learning_rate_multiplier,
+            f"{where}.learning_rate_multiplier",
+            integer=False,
+            lo=0,
+            hi=None,
         ),
         method=method,
     )
@@ -92,7 +109,9 @@ def suffix(value: str | None) -> str | None:
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_SUFFIX:
         raise InvalidRequest(
-            f"Invalid suffix: it must be 1 to {MAX_SUFFIX} characters long.", param="suffix", code="invalid_value"
+            f"Invalid suffix: it must be 1 to {MAX_SUFFIX} characters long.",
+            param="suffix",
+            code="invalid_value",
         )
     return slug(value) or None
 

@@ -152,7 +152,9 @@ class JobService:
     def _get(self, s: Session, project: str, job_id: str) -> Job:
         job = s.get(Job, job_id)
         if job is None or job.project != project:
-            raise NotFound(f"No fine-tuning job found with id '{job_id}'.", param="fine_tuning_job_id")
+            raise NotFound(
+                f"No fine-tuning job found with id '{job_id}'.", param="fine_tuning_job_id"
+            )
         return job
 
     def get(self, project: str, job_id: str) -> wire.Job:
@@ -173,7 +175,9 @@ class JobService:
             match = [j for j in rows if _metadata_matches(j.metadata_, metadata)]
             return [to_wire(j) for j in match[:limit]], len(match) > limit
 
-    def events(self, project: str, job_id: str, *, after: str | None, limit: int) -> tuple[list[wire.JobEvent], bool]:
+    def events(
+        self, project: str, job_id: str, *, after: str | None, limit: int
+    ) -> tuple[list[wire.JobEvent], bool]:
         check_limit(limit, 1000)
         with self.db() as s:
             self._get(s, project, job_id)
@@ -200,7 +204,9 @@ class JobService:
 
     # -- steer
 
-    def _transition(self, project: str, job_id: str, allowed: tuple[str, ...], to: str, message: str) -> wire.Job:
+    def _transition(
+        self, project: str, job_id: str, allowed: tuple[str, ...], to: str, message: str
+    ) -> wire.Job:
         with self.db.begin() as s:
             job = self._get(s, project, job_id)
             result = s.execute(
@@ -221,14 +227,20 @@ class JobService:
 
     def cancel(self, project: str, job_id: str) -> wire.Job:
         return self._transition(
-            project, job_id, ("validating_files", "queued", "running", "paused"), "cancelled", "Job cancelled"
+            project,
+            job_id,
+            ("validating_files", "queued", "running", "paused"),
+            "cancelled",
+            "Job cancelled",
         )
 
     def pause(self, project: str, job_id: str) -> wire.Job:
         return self._transition(project, job_id, ("running", "queued"), "paused", "Job paused")
 
     def resume(self, project: str, job_id: str) -> wire.Job:
-        return self._transition(project, job_id, ("paused",), "queued", "Job resumed, moving job to queued state")
+        return self._transition(
+            project, job_id, ("paused",), "queued", "Job resumed, moving job to queued state"
+        )
 
 
 def _verb(status: str) -> str:
@@ -271,7 +283,12 @@ def to_wire(job: Job) -> wire.Job:
 
 def event_to_wire(e: JobEvent) -> wire.JobEvent:
     return wire.JobEvent(
-        id=e.id, created_at=int(e.created_at), level=e.level, message=e.message, type=e.type, data=e.data
+        id=e.id,
+        created_at=int(e.created_at),
+        level=e.level,
+        message=e.message,
+        type=e.type,
+        data=e.data,
     )
 
 
@@ -282,6 +299,7 @@ def checkpoint_to_wire(c: JobCheckpoint) -> wire.Checkpoint:
         fine_tuned_model_checkpoint=c.fine_tuned_model_checkpoint,
         fine_tuning_job_id=c.job_id,
         step_number=c.step,
-        metrics=wire.CheckpointMetrics(**{k: v for k, v in c.metrics.items() if k in wire.CheckpointMetrics.model_fields}),
+        metrics=wire.CheckpointMetrics(
+            **{k: v for k, v in c.metrics.items() if k in wire.CheckpointMetrics.model_fields}
+        ),
     )
-

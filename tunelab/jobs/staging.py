@@ -54,7 +54,11 @@ def validate(services: Services, job: Job) -> Verdict:
 
     train = _file_path(services, job.project, job.training_file)
     if train is None:
-        return fail("invalid_training_file", "training_file", f"Training file {job.training_file} no longer exists.")
+        return fail(
+            "invalid_training_file",
+            "training_file",
+            f"Training file {job.training_file} no longer exists.",
+        )
     report = validate_file(train)
     if not report.ok:
         return fail(
@@ -72,7 +76,9 @@ def validate(services: Services, job: Job) -> Verdict:
         valid = _file_path(services, job.project, job.validation_file)
         vreport = validate_file(valid) if valid else None
         if vreport is None or not vreport.ok:
-            detail = vreport.summary() if vreport else f"File {job.validation_file} no longer exists."
+            detail = (
+                vreport.summary() if vreport else f"File {job.validation_file} no longer exists."
+            )
             return fail(
                 "invalid_validation_file",
                 "validation_file",
@@ -143,4 +149,3 @@ def _cuda_visible() -> bool:
     # Without importing torch in the server: the training process resolves "auto"
     # itself; this only picks the CPU length cap.
     return Path("/proc/driver/nvidia/version").exists()
-

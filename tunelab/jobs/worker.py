@@ -24,10 +24,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from sqlalchemy import select, update
 
@@ -107,7 +108,11 @@ class Worker:
             if job is not None and job.worker_id == self.id:
                 if job.status == "running":
                     job.status = "queued"
-                    add_event(s, job, "The worker shut down; the job is queued and resumes from its last checkpoint")
+                    add_event(
+                        s,
+                        job,
+                        "The worker shut down; the job is queued and resumes from its last checkpoint",
+                    )
                 job.worker_id, job.pid = None, None
         self.current = None
 
@@ -146,15 +151,23 @@ class Worker:
     def claim(self, status: str, to: str) -> str | None:
         """Atomically take the oldest unheld job in `status`; its id, or None."""
         with self.db() as s:
-            candidates = s.execute(
-                select(Job.id)
-                .where(Job.status == status, Job.worker_id.is_(None))
-                .order_by(Job.created_at)
-                .limit(5)
-            ).scalars().all()
+            candidates = (
+                s.execute(
+                    select(Job.id)
+                    .where(Job.status == status, Job.worker_id.is_(None))
+                    .order_by(Job.created_at)
+                    .limit(5)
+                )
+                .scalars()
+                .all()
+            )
         for job_id in candidates:
             with self.db.begin() as s:
-                values: dict[str, Any] = {"status": to, "worker_id": self.id, "heartbeat_at": time.time()}
+                values: dict[str, Any] = {
+                    "status": to,
+                    "worker_id": self.id,
+                    "heartbeat_at": time.time(),
+                }
                 if to == "running":
                     values["attempts"] = Job.attempts + 1
                 result = s.execute(
@@ -177,7 +190,9 @@ class Worker:
                 assert job is not None
             staging.write_config(self.services, job, job_dir)
             proc = self._spawn(job_dir)
-        except Exception as e:  # a job that cannot start fails with the reason, the worker carries on
+        except (
+            Exception
+        ) as e:  # a job that cannot start fails with the reason, the worker carries on
             self._fail(job_id, f"The job could not start: {type(e).__name__}: {e}")
             return True
         self.current = Running(job_id, job.project, proc, job_dir)
@@ -186,7 +201,13 @@ class Worker:
             assert job is not None
             job.pid = proc.pid
             first = job.attempts <= 1
-            add_event(s, job, "Fine-tuning job started" if first else f"Fine-tuning job restarted (attempt {job.attempts})")
+            add_event(
+                s,
+                job,
+                "Fine-tuning job started"
+                if first
+                else f"Fine-tuning job restarted (attempt {job.attempts})",
+            )
         return True
 
     def _spawn(self, job_dir: Path) -> subprocess.Popen[bytes]:
@@ -265,17 +286,30 @@ class Worker:
             if kind == "message":
                 add_event(s, job, ev["message"], level=ev.get("level", "info"), at=ev["time"])
             elif kind == "metrics":
-                add_event(s, job, metrics_message(ev), type_="metrics", data=metrics_data(ev), at=ev["time"])
+                add_event(
+                    s,
+                    job,
+                    metrics_message(ev),
+                    type_="metrics",
+                    data=metrics_data(ev),
+                    at=ev["time"],
+                )
                 job.trained_tokens = ev["trained_tokens"]
                 per_step = ev["elapsed_s"] / max(1, ev["steps_this_run"])
                 job.estimated_finish = time.time() + per_step * (ev["total_steps"] - ev["step"])
             elif kind == "paused":
-                add_event(s, job, f"Training paused at step {ev['step']}; resuming continues from there")
+                add_event(
+                    s, job, f"Training paused at step {ev['step']}; resuming continues from there"
+                )
 
     def _checkpoint(self, job: Job, ev: dict[str, Any]) -> None:
         metrics = ev.get("metrics") or {}
         final = metrics.get("step") == metrics.get("total_steps")
-        name = final_model_name(job) if final else f"{model_name(job, random_token(8))}:ckpt-step-{ev['step']}"
+        name = (
+            final_model_name(job)
+            if final
+            else f"{model_name(job, random_token(8))}:ckpt-step-{ev['step']}"
+        )
         self.services.catalog.register_fine_tuned(
             project=job.project,
             model_id=name,
@@ -299,13 +333,21 @@ class Worker:
                 )
             )
             if not final:
-                add_event(s, job, f"Checkpoint created at step {ev['step']} with Snapshot ID: {name}")
+                add_event(
+                    s, job, f"Checkpoint created at step {ev['step']} with Snapshot ID: {name}"
+                )
 
     def _checkpoint_removed(self, job: Job, step: int) -> None:
         with self.db.begin() as s:
-            rows = s.execute(
-                select(JobCheckpoint).where(JobCheckpoint.job_id == job.id, JobCheckpoint.step == step)
-            ).scalars().all()
+            rows = (
+                s.execute(
+                    select(JobCheckpoint).where(
+                        JobCheckpoint.job_id == job.id, JobCheckpoint.step == step
+                    )
+                )
+                .scalars()
+                .all()
+            )
             names = [r.fine_tuned_model_checkpoint for r in rows]
             for r in rows:
                 s.delete(r)

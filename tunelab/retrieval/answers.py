@@ -65,7 +65,9 @@ def parse_input(value: str | list[dict[str, Any]]) -> list[dict[str, str]]:
                 f"input[{n}] must be a message with role user, assistant, system or developer.",
                 param=f"input[{n}]",
             )
-        messages.append({"role": role, "content": _text_of(item.get("content"), f"input[{n}].content")})
+        messages.append(
+            {"role": role, "content": _text_of(item.get("content"), f"input[{n}].content")}
+        )
     if not messages or messages[-1]["role"] != "user":
         raise InvalidRequest("The input must end with a user message.", param="input")
     return messages
@@ -115,7 +117,10 @@ def file_search_item(p: Prepared, include: list[str]) -> FileSearchCall:
     if INCLUDE_RESULTS in include:
         results = [
             FileSearchResult(
-                file_id=h.file_id, filename=h.filename, score=round(h.score, 6), text=h.text,
+                file_id=h.file_id,
+                filename=h.filename,
+                score=round(h.score, 6),
+                text=h.text,
                 attributes=h.attributes,
             )  # fmt: skip
             for h in p.hits
@@ -127,7 +132,9 @@ def annotate(text: str, p: Prepared) -> list[FileCitation]:
     if p.tool is None:
         return []
     return [
-        FileCitation(file_id=p.hits[c.passage].file_id, filename=p.hits[c.passage].filename, index=c.index)
+        FileCitation(
+            file_id=p.hits[c.passage].file_id, filename=p.hits[c.passage].filename, index=c.index
+        )
         for c in find_citations(text, len(p.hits))
     ]
 

@@ -72,9 +72,7 @@ def _break_scores(text: str, starts: list[int]) -> list[int]:
 
 def token_offsets(tokenizer: Any, text: str) -> list[tuple[int, int]]:
     """(start, end) character offsets of each token of `text`, no special tokens."""
-    enc = tokenizer(
-        text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
-    )
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     return [(s, e) for s, e in enc["offset_mapping"] if e > s]
 
 

@@ -15,8 +15,9 @@ import csv
 import io
 import json
 import re
+from collections.abc import Callable
 from pathlib import PurePath
-from typing import Any, Callable
+from typing import Any
 
 SUPPORTED_EXTENSIONS = (
     ".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".json", ".jsonl", ".csv",

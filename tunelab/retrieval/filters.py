@@ -12,7 +12,8 @@ between a number and a string are false rather than an error.
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tunelab.errors import InvalidRequest
 

@@ -47,7 +47,9 @@ def build_grounded_messages(
     question: str, passages: list[Passage], instructions: str | None = None
 ) -> list[dict[str, str]]:
     """Chat messages: the instructions as system, then passages and question as user."""
-    system = DEFAULT_INSTRUCTIONS if not instructions else f"{instructions}\n\n{DEFAULT_INSTRUCTIONS}"
+    system = (
+        DEFAULT_INSTRUCTIONS if not instructions else f"{instructions}\n\n{DEFAULT_INSTRUCTIONS}"
+    )
     if passages:
         user = f"Passages:\n\n{format_passages(passages)}\n\nQuestion: {question}"
     else:

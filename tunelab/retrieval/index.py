@@ -51,10 +51,7 @@ _IS_CJK = re.compile(rf"[{_CJK}]")
 # Trigram matching is substring matching, so very common words would match almost
 # every chunk ("the" is inside "there", "other", ...): they carry no signal.
 _STOPWORDS = frozenset(
-    "the and for are but not you your yours with this that these those from have has had "
-    "was were will would can could should does did how what when where which who whom why "
-    "into about there their them they its any all our out may might must shall than "
-    "then too very just also get got use used using some such only own same each both".split()
+    ["the", "and", "for", "are", "but", "not", "you", "your", "yours", "with", "this", "that", "these", "those", "from", "have", "has", "had", "was", "were", "will", "would", "can", "could", "should", "does", "did", "how", "what", "when", "where", "which", "who", "whom", "why", "into", "about", "there", "their", "them", "they", "its", "any", "all", "our", "out", "may", "might", "must", "shall", "than", "then", "too", "very", "just", "also", "get", "got", "use", "used", "using", "some", "such", "only", "own", "same", "each", "both"]
 )
 
 

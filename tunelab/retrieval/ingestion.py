@@ -88,7 +88,9 @@ class Ingestor:
     embeds all their chunks together, and commits each file on its own.
     """
 
-    def __init__(self, db: sessionmaker, files: Any, embeddings: Any, keyword: KeywordIndex) -> None:
+    def __init__(
+        self, db: sessionmaker, files: Any, embeddings: Any, keyword: KeywordIndex
+    ) -> None:
         self.db = db
         self.files = files
         self.embeddings = embeddings

@@ -18,14 +18,16 @@ from tunelab.retrieval.chunking import (
 MAX_ATTRIBUTES = 16
 
 
-def parse_chunking(strategy: dict[str, Any] | None, param: str = "chunking_strategy") -> tuple[int, int]:
+def parse_chunking(
+    strategy: dict[str, Any] | None, param: str = "chunking_strategy"
+) -> tuple[int, int]:
     """(max_chunk_size_tokens, chunk_overlap_tokens) of an `auto` or `static` strategy."""
     if strategy is None or strategy.get("type") == "auto":
         return DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP_TOKENS
     if strategy.get("type") != "static" or not isinstance(strategy.get("static"), dict):
         raise InvalidRequest(
-            f"'{param}' must be {{\"type\": \"auto\"}} or {{\"type\": \"static\", \"static\": "
-            "{\"max_chunk_size_tokens\": N, \"chunk_overlap_tokens\": M}}.",
+            f'\'{param}\' must be {{"type": "auto"}} or {{"type": "static", "static": '
+            '{"max_chunk_size_tokens": N, "chunk_overlap_tokens": M}}.',
             param=param,
         )
     static = strategy["static"]
@@ -52,7 +54,9 @@ def check_attributes(attributes: Any, param: str = "attributes") -> dict[str, An
         raise InvalidRequest(f"'{param}' has more than {MAX_ATTRIBUTES} keys.", param=param)
     for key, value in attributes.items():
         if len(key) > 64:
-            raise InvalidRequest(f"Attribute key '{key[:20]}...' is longer than 64 characters.", param=param)
+            raise InvalidRequest(
+                f"Attribute key '{key[:20]}...' is longer than 64 characters.", param=param
+            )
         if isinstance(value, str) and len(value) > 512:
             raise InvalidRequest(f"Attribute '{key}' is longer than 512 characters.", param=param)
         if not isinstance(value, (str, int, float, bool)):
@@ -68,12 +72,14 @@ def check_expires_after(expires_after: Any) -> int | None:
         return None
     if not isinstance(expires_after, dict) or expires_after.get("anchor") != "last_active_at":
         raise InvalidRequest(
-            "expires_after must be {\"anchor\": \"last_active_at\", \"days\": N}.",
+            'expires_after must be {"anchor": "last_active_at", "days": N}.',
             param="expires_after",
         )
     days = expires_after.get("days")
     if not isinstance(days, int) or not 1 <= days <= 365:
-        raise InvalidRequest("expires_after.days must be from 1 to 365.", param="expires_after.days")
+        raise InvalidRequest(
+            "expires_after.days must be from 1 to 365.", param="expires_after.days"
+        )
     return days
 
 

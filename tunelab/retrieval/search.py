@@ -91,7 +91,9 @@ class Searcher:
         """Validate, check access (404 for another project's store) and search."""
         queries = [q for q in queries if q.strip()]
         if not queries:
-            raise InvalidRequest("query must be a non-empty string or list of strings.", param="query")
+            raise InvalidRequest(
+                "query must be a non-empty string or list of strings.", param="query"
+            )
         if not 1 <= max_results <= 50:
             raise InvalidRequest("max_num_results must be from 1 to 50.", param="max_num_results")
         if filters is not None:
@@ -169,7 +171,9 @@ class Searcher:
                 if ranker in ("hybrid", "keyword"):
                     pool = FILTERED_POOL if narrowed else POOL
                     for qi, query in enumerate(queries):
-                        found.append((len(queries) + qi, self.keyword.search(s, store.id, query, pool)))
+                        found.append(
+                            (len(queries) + qi, self.keyword.search(s, store.id, query, pool))
+                        )
                 for list_no, hits in found:
                     files = m.file_of(cid for cid, _ in hits)
                     kept = [(h, f) for h, f in zip(hits, files) if f in allowed]

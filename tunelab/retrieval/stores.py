@@ -173,8 +173,12 @@ class VectorStores:
         with write_transaction(self.db) as s:
             row = self._store(s, project, store_id)
             drop_chunks(s, self.keyword, store_id, None)
-            s.execute(delete(VectorStoreFileRow).where(VectorStoreFileRow.vector_store_id == store_id))
-            s.execute(delete(FileBatchMemberRow).where(FileBatchMemberRow.vector_store_id == store_id))
+            s.execute(
+                delete(VectorStoreFileRow).where(VectorStoreFileRow.vector_store_id == store_id)
+            )
+            s.execute(
+                delete(FileBatchMemberRow).where(FileBatchMemberRow.vector_store_id == store_id)
+            )
             s.execute(delete(FileBatchRow).where(FileBatchRow.vector_store_id == store_id))
             s.delete(row)
         self.dense.forget(store_id)
@@ -280,7 +284,9 @@ class VectorStores:
         if batch_id:
             stmt = stmt.where(
                 VectorStoreFileRow.file_id.in_(
-                    select(FileBatchMemberRow.file_id).where(FileBatchMemberRow.batch_id == batch_id)
+                    select(FileBatchMemberRow.file_id).where(
+                        FileBatchMemberRow.batch_id == batch_id
+                    )
                 )
             )
         with self.db() as s:
@@ -355,7 +361,12 @@ class VectorStores:
             s.add(batch)
         for file_id, attributes, chunking in items:
             self.attach(
-                project, store_id, file_id, attributes=attributes, chunking=chunking, batch_id=batch.id
+                project,
+                store_id,
+                file_id,
+                attributes=attributes,
+                chunking=chunking,
+                batch_id=batch.id,
             )
         return batch
 
@@ -366,7 +377,9 @@ class VectorStores:
             raise NotFound(f"No file batch found with id '{batch_id}'.", param="batch_id")
         return row
 
-    def batch_view(self, project: str, store_id: str, batch_id: str) -> tuple[FileBatchRow, dict[str, int], str]:
+    def batch_view(
+        self, project: str, store_id: str, batch_id: str
+    ) -> tuple[FileBatchRow, dict[str, int], str]:
         """(batch, file_counts, status)."""
         with self.db() as s:
             batch = self._batch(s, project, store_id, batch_id)
@@ -393,7 +406,9 @@ class VectorStores:
     def cancel_batch(self, project: str, store_id: str, batch_id: str) -> None:
         with write_transaction(self.db) as s:
             batch = self._batch(s, project, store_id, batch_id)
-            members = select(FileBatchMemberRow.file_id).where(FileBatchMemberRow.batch_id == batch_id)
+            members = select(FileBatchMemberRow.file_id).where(
+                FileBatchMemberRow.batch_id == batch_id
+            )
             for row in s.execute(
                 select(VectorStoreFileRow).where(
                     VectorStoreFileRow.vector_store_id == store_id,
@@ -408,6 +423,8 @@ class VectorStores:
         with self.db() as s:
             return int(
                 s.execute(
-                    select(func.count()).select_from(ChunkRow).where(ChunkRow.vector_store_id == store_id)
+                    select(func.count())
+                    .select_from(ChunkRow)
+                    .where(ChunkRow.vector_store_id == store_id)
                 ).scalar_one()
             )

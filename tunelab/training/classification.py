@@ -23,7 +23,10 @@ def _prompt_and_label(tokenizer: Any, example: dict[str, Any]) -> tuple[list[int
         if not messages or messages[-1].get("role") != "assistant":
             return None
         ids = tokenizer.apply_chat_template(
-            template_messages(messages[:-1]), add_generation_prompt=True, tokenize=True, return_dict=False
+            template_messages(messages[:-1]),
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=False,
         )
         label = template_messages(messages[-1:])[0]["content"]
     else:
@@ -32,15 +35,21 @@ def _prompt_and_label(tokenizer: Any, example: dict[str, Any]) -> tuple[list[int
     return list(ids), label.strip()
 
 
-def classification_metrics(model: Any, tokenizer: Any, path: Path, device: str) -> dict[str, float] | None:
+def classification_metrics(
+    model: Any, tokenizer: Any, path: Path, device: str
+) -> dict[str, float] | None:
     """{"classification_accuracy", "classification_weighted_f1"} or None if not a classification set."""
-    pairs = [p for p in (_prompt_and_label(tokenizer, ex) for ex in iter_examples(path)) if p is not None]
+    pairs = [
+        p for p in (_prompt_and_label(tokenizer, ex) for ex in iter_examples(path)) if p is not None
+    ]
     labels = [label for _, label in pairs]
     if not labels or len(set(labels)) >= len(labels) / 3:
         return None
     from sklearn.metrics import f1_score
 
-    longest = max(len(tokenizer(label, add_special_tokens=False)["input_ids"]) for label in set(labels))
+    longest = max(
+        len(tokenizer(label, add_special_tokens=False)["input_ids"]) for label in set(labels)
+    )
     was_training = model.training
     model.eval()
     predicted = []
@@ -57,5 +66,7 @@ def classification_metrics(model: Any, tokenizer: Any, path: Path, device: str) 
     model.train(was_training)
     return {
         "classification_accuracy": sum(p == t for p, t in zip(predicted, labels)) / len(labels),
-        "classification_weighted_f1": float(f1_score(labels, predicted, average="weighted", zero_division=0)),
+        "classification_weighted_f1": float(
+            f1_score(labels, predicted, average="weighted", zero_division=0)
+        ),
     }

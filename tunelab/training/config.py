@@ -46,40 +46,60 @@ class TrainConfig:
     training_file: str = field(metadata={"help": "JSONL of training examples"})
     output_dir: str = field(metadata={"help": "checkpoints and the final model go here"})
     gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside model_source"})
-    model_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "from_pretrained kwargs"})
-    cache_dir: str | None = field(default=None, metadata={"help": "where converted models are cached"})
+    model_options: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "from_pretrained kwargs"}
+    )
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "where converted models are cached"}
+    )
     init_adapter: str | None = field(
         default=None, metadata={"help": "LoRA adapter dir to continue training (an ft: model)"}
     )
-    validation_file: str | None = field(default=None, metadata={"help": "JSONL of validation examples"})
+    validation_file: str | None = field(
+        default=None, metadata={"help": "JSONL of validation examples"}
+    )
 
     # Method and hyperparameters
     method: str = field(default="lora", metadata={"help": "lora | full"})
     n_epochs: int = field(default=3, metadata={"help": "passes over the training file"})
     batch_size: int = field(default=1, metadata={"help": "examples per optimizer step"})
-    learning_rate_multiplier: float = field(default=1.0, metadata={"help": "scales BASE_LR[method]"})
+    learning_rate_multiplier: float = field(
+        default=1.0, metadata={"help": "scales BASE_LR[method]"}
+    )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)"})
+    lora_alpha: int = field(
+        default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)"}
+    )
     lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input"})
     lora_target_modules: list[str] | str = field(
         default="all-linear", metadata={"help": "module names, or 'all-linear'"}
     )
     warmup_ratio: float = field(default=0.05, metadata={"help": "fraction of steps warming up"})
-    lr_schedule: str = field(default="linear", metadata={"help": "linear | cosine decay after warmup"})
+    lr_schedule: str = field(
+        default="linear", metadata={"help": "linear | cosine decay after warmup"}
+    )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
 
     # Execution
     seed: int = field(default=0, metadata={"help": "seeds data order, init and dropout"})
-    max_length: int = field(default=CPU_MAX_LENGTH, metadata={"help": "longer examples are truncated"})
+    max_length: int = field(
+        default=CPU_MAX_LENGTH, metadata={"help": "longer examples are truncated"}
+    )
     micro_batch_tokens: int = field(
         default=2048, metadata={"help": "tokens packed into one forward pass (memory bound)"}
     )
     device: str = field(default="cpu", metadata={"help": "cpu | cuda | cuda:N"})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast; None = when supported"})
-    num_threads: int | None = field(default=None, metadata={"help": "torch threads; None = all cores"})
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 autocast; None = when supported"}
+    )
+    num_threads: int | None = field(
+        default=None, metadata={"help": "torch threads; None = all cores"}
+    )
     eval_interval: int = field(default=10, metadata={"help": "steps between validation batches"})
-    eval_batch_examples: int = field(default=8, metadata={"help": "examples per periodic validation"})
+    eval_batch_examples: int = field(
+        default=8, metadata={"help": "examples per periodic validation"}
+    )
     keep_checkpoints: int = field(default=3, metadata={"help": "epoch checkpoints kept"})
 
     def __post_init__(self) -> None:

@@ -13,8 +13,9 @@ the end-of-sequence token, so the model learns to stop.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 IGNORE = -100  # label value that cross-entropy skips
 
@@ -58,7 +59,9 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], gen_prompt: bool) ->
     return text
 
 
-def _trained_spans(tokenizer: Any, raw: Sequence[dict[str, Any]]) -> tuple[str, list[tuple[int, int]]]:
+def _trained_spans(
+    tokenizer: Any, raw: Sequence[dict[str, Any]]
+) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans of trained assistant turns."""
     msgs = template_messages(raw)
     full = _render(tokenizer, msgs, False)

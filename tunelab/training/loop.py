@@ -73,7 +73,9 @@ def load_model(cfg: TrainConfig, resume_from: Path | None) -> tuple[Any, Any]:
     tokenizer = load_tokenizer(spec, cache)
     if cfg.method == "full":
         if resume_from is not None:
-            spec = ModelSpec(id=cfg.base_model, kind="chat", source=str(resume_from), options=cfg.model_options)
+            spec = ModelSpec(
+                id=cfg.base_model, kind="chat", source=str(resume_from), options=cfg.model_options
+            )
         model = load_causal_lm(spec, cache, device=cfg.device)
         return model.train(), tokenizer
 
@@ -127,7 +129,9 @@ def forward_loss(model: Any, mb: MicroBatch, device: str, bf16: bool) -> tuple[t
 
 
 @torch.no_grad()
-def evaluate(model: Any, data: Dataset, idx: list[int], cfg: TrainConfig, bf16: bool) -> tuple[float, float]:
+def evaluate(
+    model: Any, data: Dataset, idx: list[int], cfg: TrainConfig, bf16: bool
+) -> tuple[float, float]:
     """(mean token loss, mean token accuracy) over the given examples."""
     was_training = model.training
     model.eval()
@@ -164,7 +168,11 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
 
     # -- 3. data
     train_data = encode_dataset(tokenizer, Path(cfg.training_file), cfg.max_length)
-    valid_data = encode_dataset(tokenizer, Path(cfg.validation_file), cfg.max_length) if cfg.validation_file else None
+    valid_data = (
+        encode_dataset(tokenizer, Path(cfg.validation_file), cfg.max_length)
+        if cfg.validation_file
+        else None
+    )
     for name, d in (("training", train_data), ("validation", valid_data)):
         if d and d.n_truncated:
             events.message(
@@ -172,7 +180,9 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
                 level="warn",
             )
         if d and d.n_untrained:
-            events.message(f"{d.n_untrained} {name} example(s) have no trained tokens", level="warn")
+            events.message(
+                f"{d.n_untrained} {name} example(s) have no trained tokens", level="warn"
+            )
     n = len(train_data.samples)
     per_epoch = steps_per_epoch(n, cfg.batch_size)
     total_steps = per_epoch * cfg.n_epochs
@@ -185,7 +195,11 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
         state = checkpoints.load_state(resume.path)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        step, trained_tokens, epoch_ckpts = state["step"], state["trained_tokens"], state["epoch_checkpoints"]
+        step, trained_tokens, epoch_ckpts = (
+            state["step"],
+            state["trained_tokens"],
+            state["epoch_checkpoints"],
+        )
         torch.set_rng_state(state["torch_rng"])
         events.message(f"Resumed from the checkpoint at step {step}")
 
@@ -249,7 +263,10 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
                     model, valid_data, list(range(len(valid_data.samples))), cfg, bf16
                 )
                 assert cfg.validation_file is not None
-                metrics.update(classification_metrics(model, tokenizer, Path(cfg.validation_file), cfg.device) or {})
+                metrics.update(
+                    classification_metrics(model, tokenizer, Path(cfg.validation_file), cfg.device)
+                    or {}
+                )
             events.emit(
                 "metrics",
                 **metrics,

@@ -44,7 +44,11 @@ def read_labelled(path: Path) -> Labelled:
     with needs("the data readers (tunelab.data.readers)"):
         from tunelab.data.readers import read_records
     rows = [r.obj for r in read_records(path).records]
-    pairs = [(str(r.get("prompt", "")), str(r.get("completion", "")).strip()) for r in rows if isinstance(r, dict)]
+    pairs = [
+        (str(r.get("prompt", "")), str(r.get("completion", "")).strip())
+        for r in rows
+        if isinstance(r, dict)
+    ]
     pairs = [(p, c) for p, c in pairs if p.strip() and c]
     if not pairs:
         raise ValueError(f"{path.name} has no rows with a non-empty `prompt` and `completion`")
@@ -68,11 +72,16 @@ def embed(client: Any, model: str, texts: list[str]) -> Any:
 def scores(truth: list[str], predicted: list[str]) -> Scores:
     from sklearn.metrics import accuracy_score, f1_score
 
-    return Scores(float(accuracy_score(truth, predicted)),
-                  float(f1_score(truth, predicted, average="weighted", zero_division=0)), len(truth))
+    return Scores(
+        float(accuracy_score(truth, predicted)),
+        float(f1_score(truth, predicted, average="weighted", zero_division=0)),
+        len(truth),
+    )
 
 
-def embedding_classifier(client: Any, model: str, train: Labelled, test: Labelled) -> tuple[Scores, list[str]]:
+def embedding_classifier(
+    client: Any, model: str, train: Labelled, test: Labelled
+) -> tuple[Scores, list[str]]:
     """Fit logistic regression on the train embeddings; (scores on test, test predictions)."""
     from sklearn.linear_model import LogisticRegression
 
@@ -90,8 +99,9 @@ def split(data: Labelled, test_size: float = 0.2) -> tuple[Labelled, Labelled]:
     """A stratified, seeded train/test split (when no test file is given)."""
     from sklearn.model_selection import train_test_split
 
-    tr_x, te_x, tr_y, te_y = train_test_split(data.texts, data.labels, test_size=test_size,
-                                              random_state=42, stratify=data.labels)
+    tr_x, te_x, tr_y, te_y = train_test_split(
+        data.texts, data.labels, test_size=test_size, random_state=42, stratify=data.labels
+    )
     return Labelled(tr_x, tr_y), Labelled(te_x, te_y)
 
 
@@ -100,7 +110,9 @@ def fine_tuned_classifier(client: Any, model: str, valid_rows: list[dict[str, An
     predicted = []
     for row in valid_rows:
         with needs("legacy completions (/v1/completions)"):
-            r = client.completions.create(model=model, prompt=row["prompt"], max_tokens=5, temperature=0, stop=["\n"])
+            r = client.completions.create(
+                model=model, prompt=row["prompt"], max_tokens=5, temperature=0, stop=["\n"]
+            )
         words = r.choices[0].text.split()
         predicted.append(words[0] if words else "")
     return scores([row["completion"].strip() for row in valid_rows], predicted)
@@ -110,7 +122,9 @@ def job_validation_metrics(client: Any, job_id: str) -> dict[str, Any]:
     """The last validation numbers the job reported in its metrics events."""
     for e in client.fine_tuning.jobs.list_events(job_id, limit=100):  # newest first
         data = e.data or {}
-        found = {k: v for k, v in data.items() if k.startswith(("valid", "full_valid", "classification"))}
+        found = {
+            k: v for k, v in data.items() if k.startswith(("valid", "full_valid", "classification"))
+        }
         if e.type == "metrics" and found:
             return found
     return {}
@@ -145,8 +159,12 @@ print((predicted == np.array([r["completion"].strip() for r in valid])).mean())
     if len(written) != 2:
         raise StepUnavailable("prepare-data did not split tickets.csv into train and valid files")
     train_path, valid_path = written
-    emb_scores, _ = embedding_classifier(session.client, session.embedding_model,
-                                         read_labelled(train_path), read_labelled(valid_path))
+    emb_scores, _ = embedding_classifier(
+        session.client,
+        session.embedding_model,
+        read_labelled(train_path),
+        read_labelled(valid_path),
+    )
     session.console.print(f"\n[bold]embeddings + logistic regression[/bold]: {emb_scores}")
     session.results["classification"] = {"embeddings+LR accuracy": round(emb_scores.accuracy, 3)}
     if session.fast:
@@ -154,12 +172,22 @@ print((predicted == np.array([r["completion"].strip() for r in valid])).mean())
     train_file, valid_file = session.upload(train_path), session.upload(valid_path)
     # Measured on the tickets: 1 epoch at the auto learning rate scores below chance
     # (0.23); 3 epochs at 4x reach 0.94, in under two minutes of training.
-    job = run_job(session, train_file.id, validation_file=valid_file.id, suffix="tickets", n_epochs=3,
-                  learning_rate_multiplier=4.0)
+    job = run_job(
+        session,
+        train_file.id,
+        validation_file=valid_file.id,
+        suffix="tickets",
+        n_epochs=3,
+        learning_rate_multiplier=4.0,
+    )
     reported = job_validation_metrics(session.client, job.id)
     if reported:
-        session.console.print("job's validation metrics: " + ", ".join(
-            f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in reported.items()))
+        session.console.print(
+            "job's validation metrics: "
+            + ", ".join(
+                f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in reported.items()
+            )
+        )
     ft_scores = fine_tuned_classifier(session.client, job.fine_tuned_model, read_jsonl(valid_path))
     session.console.print(f"[bold]fine-tuned {session.chat_model}[/bold]: {ft_scores}")
     session.console.print(f"[bold]embeddings + logistic regression[/bold]: {emb_scores}")

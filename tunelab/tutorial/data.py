@@ -21,9 +21,14 @@ def prepare(session: Session, name: str, output: Path) -> list[Path]:
         from tunelab.data.prepare import Options
         from tunelab.data.prepare import prepare as run_prepare
 
-    session.console.print(f"[dim]$ tunelab prepare-data -f {session.example(name)} -q --no-stats -o {output}[/dim]")
-    outcome = run_prepare(Options(path=session.example(name), model=session.chat_model, output=output, stats=False),
-                          ClickConsole(quiet=True), _tokenizer_loader)
+    session.console.print(
+        f"[dim]$ tunelab prepare-data -f {session.example(name)} -q --no-stats -o {output}[/dim]"
+    )
+    outcome = run_prepare(
+        Options(path=session.example(name), model=session.chat_model, output=output, stats=False),
+        ClickConsole(quiet=True),
+        _tokenizer_loader,
+    )
     if outcome.exit_code != 0 or not outcome.written:
         raise StepUnavailable(f"prepare-data could not prepare {name} (see its messages above)")
     return outcome.written
@@ -65,7 +70,9 @@ print(f.id, f.status)   # "processed": the same validator as prepare-data passed
 """,
     )
     f = session.upload(path)
-    session.console.print(f"uploaded [bold]{f.id}[/bold]  {f.filename}  {f.bytes} bytes  status={f.status}")
+    session.console.print(
+        f"uploaded [bold]{f.id}[/bold]  {f.filename}  {f.bytes} bytes  status={f.status}"
+    )
     if f.status == "error":
         session.console.print(f"[red]problems:[/red] {f.status_details}")
     session.state["support_file"] = f.id

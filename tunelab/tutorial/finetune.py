@@ -21,9 +21,16 @@ PERSONA_QUESTIONS = [
 ]
 
 
-def run_job(session: Session, training_file: str, *, suffix: str, n_epochs: int,
-            learning_rate_multiplier: float | None = None, validation_file: str | None = None,
-            timeout_s: float = 3600) -> Any:
+def run_job(
+    session: Session,
+    training_file: str,
+    *,
+    suffix: str,
+    n_epochs: int,
+    learning_rate_multiplier: float | None = None,
+    validation_file: str | None = None,
+    timeout_s: float = 3600,
+) -> Any:
     """Create a supervised fine-tuning job and follow it to the end with a progress bar
     (step, loss) fed by the job's metrics events; the finished job, or StepUnavailable."""
     client = session.client
@@ -32,7 +39,10 @@ def run_job(session: Session, training_file: str, *, suffix: str, n_epochs: int,
         hyper["learning_rate_multiplier"] = learning_rate_multiplier
     with needs("the fine-tuning API (/v1/fine_tuning/jobs)"):
         job = client.fine_tuning.jobs.create(
-            model=session.chat_model, training_file=training_file, suffix=suffix, seed=42,
+            model=session.chat_model,
+            training_file=training_file,
+            suffix=suffix,
+            seed=42,
             method={"type": "supervised", "supervised": {"hyperparameters": hyper}},
             **({"validation_file": validation_file} if validation_file else {}),
         )
@@ -40,8 +50,14 @@ def run_job(session: Session, training_file: str, *, suffix: str, n_epochs: int,
     session.console.print(f"created job [bold]{job.id}[/bold] ({job.status})")
     seen: set[str] = set()
     deadline = time.monotonic() + timeout_s
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("step"), MofNCompleteColumn(),
-               TextColumn("{task.fields[loss]}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("step"),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=session.console, transient=False) as progress:
         bar = progress.add_task(f"{suffix}: {job.status}", total=None, loss="")
         while True:
@@ -53,21 +69,29 @@ def run_job(session: Session, training_file: str, *, suffix: str, n_epochs: int,
                 seen.add(e.id)
             metrics = next((e.data for e in events if e.type == "metrics" and e.data), None)
             if metrics:
-                progress.update(bar, total=metrics.get("total_steps"), completed=metrics.get("step", 0),
-                                loss=f"loss {metrics.get('train_loss', float('nan')):.3f}")
+                progress.update(
+                    bar,
+                    total=metrics.get("total_steps"),
+                    completed=metrics.get("step", 0),
+                    loss=f"loss {metrics.get('train_loss', float('nan')):.3f}",
+                )
             progress.update(bar, description=f"{suffix}: {job.status}")
             if job.status in TERMINAL:
                 break
             if time.monotonic() > deadline:
                 client.fine_tuning.jobs.cancel(job.id)
-                raise StepUnavailable(f"job {job.id} did not finish within {timeout_s:.0f} s; it was cancelled")
+                raise StepUnavailable(
+                    f"job {job.id} did not finish within {timeout_s:.0f} s; it was cancelled"
+                )
             time.sleep(1.0)
     if job.status != "succeeded":
         why = job.error.message if job.error and job.error.message else job.status
         raise StepUnavailable(f"fine-tuning job {job.id} ended {job.status}: {why}")
     session.track("models", job.fine_tuned_model)
-    session.console.print(f"fine-tuned model: [bold green]{job.fine_tuned_model}[/bold green] "
-                          f"({job.trained_tokens} trained tokens)")
+    session.console.print(
+        f"fine-tuned model: [bold green]{job.fine_tuned_model}[/bold green] "
+        f"({job.trained_tokens} trained tokens)"
+    )
     return job
 
 
@@ -92,7 +116,7 @@ while job.status not in ("succeeded", "failed", "cancelled"):
 print(job.fine_tuned_model)
 """,
     )
-    session.console.print(f"30 chat examples; every answer opens with \"{PERSONA_GREETING}\"")
+    session.console.print(f'30 chat examples; every answer opens with "{PERSONA_GREETING}"')
     f = session.upload(path)
     job = run_job(session, f.id, suffix="pirate", n_epochs=3)
     session.state["persona_model"] = job.fine_tuned_model
@@ -101,7 +125,11 @@ print(job.fine_tuned_model)
 def chat(session: Session, model: str, question: str, max_tokens: int = 40) -> str:
     with needs("chat completions (/v1/chat/completions)"):
         r = session.client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": question}], temperature=0, max_tokens=max_tokens)
+            model=model,
+            messages=[{"role": "user", "content": question}],
+            temperature=0,
+            max_tokens=max_tokens,
+        )
     return (r.choices[0].message.content or "").strip()
 
 
@@ -134,5 +162,7 @@ for model in ["{session.chat_model}", "{model}"]:
     session.console.print(table)
     n = len(PERSONA_QUESTIONS)
     session.results["persona"] = {k: f"{v}/{n}" for k, v in in_persona.items()}
-    session.console.print(f"answers opening with the persona greeting: base {in_persona['base']}/{n}, "
-                          f"fine-tuned {in_persona['fine-tuned']}/{n}")
+    session.console.print(
+        f"answers opening with the persona greeting: base {in_persona['base']}/{n}, "
+        f"fine-tuned {in_persona['fine-tuned']}/{n}"
+    )

@@ -42,10 +42,13 @@ def load_pairs(path: Path) -> list[QAPair]:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path.name} line {n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row[k].strip()
-                                                    for k in ("question", "answer")):
-                raise ValueError(f"{path.name} line {n}: expected an object with non-empty "
-                                 "\"question\" and \"answer\" strings")
+            if not isinstance(row, dict) or not all(
+                isinstance(row.get(k), str) and row[k].strip() for k in ("question", "answer")
+            ):
+                raise ValueError(
+                    f"{path.name} line {n}: expected an object with non-empty "
+                    '"question" and "answer" strings'
+                )
             pairs.append(QAPair(row["question"], row["answer"], row.get("must_contain")))
     if not pairs:
         raise ValueError(f"{path.name} has no question/answer pairs")
@@ -72,15 +75,21 @@ def grounded_example(pair: QAPair, passages: list[Any]) -> dict[str, Any] | None
 
     answer = pair.answer.strip()
     if pair.must_contain:
-        where = [n for n, p in enumerate(passages, 1) if pair.must_contain.lower() in p.text.lower()]
+        where = [
+            n for n, p in enumerate(passages, 1) if pair.must_contain.lower() in p.text.lower()
+        ]
         if not where:
             return None
         answer = f"{answer} [{where[0]}]"
-    return {"messages": build_grounded_messages(pair.question, passages) + [{"role": "assistant", "content": answer}]}
+    return {
+        "messages": build_grounded_messages(pair.question, passages)
+        + [{"role": "assistant", "content": answer}]
+    }
 
 
-def build_grounded_data(client: Any, store_id: str, pairs: list[QAPair], k: int = DEFAULT_K
-                        ) -> tuple[list[dict[str, Any]], list[QAPair]]:
+def build_grounded_data(
+    client: Any, store_id: str, pairs: list[QAPair], k: int = DEFAULT_K
+) -> tuple[list[dict[str, Any]], list[QAPair]]:
     """(training examples, pairs left out because retrieval missed their key fact)."""
     examples, missed = [], []
     for pair in pairs:
@@ -92,16 +101,23 @@ def build_grounded_data(client: Any, store_id: str, pairs: list[QAPair], k: int 
     return examples, missed
 
 
-def grounded_answer(client: Any, model: str, store_id: str, question: str, k: int = DEFAULT_K) -> str:
+def grounded_answer(
+    client: Any, model: str, store_id: str, question: str, k: int = DEFAULT_K
+) -> str:
     with needs("grounded answers (/v1/responses with file_search)"):
         r = client.responses.create(
-            model=model, input=question, temperature=0, max_output_tokens=40,
-            tools=[{"type": "file_search", "vector_store_ids": [store_id], "max_num_results": k}])
+            model=model,
+            input=question,
+            temperature=0,
+            max_output_tokens=40,
+            tools=[{"type": "file_search", "vector_store_ids": [store_id], "max_num_results": k}],
+        )
     return str(r.output_text).strip()
 
 
-def score(client: Any, model: str, store_id: str, rows: list[dict[str, Any]], k: int = DEFAULT_K
-          ) -> tuple[int, list[str]]:
+def score(
+    client: Any, model: str, store_id: str, rows: list[dict[str, Any]], k: int = DEFAULT_K
+) -> tuple[int, list[str]]:
     """(number of answers containing the row's `must_contain`, case-insensitively; the answers)."""
     answers = [grounded_answer(client, model, store_id, r["question"], k) for r in rows]
     right = sum(r["must_contain"].lower() in a.lower() for r, a in zip(rows, answers, strict=True))
@@ -133,10 +149,14 @@ r = client.responses.create(model=fine_tuned_model, input=question,
     pairs = load_pairs(session.example("manual_qa_train.jsonl"))
     examples, missed = build_grounded_data(session.client, store_id, pairs)
     if not examples:
-        raise StepUnavailable("no grounded example could be built: retrieval found none of the key facts")
+        raise StepUnavailable(
+            "no grounded example could be built: retrieval found none of the key facts"
+        )
     write_jsonl(out, examples)
-    session.console.print(f"{len(examples)} grounded training examples written to {out} "
-                          f"({len(missed)} left out: retrieval did not find their key fact)")
+    session.console.print(
+        f"{len(examples)} grounded training examples written to {out} "
+        f"({len(missed)} left out: retrieval did not find their key fact)"
+    )
     user = examples[0]["messages"][1]["content"]
     session.console.print(f"[dim]first prompt:[/dim]\n{user[:400]}{'…' if len(user) > 400 else ''}")
     from tunelab.tutorial.finetune import run_job
@@ -148,20 +168,29 @@ r = client.responses.create(model=fine_tuned_model, input=question,
     tuned = job.fine_tuned_model
 
     held = read_jsonl(session.example("manual_qa_heldout.jsonl"))
-    session.console.print(f"\nscoring {len(held)} held-out questions (not in the training set), "
-                          f"each model answering from the same {DEFAULT_K} retrieved passages…")
+    session.console.print(
+        f"\nscoring {len(held)} held-out questions (not in the training set), "
+        f"each model answering from the same {DEFAULT_K} retrieved passages…"
+    )
     base_right, base_answers = score(session.client, session.chat_model, store_id, held)
     tuned_right, tuned_answers = score(session.client, tuned, store_id, held)
     table = Table(title="held-out manual questions, same retrieved context", show_lines=True)
     for c in ("question", "key fact", "base", "grounded fine-tune"):
         table.add_column(c)
     for row, b, t in zip(held, base_answers, tuned_answers, strict=True):
-        table.add_row(row["question"], row["must_contain"], _marked(b, row["must_contain"]), _marked(t, row["must_contain"]))
+        table.add_row(
+            row["question"],
+            row["must_contain"],
+            _marked(b, row["must_contain"]),
+            _marked(t, row["must_contain"]),
+        )
     session.console.print(table)
     n = len(held)
     session.results["grounded"] = {"base": f"{base_right}/{n}", "fine-tuned": f"{tuned_right}/{n}"}
-    session.console.print(f"correct on held-out questions: base {base_right}/{n} ({base_right / n:.0%}), "
-                          f"grounded fine-tune {tuned_right}/{n} ({tuned_right / n:.0%})")
+    session.console.print(
+        f"correct on held-out questions: base {base_right}/{n} ({base_right / n:.0%}), "
+        f"grounded fine-tune {tuned_right}/{n} ({tuned_right / n:.0%})"
+    )
 
 
 def _marked(answer: str, fact: str) -> str:

@@ -69,22 +69,39 @@ def own_server(settings: Settings, data_dir: Path) -> Iterator[str]:
 
     port = _free_port()
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(tunelab.__file__).resolve().parent.parent),
-                                                      env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(tunelab.__file__).resolve().parent.parent), env.get("PYTHONPATH")])
+    )
     env["TUNELAB_CACHE_DIR"] = str(settings.model_cache_dir)
     env.pop("TUNELAB_DATABASE_URL", None)
     url = f"http://127.0.0.1:{port}/v1"
     with open(data_dir / "server.log", "wb") as log:
         # Its own process group, so that stopping it also stops the training processes
         # its worker spawned, even when the walk is interrupted.
-        proc = subprocess.Popen([sys.executable, "-m", "tunelab", "serve", "--port", str(port), "--data-dir",
-                                 str(data_dir)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tunelab",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not answers(url):
             if proc.poll() is not None or time.monotonic() > deadline:
                 tail = (data_dir / "server.log").read_text(errors="replace")[-2000:]
-                raise StepUnavailable(f"the tunelab server did not start; its log ends with:\n{tail}")
+                raise StepUnavailable(
+                    f"the tunelab server did not start; its log ends with:\n{tail}"
+                )
             time.sleep(0.3)
         yield url
     finally:
@@ -104,7 +121,9 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def server_for(settings: Settings, *, explicit: bool, data_dir: Path) -> Iterator[tuple[str, Path | None]]:
+def server_for(
+    settings: Settings, *, explicit: bool, data_dir: Path
+) -> Iterator[tuple[str, Path | None]]:
     """(the /v1 URL to use, the data dir of a server started here or None).
 
     The server at settings.base_url when it answers; otherwise, unless that URL was
@@ -114,8 +133,10 @@ def server_for(settings: Settings, *, explicit: bool, data_dir: Path) -> Iterato
         yield settings.base_url, None
         return
     if explicit:
-        raise StepUnavailable(f"No tunelab server answers at {settings.base_url}. Start one with `tunelab serve`, "
-                              "or leave out --base-url to let quickstart start one.")
+        raise StepUnavailable(
+            f"No tunelab server answers at {settings.base_url}. Start one with `tunelab serve`, "
+            "or leave out --base-url to let quickstart start one."
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     print(f"No server at {settings.base_url}; starting one on {data_dir} …", file=sys.stderr)
     with own_server(settings, data_dir) as url:
@@ -137,7 +158,9 @@ def run(session: Session, steps: list[str]) -> list[str]:
         except openai.APIConnectionError as e:
             failures.append(f"{name}: lost the connection to the server ({e})")
         if failures and failures[-1].startswith(f"{name}:"):
-            session.console.print(f"[red]step {name} did not complete:[/red] {failures[-1].split(': ', 1)[1]}")
+            session.console.print(
+                f"[red]step {name} did not complete:[/red] {failures[-1].split(': ', 1)[1]}"
+            )
     return failures
 
 
@@ -148,8 +171,12 @@ def summary(session: Session, elapsed_s: float, kept: Path | None) -> None:
     table.add_column("kind")
     table.add_column("ids")
     table.add_column("explore with")
-    hints = {"files": "tunelab files list", "jobs": "tunelab jobs list", "models": "tunelab models list",
-             "vector_stores": "tunelab stores list"}
+    hints = {
+        "files": "tunelab files list",
+        "jobs": "tunelab jobs list",
+        "models": "tunelab models list",
+        "vector_stores": "tunelab stores list",
+    }
     for kind, ids in session.created.items():
         table.add_row(kind, "\n".join(ids) or "-", hints[kind])
     console.print(table)
@@ -158,11 +185,17 @@ def summary(session: Session, elapsed_s: float, kept: Path | None) -> None:
         measured.add_column("")
         measured.add_column("")
         for key, value in session.results.items():
-            shown = ", ".join(f"{k}: {v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
+            shown = (
+                ", ".join(f"{k}: {v}" for k, v in value.items())
+                if isinstance(value, dict)
+                else str(value)
+            )
             measured.add_row(key, shown)
         console.print(measured)
     console.print(f"prepared and generated files: {session.workdir}")
     if kept:
-        console.print(f"the server started for this walk has stopped; its data is in {kept}.\n"
-                      f"Explore it with:  tunelab serve --data-dir {kept}")
+        console.print(
+            f"the server started for this walk has stopped; its data is in {kept}.\n"
+            f"Explore it with:  tunelab serve --data-dir {kept}"
+        )
     console.print(f"quickstart finished in {elapsed_s / 60:.1f} min")

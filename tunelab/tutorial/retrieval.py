@@ -49,17 +49,26 @@ print(v @ v.T)                               # cosine similarity matrix
     v = np.array([d.embedding for d in r.data], dtype=np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     sim = v @ v.T
-    table = Table(title=f"cosine similarity ({session.embedding_model}, {v.shape[1]} dimensions, "
-                        f"{r.usage.prompt_tokens} tokens)")
+    table = Table(
+        title=f"cosine similarity ({session.embedding_model}, {v.shape[1]} dimensions, "
+        f"{r.usage.prompt_tokens} tokens)"
+    )
     table.add_column("")
     for i in range(len(SENTENCES)):
         table.add_column(f"[{i}]", justify="right")
     for i, s in enumerate(SENTENCES):
-        table.add_row(f"[{i}] {s}", *(f"[bold]{x:.2f}[/bold]" if i != j and x > 0.5 else f"{x:.2f}"
-                                      for j, x in enumerate(sim[i])))
+        table.add_row(
+            f"[{i}] {s}",
+            *(
+                f"[bold]{x:.2f}[/bold]" if i != j and x > 0.5 else f"{x:.2f}"
+                for j, x in enumerate(sim[i])
+            ),
+        )
     session.console.print(table)
-    session.results["similarity"] = {"reset en/zh": round(float(sim[0, 1]), 2),
-                                     "reset vs pizza": round(float(sim[0, 4]), 2)}
+    session.results["similarity"] = {
+        "reset en/zh": round(float(sim[0, 1]), 2),
+        "reset vs pizza": round(float(sim[0, 4]), 2),
+    }
 
 
 def build_store(session: Session, name: str = "lumen-r7-manual") -> str:
@@ -67,7 +76,9 @@ def build_store(session: Session, name: str = "lumen-r7-manual") -> str:
     client = session.client
     file_ids = [session.upload(session.example(p), purpose="assistants").id for p in MANUAL_FILES]
     with needs("vector stores (/v1/vector_stores)"):
-        store = client.vector_stores.create(name=name, file_ids=file_ids, chunking_strategy=CHUNKING)
+        store = client.vector_stores.create(
+            name=name, file_ids=file_ids, chunking_strategy=CHUNKING
+        )
     session.track("vector_stores", store.id)
     deadline = time.monotonic() + 300
     while store.status == "in_progress" or store.file_counts.in_progress:
@@ -77,9 +88,13 @@ def build_store(session: Session, name: str = "lumen-r7-manual") -> str:
         store = client.vector_stores.retrieve(store.id)
     if store.file_counts.failed:
         failed = [f for f in client.vector_stores.files.list(store.id) if f.status == "failed"]
-        raise StepUnavailable("indexing failed: " + "; ".join(f"{f.id}: {f.last_error.message}" for f in failed))
-    session.console.print(f"vector store [bold]{store.id}[/bold]: {store.file_counts.completed} files indexed, "
-                          f"{store.usage_bytes} bytes")
+        raise StepUnavailable(
+            "indexing failed: " + "; ".join(f"{f.id}: {f.last_error.message}" for f in failed)
+        )
+    session.console.print(
+        f"vector store [bold]{store.id}[/bold]: {store.file_counts.completed} files indexed, "
+        f"{store.usage_bytes} bytes"
+    )
     return str(store.id)
 
 
@@ -107,7 +122,11 @@ for hit in client.vector_stores.search(store.id, query="the light is blinking pu
     )
     store_id = build_store(session)
     session.state["store_id"] = store_id
-    hits = list(session.client.vector_stores.search(store_id, query="the light is blinking purple", max_num_results=3))
+    hits = list(
+        session.client.vector_stores.search(
+            store_id, query="the light is blinking purple", max_num_results=3
+        )
+    )
     table = Table(title='search: "the light is blinking purple"')
     for c in ("score", "file", "passage"):
         table.add_column(c)
@@ -151,7 +170,17 @@ for part in r.output[-1].content:
     for q in QUESTIONS:
         with needs("grounded answers (/v1/responses with file_search)"):
             r = session.client.responses.create(
-                model=session.chat_model, input=q, max_output_tokens=80, temperature=0,
-                tools=[{"type": "file_search", "vector_store_ids": [store_id], "max_num_results": PASSAGES}])
+                model=session.chat_model,
+                input=q,
+                max_output_tokens=80,
+                temperature=0,
+                tools=[
+                    {
+                        "type": "file_search",
+                        "vector_store_ids": [store_id],
+                        "max_num_results": PASSAGES,
+                    }
+                ],
+            )
         table.add_row(q, r.output_text.strip(), ", ".join(citations(r)))
     session.console.print(table)

@@ -35,7 +35,9 @@ class Session:
     fast: bool = False  # smaller data and fewer epochs: for tests and impatient users
     chat_model: str = "smollm2-135m-instruct"
     embedding_model: str = "all-minilm-l6-v2"
-    created: dict[str, list[str]] = field(default_factory=lambda: {"files": [], "jobs": [], "models": [], "vector_stores": []})
+    created: dict[str, list[str]] = field(
+        default_factory=lambda: {"files": [], "jobs": [], "models": [], "vector_stores": []}
+    )
     state: dict[str, Any] = field(default_factory=dict)  # results steps hand to later steps
     results: dict[str, Any] = field(default_factory=dict)  # the numbers the walk measured
 
@@ -48,9 +50,19 @@ class Session:
     def show(self, command: str | None = None, sdk: str | None = None) -> None:
         """Print the CLI command and the equivalent openai SDK code for a step."""
         if command:
-            self.console.print(Panel(Syntax(command, "bash", word_wrap=True), title="tunelab CLI", title_align="left"))
+            self.console.print(
+                Panel(
+                    Syntax(command, "bash", word_wrap=True), title="tunelab CLI", title_align="left"
+                )
+            )
         if sdk:
-            self.console.print(Panel(Syntax(sdk.strip(), "python", word_wrap=True), title="openai SDK", title_align="left"))
+            self.console.print(
+                Panel(
+                    Syntax(sdk.strip(), "python", word_wrap=True),
+                    title="openai SDK",
+                    title_align="left",
+                )
+            )
 
     def track(self, kind: str, resource_id: str) -> str:
         if resource_id not in self.created[kind]:
@@ -76,7 +88,9 @@ def needs(feature: str) -> Iterator[None]:
     except openai.NotFoundError as e:
         if "Unknown endpoint" not in str(e):
             raise
-        raise StepUnavailable(f"the server does not serve {feature} yet (upgrade tunelab and restart `tunelab serve`)") from e
+        raise StepUnavailable(
+            f"the server does not serve {feature} yet (upgrade tunelab and restart `tunelab serve`)"
+        ) from e
     except ImportError as e:
         raise StepUnavailable(f"this tunelab install has no {feature} ({e.name} is missing)") from e
 

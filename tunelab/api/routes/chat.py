@@ -9,8 +9,8 @@ choices or stream them as server-sent events: `data: {json}\\n\\n` per chunk and
 from __future__ import annotations
 
 import asyncio
-import json
 import contextlib
+import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, TypeVar
@@ -96,7 +96,9 @@ def _sse(chunks: AsyncGenerator[BaseModel, None]) -> StreamingResponse:
             await chunks.aclose()
         yield "data: [DONE]\n\n"
 
-    return _EventStream(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return _EventStream(
+        body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
 
 
 def _sampling_kwargs(body: c.ChatCompletionRequest | tc.CompletionRequest) -> dict[str, Any]:
@@ -117,7 +119,9 @@ def _sampling_kwargs(body: c.ChatCompletionRequest | tc.CompletionRequest) -> di
 
 def _chat_kwargs(body: c.ChatCompletionRequest) -> dict[str, Any]:
     if body.tools:
-        raise InvalidRequest("Tool calling is not supported by tunelab models; remove 'tools'.", param="tools")
+        raise InvalidRequest(
+            "Tool calling is not supported by tunelab models; remove 'tools'.", param="tools"
+        )
     fmt_type = body.response_format.type if body.response_format else "text"
     if fmt_type not in ("text", "json_object"):
         raise InvalidRequest(
@@ -142,7 +146,9 @@ async def create_chat_completion(
     body: c.ChatCompletionRequest, request: Request, project: ProjectDep
 ) -> c.ChatCompletion | Response:
     kwargs = _chat_kwargs(body)
-    sub = await run_in_threadpool(_service(request).start_chat, project, body.model, body.messages, **kwargs)
+    sub = await run_in_threadpool(
+        _service(request).start_chat, project, body.model, body.messages, **kwargs
+    )
     cid, created = new_id("chatcmpl-"), int(time.time())
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -168,23 +174,47 @@ async def create_chat_completion(
     )
 
 
-async def _chat_chunks(sub: Submitted, cid: str, created: int, include_usage: bool) -> AsyncGenerator[BaseModel, None]:
+async def _chat_chunks(
+    sub: Submitted, cid: str, created: int, include_usage: bool
+) -> AsyncGenerator[BaseModel, None]:
     def chunk(choices: list[c.ChunkChoice], usage: c.Usage | None = None) -> c.ChatCompletionChunk:
-        return c.ChatCompletionChunk(id=cid, created=created, model=sub.model, choices=choices, usage=usage)
+        return c.ChatCompletionChunk(
+            id=cid, created=created, model=sub.model, choices=choices, usage=usage
+        )
 
     n = sub.generation.params.n
-    yield chunk([c.ChunkChoice(index=i, delta=c.ChunkDelta(role="assistant", content="")) for i in range(n)])
+    yield chunk(
+        [c.ChunkChoice(index=i, delta=c.ChunkDelta(role="assistant", content="")) for i in range(n)]
+    )
     completion_tokens = 0
     try:
         async for event in sub.generation.aevents():
             if isinstance(event, Failed):
-                raise event.error if isinstance(event.error, TunelabError) else TunelabError(str(event.error))
+                raise (
+                    event.error
+                    if isinstance(event.error, TunelabError)
+                    else TunelabError(str(event.error))
+                )
             if isinstance(event, Delta):
                 lps = fmt.chat_logprobs(sub.tokenizer, event.logprobs) if event.logprobs else None
-                yield chunk([c.ChunkChoice(index=event.index, delta=c.ChunkDelta(content=event.text), logprobs=lps)])
+                yield chunk(
+                    [
+                        c.ChunkChoice(
+                            index=event.index, delta=c.ChunkDelta(content=event.text), logprobs=lps
+                        )
+                    ]
+                )
             elif isinstance(event, Finished):
                 completion_tokens += event.completion_tokens
-                yield chunk([c.ChunkChoice(index=event.index, delta=c.ChunkDelta(), finish_reason=event.finish_reason)])
+                yield chunk(
+                    [
+                        c.ChunkChoice(
+                            index=event.index,
+                            delta=c.ChunkDelta(),
+                            finish_reason=event.finish_reason,
+                        )
+                    ]
+                )
     finally:
         sub.cancel()  # no-op when finished; stops generation when the client disconnected
     if include_usage:
@@ -207,12 +237,17 @@ def _prompts(prompt: str | list[str] | list[int] | list[list[int]] | None) -> li
 def _completion_kwargs(body: tc.CompletionRequest) -> dict[str, Any]:
     if body.suffix:
         raise InvalidRequest(
-            "'suffix' (insert mode) is not supported by tunelab models; put all the text in 'prompt'.", param="suffix"
+            "'suffix' (insert mode) is not supported by tunelab models; put all the text in 'prompt'.",
+            param="suffix",
         )
     if body.best_of is not None and body.best_of != (body.n or 1):
-        raise InvalidRequest("'best_of' is not supported; leave it unset or equal to 'n'.", param="best_of")
+        raise InvalidRequest(
+            "'best_of' is not supported; leave it unset or equal to 'n'.", param="best_of"
+        )
     if body.logprobs is not None and not 0 <= body.logprobs <= 5:
-        raise InvalidRequest(f"'logprobs' must be between 0 and 5, got {body.logprobs}.", param="logprobs")
+        raise InvalidRequest(
+            f"'logprobs' must be between 0 and 5, got {body.logprobs}.", param="logprobs"
+        )
     return {
         **_sampling_kwargs(body),
         "max_tokens": body.max_tokens,
@@ -247,7 +282,9 @@ async def create_completion(
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return _sse(_completion_chunks(subs, echoes, cid, created, body.logprobs, include_usage))
     try:
-        per_prompt = await _unless_disconnected(request, asyncio.gather(*(s.acollect() for s in subs)), subs)
+        per_prompt = await _unless_disconnected(
+            request, asyncio.gather(*(s.acollect() for s in subs)), subs
+        )
     except _ClientGone:
         return Response(status_code=499)
 
@@ -256,22 +293,33 @@ async def create_completion(
         if body.logprobs is not None:
             lps = fmt.completion_logprobs(sub.tokenizer, ch.logprobs, len(echoes[k]), body.logprobs)
         return tc.CompletionChoice(
-            index=k * n + ch.index, text=echoes[k] + ch.text, finish_reason=ch.finish_reason, logprobs=lps
+            index=k * n + ch.index,
+            text=echoes[k] + ch.text,
+            finish_reason=ch.finish_reason,
+            logprobs=lps,
         )
 
     return tc.Completion(
         id=cid,
         created=created,
         model=subs[0].model,
-        choices=[choice(k, s, ch) for k, (s, chs) in enumerate(zip(subs, per_prompt)) for ch in chs],
+        choices=[
+            choice(k, s, ch) for k, (s, chs) in enumerate(zip(subs, per_prompt)) for ch in chs
+        ],
         usage=fmt.usage(
-            sum(s.prompt_tokens for s in subs), sum(ch.completion_tokens for chs in per_prompt for ch in chs)
+            sum(s.prompt_tokens for s in subs),
+            sum(ch.completion_tokens for chs in per_prompt for ch in chs),
         ),
     )
 
 
 async def _completion_chunks(
-    subs: list[Submitted], echoes: list[str], cid: str, created: int, logprobs: int | None, include_usage: bool
+    subs: list[Submitted],
+    echoes: list[str],
+    cid: str,
+    created: int,
+    logprobs: int | None,
+    include_usage: bool,
 ) -> AsyncGenerator[BaseModel, None]:
     """Events of every prompt's generation, merged as they come."""
     n = subs[0].generation.params.n
@@ -283,7 +331,9 @@ async def _completion_chunks(
         await queue.put((k, None))
 
     def chunk(choices: list[tc.CompletionChoice], usage: c.Usage | None = None) -> tc.Completion:
-        return tc.Completion(id=cid, created=created, model=subs[0].model, choices=choices, usage=usage)
+        return tc.Completion(
+            id=cid, created=created, model=subs[0].model, choices=choices, usage=usage
+        )
 
     tasks = [asyncio.create_task(pump(k, s)) for k, s in enumerate(subs)]
     offsets = {(k, i): len(echoes[k]) for k in range(len(subs)) for i in range(n)}
@@ -291,22 +341,48 @@ async def _completion_chunks(
     try:
         for k, echo in enumerate(echoes):
             if echo:
-                yield chunk([tc.CompletionChoice(index=k * n + i, text=echo, finish_reason=None) for i in range(n)])
+                yield chunk(
+                    [
+                        tc.CompletionChoice(index=k * n + i, text=echo, finish_reason=None)
+                        for i in range(n)
+                    ]
+                )
         while running:
             k, event = await queue.get()
             if event is None:
                 running -= 1
             elif isinstance(event, Failed):
-                raise event.error if isinstance(event.error, TunelabError) else TunelabError(str(event.error))
+                raise (
+                    event.error
+                    if isinstance(event.error, TunelabError)
+                    else TunelabError(str(event.error))
+                )
             elif isinstance(event, Delta):
                 lps = None
                 if logprobs is not None:
-                    lps = fmt.completion_logprobs(subs[k].tokenizer, event.logprobs, offsets[k, event.index], logprobs)
+                    lps = fmt.completion_logprobs(
+                        subs[k].tokenizer, event.logprobs, offsets[k, event.index], logprobs
+                    )
                 offsets[k, event.index] += len(event.text)
-                yield chunk([tc.CompletionChoice(index=k * n + event.index, text=event.text, finish_reason=None, logprobs=lps)])
+                yield chunk(
+                    [
+                        tc.CompletionChoice(
+                            index=k * n + event.index,
+                            text=event.text,
+                            finish_reason=None,
+                            logprobs=lps,
+                        )
+                    ]
+                )
             elif isinstance(event, Finished):
                 completion_tokens += event.completion_tokens
-                yield chunk([tc.CompletionChoice(index=k * n + event.index, text="", finish_reason=event.finish_reason)])
+                yield chunk(
+                    [
+                        tc.CompletionChoice(
+                            index=k * n + event.index, text="", finish_reason=event.finish_reason
+                        )
+                    ]
+                )
     finally:
         for s in subs:
             s.cancel()

@@ -45,7 +45,9 @@ def _texts(req: EmbeddingRequest, emb: EmbeddingService) -> tuple[list[str], lis
     if all(isinstance(x, str) for x in raw):
         for i, text in enumerate(raw):
             if not text:  # type: ignore[truthy-bool]
-                raise InvalidRequest(f"'input[{i}]' is an empty string; embeddings need text.", param="input")
+                raise InvalidRequest(
+                    f"'input[{i}]' is an empty string; embeddings need text.", param="input"
+                )
         return list(raw), None  # type: ignore[arg-type]
     vocab = emb.vocab_size(req.model)
     counts = []
@@ -62,7 +64,9 @@ def _texts(req: EmbeddingRequest, emb: EmbeddingService) -> tuple[list[str], lis
 
 
 @router.post("/embeddings")
-def create_embeddings(req: EmbeddingRequest, services: ServicesDep, project: ProjectDep) -> JSONResponse:
+def create_embeddings(
+    req: EmbeddingRequest, services: ServicesDep, project: ProjectDep
+) -> JSONResponse:
     emb = services.embeddings
     services.registry.get_kind(req.model, "embedding")
     texts, counts = _texts(req, emb)
@@ -98,7 +102,9 @@ def create_embeddings(req: EmbeddingRequest, services: ServicesDep, project: Pro
     return JSONResponse(
         {
             "object": "list",
-            "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(items)],
+            "data": [
+                {"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(items)
+            ],
             "model": req.model,
             "usage": {"prompt_tokens": total, "total_tokens": total},
         }

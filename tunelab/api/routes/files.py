@@ -67,10 +67,13 @@ def upload_file(
     expires_at = None
     if expires_after_seconds is not None:
         if expires_after_anchor not in (None, "created_at"):
-            raise InvalidRequest("expires_after[anchor] must be 'created_at'.", param="expires_after[anchor]")
+            raise InvalidRequest(
+                "expires_after[anchor] must be 'created_at'.", param="expires_after[anchor]"
+            )
         if not 3600 <= expires_after_seconds <= 2592000:
             raise InvalidRequest(
-                "expires_after[seconds] must be between 3600 and 2592000.", param="expires_after[seconds]"
+                "expires_after[seconds] must be between 3600 and 2592000.",
+                param="expires_after[seconds]",
             )
         expires_at = now() + expires_after_seconds
     row = services.files.create(
@@ -94,7 +97,9 @@ def list_files(
     after: str | None = None,
 ) -> dict:
     check_limit(limit, 10000)
-    rows, has_more = services.files.list(project, purpose=purpose, after=after, limit=limit, order=order)
+    rows, has_more = services.files.list(
+        project, purpose=purpose, after=after, limit=limit, order=order
+    )
     return list_page([to_wire(r) for r in rows], has_more)
 
 
@@ -106,8 +111,9 @@ def retrieve_file(file_id: str, services: ServicesDep, project: ProjectDep) -> F
 @router.get("/files/{file_id}/content")
 def file_content(file_id: str, services: ServicesDep, project: ProjectDep) -> FileResponse:
     row = services.files.get(project, file_id)
-    return FileResponse(services.files.path(row), media_type="application/octet-stream",
-                        filename=row.filename)
+    return FileResponse(
+        services.files.path(row), media_type="application/octet-stream", filename=row.filename
+    )
 
 
 @router.delete("/files/{file_id}")

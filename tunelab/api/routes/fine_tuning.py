@@ -48,7 +48,9 @@ def list_jobs(
     after: str | None = None,
     limit: Annotated[int, Query()] = 20,
 ) -> dict:
-    jobs, more = JobService(services).list(project, after=after, limit=limit, metadata=_metadata_filter(request))
+    jobs, more = JobService(services).list(
+        project, after=after, limit=limit, metadata=_metadata_filter(request)
+    )
     return list_page(jobs, more)
 
 

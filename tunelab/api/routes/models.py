@@ -17,7 +17,10 @@ def to_wire(m: ResolvedModel) -> Model:
 
 @router.get("/models")
 def list_models(services: ServicesDep, project: ProjectDep) -> dict:
-    return {"object": "list", "data": [to_wire(m).model_dump() for m in services.catalog.list(project)]}
+    return {
+        "object": "list",
+        "data": [to_wire(m).model_dump() for m in services.catalog.list(project)],
+    }
 
 
 # `:path` because model ids contain colons and may contain slashes (ft:..., org/name).

@@ -39,8 +39,8 @@ from tunelab.protocol.vector_stores import (
     VectorStore,
     VectorStoreFile,
 )
-from tunelab.retrieval.service import Retrieval, build_retrieval
 from tunelab.retrieval.params import parse_chunking
+from tunelab.retrieval.service import Retrieval, build_retrieval
 from tunelab.retrieval.stores import StoreView, VectorStores
 from tunelab.retrieval.tables import FileBatchRow, VectorStoreFileRow
 

@@ -8,7 +8,7 @@ from tunelab.db.base import make_engine
 url = context.config.get_main_option("sqlalchemy.url")
 assert url is not None
 engine = make_engine(url)
-engine.pool = pool.NullPool(engine.pool._creator)  # noqa: SLF001 - one-shot connection
+engine.pool = pool.NullPool(engine.pool._creator)
 
 with engine.connect() as connection:
     context.configure(connection=connection, render_as_batch=url.startswith("sqlite"))

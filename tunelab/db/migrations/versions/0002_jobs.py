@@ -48,7 +48,9 @@ def upgrade() -> None:
         sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("id", sa.String(64), nullable=False, unique=True),
         sa.Column("project", sa.String(128), nullable=False),
-        sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "job_id", sa.String(64), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+        ),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("level", sa.String(8), nullable=False),
         sa.Column("type", sa.String(16), nullable=False),
@@ -60,7 +62,9 @@ def upgrade() -> None:
         "job_checkpoints",
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("project", sa.String(128), nullable=False),
-        sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "job_id", sa.String(64), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+        ),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("step", sa.Integer, nullable=False),
         sa.Column("fine_tuned_model_checkpoint", sa.String(512), nullable=False),
