@@ -10,7 +10,13 @@ Revises: 0002_jobs
 import sqlalchemy as sa
 from alembic import op
 
-from tunelab.retrieval.index import FTS_DDL
+# Spelled out here, not imported: a migration must keep meaning what it meant
+# when it was written, whatever the live code later says.
+FTS_DDL = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS vector_store_chunks_fts USING fts5("
+    "text, vector_store_id UNINDEXED, tokenize='trigram')"
+)
+
 
 revision = "0003_vector_stores"
 down_revision = "0002_jobs"
