@@ -118,7 +118,7 @@ class FileStore:
     def list(
         self, project: str, *, purpose: str | None, after: str | None, limit: int, order: str
     ) -> tuple[list[FileRow], bool]:
-        from tunelab.api.pagination import paginate
+        from tunelab.db.pagination import paginate
 
         stmt = select(FileRow).where(FileRow.project == project)
         if purpose:

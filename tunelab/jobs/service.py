@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from tunelab.api.pagination import check_limit, paginate
+from tunelab.db.pagination import check_limit, paginate
 from tunelab.errors import InvalidRequest, NotFound
 from tunelab.ids import new_id
 from tunelab.jobs import requests

@@ -149,7 +149,7 @@ class VectorStores:
     def list(
         self, project: str, *, after: str | None, limit: int, order: str
     ) -> tuple[list[StoreView], bool]:
-        from tunelab.api.pagination import paginate
+        from tunelab.db.pagination import paginate
 
         stmt = select(VectorStoreRow).where(VectorStoreRow.project == project)
         with self.db() as s:
@@ -270,7 +270,7 @@ class VectorStores:
         order: str,
         batch_id: str | None = None,
     ) -> tuple[list[VectorStoreFileRow], bool]:
-        from tunelab.api.pagination import paginate
+        from tunelab.db.pagination import paginate
 
         if status is not None and status not in FILE_STATUSES:
             raise InvalidRequest(

@@ -9,8 +9,9 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 
 from tunelab.api.deps import ProjectDep, ServicesDep
-from tunelab.api.pagination import check_limit, list_page
+from tunelab.api.pagination import list_page
 from tunelab.db.base import now
+from tunelab.db.pagination import check_limit
 from tunelab.db.tables import FileRow
 from tunelab.errors import InvalidRequest, PayloadTooLarge
 from tunelab.files import check_purpose

@@ -16,7 +16,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 
 from tunelab.api.deps import ProjectDep
-from tunelab.api.pagination import check_limit, list_page
+from tunelab.api.pagination import list_page
+from tunelab.db.pagination import check_limit
 from tunelab.errors import InvalidRequest
 from tunelab.protocol.common import Deleted
 from tunelab.protocol.vector_stores import (
