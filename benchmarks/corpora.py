@@ -133,9 +133,7 @@ def build(cache: Path) -> tuple[list[Corpus], dict[str, str]]:
     """All corpora (man-zh-xl: man-zh's pages with English questions) and package versions."""
     versions = fetch(cache)
     man_en = _man_corpus(cache, MAN_EN_PACKAGES, r"usr/share/man/man[158]/.+\.gz$", "en")
-    man_zh = _man_corpus(
-        cache, ["manpages-zh"], r"usr/share/man/zh_CN/man[158]/.+\.gz$", "zh"
-    )
+    man_zh = _man_corpus(cache, ["manpages-zh"], r"usr/share/man/zh_CN/man[158]/.+\.gz$", "zh")
     html = cache / "root" / "usr/share/doc/python3.11/html/library"
     python_doc = [
         Document(p.stem, p.name, p.read_bytes())

@@ -63,7 +63,8 @@ def index(corpus: Corpus, model_id: str, model, prefix: str, size: int, overlap:
         for c in chunk_text(extract_text(doc.filename, doc.data), tok, strategy):
             texts.append(c.text)
             pages.append(n)
-    key = f"{corpus.name.removesuffix('-xl')}-{model_id}-{strategy.max_tokens}-{strategy.overlap_tokens}"
+    size, overlap = strategy.max_tokens, strategy.overlap_tokens
+    key = f"{corpus.name.removesuffix('-xl')}-{model_id}-{size}-{overlap}"
     path = CACHE / "vectors" / f"{key}.npy"
     if path.exists():
         matrix = np.load(path)
@@ -91,7 +92,7 @@ def evaluate(
     """
     centroid = ix.matrix.mean(axis=0)
     rr, h1, h5 = [], 0, 0
-    for q, vec in zip(corpus.questions(split), queries):
+    for q, vec in zip(corpus.questions(split), queries, strict=True):
         base = float(centroid @ vec) if floor is None else floor
         dense = dense_scores(ix.matrix @ vec, base)
         rows, kw = ix.postings.scores(q.question)

@@ -54,7 +54,7 @@ class StoreMatrix:
         ids = np.fromiter(chunk_ids, dtype=np.int64)
         pos = np.searchsorted(self.chunk_ids, ids)
         out: list[str | None] = []
-        for cid, p in zip(ids, pos):
+        for cid, p in zip(ids, pos, strict=True):
             found = p < len(self.chunk_ids) and self.chunk_ids[p] == cid
             out.append(self.files[self.file_codes[p]] if found else None)
         return out
@@ -142,7 +142,9 @@ class StorePostings:
     tfs: np.ndarray  # float32 [n_pairs]
 
     @classmethod
-    def build(cls, version: int, chunk_ids: np.ndarray, per_chunk: list[np.ndarray]) -> StorePostings:
+    def build(
+        cls, version: int, chunk_ids: np.ndarray, per_chunk: list[np.ndarray]
+    ) -> StorePostings:
         counts = np.fromiter((len(a) for a in per_chunk), dtype=np.int64, count=len(per_chunk))
         pairs = np.concatenate(per_chunk) if per_chunk else np.zeros(0, dtype=TERM_DTYPE)
         rows = np.repeat(np.arange(len(per_chunk), dtype=np.int32), counts)

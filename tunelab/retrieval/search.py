@@ -194,8 +194,9 @@ class Searcher:
                 rows, kw = postings.scores(query)
                 # The postings were loaded by their own query: map their rows onto
                 # the matrix's by chunk id (the same ids unless a write came between).
-                pos = np.searchsorted(m.chunk_ids, postings.chunk_ids[rows])
-                ok = (pos < len(m.chunk_ids)) & (m.chunk_ids[np.minimum(pos, len(m.chunk_ids) - 1)] == postings.chunk_ids[rows])
+                ids = postings.chunk_ids[rows]
+                pos = np.minimum(np.searchsorted(m.chunk_ids, ids), len(m.chunk_ids) - 1)
+                ok = m.chunk_ids[pos] == ids
                 keyword[pos[ok]] = kw[ok]
             if ranker == "keyword":
                 scores = keyword
