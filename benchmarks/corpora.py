@@ -59,7 +59,14 @@ class Corpus:
         base = self.name.removesuffix("-xl")
         path = QUESTIONS / (f"dev/{base}.jsonl" if split == "dev" else f"{self.name}.jsonl")
         rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x]
-        return [Question(r["question"], r["page"]) for r in rows]
+        names = {d.name for d in self.documents}
+        return [Question(r["question"], r["page"]) for r in rows if r["page"] in names]
+
+    def smaller(self, pages: int) -> Corpus:
+        """The first `pages` pages, those that answer questions first (for quick runs)."""
+        answers = {q.page for q in self.questions()}
+        ranked = sorted(self.documents, key=lambda d: d.name not in answers)
+        return Corpus(self.name, ranked[:pages], self.language)
 
 
 def fetch(cache: Path) -> dict[str, str]:

@@ -32,7 +32,13 @@ from tunelab.models.registry import Registry
 from tunelab.retrieval.chunking import StaticStrategy, chunk_text
 from tunelab.retrieval.documents import extract_text
 from tunelab.retrieval.index import StorePostings
-from tunelab.retrieval.ranking import UNRELATED, dense_scores, hybrid_scores, similarity_floor
+from tunelab.retrieval.ranking import (
+    UNRELATED,
+    dense_scores,
+    hybrid_scores,
+    similarity_floor,
+    with_document,
+)
 from tunelab.retrieval.terms import decode_terms, encode_terms
 
 CACHE = Path.home() / ".cache" / "tunelab-bench"
@@ -91,10 +97,11 @@ def evaluate(
     floor: the dense normalisation's floor; None = the store's mean cosine to the query.
     """
     centroid = ix.matrix.mean(axis=0)
+    first = np.array([np.flatnonzero(ix.pages == p)[0] for p in range(len(ix.names))])
     rr, h1, h5 = [], 0, 0
     for q, vec in zip(corpus.questions(split), queries, strict=True):
         base = float(centroid @ vec) if floor is None else floor
-        dense = dense_scores(ix.matrix @ vec, base)
+        dense = with_document(dense_scores(ix.matrix @ vec, base), first[ix.pages])
         rows, kw = ix.postings.scores(q.question)
         keyword = np.zeros(len(ix.pages), dtype=np.float32)
         keyword[rows] = kw

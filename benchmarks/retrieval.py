@@ -260,9 +260,12 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--cache", type=Path, default=CACHE)
+    ap.add_argument("--pages", type=int, default=0, help="keep N pages per corpus (quick run)")
     args = ap.parse_args()
     corpora, versions = build(args.cache)
     chosen = [c for c in corpora if c.name in args.corpora.split(",")]
+    if args.pages:
+        chosen = [c.smaller(args.pages) for c in chosen]
     load = os.getloadavg()[0]
     print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at start "
           f"({'shared' if load > 1.5 else 'idle'}); packages: "

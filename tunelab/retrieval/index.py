@@ -24,6 +24,7 @@ import math
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,14 @@ class StoreMatrix:
             found = p < len(self.chunk_ids) and self.chunk_ids[p] == cid
             out.append(self.files[self.file_codes[p]] if found else None)
         return out
+
+    @cached_property
+    def first_rows(self) -> np.ndarray:
+        """For each row, the row of its file's first chunk (ids ascend with position)."""
+        codes, first = np.unique(self.file_codes, return_index=True)
+        lookup = np.zeros(len(self.files), dtype=np.int64)
+        lookup[codes] = first
+        return lookup[self.file_codes]
 
     def mask(self, allowed_files: set[str]) -> np.ndarray:
         ok = np.array([f in allowed_files for f in self.files], dtype=bool)

@@ -6,7 +6,10 @@
              [0, 1]. Embedding models differ a lot in their cosine ranges
              (multilingual-e5 puts unrelated texts near 0.7, MiniLM near 0); above
              their floors they land on comparable scales, so one keyword weight
-             suits both.
+             suits both. A chunk is also judged by its document's opening: the
+             score mixes in DOCUMENT_WEIGHT of the score of the file's first chunk
+             (title, summary), because a passage deep inside a manual page ("-r,
+             --recursive ...") rarely names what the page is about.
     keyword  BM25 normalised per query (`index.StorePostings.scores`): roughly the
              share of the query's idf-weighted words that the chunk contains.
     hybrid   (1 - KEYWORD_WEIGHT) * dense + KEYWORD_WEIGHT * keyword, computed for
@@ -27,7 +30,8 @@ import numpy as np
 
 from tunelab.errors import InvalidRequest
 
-KEYWORD_WEIGHT = 0.3
+KEYWORD_WEIGHT = 0.15
+DOCUMENT_WEIGHT = 0.2
 
 RANKERS = {
     "auto": "hybrid",
@@ -81,6 +85,16 @@ def dense_scores(cosines: np.ndarray, floor: float) -> np.ndarray:
     """Cosines rescaled so unrelated texts score 0 and an identical vector 1."""
     span = max(1.0 - floor, 1e-6)
     return np.clip((cosines - floor) / span, 0.0, 1.0).astype(np.float32)
+
+
+def with_document(dense: np.ndarray, first_rows: np.ndarray) -> np.ndarray:
+    """Mix each chunk's dense score with that of its file's first chunk.
+
+    first_rows[i] is the row of the first chunk of row i's file.
+    """
+    return ((1.0 - DOCUMENT_WEIGHT) * dense + DOCUMENT_WEIGHT * dense[first_rows]).astype(
+        np.float32
+    )
 
 
 def hybrid_scores(

@@ -26,6 +26,7 @@ from tunelab.retrieval.ranking import (
     hybrid_scores,
     resolve_ranker,
     similarity_floor,
+    with_document,
 )
 from tunelab.retrieval.stores import VectorStores
 from tunelab.retrieval.tables import ChunkRow, VectorStoreFileRow, VectorStoreRow
@@ -188,6 +189,7 @@ class Searcher:
         if len(m.chunk_ids) == 0:
             return best
         postings = self.keyword.postings(s, store_id, version) if ranker != "dense" else None
+        first_rows = m.first_rows if ranker != "keyword" else None
         for qi, query in enumerate(queries):
             keyword = np.zeros(len(m.chunk_ids), dtype=np.float32)
             if postings is not None:
@@ -203,7 +205,8 @@ class Searcher:
             else:
                 assert vectors is not None
                 q = vectors[qi]
-                dense = dense_scores(m.matrix @ q, floor)
+                assert first_rows is not None
+                dense = with_document(dense_scores(m.matrix @ q, floor), first_rows)
                 scores = dense if ranker == "dense" else hybrid_scores(dense, keyword)
             np.maximum(best, scores, out=best)
         return best
