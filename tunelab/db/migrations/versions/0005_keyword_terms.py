@@ -32,15 +32,14 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("vector_store_chunks") as batch:
-        batch.add_column(sa.Column("keyword_terms", sa.LargeBinary, nullable=True))
+    op.add_column("vector_store_chunks", sa.Column("keyword_terms", sa.LargeBinary, nullable=True))
     if op.get_bind().dialect.name == "sqlite":
         op.execute("DROP TABLE IF EXISTS vector_store_chunks_fts")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("vector_store_chunks") as batch:
-        batch.drop_column("keyword_terms")
+    # A plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+), not a batch table copy.
+    op.drop_column("vector_store_chunks", "keyword_terms")
     if op.get_bind().dialect.name == "sqlite":
         op.execute(FTS_DDL)
         op.execute(FTS_FILL)
