@@ -6,56 +6,23 @@ cover the whole path: upload -> validate -> queue -> train -> checkpoints -> mod
 
 from __future__ import annotations
 
-import json
-import time
 from typing import Any
 
 import openai
 import pytest
 
 from tests.conftest import run_server, sdk
+from tests.support import TERMINAL, all_events, chat_lines, fast_settings, wait_for, wait_until
 from tests.tiny_models import TINY_CHAT
 from tunelab.settings import Settings
 
-TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-def chat_lines(n: int, *, greeting: str = "Ahoy!") -> bytes:
-    lines = []
-    for i in range(n):
-        messages = [
-            {"role": "user", "content": f"Question number {i}?"},
-            {"role": "assistant", "content": f"{greeting} Answer {i % 3}."},
-        ]
-        lines.append(json.dumps({"messages": messages}))
-    return ("\n".join(lines) + "\n").encode()
+pytestmark = pytest.mark.api
 
 
 def upload(
     client: openai.OpenAI, data: bytes, name: str = "train.jsonl", purpose: str = "fine-tune"
 ) -> str:
     return client.files.create(file=(name, data), purpose=purpose).id  # type: ignore[arg-type]
-
-
-def wait_for(
-    client: openai.OpenAI, job_id: str, statuses: tuple[str, ...], timeout: float = 120
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.fine_tuning.jobs.retrieve(job_id)
-        if job.status in statuses:
-            return job
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job stuck in {job.status}, wanted {statuses}")
-        time.sleep(0.2)
-
-
-def all_events(client: openai.OpenAI, job_id: str) -> list[Any]:
-    return list(client.fine_tuning.jobs.list_events(job_id, limit=100))
-
-
-def fast_settings(settings: Settings, **overrides: Any) -> Settings:
-    return settings.model_copy(update={"worker_poll_seconds": 0.1, **overrides})
 
 
 @pytest.fixture
@@ -198,33 +165,31 @@ def test_cancel_and_pause_resume(client: openai.OpenAI) -> None:
     hp = {"n_epochs": 50, "batch_size": 1}  # long enough to interrupt
     job = create(client, hyperparameters=hp)
     wait_for(client, job.id, ("running",))
-    while not any(e.type == "metrics" for e in all_events(client, job.id)):
-        time.sleep(0.1)
+    wait_until(lambda: any(e.type == "metrics" for e in all_events(client, job.id)), what="a step")
     paused = client.fine_tuning.jobs.pause(job.id)
     assert paused.status == "paused"
-    deadline = time.monotonic() + 30
-    while not any("Training paused at step" in e.message for e in all_events(client, job.id)):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until(
+        lambda: any("Training paused at step" in e.message for e in all_events(client, job.id)),
+        30,
+        what="the pause to be acknowledged",
+    )
     paused_at = max(e.data["step"] for e in all_events(client, job.id) if e.type == "metrics")
     resumed = client.fine_tuning.jobs.resume(job.id)
     assert resumed.status == "queued"
     wait_for(client, job.id, ("running",))
-    deadline = time.monotonic() + 30
-    while not any(
-        e.message.startswith("Resumed from the checkpoint") for e in all_events(client, job.id)
-    ):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until(
+        lambda: any(
+            e.message.startswith("Resumed from the checkpoint") for e in all_events(client, job.id)
+        ),
+        30,
+        what="the resumed run",
+    )
     assert f"Resumed from the checkpoint at step {paused_at}" in [
         e.message for e in all_events(client, job.id)
     ]
 
     cancelled = client.fine_tuning.jobs.cancel(job.id)
     assert cancelled.status == "cancelled"
-    time.sleep(1.5)  # the worker stops the process within a poll
-    job = client.fine_tuning.jobs.retrieve(job.id)
-    assert job.status == "cancelled" and job.fine_tuned_model is None
     for op in (
         client.fine_tuning.jobs.cancel,
         client.fine_tuning.jobs.pause,
@@ -232,9 +197,12 @@ def test_cancel_and_pause_resume(client: openai.OpenAI) -> None:
     ):
         with pytest.raises(openai.BadRequestError):
             op(job.id)
-    # The worker is free again: the next job runs.
+    # The worker stopped the cancelled job's process and is free again: the next job
+    # runs, and the cancelled one stayed cancelled without a model.
     nxt = create(client, hyperparameters={"n_epochs": 1})
     assert wait_for(client, nxt.id, TERMINAL).status == "succeeded"
+    job = client.fine_tuning.jobs.retrieve(job.id)
+    assert job.status == "cancelled" and job.fine_tuned_model is None
 
 
 def test_projects_are_isolated(tiny_settings: Settings) -> None:

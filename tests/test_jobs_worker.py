@@ -7,16 +7,16 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from tests.test_jobs_api import chat_lines
+from tests.support import FakeClock, chat_lines, wait_until
 from tests.tiny_models import TINY_CHAT
 from tunelab.errors import InvalidRequest
+from tunelab.jobs import states
 from tunelab.jobs.service import JobService
 from tunelab.jobs.tables import Job, JobEvent
 from tunelab.jobs.worker import Worker
@@ -26,12 +26,12 @@ from tunelab.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def services(tiny_settings: Settings) -> Any:
-    s = build_services(
-        tiny_settings.model_copy(update={"worker_poll_seconds": 0.1, "worker_stale_seconds": 2.0})
-    )
+    s = build_services(tiny_settings.model_copy(update={"worker_poll_seconds": 0.1}))
     yield s
     s.close()
 
@@ -67,12 +67,12 @@ def messages(services: Services, job_id: str) -> list[str]:
 def run_until(
     worker: Worker, services: Services, job_id: str, statuses: tuple[str, ...], timeout: float = 120
 ) -> Job:
-    deadline = time.monotonic() + timeout
-    while (job := job_row(services, job_id)).status not in statuses:
-        assert time.monotonic() < deadline, f"stuck in {job.status}"
+    def reached() -> Job | None:
         worker.tick()
-        time.sleep(0.05)
-    return job
+        job = job_row(services, job_id)
+        return job if job.status in statuses else None
+
+    return wait_until(reached, timeout, interval=0.05, what=f"job {job_id} to be {statuses}")
 
 
 def test_two_workers_never_claim_the_same_job(services: Services) -> None:
@@ -85,7 +85,7 @@ def test_two_workers_never_claim_the_same_job(services: Services) -> None:
 
     def race(i: int) -> None:
         barrier.wait()
-        won[i] = workers[i].claim("queued", "running")
+        won[i] = workers[i].claim(states.START)
 
     threads = [threading.Thread(target=race, args=(i,)) for i in range(len(workers))]
     for t in threads:
@@ -115,6 +115,7 @@ def test_status_transitions_without_training(services: Services) -> None:
     assert Worker(services).tick() is False  # nothing left to do
 
 
+@pytest.mark.slow
 def test_killed_worker_is_recovered_and_the_job_resumes(services: Services, tmp_path: Path) -> None:
     job_id = new_job(services, n_epochs=3)
     settings = services.settings
@@ -131,12 +132,14 @@ def test_killed_worker_is_recovered_and_the_job_resumes(services: Services, tmp_
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
-        while not any(
-            m.startswith("Checkpoint created at step 12") for m in messages(services, job_id)
-        ):
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.1)
+
+        def first_epoch_saved() -> bool:
+            assert proc.poll() is None, "the worker process exited"
+            return any(
+                m.startswith("Checkpoint created at step 12") for m in messages(services, job_id)
+            )
+
+        wait_until(first_epoch_saved, 120, what="the first epoch's checkpoint")
         child = job_row(services, job_id).pid
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -145,8 +148,13 @@ def test_killed_worker_is_recovered_and_the_job_resumes(services: Services, tmp_
             proc.kill()
     assert job_row(services, job_id).status == "running"  # nobody has noticed yet
 
-    rescuer = Worker(services)
-    time.sleep(services.settings.worker_stale_seconds + 0.5)
+    # The rescuer's clock runs ahead instead of the test sleeping until the dead
+    # worker's heartbeat is stale.
+    clock = FakeClock()
+    rescuer = Worker(services, clock=clock)
+    rescuer.recover_stale()
+    assert job_row(services, job_id).status == "running"  # its heartbeat is recent
+    clock.advance(services.settings.worker_stale_seconds + 1)
     rescuer.recover_stale()
     assert job_row(services, job_id).status == "queued"
     assert child is not None
@@ -165,16 +173,14 @@ def test_killed_worker_is_recovered_and_the_job_resumes(services: Services, tmp_
 
 
 def _wait_gone(pid: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def gone() -> bool:
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except FileNotFoundError:
-            return
-        if state == "Z":  # exited, waiting to be reaped by init
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"training process {pid} still alive")
+            return True
+        return state == "Z"  # exited, waiting to be reaped by init
+
+    wait_until(gone, timeout, interval=0.2, what=f"training process {pid} to exit")
 
 
 def test_claims_are_atomic_on_postgres(tiny_settings: Settings, postgres_url: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.test_jobs_api import chat_lines
+from tests.support import chat_lines
 from tunelab.training import checkpoints
 from tunelab.training.config import (
     ConfigError,
@@ -19,8 +19,19 @@ from tunelab.training.config import (
     auto_n_epochs,
 )
 from tunelab.training.data import encode_dataset, pack
-from tunelab.training.events import Control, EventWriter, write_control
+from tunelab.training.events import (
+    CheckpointRemovedEvent,
+    Control,
+    Event,
+    EventWriter,
+    MessageEvent,
+    MetricsEvent,
+    read_events,
+    write_control,
+)
 from tunelab.training.loop import forward_loss, train
+
+pytestmark = pytest.mark.unit
 
 
 def make_config(tmp_path: Path, tiny_chat_dir: Path, **overrides: Any) -> TrainConfig:
@@ -40,13 +51,17 @@ def make_config(tmp_path: Path, tiny_chat_dir: Path, **overrides: Any) -> TrainC
     return TrainConfig(**values)
 
 
-def run(cfg: TrainConfig, job_dir: Path) -> tuple[Any, list[dict[str, Any]]]:
+def run(cfg: TrainConfig, job_dir: Path) -> tuple[Any, list[Event]]:
+    """Train in-process; the outcome and the events the run wrote (read back typed)."""
     job_dir.mkdir(parents=True, exist_ok=True)
-    events = EventWriter(job_dir / "events.jsonl")
+    path = job_dir / "events.jsonl"
+    start = path.stat().st_size if path.exists() else 0
+    events = EventWriter(path)
     outcome = train(cfg, events, Control(job_dir))
     events.close()
-    lines = (job_dir / "events.jsonl").read_text().splitlines()
-    return outcome, [json.loads(line) for line in lines]
+    written, end = read_events(path, start)
+    assert end == path.stat().st_size  # every line was complete and readable
+    return outcome, written
 
 
 @pytest.mark.parametrize(
@@ -114,12 +129,12 @@ def test_loss_goes_down_and_checkpoints_reload(tmp_path: Path, tiny_chat_dir: Pa
     )
     outcome, events = run(cfg, tmp_path / "job")
     assert outcome.status == "succeeded" and outcome.step == 12
-    losses = [e["train_loss"] for e in events if e["type"] == "metrics"]
+    losses = [e.metrics.train_loss for e in events if isinstance(e, MetricsEvent)]
     assert len(losses) == 12
     assert sum(losses[-3:]) < 0.7 * sum(losses[:3])
     kept = sorted(p.name for p in Path(cfg.output_dir).glob("step-*"))
     assert kept == ["step-12", "step-9"]
-    assert [e["step"] for e in events if e["type"] == "checkpoint_removed"] == [3, 6]
+    assert [e.step for e in events if isinstance(e, CheckpointRemovedEvent)] == [3, 6]
 
     # The saved checkpoint is the trained model: its loss is the low one.
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -165,14 +180,17 @@ def test_pause_saves_state_and_resume_continues(tmp_path: Path, tiny_chat_dir: P
     (job / "control").unlink()
     outcome, events = run(cfg, job)
     assert outcome.status == "succeeded" and outcome.step == 12
-    assert any(e.get("message") == "Resumed from the checkpoint at step 0" for e in events)
+    assert any(
+        isinstance(e, MessageEvent) and e.message == "Resumed from the checkpoint at step 0"
+        for e in events
+    )
 
 
 def test_truncation_is_a_warning_event(tmp_path: Path, tiny_chat_dir: Path) -> None:
     cfg = make_config(tmp_path, tiny_chat_dir, n_epochs=1, max_length=16)
     _, events = run(cfg, tmp_path / "job")
-    warnings = [e for e in events if e["type"] == "message" and e["level"] == "warn"]
-    assert any("truncated" in e["message"] for e in warnings)
+    warnings = [e for e in events if isinstance(e, MessageEvent) and e.level == "warn"]
+    assert any("truncated" in e.message for e in warnings)
 
 
 def test_classification_validation_set_gets_accuracy_and_f1(
@@ -191,7 +209,9 @@ def test_classification_validation_set_gets_accuracy_and_f1(
     valid.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     cfg = make_config(tmp_path, tiny_chat_dir, n_epochs=1, validation_file=str(valid))
     _, events = run(cfg, tmp_path / "job")
-    last = [e for e in events if e["type"] == "metrics"][-1]
-    assert 0.0 <= last["classification_accuracy"] <= 1.0
-    assert 0.0 <= last["classification_weighted_f1"] <= 1.0
-    assert "full_valid_loss" in last
+    last = [e.metrics for e in events if isinstance(e, MetricsEvent)][-1]
+    assert last.classification_accuracy is not None
+    assert 0.0 <= last.classification_accuracy <= 1.0
+    assert last.classification_weighted_f1 is not None
+    assert 0.0 <= last.classification_weighted_f1 <= 1.0
+    assert last.full_valid_loss is not None
