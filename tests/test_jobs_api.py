@@ -6,6 +6,7 @@ cover the whole path: upload -> validate -> queue -> train -> checkpoints -> mod
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import openai
@@ -242,3 +243,28 @@ def test_continue_training_from_a_fine_tuned_model(client: openai.OpenAI) -> Non
     assert done.status == "succeeded", done.error
     assert done.model == first.fine_tuned_model
     assert done.fine_tuned_model.startswith(f"ft:{TINY_CHAT}:")
+
+
+@pytest.mark.slow
+def test_concurrent_jobs_each_get_their_own_model(client: openai.OpenAI) -> None:
+    # Created in the same instant (ids share their time prefix), trained one by one.
+    file_id = upload(client, chat_lines(12))
+
+    def start(_: int) -> str:
+        return client.fine_tuning.jobs.create(
+            model=TINY_CHAT,
+            training_file=file_id,
+            suffix="same",
+            hyperparameters={"n_epochs": 1, "batch_size": 12},
+        ).id
+
+    with ThreadPoolExecutor(3) as pool:
+        ids = list(pool.map(start, range(3)))
+    done = [wait_for(client, job_id, TERMINAL, timeout=300) for job_id in ids]
+    assert [j.status for j in done] == ["succeeded"] * 3
+    names = [j.fine_tuned_model for j in done]
+    assert len(set(names)) == 3
+    for job in done:  # each job's model is its own last checkpoint
+        (last,) = client.fine_tuning.jobs.checkpoints.list(job.id).data
+        assert last.fine_tuned_model_checkpoint == job.fine_tuned_model
+    assert set(names) <= {m.id for m in client.models.list()}

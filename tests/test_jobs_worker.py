@@ -16,7 +16,7 @@ from sqlalchemy import select
 from tests.support import FakeClock, chat_lines, wait_until
 from tests.tiny_models import TINY_CHAT
 from tunelab.errors import InvalidRequest
-from tunelab.jobs import states
+from tunelab.jobs import staging, states
 from tunelab.jobs.service import JobService
 from tunelab.jobs.tables import Job, JobEvent
 from tunelab.jobs.worker import Worker
@@ -191,3 +191,38 @@ def test_claims_are_atomic_on_postgres(tiny_settings: Settings, postgres_url: st
         test_status_transitions_without_training(services)
     finally:
         services.close()
+
+
+def test_the_model_resolved_at_creation_is_what_trains(services: Services, tmp_path: Path) -> None:
+    parent_dir = tmp_path / "parent-adapter"  # outside models_dir: deleting the model keeps it
+    parent_dir.mkdir()
+    parent = "ft:tiny-chat:default:parent:abcd1234"
+    services.catalog.register_fine_tuned(
+        project="default", model_id=parent, base_model=TINY_CHAT, path=parent_dir, kind="lora"
+    )
+    f = services.files.create_from_bytes(
+        project="default", filename="t.jsonl", purpose="fine-tune", data=chat_lines(12)
+    )
+    job_id = JobService(services).create("default", JobCreate(model=parent, training_file=f.id)).id
+    job = job_row(services, job_id)
+    assert (job.base_model, job.parent_kind, job.parent_path) == (
+        TINY_CHAT,
+        "lora",
+        str(parent_dir),
+    )
+    Worker(services).tick()  # validation counts the examples into their own column
+    job = job_row(services, job_id)
+    assert job.n_examples == 12 and "n_examples" not in job.hyperparameters
+
+    # The name is gone from the catalog; the job still trains what it was created with.
+    services.catalog.delete("default", parent)
+    cfg = staging.write_config(services, job, tmp_path / "job")
+    assert cfg.init_adapter == str(parent_dir) and cfg.base_model == TINY_CHAT
+
+    # Without the weights it cannot start, and says why.
+    parent_dir.rmdir()
+    Worker(services).tick()
+    job = job_row(services, job_id)
+    assert job.status == "failed" and job.error is not None
+    assert f"the weights of {parent} no longer exist" in job.error["message"]
+    assert job.worker_id is None
