@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 
 from tunelab.db.base import MIGRATIONS_DIR
 
@@ -50,8 +50,24 @@ def _rows(conn: Any, sql: str) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in conn.execute(text(sql))]
 
 
-def test_0004_moves_rows_and_back(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'old.db'}"
+def _json(value: Any) -> Any:
+    """A JSON column's value: SQLite hands back text, PostgreSQL the decoded object."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'old.db'}"
+    server: str = request.getfixturevalue("postgres_url")
+    name = f"migration_{tmp_path.name.lower().replace('-', '_')}"
+    with create_engine(server, isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    return server.rsplit("/", 1)[0] + "/" + name
+
+
+def test_0004_moves_rows_and_back(empty_db: str) -> None:
+    url = empty_db
     command.upgrade(alembic(url), "0003_vector_stores")
     engine = create_engine(url)
     hp = {"n_epochs": 3, "batch_size": 1, "learning_rate_multiplier": 2.0, "n_examples": 12}
@@ -106,10 +122,10 @@ def test_0004_moves_rows_and_back(tmp_path: Path) -> None:
     with engine.connect() as conn:
         jobs = {r["id"]: r for r in _rows(conn, "SELECT * FROM jobs")}
         models = {r["id"]: r for r in _rows(conn, "SELECT * FROM fine_tuned_models")}
-        tables = {r["name"] for r in _rows(conn, "SELECT name FROM sqlite_master")}
+        tables = set(inspect(conn).get_table_names())
         events = _rows(conn, "SELECT message FROM job_events")
     assert jobs["ftjob-a"]["n_examples"] == 12
-    assert "n_examples" not in json.loads(jobs["ftjob-a"]["hyperparameters"])
+    assert "n_examples" not in _json(jobs["ftjob-a"]["hyperparameters"])
     assert jobs["ftjob-a"]["parent_kind"] is None and jobs["ftjob-a"]["parent_path"] is None
     assert (jobs["ftjob-b"]["parent_kind"], jobs["ftjob-b"]["parent_path"]) == (
         "lora",
@@ -118,10 +134,10 @@ def test_0004_moves_rows_and_back(tmp_path: Path) -> None:
     # Its parent is gone: the job keeps saying so instead of silently training the base.
     assert (jobs["ftjob-c"]["parent_kind"], jobs["ftjob-c"]["parent_path"]) == ("full", None)
     assert jobs["ftjob-d"]["n_examples"] is None  # never validated
-    assert json.loads(jobs["ftjob-d"]["hyperparameters"])["n_epochs"] == "auto"
+    assert _json(jobs["ftjob-d"]["hyperparameters"])["n_epochs"] == "auto"
     final = models["ft:tiny-chat:p::AAAA1111"]
     assert (final["checkpoint_id"], final["step"]) == ("ftckpt_2", 12)
-    assert json.loads(final["metrics"]) == {"step": 12}
+    assert _json(final["metrics"]) == {"step": 12}
     assert models["ft:tiny-chat:p::AAAA1111:ckpt-step-6"]["checkpoint_id"] == "ftckpt_1"
     assert "job_checkpoints" not in tables
     assert events == [{"message": "kept"}]  # altering jobs did not cascade into its events
@@ -133,7 +149,7 @@ def test_0004_moves_rows_and_back(tmp_path: Path) -> None:
         events = _rows(conn, "SELECT message FROM job_events")
     assert set(back) == {"ftckpt_1", "ftckpt_2"}
     assert back["ftckpt_2"]["fine_tuned_model_checkpoint"] == "ft:tiny-chat:p::AAAA1111"
-    assert json.loads(jobs["ftjob-a"]["hyperparameters"])["n_examples"] == 12
+    assert _json(jobs["ftjob-a"]["hyperparameters"])["n_examples"] == 12
     assert "parent_kind" not in jobs["ftjob-a"]
     assert events == [{"message": "kept"}]
     engine.dispose()
