@@ -47,7 +47,27 @@ from tunelab.training.events import (  # noqa: E402
 )
 from tunelab.training.loop import train  # noqa: E402
 
-WORDS = ["the", "a", "ship", "sails", "over", "calm", "blue", "water", "while", "gulls", "circle", "and", "the", "crew", "sings", "old", "songs", "of", "home"]
+WORDS = [
+    "the",
+    "a",
+    "ship",
+    "sails",
+    "over",
+    "calm",
+    "blue",
+    "water",
+    "while",
+    "gulls",
+    "circle",
+    "and",
+    "the",
+    "crew",
+    "sings",
+    "old",
+    "songs",
+    "of",
+    "home",
+]
 
 
 def make_data(path: Path, n: int, seed: int = 0) -> None:
@@ -161,7 +181,8 @@ def main() -> None:
 
     base = results["plain fp32"][1] / results["plain fp32"][0]
     print(
-        f"\n{'run':<13} {'tokens':>7} {'seconds':>8} {'tok/s':>8} {'vs plain':>9} {'MFU bf16':>9} {'MFU fp32':>9}"
+        f"\n{'run':<13} {'tokens':>7} {'seconds':>8} {'tok/s':>8} {'vs plain':>9} "
+        f"{'MFU bf16':>9} {'MFU fp32':>9}"
     )
     for name, (secs, toks) in results.items():
         rate = toks / secs
