@@ -3,6 +3,8 @@
 - `wait_until(predicate, timeout)`: the one polling loop, always with a deadline.
 - `FakeClock`: a `tunelab.clock.Clock` that moves only when told, for tests where
   time matters (heartbeats, stale workers) without sleeping through it.
+- `scratch_database(server_url, name)`: a fresh PostgreSQL database on the test
+  cluster, for tests that must not see (or leave) other tests' rows.
 - Fine-tuning helpers: `chat_lines` (a chat-format training file), `fast_settings`
   (a worker that polls often), `wait_for` (a job reaching a status), `TERMINAL`.
 """
@@ -64,6 +66,18 @@ class FakeClock:
         if not stop.is_set():
             self.advance(seconds)
         return stop.is_set()
+
+
+def scratch_database(server_url: str, name: str) -> str:
+    """Create database `name` on the server of `server_url`; its URL."""
+    from sqlalchemy import create_engine, text
+
+    safe = "".join(c if c.isalnum() else "_" for c in name.lower())
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{safe}"'))
+    engine.dispose()
+    return server_url.rsplit("/", 1)[0] + "/" + safe
 
 
 def chat_lines(n: int, *, greeting: str = "Ahoy!") -> bytes:

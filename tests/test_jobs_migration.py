@@ -11,6 +11,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, inspect, text
 
+from tests.support import scratch_database
 from tunelab.db.base import MIGRATIONS_DIR
 
 pytestmark = pytest.mark.unit
@@ -59,11 +60,7 @@ def _json(value: Any) -> Any:
 def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'old.db'}"
-    server: str = request.getfixturevalue("postgres_url")
-    name = f"migration_{tmp_path.name.lower().replace('-', '_')}"
-    with create_engine(server, isolation_level="AUTOCOMMIT").connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    return server.rsplit("/", 1)[0] + "/" + name
+    return scratch_database(request.getfixturevalue("postgres_url"), f"mig_{tmp_path.name}")
 
 
 def test_0004_moves_rows_and_back(empty_db: str) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.support import FakeClock, chat_lines
+from tests.support import FakeClock, chat_lines, scratch_database
 from tests.tiny_models import TINY_CHAT
 from tunelab.jobs import states
 from tunelab.jobs.recovery import MAX_ATTEMPTS
@@ -260,8 +260,11 @@ def test_no_module_but_states_writes_a_job_status() -> None:
     assert _writes(ast.parse((PACKAGE / "jobs" / "states.py").read_text(encoding="utf-8")))
 
 
-def test_the_machine_on_postgres(tiny_settings: Settings, postgres_url: str) -> None:
-    services = build_services(tiny_settings.model_copy(update={"database_url": postgres_url}))
+def test_the_machine_on_postgres(
+    tiny_settings: Settings, postgres_url: str, tmp_path: Path
+) -> None:
+    url = scratch_database(postgres_url, f"states_{tmp_path.name}")
+    services = build_services(tiny_settings.model_copy(update={"database_url": url}))
     try:
         for t in states.TRANSITIONS:
             test_apply_moves_exactly_from_the_allowed_statuses(services, t)

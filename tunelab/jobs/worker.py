@@ -160,6 +160,7 @@ class Worker:
 
     def claim(self, t: states.Transition) -> str | None:
         """Atomically take the oldest unheld job `t` starts from; its id, or None."""
+        assert t.holding == "take", f"{t.name} does not take a job"
         with self.db() as s:
             candidates: list[str] = list(
                 s.execute(
