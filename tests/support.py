@@ -19,11 +19,12 @@ from typing import Any, TypeVar
 
 import openai
 
+from tunelab.jobs import states
 from tunelab.settings import Settings
 
 T = TypeVar("T")
 
-TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = states.TERMINAL
 
 
 def wait_until(
