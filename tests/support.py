@@ -1,25 +1,34 @@
-"""Helpers shared by test modules: test modules import from here, never from each other.
+"""Shared test helpers: a live server, SDK clients, extra registry entries, waiting
+with a deadline, and fakes for the runtime's seams.
 
-- `wait_until(predicate, timeout)`: the one polling loop, always with a deadline.
+Test modules import helpers from here, never from each other.
+
+- `wait_until(predicate, timeout=...)`: the one polling loop, always with a deadline.
 - `FakeClock`: a `tunelab.clock.Clock` that moves only when told, for tests where
   time matters (heartbeats, stale workers) without sleeping through it.
 - `scratch_database(server_url, name)`: a fresh PostgreSQL database on the test
   cluster, for tests that must not see (or leave) other tests' rows.
 - Fine-tuning helpers: `chat_lines` (a chat-format training file), `fast_settings`
-  (a worker that polls often), `wait_for` (a job reaching a status), `TERMINAL`.
+  (a worker that polls often), `wait_for` (a job reaching a status), `all_events`,
+  `TERMINAL`.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import openai
 
+from tunelab.inference.handle import Delta, Finished, Generation, SamplingParams
+from tunelab.inference.protocol import Target, Tokenizer
 from tunelab.jobs import states
+from tunelab.runtime import Runtime
 from tunelab.settings import Settings
 
 T = TypeVar("T")
@@ -27,19 +36,103 @@ T = TypeVar("T")
 TERMINAL = states.TERMINAL
 
 
+def register_models(settings: Settings, entries: list[dict[str, Any]]) -> None:
+    """Write extra registry entries into the data dir's models.json."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.registry_file.write_text(json.dumps({"models": entries}), encoding="utf-8")
+
+
 def wait_until(
-    predicate: Callable[[], T], timeout: float = 60, *, interval: float = 0.1, what: str = ""
+    predicate: Callable[[], T], *, timeout: float, every: float = 0.05, what: str = ""
 ) -> T:
-    """Poll `predicate` until it returns something truthy (returned); AssertionError
-    naming `what` once `timeout` seconds have passed."""
+    """Poll `predicate` until it returns something truthy (returned); fail after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or predicate}")
-        time.sleep(interval)
+            raise AssertionError(f"{what or 'condition'} not met within {timeout} s")
+        time.sleep(every)
+
+
+@contextmanager
+def run_server(config: Settings | Runtime | Any) -> Iterator[str]:
+    """A real uvicorn server on a free loopback port, in a thread; yields its base URL.
+
+    `config` is Settings, a Runtime (e.g. built with a fake engine), or a ready app."""
+    import uvicorn
+
+    from tunelab.api.app import create_app
+
+    app = create_app(config) if isinstance(config, Settings | Runtime) else config
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), timeout=60)
+        if not server.started:
+            raise RuntimeError("test server did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def sdk(url: str, api_key: str = "test-key") -> openai.OpenAI:
+    return openai.OpenAI(base_url=url + "/v1", api_key=api_key, max_retries=0)
+
+
+class ScriptedChatEngine:
+    """A `ChatEngine` that answers from a script instead of a model.
+
+    `answer(prompt_text)` gives the reply to a rendered prompt; it streams back in
+    pieces of `piece` characters. Prompts are rendered with a real tokenizer (so
+    chat templates, token counts and context checks are the real ones); `prompts`
+    records every prompt seen (token ids and decoded text).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        answer: Callable[[str], str],
+        *,
+        context_length: int = 2048,
+        piece: int = 5,
+    ) -> None:
+        self.tok = tokenizer
+        self._answer = answer
+        self._context_length = context_length
+        self._piece = piece
+        self.prompts: list[tuple[list[int], str]] = []
+
+    def tokenizer(self, target: Target) -> Tokenizer:
+        return self.tok
+
+    def context_length(self, target: Target) -> int:
+        return self._context_length
+
+    def submit(self, target: Target, prompt_ids: list[int], params: SamplingParams) -> Generation:
+        prompt = self.tok.decode(prompt_ids)
+        self.prompts.append((list(prompt_ids), prompt))
+        text = self._answer(prompt)
+        gen = Generation(prompt_ids, params, stop_token_ids=frozenset())
+        for i in range(params.n):
+            for start in range(0, len(text), self._piece):
+                gen.put(Delta(i, text[start : start + self._piece]))
+            gen.put(Finished(i, "stop", max(1, len(text) // 4)))
+        return gen
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {}
+
+    def close(self) -> None:
+        return None
 
 
 class FakeClock:
@@ -107,7 +200,7 @@ def wait_for(
         job = client.fine_tuning.jobs.retrieve(job_id)
         return job if job.status in statuses else None
 
-    return wait_until(reached, timeout, interval=0.2, what=f"job {job_id} to be {statuses}")
+    return wait_until(reached, timeout=timeout, every=0.2, what=f"job {job_id} to be {statuses}")
 
 
 def all_events(client: openai.OpenAI, job_id: str) -> list[Any]:

@@ -12,8 +12,16 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import run_server, sdk
-from tests.support import TERMINAL, all_events, chat_lines, fast_settings, wait_for, wait_until
+from tests.support import (
+    TERMINAL,
+    all_events,
+    chat_lines,
+    fast_settings,
+    run_server,
+    sdk,
+    wait_for,
+    wait_until,
+)
 from tests.tiny_models import TINY_CHAT
 from tunelab.settings import Settings
 
@@ -166,12 +174,18 @@ def test_cancel_and_pause_resume(client: openai.OpenAI) -> None:
     hp = {"n_epochs": 50, "batch_size": 1}  # long enough to interrupt
     job = create(client, hyperparameters=hp)
     wait_for(client, job.id, ("running",))
-    wait_until(lambda: any(e.type == "metrics" for e in all_events(client, job.id)), what="a step")
+    wait_until(
+        lambda: any(e.type == "metrics" for e in all_events(client, job.id)),
+        timeout=60,
+        every=0.1,
+        what="a step",
+    )
     paused = client.fine_tuning.jobs.pause(job.id)
     assert paused.status == "paused"
     wait_until(
         lambda: any("Training paused at step" in e.message for e in all_events(client, job.id)),
-        30,
+        timeout=30,
+        every=0.1,
         what="the pause to be acknowledged",
     )
     paused_at = max(e.data["step"] for e in all_events(client, job.id) if e.type == "metrics")
@@ -182,7 +196,8 @@ def test_cancel_and_pause_resume(client: openai.OpenAI) -> None:
         lambda: any(
             e.message.startswith("Resumed from the checkpoint") for e in all_events(client, job.id)
         ),
-        30,
+        timeout=30,
+        every=0.1,
         what="the resumed run",
     )
     assert f"Resumed from the checkpoint at step {paused_at}" in [

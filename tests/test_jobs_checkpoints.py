@@ -12,55 +12,54 @@ from tests.support import chat_lines
 from tests.tiny_models import TINY_CHAT
 from tunelab.errors import NotFound
 from tunelab.jobs import checkpoints
-from tunelab.jobs.service import JobService
 from tunelab.jobs.tables import Job
 from tunelab.models.catalog import Catalog
 from tunelab.protocol.fine_tuning import JobCreate
-from tunelab.services import Services, build_services
+from tunelab.runtime import Runtime, build_runtime
 from tunelab.settings import Settings
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-def services(tiny_settings: Settings) -> Iterator[Services]:
-    s = build_services(tiny_settings)
-    yield s
-    s.close()
+def rt(tiny_settings: Settings) -> Iterator[Runtime]:
+    r = build_runtime(tiny_settings, embedded_worker=False)
+    yield r
+    r.close()
 
 
-def create(services: Services, suffix: str | None = "same") -> Job:
-    f = services.files.create_from_bytes(
+def create(rt: Runtime, suffix: str | None = "same") -> Job:
+    f = rt.files.create_from_bytes(
         project="default", filename="t.jsonl", purpose="fine-tune", data=chat_lines(12)
     )
     req = JobCreate(model=TINY_CHAT, training_file=f.id, suffix=suffix)
-    job_id = JobService(services).create("default", req).id
-    with services.db() as s:
+    job_id = rt.jobs.create("default", req).id
+    with rt.db() as s:
         job = s.get(Job, job_id)
         assert job is not None
         return job
 
 
-def weights_dir(services: Services, job: Job, step: int) -> Path:
-    return services.settings.models_dir / job.id / f"step-{step}"
+def weights_dir(rt: Runtime, job: Job, step: int) -> Path:
+    return rt.settings.models_dir / job.id / f"step-{step}"
 
 
-def weights(services: Services, job: Job, step: int) -> Path:
+def weights(rt: Runtime, job: Job, step: int) -> Path:
     """A checkpoint directory as the training process leaves it (contents not needed here)."""
-    path = weights_dir(services, job, step)
+    path = weights_dir(rt, job, step)
     path.mkdir(parents=True)
     return path
 
 
-def test_concurrent_jobs_get_distinct_models(services: Services) -> None:
+def test_concurrent_jobs_get_distinct_models(rt: Runtime) -> None:
     # Jobs created in the same instant: their ids share the time prefix.
     with ThreadPoolExecutor(16) as pool:
-        jobs = list(pool.map(lambda _: create(services), range(16)))
-    paths = {job.id: weights(services, job, 3) for job in jobs}
+        jobs = list(pool.map(lambda _: create(rt), range(16)))
+    paths = {job.id: weights(rt, job, 3) for job in jobs}
 
     def finish(job: Job) -> str:
         return checkpoints.register(
-            services.catalog,
+            rt.catalog,
             job,
             step=3,
             path=paths[job.id],
@@ -74,23 +73,21 @@ def test_concurrent_jobs_get_distinct_models(services: Services) -> None:
     assert len(set(names)) == 16
     for job, name in zip(jobs, names, strict=True):
         assert name.startswith(f"ft:{TINY_CHAT}:default:same:")
-        resolved = services.catalog.resolve("default", name)
+        resolved = rt.catalog.resolve("default", name)
         assert resolved.path == paths[job.id]  # each name serves its own job's weights
-        page, _ = services.catalog.job_checkpoints("default", job.id, after=None, limit=10)
+        page, _ = rt.catalog.job_checkpoints("default", job.id, after=None, limit=10)
         assert [c.id for c in page] == [name]
 
 
-def test_a_taken_name_is_never_replaced(services: Services) -> None:
+def test_a_taken_name_is_never_replaced(rt: Runtime) -> None:
     draws = iter(["AAAAAAAA", "AAAAAAAA", "BBBBBBBB"])
-    catalog = Catalog(
-        services.registry, services.db, services.settings.models_dir, id8=lambda: next(draws)
-    )
-    first, second = create(services), create(services)
+    catalog = Catalog(rt.registry, rt.db, rt.settings.models_dir, id8=lambda: next(draws))
+    first, second = create(rt), create(rt)
     a = checkpoints.register(
         catalog,
         first,
         step=3,
-        path=weights(services, first, 3),
+        path=weights(rt, first, 3),
         metrics=None,
         at=1.0,
         final=True,
@@ -99,32 +96,32 @@ def test_a_taken_name_is_never_replaced(services: Services) -> None:
         catalog,
         second,
         step=3,
-        path=weights(services, second, 3),
+        path=weights(rt, second, 3),
         metrics=None,
         at=1.0,
         final=True,
     )
     assert a.endswith(":AAAAAAAA") and b.endswith(":BBBBBBBB")
-    assert catalog.resolve("default", a).path == weights_dir(services, first, 3)
+    assert catalog.resolve("default", a).path == weights_dir(rt, first, 3)
     with pytest.raises(ValueError, match="exists already"):
         catalog.register_fine_tuned(
             project="default",
             model_id=a,
             base_model=TINY_CHAT,
-            path=weights_dir(services, second, 3),
+            path=weights_dir(rt, second, 3),
             kind="lora",
         )
-    assert catalog.resolve("default", a).path == weights_dir(services, first, 3)
+    assert catalog.resolve("default", a).path == weights_dir(rt, first, 3)
 
 
-def test_one_record_per_checkpoint(services: Services) -> None:
-    job = create(services, suffix=None)
+def test_one_record_per_checkpoint(rt: Runtime) -> None:
+    job = create(rt, suffix=None)
     names = {
         step: checkpoints.register(
-            services.catalog,
+            rt.catalog,
             job,
             step=step,
-            path=weights(services, job, step),
+            path=weights(rt, job, step),
             metrics={"step": step, "train_loss": 1.0 / step},
             at=float(step),
             final=step == 9,
@@ -134,17 +131,17 @@ def test_one_record_per_checkpoint(services: Services) -> None:
     assert names[3].endswith(":ckpt-step-3") and not names[9].endswith(":ckpt-step-9")
     # Registering a step again (a re-read event) keeps its one record and name.
     again = checkpoints.register(
-        services.catalog,
+        rt.catalog,
         job,
         step=6,
-        path=weights_dir(services, job, 6),
+        path=weights_dir(rt, job, 6),
         metrics=None,
         at=6.0,
         final=False,
     )
     assert again == names[6]
 
-    jobs = JobService(services)
+    jobs = rt.jobs
     listed, more = jobs.checkpoints("default", job.id, after=None, limit=10)
     assert [c.step_number for c in listed] == [9, 6, 3] and not more
     assert [c.fine_tuned_model_checkpoint for c in listed] == [names[9], names[6], names[3]]
@@ -155,12 +152,12 @@ def test_one_record_per_checkpoint(services: Services) -> None:
     assert more and [c.step_number for c in first + rest] == [9, 6, 3]
 
     # Pruned: model, checkpoint and weights go together.
-    services.catalog.remove_job_checkpoint("default", job.id, 3)
+    rt.catalog.remove_job_checkpoint("default", job.id, 3)
     with pytest.raises(NotFound):
-        services.catalog.resolve("default", names[3])
-    assert not weights_dir(services, job, 3).exists()
+        rt.catalog.resolve("default", names[3])
+    assert not weights_dir(rt, job, 3).exists()
     # Deleting the model deletes the checkpoint: no checkpoint names a missing model.
-    services.catalog.delete("default", names[6])
+    rt.catalog.delete("default", names[6])
     listed, _ = jobs.checkpoints("default", job.id, after=None, limit=10)
     assert [c.step_number for c in listed] == [9]
-    assert services.catalog.resolve("default", names[9]).kind == "lora"
+    assert rt.catalog.resolve("default", names[9]).kind == "lora"

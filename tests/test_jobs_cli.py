@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import run_server
-from tests.support import chat_lines, fast_settings
+from tests.support import chat_lines, fast_settings, run_server
 from tests.tiny_models import TINY_CHAT
 from tunelab.cli.main import cli
 from tunelab.settings import Settings

@@ -14,11 +14,10 @@ from tests.support import FakeClock, chat_lines, scratch_database
 from tests.tiny_models import TINY_CHAT
 from tunelab.jobs import states
 from tunelab.jobs.recovery import MAX_ATTEMPTS
-from tunelab.jobs.service import JobService
 from tunelab.jobs.tables import Job, JobEvent
 from tunelab.jobs.worker import Worker
 from tunelab.protocol.fine_tuning import JobCreate
-from tunelab.services import Services, build_services
+from tunelab.runtime import Runtime, build_runtime
 from tunelab.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -27,28 +26,33 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tunelab"
 
 
 @pytest.fixture
-def services(tiny_settings: Settings) -> Iterator[Services]:
-    s = build_services(tiny_settings)
-    yield s
-    s.close()
+def rt(tiny_settings: Settings) -> Iterator[Runtime]:
+    r = build_runtime(tiny_settings, embedded_worker=False)
+    yield r
+    r.close()
 
 
-def new_job(services: Services) -> str:
-    f = services.files.create_from_bytes(
+def new_job(rt: Runtime) -> str:
+    f = rt.files.create_from_bytes(
         project="default", filename="t.jsonl", purpose="fine-tune", data=chat_lines(12)
     )
-    return JobService(services).create("default", JobCreate(model=TINY_CHAT, training_file=f.id)).id
+    return rt.jobs.create("default", JobCreate(model=TINY_CHAT, training_file=f.id)).id
 
 
-def row(services: Services, job_id: str) -> Job:
-    with services.db() as s:
+def worker_on(rt: Runtime, *, worker_id: str | None = None, clock: FakeClock) -> Worker:
+    """A worker on the runtime's services, with its own id and (fake) clock."""
+    return Worker(rt.db, rt.settings, rt.catalog, rt.files, worker_id=worker_id, clock=clock)
+
+
+def row(rt: Runtime, job_id: str) -> Job:
+    with rt.db() as s:
         job = s.get(Job, job_id)
         assert job is not None
         return job
 
 
-def messages(services: Services, job_id: str) -> list[tuple[str, str]]:
-    with services.db() as s:
+def messages(rt: Runtime, job_id: str) -> list[tuple[str, str]]:
+    with rt.db() as s:
         return [
             (level, message)
             for level, message in s.execute(
@@ -81,134 +85,136 @@ def test_the_table_is_contract_2_4() -> None:
     assert set(states.ACTIVE) | set(states.TERMINAL) == set(states.STATUSES)
 
 
-def _put(services: Services, job_id: str, status: str, holder: str | None) -> None:
+def _put(rt: Runtime, job_id: str, status: str, holder: str | None) -> None:
     # Test setup only: place the job in a state without walking the machine there.
-    with services.db.begin() as s:
+    with rt.db.begin() as s:
         job = s.get(Job, job_id)
         assert job is not None
         job.status, job.worker_id = status, holder
 
 
 @pytest.mark.parametrize("t", states.TRANSITIONS, ids=lambda t: t.name)
-def test_apply_moves_exactly_from_the_allowed_statuses(
-    services: Services, t: states.Transition
-) -> None:
-    job_id = new_job(services)
+def test_apply_moves_exactly_from_the_allowed_statuses(rt: Runtime, t: states.Transition) -> None:
+    job_id = new_job(rt)
     for status in states.STATUSES:
         holder = None if t.holding == "take" else "w1"
-        _put(services, job_id, status, holder)
-        before = len(messages(services, job_id))
-        with services.db.begin() as s:
+        _put(rt, job_id, status, holder)
+        before = len(messages(rt, job_id))
+        with rt.db.begin() as s:
             moved = states.apply(
                 s, job_id, t, now=123.0, worker_id="w1", notes=[states.Note(f"{t.name}!")]
             )
-        job = row(services, job_id)
+        job = row(rt, job_id)
         if status in t.source:
             assert moved is not None and moved.status == t.target == job.status
-            assert messages(services, job_id)[before:] == [("info", f"{t.name}!")]
+            assert messages(rt, job_id)[before:] == [("info", f"{t.name}!")]
             expected_holder = {"take": "w1", "keep": "w1", "release": None}[t.holding]
             assert job.worker_id == expected_holder
             if t.holding == "take":
                 assert job.heartbeat_at == 123.0
         else:
             assert moved is None and job.status == status and job.worker_id == holder
-            assert len(messages(services, job_id)) == before  # no event for a move not made
+            assert len(messages(rt, job_id)) == before  # no event for a move not made
 
 
-def test_take_needs_an_unheld_job_and_release_needs_the_holder(services: Services) -> None:
-    job_id = new_job(services)
-    with services.db.begin() as s:
+def test_take_needs_an_unheld_job_and_release_needs_the_holder(rt: Runtime) -> None:
+    job_id = new_job(rt)
+    with rt.db.begin() as s:
         assert states.apply(s, job_id, states.TAKE_FOR_VALIDATION, now=1.0, worker_id="a")
-    with services.db.begin() as s:  # held by a: b cannot take it
+    with rt.db.begin() as s:  # held by a: b cannot take it
         assert states.apply(s, job_id, states.TAKE_FOR_VALIDATION, now=1.0, worker_id="b") is None
-    with services.db.begin() as s:  # nor move it on a's behalf
+    with rt.db.begin() as s:  # nor move it on a's behalf
         assert states.apply(s, job_id, states.VALIDATED, now=1.0, worker_id="b") is None
         assert not states.release(s, job_id, "b")
-    with services.db.begin() as s:
+    with rt.db.begin() as s:
         assert states.apply(s, job_id, states.VALIDATED, now=1.0, worker_id="a")
-    job = row(services, job_id)
+    job = row(rt, job_id)
     assert (job.status, job.worker_id) == ("queued", None)
-    with services.db.begin() as s:
+    with rt.db.begin() as s:
         assert states.apply(s, job_id, states.START, now=2.0, worker_id="b")
-    assert row(services, job_id).attempts == 1
+    assert row(rt, job_id).attempts == 1
 
 
-def test_cancel_keeps_the_holder_until_the_worker_lets_go(services: Services) -> None:
-    jobs = JobService(services)
-    job_id = new_job(services)
-    worker = Worker(services, worker_id="w")
+def test_cancel_keeps_the_holder_until_the_worker_lets_go(rt: Runtime) -> None:
+    jobs = rt.jobs
+    job_id = new_job(rt)
+    worker = worker_on(rt, worker_id="w", clock=FakeClock())
     assert worker.claim(states.TAKE_FOR_VALIDATION) == job_id
     assert jobs.cancel("default", job_id).status == "cancelled"
-    assert row(services, job_id).worker_id == "w"  # the worker stops its work first
-    with services.db.begin() as s:
+    assert row(rt, job_id).worker_id == "w"  # the worker stops its work first
+    with rt.db.begin() as s:
         assert states.release(s, job_id, "w")
-    assert row(services, job_id).worker_id is None
+    assert row(rt, job_id).worker_id is None
 
 
-def queued_job(services: Services) -> str:
+def queued_job(rt: Runtime) -> str:
     """A new job whose files a worker validated (walked through the machine by hand, so
     that other jobs in a shared database are not picked instead)."""
-    job_id = new_job(services)
-    with services.db.begin() as s:
+    job_id = new_job(rt)
+    with rt.db.begin() as s:
         assert states.apply(s, job_id, states.TAKE_FOR_VALIDATION, now=0.0, worker_id="v")
         assert states.apply(s, job_id, states.VALIDATED, now=0.0, worker_id="v")
     return job_id
 
 
-def _running_on(services: Services, job_id: str, worker: Worker) -> None:
-    with services.db.begin() as s:
+def _running_on(rt: Runtime, job_id: str, worker: Worker) -> None:
+    with rt.db.begin() as s:
         assert states.apply(s, job_id, states.START, now=worker.clock.time(), worker_id=worker.id)
-    assert row(services, job_id).worker_id == worker.id
+    assert row(rt, job_id).worker_id == worker.id
 
 
 def test_recovery_requeues_a_stale_job_then_fails_it_after_max_attempts(
-    services: Services,
+    rt: Runtime,
 ) -> None:
-    job_id = queued_job(services)
+    job_id = queued_job(rt)
     clock = FakeClock()
-    rescuer = Worker(services, worker_id="rescuer", clock=clock)
-    stale = services.settings.worker_stale_seconds
+    rescuer = worker_on(rt, worker_id="rescuer", clock=clock)
+    stale = rt.settings.worker_stale_seconds
 
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        _running_on(services, job_id, Worker(services, worker_id=f"dead-{attempt}", clock=clock))
-        assert row(services, job_id).attempts == attempt
+        _running_on(
+            rt,
+            job_id,
+            worker_on(rt, worker_id=f"dead-{attempt}", clock=clock),
+        )
+        assert row(rt, job_id).attempts == attempt
         clock.advance(stale - 1)
         rescuer.recover_stale()
-        assert row(services, job_id).status == "running"  # not stale yet
+        assert row(rt, job_id).status == "running"  # not stale yet
         clock.advance(2)
         rescuer.recover_stale()
-        job = row(services, job_id)
+        job = row(rt, job_id)
         assert job.worker_id is None and job.pid is None
         if attempt < MAX_ATTEMPTS:
             assert job.status == "queued"
-            assert messages(services, job_id)[-1][0] == "warn"
+            assert messages(rt, job_id)[-1][0] == "warn"
     assert job.status == "failed" and job.error is not None
     assert job.error["code"] == "server_error"
-    level, message = messages(services, job_id)[-1]
+    level, message = messages(rt, job_id)[-1]
     assert level == "error" and f"stopped unexpectedly {MAX_ATTEMPTS} times" in message
 
 
-def test_recovery_only_lets_go_of_a_job_that_is_not_running(services: Services) -> None:
-    job_id = queued_job(services)
+def test_recovery_only_lets_go_of_a_job_that_is_not_running(rt: Runtime) -> None:
+    job_id = queued_job(rt)
     clock = FakeClock()
-    _running_on(services, job_id, Worker(services, worker_id="dead", clock=clock))
-    assert JobService(services).pause("default", job_id).status == "paused"
-    clock.advance(services.settings.worker_stale_seconds + 1)
-    Worker(services, clock=clock).recover_stale()
-    job = row(services, job_id)
+    _running_on(rt, job_id, worker_on(rt, worker_id="dead", clock=clock))
+    assert rt.jobs.pause("default", job_id).status == "paused"
+    clock.advance(rt.settings.worker_stale_seconds + 1)
+    worker_on(rt, clock=clock).recover_stale()
+    job = row(rt, job_id)
     assert (job.status, job.worker_id) == ("paused", None)
 
 
-def test_a_worker_that_heart_beats_keeps_its_job(services: Services) -> None:
-    job_id = queued_job(services)
+def test_a_worker_that_heart_beats_keeps_its_job(rt: Runtime) -> None:
+    job_id = queued_job(rt)
     clock = FakeClock()
-    _running_on(services, job_id, Worker(services, worker_id="alive", clock=clock))
+    _running_on(rt, job_id, worker_on(rt, worker_id="alive", clock=clock))
     for _ in range(3):
-        clock.advance(services.settings.worker_stale_seconds - 1)
-        with services.db.begin() as s:
+        clock.advance(rt.settings.worker_stale_seconds - 1)
+        with rt.db.begin() as s:
             assert states.heartbeat(s, job_id, "alive", clock.time())
-        Worker(services, clock=clock).recover_stale()
-    assert row(services, job_id).worker_id == "alive"
+        worker_on(rt, clock=clock).recover_stale()
+    assert row(rt, job_id).worker_id == "alive"
 
 
 # Job columns that only tunelab.jobs.states may write.
@@ -264,11 +270,13 @@ def test_the_machine_on_postgres(
     tiny_settings: Settings, postgres_url: str, tmp_path: Path
 ) -> None:
     url = scratch_database(postgres_url, f"states_{tmp_path.name}")
-    services = build_services(tiny_settings.model_copy(update={"database_url": url}))
+    rt = build_runtime(
+        tiny_settings.model_copy(update={"database_url": url}), embedded_worker=False
+    )
     try:
         for t in states.TRANSITIONS:
-            test_apply_moves_exactly_from_the_allowed_statuses(services, t)
-        test_take_needs_an_unheld_job_and_release_needs_the_holder(services)
-        test_recovery_requeues_a_stale_job_then_fails_it_after_max_attempts(services)
+            test_apply_moves_exactly_from_the_allowed_statuses(rt, t)
+        test_take_needs_an_unheld_job_and_release_needs_the_holder(rt)
+        test_recovery_requeues_a_stale_job_then_fails_it_after_max_attempts(rt)
     finally:
-        services.close()
+        rt.close()

@@ -17,11 +17,10 @@ from tests.support import FakeClock, chat_lines, wait_until
 from tests.tiny_models import TINY_CHAT
 from tunelab.errors import InvalidRequest
 from tunelab.jobs import staging, states
-from tunelab.jobs.service import JobService
 from tunelab.jobs.tables import Job, JobEvent
 from tunelab.jobs.worker import Worker
 from tunelab.protocol.fine_tuning import JobCreate
-from tunelab.services import Services, build_services
+from tunelab.runtime import Runtime, build_runtime
 from tunelab.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,14 +29,16 @@ pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-def services(tiny_settings: Settings) -> Any:
-    s = build_services(tiny_settings.model_copy(update={"worker_poll_seconds": 0.1}))
-    yield s
-    s.close()
+def rt(tiny_settings: Settings) -> Any:
+    r = build_runtime(
+        tiny_settings.model_copy(update={"worker_poll_seconds": 0.1}), embedded_worker=False
+    )
+    yield r
+    r.close()
 
 
-def new_job(services: Services, n_epochs: int = 1, n: int = 12) -> str:
-    f = services.files.create_from_bytes(
+def new_job(rt: Runtime, n_epochs: int = 1, n: int = 12) -> str:
+    f = rt.files.create_from_bytes(
         project="default", filename="t.jsonl", purpose="fine-tune", data=chat_lines(n)
     )
     req = JobCreate(
@@ -45,18 +46,18 @@ def new_job(services: Services, n_epochs: int = 1, n: int = 12) -> str:
         training_file=f.id,
         hyperparameters={"n_epochs": n_epochs, "batch_size": 1, "learning_rate_multiplier": 10},  # type: ignore[arg-type]
     )
-    return JobService(services).create("default", req).id
+    return rt.jobs.create("default", req).id
 
 
-def job_row(services: Services, job_id: str) -> Job:
-    with services.db() as s:
+def job_row(rt: Runtime, job_id: str) -> Job:
+    with rt.db() as s:
         job = s.get(Job, job_id)
         assert job is not None
         return job
 
 
-def messages(services: Services, job_id: str) -> list[str]:
-    with services.db() as s:
+def messages(rt: Runtime, job_id: str) -> list[str]:
+    with rt.db() as s:
         return list(
             s.execute(
                 select(JobEvent.message).where(JobEvent.job_id == job_id).order_by(JobEvent.seq)
@@ -65,21 +66,21 @@ def messages(services: Services, job_id: str) -> list[str]:
 
 
 def run_until(
-    worker: Worker, services: Services, job_id: str, statuses: tuple[str, ...], timeout: float = 120
+    worker: Worker, rt: Runtime, job_id: str, statuses: tuple[str, ...], timeout: float = 120
 ) -> Job:
     def reached() -> Job | None:
         worker.tick()
-        job = job_row(services, job_id)
+        job = job_row(rt, job_id)
         return job if job.status in statuses else None
 
-    return wait_until(reached, timeout, interval=0.05, what=f"job {job_id} to be {statuses}")
+    return wait_until(reached, timeout=timeout, what=f"job {job_id} to be {statuses}")
 
 
-def test_two_workers_never_claim_the_same_job(services: Services) -> None:
-    job_id = new_job(services)
-    Worker(services).tick()  # validating_files -> queued
-    assert job_row(services, job_id).status == "queued"
-    workers = [Worker(services) for _ in range(4)]
+def test_two_workers_never_claim_the_same_job(rt: Runtime) -> None:
+    job_id = new_job(rt)
+    rt.new_worker().tick()  # validating_files -> queued
+    assert job_row(rt, job_id).status == "queued"
+    workers = [rt.new_worker() for _ in range(4)]
     barrier = threading.Barrier(len(workers))
     won: list[str | None] = [None] * len(workers)
 
@@ -93,32 +94,32 @@ def test_two_workers_never_claim_the_same_job(services: Services) -> None:
     for t in threads:
         t.join()
     assert sorted(w for w in won if w) == [job_id]
-    job = job_row(services, job_id)
+    job = job_row(rt, job_id)
     assert job.status == "running" and job.worker_id == workers[won.index(job_id)].id
     assert job.attempts == 1
 
 
-def test_status_transitions_without_training(services: Services) -> None:
-    jobs = JobService(services)
-    a = new_job(services)
-    assert job_row(services, a).status == "validating_files"
+def test_status_transitions_without_training(rt: Runtime) -> None:
+    jobs = rt.jobs
+    a = new_job(rt)
+    assert job_row(rt, a).status == "validating_files"
     assert jobs.cancel("default", a).status == "cancelled"  # validating_files -> cancelled
-    b = new_job(services)
-    Worker(services).tick()
-    assert job_row(services, b).status == "queued"
+    b = new_job(rt)
+    rt.new_worker().tick()
+    assert job_row(rt, b).status == "queued"
     assert jobs.pause("default", b).status == "paused"  # queued -> paused
     assert jobs.resume("default", b).status == "queued"  # paused -> queued
     assert jobs.cancel("default", b).status == "cancelled"
     with pytest.raises(InvalidRequest) as e:
         jobs.resume("default", b)
     assert e.value.param == "fine_tuning_job_id"
-    assert Worker(services).tick() is False  # nothing left to do
+    assert rt.new_worker().tick() is False  # nothing left to do
 
 
 @pytest.mark.slow
-def test_killed_worker_is_recovered_and_the_job_resumes(services: Services, tmp_path: Path) -> None:
-    job_id = new_job(services, n_epochs=3)
-    settings = services.settings
+def test_killed_worker_is_recovered_and_the_job_resumes(rt: Runtime, tmp_path: Path) -> None:
+    job_id = new_job(rt, n_epochs=3)
+    settings = rt.settings
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -135,33 +136,31 @@ def test_killed_worker_is_recovered_and_the_job_resumes(services: Services, tmp_
 
         def first_epoch_saved() -> bool:
             assert proc.poll() is None, "the worker process exited"
-            return any(
-                m.startswith("Checkpoint created at step 12") for m in messages(services, job_id)
-            )
+            return any(m.startswith("Checkpoint created at step 12") for m in messages(rt, job_id))
 
-        wait_until(first_epoch_saved, 120, what="the first epoch's checkpoint")
-        child = job_row(services, job_id).pid
+        wait_until(first_epoch_saved, timeout=120, every=0.1, what="the first epoch's checkpoint")
+        child = job_row(rt, job_id).pid
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert job_row(services, job_id).status == "running"  # nobody has noticed yet
+    assert job_row(rt, job_id).status == "running"  # nobody has noticed yet
 
     # The rescuer's clock runs ahead instead of the test sleeping until the dead
     # worker's heartbeat is stale.
     clock = FakeClock()
-    rescuer = Worker(services, clock=clock)
+    rescuer = Worker(rt.db, rt.settings, rt.catalog, rt.files, clock=clock)
     rescuer.recover_stale()
-    assert job_row(services, job_id).status == "running"  # its heartbeat is recent
-    clock.advance(services.settings.worker_stale_seconds + 1)
+    assert job_row(rt, job_id).status == "running"  # its heartbeat is recent
+    clock.advance(rt.settings.worker_stale_seconds + 1)
     rescuer.recover_stale()
-    assert job_row(services, job_id).status == "queued"
+    assert job_row(rt, job_id).status == "queued"
     assert child is not None
     _wait_gone(child)  # the orphaned training process stopped by itself
-    done = run_until(rescuer, services, job_id, ("succeeded", "failed"))
+    done = run_until(rescuer, rt, job_id, ("succeeded", "failed"))
     assert done.status == "succeeded", done.error
-    text = messages(services, job_id)
+    text = messages(rt, job_id)
     assert any("stopped; the job is queued again" in m for m in text)
     assert "Fine-tuning job restarted (attempt 2)" in text
     # The orphaned child may save one more epoch's checkpoint before it notices its
@@ -180,49 +179,49 @@ def _wait_gone(pid: int, timeout: float = 60) -> None:
             return True
         return state == "Z"  # exited, waiting to be reaped by init
 
-    wait_until(gone, timeout, interval=0.2, what=f"training process {pid} to exit")
+    wait_until(gone, timeout=timeout, every=0.2, what=f"training process {pid} to exit")
 
 
 def test_claims_are_atomic_on_postgres(tiny_settings: Settings, postgres_url: str) -> None:
     settings = tiny_settings.model_copy(update={"database_url": postgres_url})
-    services = build_services(settings)
+    rt = build_runtime(settings, embedded_worker=False)
     try:
-        test_two_workers_never_claim_the_same_job(services)
-        test_status_transitions_without_training(services)
+        test_two_workers_never_claim_the_same_job(rt)
+        test_status_transitions_without_training(rt)
     finally:
-        services.close()
+        rt.close()
 
 
-def test_the_model_resolved_at_creation_is_what_trains(services: Services, tmp_path: Path) -> None:
+def test_the_model_resolved_at_creation_is_what_trains(rt: Runtime, tmp_path: Path) -> None:
     parent_dir = tmp_path / "parent-adapter"  # outside models_dir: deleting the model keeps it
     parent_dir.mkdir()
     parent = "ft:tiny-chat:default:parent:abcd1234"
-    services.catalog.register_fine_tuned(
+    rt.catalog.register_fine_tuned(
         project="default", model_id=parent, base_model=TINY_CHAT, path=parent_dir, kind="lora"
     )
-    f = services.files.create_from_bytes(
+    f = rt.files.create_from_bytes(
         project="default", filename="t.jsonl", purpose="fine-tune", data=chat_lines(12)
     )
-    job_id = JobService(services).create("default", JobCreate(model=parent, training_file=f.id)).id
-    job = job_row(services, job_id)
+    job_id = rt.jobs.create("default", JobCreate(model=parent, training_file=f.id)).id
+    job = job_row(rt, job_id)
     assert (job.base_model, job.parent_kind, job.parent_path) == (
         TINY_CHAT,
         "lora",
         str(parent_dir),
     )
-    Worker(services).tick()  # validation counts the examples into their own column
-    job = job_row(services, job_id)
+    rt.new_worker().tick()  # validation counts the examples into their own column
+    job = job_row(rt, job_id)
     assert job.n_examples == 12 and "n_examples" not in job.hyperparameters
 
     # The name is gone from the catalog; the job still trains what it was created with.
-    services.catalog.delete("default", parent)
-    cfg = staging.write_config(services, job, tmp_path / "job")
+    rt.catalog.delete("default", parent)
+    cfg = staging.write_config(rt.settings, rt.registry, rt.files, job, tmp_path / "job")
     assert cfg.init_adapter == str(parent_dir) and cfg.base_model == TINY_CHAT
 
     # Without the weights it cannot start, and says why.
     parent_dir.rmdir()
-    Worker(services).tick()
-    job = job_row(services, job_id)
+    rt.new_worker().tick()
+    job = job_row(rt, job_id)
     assert job.status == "failed" and job.error is not None
     assert f"the weights of {parent} no longer exist" in job.error["message"]
     assert job.worker_id is None

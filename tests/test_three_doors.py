@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import run_server, sdk
-from tests.support import TERMINAL, fast_settings, wait_for
+from tests.support import TERMINAL, fast_settings, run_server, sdk, wait_for
 from tests.tiny_models import TINY_CHAT
 from tunelab.cli.main import cli
 

@@ -31,7 +31,10 @@ from tunelab.training.events import (
 )
 from tunelab.training.loop import forward_loss, train
 
+# In-process tests (unit); those that run the training loop on the tiny in-code model
+# are also `slow`, so `-m "unit and not slow"` runs only the quick checks.
 pytestmark = pytest.mark.unit
+TRAINS = pytest.mark.slow
 
 
 def make_config(tmp_path: Path, tiny_chat_dir: Path, **overrides: Any) -> TrainConfig:
@@ -117,6 +120,7 @@ def test_packing_is_exact_and_wastes_nothing(tmp_path: Path, tiny_chat_dir: Path
     assert together == pytest.approx(apart, rel=1e-4)
 
 
+@TRAINS
 def test_loss_goes_down_and_checkpoints_reload(tmp_path: Path, tiny_chat_dir: Path) -> None:
     # Full fine-tuning: the random tiny model memorises quickly when every weight moves.
     cfg = make_config(
@@ -152,6 +156,7 @@ def test_loss_goes_down_and_checkpoints_reload(tmp_path: Path, tiny_chat_dir: Pa
     assert tuned / mb.n_targets == pytest.approx(losses[-1], rel=0.3)
 
 
+@TRAINS
 def test_lora_checkpoint_is_a_peft_adapter(tmp_path: Path, tiny_chat_dir: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -169,6 +174,7 @@ def test_lora_checkpoint_is_a_peft_adapter(tmp_path: Path, tiny_chat_dir: Path) 
     assert after < before  # LoRA B starts at zero: any change is the training's
 
 
+@TRAINS
 def test_pause_saves_state_and_resume_continues(tmp_path: Path, tiny_chat_dir: Path) -> None:
     cfg = make_config(tmp_path, tiny_chat_dir, n_epochs=2, batch_size=2)
     job = tmp_path / "job"
@@ -186,6 +192,7 @@ def test_pause_saves_state_and_resume_continues(tmp_path: Path, tiny_chat_dir: P
     )
 
 
+@TRAINS
 def test_truncation_is_a_warning_event(tmp_path: Path, tiny_chat_dir: Path) -> None:
     cfg = make_config(tmp_path, tiny_chat_dir, n_epochs=1, max_length=16)
     _, events = run(cfg, tmp_path / "job")
@@ -193,6 +200,7 @@ def test_truncation_is_a_warning_event(tmp_path: Path, tiny_chat_dir: Path) -> N
     assert any("truncated" in e.message for e in warnings)
 
 
+@TRAINS
 def test_classification_validation_set_gets_accuracy_and_f1(
     tmp_path: Path, tiny_chat_dir: Path
 ) -> None:
@@ -236,6 +244,7 @@ RECORDED_LOSSES = [
 LOSS_TOLERANCE = 1e-3  # absolute, on losses near ln(vocab) ~ 10.8
 
 
+@TRAINS
 def test_losses_match_the_recorded_run(tmp_path: Path, tiny_chat_dir: Path) -> None:
     cfg = make_config(
         tmp_path,

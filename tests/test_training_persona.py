@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_server, sdk
-from tests.support import TERMINAL, wait_for
+from tests.support import TERMINAL, run_server, sdk, wait_for
 from tunelab.models.registry import SMOLLM2
 from tunelab.settings import Settings
 

@@ -12,18 +12,16 @@ process exits by itself when its worker dies.
 from __future__ import annotations
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session, sessionmaker
 
 from tunelab.clock import Clock
+from tunelab.db.base import Database
 from tunelab.jobs import states
 from tunelab.jobs.tables import Job
 
 MAX_ATTEMPTS = 3  # starts of one job before a crashing job is failed
 
 
-def recover_stale(
-    db: sessionmaker[Session], worker_id: str, stale_seconds: float, clock: Clock
-) -> None:
+def recover_stale(db: Database, worker_id: str, stale_seconds: float, clock: Clock) -> None:
     """Take back jobs whose worker stopped heart-beating: re-queue them, or fail them
     after MAX_ATTEMPTS."""
     now = clock.time()

@@ -15,8 +15,8 @@ import csv
 import io
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
+from tunelab.db.base import Database
 from tunelab.jobs.tables import JobEvent
 from tunelab.training.events import StepMetrics
 
@@ -24,7 +24,7 @@ COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_tok
 _SOURCE = {"train_accuracy": "train_mean_token_accuracy"}
 
 
-def results_csv(db: sessionmaker[Session], job_id: str) -> str:
+def results_csv(db: Database, job_id: str) -> str:
     with db() as s:
         rows = s.execute(
             select(JobEvent.data)

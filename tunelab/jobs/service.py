@@ -18,22 +18,34 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tunelab.clock import SYSTEM_CLOCK, Clock
+from tunelab.db.base import Database
 from tunelab.db.pagination import check_limit, paginate
 from tunelab.db.tables import FineTunedModelRow
 from tunelab.errors import InvalidRequest, NotFound
+from tunelab.files import FileStore
 from tunelab.ids import new_id
 from tunelab.jobs import requests, states
 from tunelab.jobs.eventlog import add_event
 from tunelab.jobs.tables import Job, JobEvent
-from tunelab.models.catalog import ResolvedModel
+from tunelab.models.catalog import Catalog, ResolvedModel
+from tunelab.models.registry import Registry
 from tunelab.protocol import fine_tuning as wire
-from tunelab.services import Services
 
 
 class JobService:
-    def __init__(self, services: Services, *, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.services = services
-        self.db = services.db
+    def __init__(
+        self,
+        db: Database,
+        registry: Registry,
+        catalog: Catalog,
+        files: FileStore,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.db = db
+        self.registry = registry
+        self.catalog = catalog
+        self.files = files
         self.clock = clock
 
     # -- create
@@ -79,7 +91,7 @@ class JobService:
 
     def _check_model(self, project: str, model: str, method: str) -> ResolvedModel:
         """The base model, or the project's ft: model to continue, that `model` names."""
-        tunable = ", ".join(s.id for s in self.services.registry.all() if s.fine_tunable)
+        tunable = ", ".join(s.id for s in self.registry.all() if s.fine_tunable)
         unavailable = InvalidRequest(
             f"Model {model} is not available for fine-tuning or does not exist. "
             f"Fine-tunable models: {tunable}.",
@@ -87,7 +99,7 @@ class JobService:
             code="model_not_available",
         )
         try:
-            resolved = self.services.catalog.resolve(project, model)
+            resolved = self.catalog.resolve(project, model)
         except NotFound:
             raise unavailable from None
         if resolved.base.kind != "chat" or not resolved.base.fine_tunable:
@@ -103,7 +115,7 @@ class JobService:
 
     def _check_file(self, project: str, file_id: str, param: str) -> None:
         try:
-            row = self.services.files.get(project, file_id)
+            row = self.files.get(project, file_id)
         except NotFound:
             raise InvalidRequest(
                 f"invalid {param}: {file_id}. Upload it with purpose 'fine-tune' first "
@@ -170,9 +182,7 @@ class JobService:
         check_limit(limit, 100)
         with self.db() as s:
             self._get(s, project, job_id)
-        rows, more = self.services.catalog.job_checkpoints(
-            project, job_id, after=after, limit=limit
-        )
+        rows, more = self.catalog.job_checkpoints(project, job_id, after=after, limit=limit)
         return [checkpoint_to_wire(c) for c in rows], more
 
     # -- steer

@@ -17,8 +17,10 @@ from typing import Any
 
 from tunelab.data.validation import MIN_EXAMPLES, validate_file
 from tunelab.errors import NotFound
+from tunelab.files import FileStore
 from tunelab.jobs.tables import Job
-from tunelab.services import Services
+from tunelab.models.registry import Registry
+from tunelab.settings import Settings
 from tunelab.training.config import (
     CPU_MAX_LENGTH,
     TrainConfig,
@@ -49,14 +51,14 @@ class Verdict:
     error: Failure | None = None
 
 
-def _file_path(services: Services, project: str, file_id: str) -> Path | None:
+def _file_path(files: FileStore, project: str, file_id: str) -> Path | None:
     try:
-        return services.files.path(services.files.get(project, file_id))
+        return files.path(files.get(project, file_id))
     except NotFound:
         return None
 
 
-def validate(services: Services, job: Job) -> Verdict:
+def validate(files: FileStore, job: Job) -> Verdict:
     started = f"Validating training file: {job.training_file}"
     if job.validation_file:
         started += f" and validation file: {job.validation_file}"
@@ -65,7 +67,7 @@ def validate(services: Services, job: Job) -> Verdict:
     def fail(code: str, param: str, message: str) -> Verdict:
         return Verdict(started, hp, error=Failure(code, param, message))
 
-    train = _file_path(services, job.project, job.training_file)
+    train = _file_path(files, job.project, job.training_file)
     if train is None:
         return fail(
             "invalid_training_file",
@@ -87,7 +89,7 @@ def validate(services: Services, job: Job) -> Verdict:
             f"but must have at least {MIN_EXAMPLES} examples",
         )
     if job.validation_file:
-        valid = _file_path(services, job.project, job.validation_file)
+        valid = _file_path(files, job.project, job.validation_file)
         vreport = validate_file(valid) if valid else None
         if vreport is None or not vreport.ok:
             detail = (
@@ -109,10 +111,11 @@ def validate(services: Services, job: Job) -> Verdict:
     return Verdict(started, hp, n_examples=n)
 
 
-def write_config(services: Services, job: Job, job_dir: Path) -> TrainConfig:
+def write_config(
+    settings: Settings, registry: Registry, files: FileStore, job: Job, job_dir: Path
+) -> TrainConfig:
     """The job's TrainConfig in job_dir/config.json; stale events and control files moved aside."""
-    settings = services.settings
-    base = services.registry.find(job.base_model)
+    base = registry.find(job.base_model)
     if base is None:
         raise LookupError(f"the base model {job.base_model} is no longer in the model registry")
     source, gguf, adapter = base.source, base.gguf_file, None
@@ -124,10 +127,10 @@ def write_config(services: Services, job: Job, job_dir: Path) -> TrainConfig:
             adapter = job.parent_path
         else:
             source, gguf = job.parent_path, None
-    train = _file_path(services, job.project, job.training_file)
+    train = _file_path(files, job.project, job.training_file)
     if train is None:
         raise FileNotFoundError(f"training file {job.training_file} no longer exists")
-    valid = _file_path(services, job.project, job.validation_file) if job.validation_file else None
+    valid = _file_path(files, job.project, job.validation_file) if job.validation_file else None
     hp = job.hyperparameters
     if job.n_examples is None:
         raise ValueError(f"job {job.id} has not been validated")

@@ -32,6 +32,8 @@ from sqlalchemy.orm import Session
 
 import tunelab
 from tunelab.clock import SYSTEM_CLOCK, Clock
+from tunelab.db.base import Database
+from tunelab.files import FileStore
 from tunelab.ids import random_token
 from tunelab.jobs import checkpoints, staging, states
 from tunelab.jobs.eventlog import add_event
@@ -39,7 +41,8 @@ from tunelab.jobs.recovery import recover_stale
 from tunelab.jobs.results import metrics_message, results_csv
 from tunelab.jobs.states import Note
 from tunelab.jobs.tables import Job
-from tunelab.services import Services
+from tunelab.models.catalog import Catalog
+from tunelab.settings import Settings
 from tunelab.training.events import (
     EVENTS_FILE,
     CheckpointEvent,
@@ -74,11 +77,19 @@ class Running:
 
 class Worker:
     def __init__(
-        self, services: Services, *, worker_id: str | None = None, clock: Clock = SYSTEM_CLOCK
+        self,
+        db: Database,
+        settings: Settings,
+        catalog: Catalog,
+        files: FileStore,
+        *,
+        worker_id: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self.services = services
-        self.db = services.db
-        self.settings = services.settings
+        self.db = db
+        self.settings = settings
+        self.catalog = catalog
+        self.files = files
         self.clock = clock
         self.id = worker_id or f"{os.uname().nodename}:{os.getpid()}:{random_token(6)}"
         self.current: Running | None = None
@@ -134,7 +145,7 @@ class Worker:
         with self.db() as s:
             job = s.get(Job, job_id)
         assert job is not None
-        verdict = staging.validate(self.services, job)
+        verdict = staging.validate(self.files, job)
         started = Note(verdict.started_message)
         if verdict.error is not None:
             self._move_or_release(
@@ -185,7 +196,7 @@ class Worker:
             with self.db() as s:
                 job = s.get(Job, job_id)
                 assert job is not None
-            staging.write_config(self.services, job, job_dir)
+            staging.write_config(self.settings, self.catalog.registry, self.files, job, job_dir)
             proc = self._spawn(job_dir)
         except Exception as e:  # a job that cannot start fails with the reason; the worker goes on
             self._fail(job_id, f"The job could not start: {type(e).__name__}: {e}")
@@ -265,7 +276,7 @@ class Worker:
         if isinstance(ev, CheckpointEvent):
             self._checkpoint(job, ev)
         elif isinstance(ev, CheckpointRemovedEvent):
-            self.services.catalog.remove_job_checkpoint(job.project, job.id, ev.step)
+            self.catalog.remove_job_checkpoint(job.project, job.id, ev.step)
         elif isinstance(ev, MessageEvent | MetricsEvent | PausedEvent):
             with self.db.begin() as s:
                 job = s.get(Job, cur.job_id)
@@ -291,7 +302,7 @@ class Worker:
         if metrics is not None:
             metrics.pop("total_steps", None)
         name = checkpoints.register(
-            self.services.catalog,
+            self.catalog,
             job,
             step=ev.step,
             path=Path(ev.path),
@@ -328,7 +339,7 @@ class Worker:
         # The final checkpoint is registered already, unless the process that wrote
         # it died before we read it (the job then resumed at the end): register it now.
         name = checkpoints.register(
-            self.services.catalog,
+            self.catalog,
             job,
             step=done.step,
             path=Path(done.path),
@@ -336,7 +347,7 @@ class Worker:
             at=done.time,
             final=True,
         )
-        result = self.services.files.create_from_bytes(
+        result = self.files.create_from_bytes(
             project=job.project,
             filename=f"{job.id}_results.csv",
             purpose="fine-tune-results",
@@ -390,9 +401,8 @@ class Worker:
 
 
 @contextmanager
-def background_worker(services: Services) -> Iterator[Worker]:
-    """A worker on a thread for the life of the block (the one embedded in `serve`)."""
-    worker = Worker(services)
+def background_worker(worker: Worker) -> Iterator[Worker]:
+    """Run `worker` on a thread for the life of the block (the one embedded in `serve`)."""
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), name="tunelab-worker", daemon=True)
     thread.start()

@@ -21,9 +21,8 @@ from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
 
-from tunelab.db.base import now
+from tunelab.db.base import Database, now
 from tunelab.db.pagination import paginate
 from tunelab.db.tables import FineTunedModelRow
 from tunelab.errors import NotFound, PermissionDenied, model_not_found
@@ -49,7 +48,7 @@ class Catalog:
     def __init__(
         self,
         registry: Registry,
-        db: sessionmaker[Session],
+        db: Database,
         models_dir: Path,
         *,
         id8: Callable[[], str] = lambda: random_token(8),

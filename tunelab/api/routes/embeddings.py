@@ -15,8 +15,8 @@ import numpy as np
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from tunelab.api.deps import ProjectDep, ServicesDep
-from tunelab.embeddings.service import EmbeddingService
+from tunelab.api.deps import EmbeddingsDep, ProjectDep, RegistryDep
+from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import InvalidRequest
 from tunelab.protocol.embeddings import EmbeddingRequest
 
@@ -27,7 +27,7 @@ MAX_TOKENS_PER_INPUT = 8192
 MAX_TOKENS_PER_REQUEST = 300_000
 
 
-def _texts(req: EmbeddingRequest, emb: EmbeddingService) -> tuple[list[str], list[int] | None]:
+def _texts(req: EmbeddingRequest, emb: Embedder) -> tuple[list[str], list[int] | None]:
     """The request's inputs as texts, and their token counts when given as ids."""
     raw = req.input
     if isinstance(raw, str):
@@ -65,10 +65,9 @@ def _texts(req: EmbeddingRequest, emb: EmbeddingService) -> tuple[list[str], lis
 
 @router.post("/embeddings")
 def create_embeddings(
-    req: EmbeddingRequest, services: ServicesDep, project: ProjectDep
+    req: EmbeddingRequest, emb: EmbeddingsDep, registry: RegistryDep, project: ProjectDep
 ) -> JSONResponse:
-    emb = services.embeddings
-    services.registry.get_kind(req.model, "embedding")
+    registry.get_kind(req.model, "embedding")
     texts, counts = _texts(req, emb)
     if counts is None:
         counts = emb.count_tokens(req.model, texts)
