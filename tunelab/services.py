@@ -37,7 +37,7 @@ def build_services(settings: Settings, *, embeddings: EmbeddingService | None = 
     migrate(settings.db_url)
     engine = make_engine(settings.db_url)
     db = make_sessionmaker(engine)
-    registry = Registry.load(settings.registry_file)
+    registry = Registry.for_settings(settings)
     device = settings.resolved_device()
     return Services(
         settings=settings,

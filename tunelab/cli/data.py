@@ -56,7 +56,7 @@ def _tokenizer_loader(model: str) -> Callable[[str], tuple[Any, int]]:
 
     settings = Settings()
     try:
-        spec = Registry.load(settings.registry_file).get_kind(model, "chat")
+        spec = Registry.for_settings(settings).get_kind(model, "chat")
     except TunelabError as e:
         raise click.BadParameter(e.message, param_hint="'-m' / '--model'") from None
 

@@ -185,6 +185,33 @@ def validate_file(
     return validator.finish()
 
 
+def looks_like_jsonl(path: Path, *, sample: int = 5) -> bool:
+    """Whether the file is JSON Lines at all: one of its first `sample` non-blank
+    lines is a JSON object.
+
+    Tells a CSV, a spreadsheet or a JSON array apart from a JSONL file with some
+    bad lines (which gets a line-by-line report instead). Unreadable or empty
+    files count as JSONL here, so the validator's report says what is wrong."""
+    seen = 0
+    try:
+        for ln in iter_lines(Path(path)):
+            if ln.text is None:
+                return True
+            if not ln.text or ln.text.isspace():
+                continue
+            try:
+                if isinstance(_decode(ln.text), dict):
+                    return True
+            except ValueError:
+                pass
+            seen += 1
+            if seen == sample:
+                return False
+    except (UnreadableFile, OSError):
+        return True
+    return seen == 0
+
+
 def json_error_message(text: str, e: ValueError) -> str:
     stripped = text.lstrip()
     if stripped.startswith("[") or stripped.startswith("{") and not stripped.rstrip().endswith("}"):

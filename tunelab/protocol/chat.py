@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 
 class StreamOptions(BaseModel):
@@ -90,8 +90,15 @@ class ChatCompletion(BaseModel):
 
 
 class ChunkDelta(BaseModel):
+    """Only the keys that change: OpenAI's last delta is `{}`, never null keys
+    (the 2023 cookbook reads `delta.get("content", "")`)."""
+
     role: Literal["assistant"] | None = None
     content: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class ChunkChoice(BaseModel):

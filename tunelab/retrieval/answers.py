@@ -225,10 +225,14 @@ def stream_events(stream: Any, req: CreateResponse, p: Prepared) -> Iterator[dic
     shell = response("", "stop", None).model_dump()
     shell.update(status="in_progress", output=[], output_text="")
     yield event("response.created", response=shell)
+    yield event("response.in_progress", response=shell)
     index = 0
     if search_call is not None:
         item = search_call.model_dump()
-        yield event("response.output_item.added", output_index=0, item=item)
+        started = {**item, "status": "in_progress", "queries": [], "results": None}
+        yield event("response.output_item.added", output_index=0, item=started)
+        for stage in ("in_progress", "searching", "completed"):
+            yield event(f"response.file_search_call.{stage}", output_index=0, item_id=item["id"])
         yield event("response.output_item.done", output_index=0, item=item)
         index = 1
     empty = OutputMessage(id=message_id, status="in_progress", content=[]).model_dump()
@@ -251,6 +255,13 @@ def stream_events(stream: Any, req: CreateResponse, p: Prepared) -> Iterator[dic
     )
     final = response(text, result.finish_reason, usage)
     message = final.output[-1].model_dump()
+    for i, annotation in enumerate(message["content"][0].get("annotations") or []):
+        yield event(
+            "response.output_text.annotation.added",
+            **where,
+            annotation_index=i,
+            annotation=annotation,
+        )
     yield event("response.output_text.done", **where, text=text, logprobs=[])
     yield event("response.content_part.done", **where, part=message["content"][0])
     yield event("response.output_item.done", output_index=index, item=message)

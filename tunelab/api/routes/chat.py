@@ -84,11 +84,14 @@ class _EventStream(StreamingResponse):
             await self.body_iterator.aclose()  # type: ignore[union-attr]
 
 
-def _sse(chunks: AsyncGenerator[BaseModel, None]) -> StreamingResponse:
+def _sse(chunks: AsyncGenerator[BaseModel, None], include_usage: bool) -> StreamingResponse:
+    # As OpenAI's: chunks carry `"usage": null` only when usage was asked for.
+    exclude = None if include_usage else {"usage"}
+
     async def body() -> AsyncIterator[str]:
         try:
             async for chunk in chunks:
-                yield f"data: {chunk.model_dump_json()}\n\n"
+                yield f"data: {chunk.model_dump_json(exclude=exclude)}\n\n"
         except TunelabError as e:  # the SDK raises APIError for a data line with "error"
             yield f"data: {json.dumps(e.to_dict())}\n\n"
             return
@@ -152,7 +155,7 @@ async def create_chat_completion(
     cid, created = new_id("chatcmpl-"), int(time.time())
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _sse(_chat_chunks(sub, cid, created, include_usage))
+        return _sse(_chat_chunks(sub, cid, created, include_usage), include_usage)
     try:
         choices = await _unless_disconnected(request, sub.acollect(), [sub])
     except _ClientGone:
@@ -280,7 +283,10 @@ async def create_completion(
     echoes = [s.tokenizer.decode(s.prompt_ids) if body.echo else "" for s in subs]
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _sse(_completion_chunks(subs, echoes, cid, created, body.logprobs, include_usage))
+        return _sse(
+            _completion_chunks(subs, echoes, cid, created, body.logprobs, include_usage),
+            include_usage,
+        )
     try:
         per_prompt = await _unless_disconnected(
             request, asyncio.gather(*(s.acollect() for s in subs)), subs

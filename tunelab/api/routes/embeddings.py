@@ -1,8 +1,8 @@
 """POST /v1/embeddings (contract §7).
 
 The SDK asks for base64 by default and decodes little-endian float32 itself.
-Token-array inputs are ids of the embedding model's own tokenizer (OpenAI's are
-cl100k ids, which mean nothing to other models). Inputs longer than the model's
+Token arrays under OpenAI's embedding names are cl100k_base ids, decoded to text
+(tunelab.embeddings.inputs); under the model's own name they are its tokenizer's. Inputs longer than the model's
 window are truncated to it, as sentence-transformers does; `usage` counts the
 tokens sent.
 """
@@ -16,51 +16,14 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from tunelab.api.deps import ProjectDep, ServicesDep
-from tunelab.embeddings.service import EmbeddingService
+from tunelab.embeddings.inputs import embedding_inputs
 from tunelab.errors import InvalidRequest
 from tunelab.protocol.embeddings import EmbeddingRequest
 
 router = APIRouter()
 
-MAX_INPUTS = 2048
 MAX_TOKENS_PER_INPUT = 8192
 MAX_TOKENS_PER_REQUEST = 300_000
-
-
-def _texts(req: EmbeddingRequest, emb: EmbeddingService) -> tuple[list[str], list[int] | None]:
-    """The request's inputs as texts, and their token counts when given as ids."""
-    raw = req.input
-    if isinstance(raw, str):
-        raw = [raw]
-    if not raw:
-        raise InvalidRequest("'input' must not be empty.", param="input")
-    if all(isinstance(x, int) for x in raw):  # one token array
-        raw = [raw]  # type: ignore[list-item]
-    if len(raw) > MAX_INPUTS:
-        raise InvalidRequest(
-            f"'input' has {len(raw)} items; at most {MAX_INPUTS} are allowed per request. "
-            "Split it into several requests.",
-            param="input",
-        )
-    if all(isinstance(x, str) for x in raw):
-        for i, text in enumerate(raw):
-            if not text:  # type: ignore[truthy-bool]
-                raise InvalidRequest(
-                    f"'input[{i}]' is an empty string; embeddings need text.", param="input"
-                )
-        return list(raw), None  # type: ignore[arg-type]
-    vocab = emb.vocab_size(req.model)
-    counts = []
-    for i, ids in enumerate(raw):
-        if not isinstance(ids, list) or not ids:
-            raise InvalidRequest(f"'input[{i}]' must be a non-empty token array.", param="input")
-        if any(not 0 <= t < vocab for t in ids):
-            raise InvalidRequest(
-                f"'input[{i}]' has token ids outside the model's vocabulary (0..{vocab - 1}).",
-                param="input",
-            )
-        counts.append(len(ids))
-    return emb.decode(req.model, raw), counts  # type: ignore[arg-type]
 
 
 @router.post("/embeddings")
@@ -69,7 +32,10 @@ def create_embeddings(
 ) -> JSONResponse:
     emb = services.embeddings
     services.registry.get_kind(req.model, "embedding")
-    texts, counts = _texts(req, emb)
+    inputs = embedding_inputs(
+        req.input, req.model, is_alias=services.registry.is_alias(req.model), tokenizer=emb
+    )
+    texts, counts = inputs.texts, inputs.token_counts
     if counts is None:
         counts = emb.count_tokens(req.model, texts)
     for i, n in enumerate(counts):

@@ -35,8 +35,16 @@ def to_wire(row: FileRow) -> FileObject:
 
 
 def _validate_fine_tune(path: Path) -> tuple[str, str | None]:
-    from tunelab.data.validation import validate_file
+    """Judge a fine-tuning upload by its content, whatever it is called: openai 0.28
+    names every upload `file`, and raw bytes have no name at all."""
+    from tunelab.data.validation import looks_like_jsonl, validate_file
 
+    if not looks_like_jsonl(path):
+        raise InvalidRequest(
+            "Invalid file format for Fine-Tuning API. Must be JSONL: one JSON object per line "
+            "(convert CSV/XLSX/JSON first with `tunelab prepare-data -f FILE`).",
+            param="file",
+        )
     report = validate_file(path)
     return ("processed", None) if report.ok else ("error", report.summary())
 
@@ -59,12 +67,6 @@ def upload_file(
         )
     check_purpose(purpose)
     filename = Path(file.filename or "upload").name
-    if purpose == "fine-tune" and not filename.lower().endswith(".jsonl"):
-        raise InvalidRequest(
-            "Invalid file format for Fine-Tuning API. Must be .jsonl "
-            "(convert CSV/XLSX/JSON first with `tunelab prepare-data -f FILE`).",
-            param="file",
-        )
     expires_at = None
     if expires_after_seconds is not None:
         if expires_after_anchor not in (None, "created_at"):
