@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from tunelab.data.formats import Issue, Parsed, json_type, parse_example
 from tunelab.data.text import UnreadableFile, file_encoding, iter_lines
+from tunelab.errors import InvalidRequest
 
 MIN_EXAMPLES = 10
 # Problems kept in a report; the rest are only counted, so a file with a million
@@ -210,6 +211,20 @@ def looks_like_jsonl(path: Path, *, sample: int = 5) -> bool:
     except (UnreadableFile, OSError):
         return True
     return seen == 0
+
+
+def upload_verdict(path: Path) -> tuple[str, str | None]:
+    """(status, status_details) of a `fine-tune` upload, judged by its content
+    whatever it is called: openai 0.28 names every upload `file`, and raw bytes
+    have no name at all. A file that is not JSON Lines at all is refused."""
+    if not looks_like_jsonl(path):
+        raise InvalidRequest(
+            "Invalid file format for Fine-Tuning API. Must be JSONL: one JSON object per line "
+            "(convert CSV/XLSX/JSON first with `tunelab prepare-data -f FILE`).",
+            param="file",
+        )
+    report = validate_file(path)
+    return ("processed", None) if report.ok else ("error", report.summary())
 
 
 def json_error_message(text: str, e: ValueError) -> str:

@@ -80,12 +80,15 @@ class JobService:
         self._check_file(project, req.training_file, "training_file")
         if req.validation_file is not None:
             self._check_file(project, req.validation_file, "validation_file")
+        # An OpenAI name (gpt-4o-mini-2024-07-18, davinci) trains the model it stands
+        # for; the job reports that model, so nobody mistakes what was trained.
+        aliased = self.services.registry.is_alias(req.model)
         job = Job(
             id=new_id("ftjob-"),
             project=project,
             created_at=time.time(),
             status="validating_files",
-            model=req.model,
+            model=base_model if aliased else req.model,
             base_model=base_model,
             training_file=req.training_file,
             validation_file=req.validation_file,
@@ -105,6 +108,8 @@ class JobService:
             s.add(job)
             s.flush()
             add_event(s, job, f"Created fine-tuning job: {job.id}")
+            if aliased:
+                add_event(s, job, f"Model {req.model} resolves to {base_model}: training {base_model}")
         return to_wire(job)
 
     def _check_model(self, project: str, model: str, method: str) -> tuple[str, str]:

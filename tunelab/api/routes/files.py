@@ -14,6 +14,7 @@ from tunelab.db.base import now
 from tunelab.db.pagination import check_limit
 from tunelab.db.tables import FileRow
 from tunelab.errors import InvalidRequest, PayloadTooLarge
+from tunelab.data.validation import upload_verdict
 from tunelab.files import check_purpose
 from tunelab.protocol.common import Deleted
 from tunelab.protocol.files import FileObject
@@ -32,21 +33,6 @@ def to_wire(row: FileRow) -> FileObject:
         status_details=row.status_details,
         expires_at=row.expires_at,
     )
-
-
-def _validate_fine_tune(path: Path) -> tuple[str, str | None]:
-    """Judge a fine-tuning upload by its content, whatever it is called: openai 0.28
-    names every upload `file`, and raw bytes have no name at all."""
-    from tunelab.data.validation import looks_like_jsonl, validate_file
-
-    if not looks_like_jsonl(path):
-        raise InvalidRequest(
-            "Invalid file format for Fine-Tuning API. Must be JSONL: one JSON object per line "
-            "(convert CSV/XLSX/JSON first with `tunelab prepare-data -f FILE`).",
-            param="file",
-        )
-    report = validate_file(path)
-    return ("processed", None) if report.ok else ("error", report.summary())
 
 
 @router.post("/files")
@@ -84,7 +70,7 @@ def upload_file(
         filename=filename,
         purpose=purpose,
         stream=file.file,
-        validate=_validate_fine_tune if purpose == "fine-tune" else None,
+        validate=upload_verdict if purpose == "fine-tune" else None,
         expires_at=expires_at,
     )
     return to_wire(row)
