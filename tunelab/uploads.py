@@ -11,15 +11,16 @@ removed once the upload completes, is cancelled or expires.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sqlalchemy import BigInteger, ForeignKey, Integer, String, select
-from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from tunelab.data.validation import upload_verdict
 from tunelab.db.base import Base, now
@@ -34,9 +35,13 @@ DEFAULT_TTL = 3600
 # Purposes whose content is JSON Lines, and the MIME types a client may give for it.
 JSONL_PURPOSES = ("fine-tune", "batch", "evals")
 JSONL_TYPES = (
-    "application/jsonl", "text/jsonl", "application/x-ndjson", "application/json",
-    "text/plain", "application/octet-stream",
-)  # fmt: skip
+    "application/jsonl",
+    "text/jsonl",
+    "application/x-ndjson",
+    "application/json",
+    "text/plain",
+    "application/octet-stream",
+)
 
 
 class UploadRow(Base):
@@ -69,7 +74,7 @@ def status_of(row: UploadRow, at: int) -> str:
 
 
 class UploadStore:
-    def __init__(self, db: sessionmaker, files: FileStore) -> None:
+    def __init__(self, db: sessionmaker[Session], files: FileStore) -> None:
         self.db = db
         self.files = files
         self.root = files.root / "uploads"
@@ -203,7 +208,7 @@ class UploadStore:
             project=project,
             filename=row.filename,
             purpose=row.purpose,
-            stream=_Concat(paths),
+            stream=io.BufferedReader(_Concat(paths), CHUNK),
             validate=upload_verdict if row.purpose == "fine-tune" else None,
         )
         with self.db.begin() as s:
@@ -240,21 +245,20 @@ def _read_all(paths: list[Path]) -> Iterator[bytes]:
                 yield chunk
 
 
-class _Concat:
+class _Concat(io.RawIOBase):
     """The parts as one readable stream (what FileStore.create reads from)."""
 
     def __init__(self, paths: list[Path]) -> None:
         self._chunks = _read_all(paths)
-        self._buffer = b""
+        self._left = b""
 
-    def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._buffer) < n:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._buffer += chunk
-        if n < 0:
-            out, self._buffer = self._buffer, b""
-        else:
-            out, self._buffer = self._buffer[:n], self._buffer[n:]
-        return out
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._left:
+            self._left = next(self._chunks, b"")
+        n = min(len(buffer), len(self._left))
+        buffer[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n

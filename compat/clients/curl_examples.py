@@ -25,10 +25,15 @@ def run(name: str) -> str:
     script = (EXAMPLES / f"{name}.sh").read_text(encoding="utf-8").replace(OPENAI, BASE_URL)
     done = subprocess.run(
         ["bash", "-c", script.replace("curl ", "curl -sS --fail-with-body ", 1)],
-        capture_output=True, text=True, timeout=300, cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=work,
         env={**os.environ, "OPENAI_API_KEY": API_KEY},
     )
-    expect(done.returncode == 0, f"curl exited {done.returncode}: {done.stdout[-300:]}{done.stderr}")
+    expect(
+        done.returncode == 0, f"curl exited {done.returncode}: {done.stdout[-300:]}{done.stderr}"
+    )
     return done.stdout
 
 
@@ -47,15 +52,32 @@ def sse_chunks(text: str) -> list[dict[str, Any]]:
 
 (work / "mydata.jsonl").write_text(
     "".join(
-        json.dumps({"messages": [{"role": "user", "content": f"Question {i}?"},
-                                 {"role": "assistant", "content": f"Answer {i}."}]}) + "\n"
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": f"Question {i}?"},
+                    {"role": "assistant", "content": f"Answer {i}."},
+                ]
+            }
+        )
+        + "\n"
         for i in range(12)
     ),
     encoding="utf-8",
 )
-check("chat", "chat", lambda b: b["object"] == "chat.completion" and b["choices"][0]["message"]["role"] == "assistant")
+check(
+    "chat",
+    "chat",
+    lambda b: (
+        b["object"] == "chat.completion" and b["choices"][0]["message"]["role"] == "assistant"
+    ),
+)
 check("chat", "chat_2023", lambda b: b["object"] == "chat.completion")
-check("completions", "completions", lambda b: b["object"] == "text_completion" and b["usage"]["completion_tokens"] <= 7)
+check(
+    "completions",
+    "completions",
+    lambda b: b["object"] == "text_completion" and b["usage"]["completion_tokens"] <= 7,
+)
 check("completions", "completions_2022", lambda b: b["object"] == "text_completion")
 check("embeddings", "embeddings", lambda b: isinstance(b["data"][0]["embedding"][0], float))
 check("models", "models", lambda b: b["object"] == "list" and len(b["data"]) > 0)

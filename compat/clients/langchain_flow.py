@@ -10,7 +10,7 @@ from _report import Flow, cosine, expect
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.vectorstores import InMemoryVectorStore
-from langchain_openai import ChatOpenAI, OpenAIEmbeddings, OpenAI
+from langchain_openai import ChatOpenAI, OpenAI, OpenAIEmbeddings
 
 flow = Flow("langchain-openai")
 DOCS = [
@@ -36,9 +36,13 @@ def _() -> str:
 
 @flow.step("chat", "prompt | ChatOpenAI() | StrOutputParser()")
 def _() -> str:
-    chain = ChatPromptTemplate.from_messages(
-        [("system", "You answer in one word."), ("user", "{question}")]
-    ) | ChatOpenAI(max_tokens=6) | StrOutputParser()
+    chain = (
+        ChatPromptTemplate.from_messages(
+            [("system", "You answer in one word."), ("user", "{question}")]
+        )
+        | ChatOpenAI(max_tokens=6)
+        | StrOutputParser()
+    )
     return repr(chain.invoke({"question": "What colour is the sky?"}))
 
 
@@ -53,8 +57,10 @@ def _() -> str:
     text_path = OpenAIEmbeddings(check_embedding_ctx_length=False)  # sends the text
     q = "How long does the battery last?"
     sims = [cosine(default.embed_query(q), text_path.embed_query(q))]
-    sims += [cosine(a, b) for a, b in zip(default.embed_documents(DOCS),
-                                          text_path.embed_documents(DOCS))]
+    sims += [
+        cosine(a, b)
+        for a, b in zip(default.embed_documents(DOCS), text_path.embed_documents(DOCS), strict=True)
+    ]
     expect(min(sims) > 0.999, f"cosine to the text path {min(sims):.4f}")
     return f"min cosine {min(sims):.5f}"
 

@@ -39,8 +39,13 @@ def _() -> str:
 
 @flow.step("chat", "OpenAILike(model=..., is_chat_model=True).complete")
 def _() -> str:
-    llm = OpenAILike(model="smollm2-135m-instruct", api_base=os.environ["OPENAI_API_BASE"],
-                     api_key=os.environ["OPENAI_API_KEY"], is_chat_model=True, max_tokens=8)
+    llm = OpenAILike(
+        model="smollm2-135m-instruct",
+        api_base=os.environ["OPENAI_API_BASE"],
+        api_key=os.environ["OPENAI_API_KEY"],
+        is_chat_model=True,
+        max_tokens=8,
+    )
     return repr(llm.complete("Say hello").text)
 
 

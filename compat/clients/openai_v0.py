@@ -23,10 +23,22 @@ flow = Flow("openai-0.28")
 work = Path(WORK_DIR)
 env = {**os.environ, "OPENAI_API_BASE": BASE_URL, "OPENAI_API_KEY": API_KEY}
 CAPITALS = [
-    ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"),
-    ("Japan", "Tokyo"), ("Egypt", "Cairo"), ("Canada", "Ottawa"), ("Peru", "Lima"),
-    ("Kenya", "Nairobi"), ("Norway", "Oslo"), ("Chile", "Santiago"), ("Cuba", "Havana"),
-    ("Greece", "Athens"), ("Poland", "Warsaw"), ("Ireland", "Dublin"), ("Austria", "Vienna"),
+    ("France", "Paris"),
+    ("Germany", "Berlin"),
+    ("Italy", "Rome"),
+    ("Spain", "Madrid"),
+    ("Japan", "Tokyo"),
+    ("Egypt", "Cairo"),
+    ("Canada", "Ottawa"),
+    ("Peru", "Lima"),
+    ("Kenya", "Nairobi"),
+    ("Norway", "Oslo"),
+    ("Chile", "Santiago"),
+    ("Cuba", "Havana"),
+    ("Greece", "Athens"),
+    ("Poland", "Warsaw"),
+    ("Ireland", "Dublin"),
+    ("Austria", "Vienna"),
 ]
 
 
@@ -34,11 +46,19 @@ def cli(*args: str, stdin: str = "") -> str:
     """Run the 0.28 `openai` command line as a user would type it."""
     done = subprocess.run(
         [str(Path(sys.executable).with_name("openai")), *args],
-        input=stdin, capture_output=True, text=True, env=env, cwd=work, timeout=900,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=work,
+        timeout=900,
     )
     print(done.stdout, done.stderr, sep="\n", flush=True)
-    expect(done.returncode == 0, f"`openai {' '.join(args)}` exited {done.returncode}: "
-           f"{(done.stderr or done.stdout).strip()[-300:]}")
+    expect(
+        done.returncode == 0,
+        f"`openai {' '.join(args)}` exited {done.returncode}: "
+        f"{(done.stderr or done.stdout).strip()[-300:]}",
+    )
     return done.stdout
 
 
@@ -50,7 +70,9 @@ def _() -> str:
     with open(work / "capitals.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["prompt", "completion"])
-        w.writerows((f"What is the capital of {c}?", f"The capital is {city}.") for c, city in CAPITALS)
+        w.writerows(
+            (f"What is the capital of {c}?", f"The capital is {city}.") for c, city in CAPITALS
+        )
     out = cli("tools", "fine_tunes.prepare_data", "-f", "capitals.csv", "-q")
     prepared = work / "capitals_prepared.jsonl"
     expect(prepared.exists(), f"no {prepared.name} written:\n{out[-300:]}")
@@ -61,7 +83,8 @@ def _() -> str:
 @flow.step("files", "openai.File.create(file=open(...), purpose='fine-tune')")
 def _() -> str:
     (prepared,) = flow.need("prepared")
-    f = openai.File.create(file=open(prepared, "rb"), purpose="fine-tune")
+    with open(prepared, "rb") as fh:  # the tutorials pass open(...) inline
+        f = openai.File.create(file=fh, purpose="fine-tune")
     expect(f["object"] == "file" and f["id"].startswith("file-"), f"not a file: {f}")
     flow.values["file_id"] = f["id"]
     wait_for(lambda: openai.File.retrieve(f["id"])["status"] == "processed", "file processing", 60)
@@ -113,7 +136,10 @@ def _() -> str:
 def _() -> str:
     (ft_model,) = flow.need("ft_model")
     r = openai.Completion.create(
-        model=ft_model, prompt="What is the capital of France? ->", max_tokens=12, stop=["\n"],
+        model=ft_model,
+        prompt="What is the capital of France? ->",
+        max_tokens=12,
+        stop=["\n"],
         temperature=0,
     )
     expect(r["object"] == "text_completion", f"bad object {r['object']}")
@@ -169,8 +195,10 @@ def _() -> str:
     text = ""
     finish = None
     for chunk in openai.ChatCompletion.create(
-        model="gpt-3.5-turbo", messages=[{"role": "user", "content": "Count to three"}],
-        max_tokens=8, stream=True,
+        model="gpt-3.5-turbo",
+        messages=[{"role": "user", "content": "Count to three"}],
+        max_tokens=8,
+        stream=True,
     ):
         text += chunk["choices"][0]["delta"].get("content", "")
         finish = chunk["choices"][0]["finish_reason"] or finish
@@ -201,7 +229,8 @@ def _() -> None:
 def _() -> None:
     try:
         openai.ChatCompletion.create(
-            model="gpt-3.5-turbo", messages=[{"role": "user", "content": "weather?"}],
+            model="gpt-3.5-turbo",
+            messages=[{"role": "user", "content": "weather?"}],
             functions=[{"name": "get_weather", "parameters": {"type": "object", "properties": {}}}],
         )
     except openai.error.InvalidRequestError as e:
@@ -217,13 +246,24 @@ def _() -> None:
 def _() -> None:
     (prepared,) = flow.need("prepared")
     # The CLI offers to reuse the already-uploaded copy; Enter uploads anyway, as a user would.
-    out = cli("api", "fine_tunes.create", "-t", prepared.name, "-m", "davinci", "--n_epochs", "1",
-              stdin="\n")
+    out = cli(
+        "api",
+        "fine_tunes.create",
+        "-t",
+        prepared.name,
+        "-m",
+        "davinci",
+        "--n_epochs",
+        "1",
+        stdin="\n",
+    )
     expect("Job complete! Status: succeeded" in out, f"did not finish: {out[-300:]}")
     line = next(x for x in out.splitlines() if "completions.create -m" in x)
     flow.values["cli_model"] = line.split("-m", 1)[1].split()[0]
     flow.values["cli_job"] = next(
-        x.split("Created fine-tune:")[1].strip() for x in out.splitlines() if "Created fine-tune:" in x
+        x.split("Created fine-tune:")[1].strip()
+        for x in out.splitlines()
+        if "Created fine-tune:" in x
     )
 
 
@@ -239,5 +279,6 @@ def _() -> None:
 @flow.step("cli", "openai api completions.create -m <fine-tuned> -p ...")
 def _() -> str:
     (model,) = flow.need("cli_model")
-    return cli("api", "completions.create", "-m", model, "-p", "What is the capital of Peru? ->",
-               "-M", "8")[-200:]
+    return cli(
+        "api", "completions.create", "-m", model, "-p", "What is the capital of Peru? ->", "-M", "8"
+    )[-200:]

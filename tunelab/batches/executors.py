@@ -117,8 +117,9 @@ class ChatExecutor:
         echoes = [s.tokenizer.decode(s.prompt_ids) if text.echo else "" for s in subs]
         return lambda: Outcome(
             200,
-            req.completion(text, subs, [s.collect() for s in subs], echoes, cid, created)
-            .model_dump(),
+            req.completion(
+                text, subs, [s.collect() for s in subs], echoes, cid, created
+            ).model_dump(),
         )
 
     def run(self, project: str, bodies: list[dict[str, Any]]) -> list[Outcome]:

@@ -62,39 +62,62 @@ def _check(obj: Any, number: int, endpoint: str, out: Parsed) -> Request | None:
         return None
     for key in ("custom_id", "method", "url", "body"):
         if key not in obj:
-            out.fail("missing_required_parameter", f"Missing required parameter: '{key}'.",
-                     number, key)  # fmt: skip
+            out.fail(
+                "missing_required_parameter", f"Missing required parameter: '{key}'.", number, key
+            )
             return None
     custom_id, method, url, body = obj["custom_id"], obj["method"], obj["url"], obj["body"]
     if not isinstance(custom_id, str) or not custom_id:
-        out.fail("invalid_custom_id", "'custom_id' must be a non-empty string.", number,
-                 "custom_id")  # fmt: skip
+        out.fail(
+            "invalid_custom_id", "'custom_id' must be a non-empty string.", number, "custom_id"
+        )
         return None
     if method != "POST":
         out.fail("invalid_method", f"'method' must be 'POST', not {method!r}.", number, "method")
         return None
     if url != endpoint:
-        out.fail("url_mismatch", f"The url {url!r} does not match the batch endpoint "
-                 f"{endpoint!r}; every line must use the batch's endpoint.", number, "url")  # fmt: skip
+        out.fail(
+            "url_mismatch",
+            f"The url {url!r} does not match the batch endpoint "
+            f"{endpoint!r}; every line must use the batch's endpoint.",
+            number,
+            "url",
+        )
         return None
     if not isinstance(body, dict):
-        out.fail("invalid_body", "'body' must be a JSON object with the endpoint's parameters.",
-                 number, "body")  # fmt: skip
+        out.fail(
+            "invalid_body",
+            "'body' must be a JSON object with the endpoint's parameters.",
+            number,
+            "body",
+        )
         return None
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        out.fail("missing_required_parameter", "Missing required parameter: 'body.model'.",
-                 number, "body.model")  # fmt: skip
+        out.fail(
+            "missing_required_parameter",
+            "Missing required parameter: 'body.model'.",
+            number,
+            "body.model",
+        )
         return None
     if body.get("stream"):
-        out.fail("invalid_body", "'body.stream' is not supported in a batch; results go to "
-                 "the output file.", number, "body.stream")  # fmt: skip
+        out.fail(
+            "invalid_body",
+            "'body.stream' is not supported in a batch; results go to the output file.",
+            number,
+            "body.stream",
+        )
         return None
     if out.model is None:
         out.model = model
     elif model != out.model:
-        out.fail("model_mismatch", f"Line uses model {model!r} but the batch uses "
-                 f"{out.model!r}; a batch runs one model.", number, "body.model")  # fmt: skip
+        out.fail(
+            "model_mismatch",
+            f"Line uses model {model!r} but the batch uses {out.model!r}; a batch runs one model.",
+            number,
+            "body.model",
+        )
         return None
     return Request(number, custom_id, body)
 
@@ -114,9 +137,13 @@ def parse_input(path: Path, endpoint: str) -> Parsed:
         if req is None:
             continue
         if req.custom_id in seen:
-            out.fail("duplicate_custom_id", f"The custom_id {req.custom_id!r} is used more than "
-                     "once; custom_id must be unique for each request in a batch.", number,
-                     "custom_id")  # fmt: skip
+            out.fail(
+                "duplicate_custom_id",
+                f"The custom_id {req.custom_id!r} is used more than "
+                "once; custom_id must be unique for each request in a batch.",
+                number,
+                "custom_id",
+            )
             continue
         seen.add(req.custom_id)
         if endpoint == "/v1/embeddings":
@@ -127,9 +154,17 @@ def parse_input(path: Path, endpoint: str) -> Parsed:
     if not out.requests and not out.error_count:
         out.fail("empty_file", "The input file has no requests.", None)
     if len(out.requests) > MAX_REQUESTS:
-        out.fail("too_many_tasks", f"The file has {len(out.requests)} requests; a batch takes at "
-                 f"most {MAX_REQUESTS}. Split it into several batches.", None)  # fmt: skip
+        out.fail(
+            "too_many_tasks",
+            f"The file has {len(out.requests)} requests; a batch takes at "
+            f"most {MAX_REQUESTS}. Split it into several batches.",
+            None,
+        )
     if inputs > MAX_EMBEDDING_INPUTS:
-        out.fail("too_many_tasks", f"The file has {inputs} embedding inputs; a batch takes at "
-                 f"most {MAX_EMBEDDING_INPUTS}. Split it into several batches.", None)  # fmt: skip
+        out.fail(
+            "too_many_tasks",
+            f"The file has {inputs} embedding inputs; a batch takes at "
+            f"most {MAX_EMBEDDING_INPUTS}. Split it into several batches.",
+            None,
+        )
     return out

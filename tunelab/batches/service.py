@@ -37,7 +37,7 @@ def _check_metadata(metadata: dict[str, str] | None) -> None:
 
 
 class BatchService:
-    def __init__(self, db: sessionmaker, files: FileStore, endpoints: tuple[str, ...]) -> None:
+    def __init__(self, db: sessionmaker[Session], files: FileStore, endpoints: tuple[str, ...]) -> None:
         self.db = db
         self.files = files
         self.endpoints = endpoints  # the endpoints this server can run in a batch
@@ -150,6 +150,8 @@ def to_wire(row: BatchRow) -> wire.Batch:
         expired_at=row.expired_at,
         cancelling_at=row.cancelling_at,
         cancelled_at=row.cancelled_at,
-        request_counts=wire.RequestCounts(total=row.total, completed=row.completed, failed=row.failed),
+        request_counts=wire.RequestCounts(
+            total=row.total, completed=row.completed, failed=row.failed
+        ),
         metadata=row.metadata_,
     )

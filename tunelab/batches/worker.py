@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from tunelab.batches.executors import Executor, Outcome
 from tunelab.batches.lines import parse_input
@@ -40,13 +40,17 @@ from tunelab.ids import new_id, random_token
 log = logging.getLogger("tunelab.batches")
 LEASE_SECONDS = 60
 ENDINGS = {  # how unfinished lines are reported when a batch stops early
-    "expired": ("batch_expired", "This request could not be executed before the completion "
-                "window expired."),  # fmt: skip
+    "expired": (
+        "batch_expired",
+        "This request could not be executed before the completion window expired.",
+    ),
     "cancelled": ("batch_cancelled", "This request was not executed: the batch was cancelled."),
 }
 
 
-def output_line(custom_id: str, response: Outcome | None, error: dict[str, str] | None) -> dict[str, Any]:
+def output_line(
+    custom_id: str, response: Outcome | None, error: dict[str, str] | None
+) -> dict[str, Any]:
     return {
         "id": new_id("batch_req_"),
         "custom_id": custom_id,
@@ -64,7 +68,7 @@ def output_line(custom_id: str, response: Outcome | None, error: dict[str, str] 
 class BatchWorker:
     def __init__(
         self,
-        db: sessionmaker,
+        db: sessionmaker[Session],
         files: FileStore,
         executors: dict[str, Executor],
         *,
@@ -138,7 +142,11 @@ class BatchWorker:
             for batch_id, owner, until in candidates:
                 if not self._free(owner, until, t):
                     continue
-                same = BatchRow.lease_owner.is_(None) if owner is None else BatchRow.lease_owner == owner
+                same = (
+                    BatchRow.lease_owner.is_(None)
+                    if owner is None
+                    else BatchRow.lease_owner == owner
+                )
                 claimed = s.execute(  # compare-and-set: another worker may have just taken it
                     update(BatchRow)
                     .where(BatchRow.id == batch_id, same)
@@ -173,10 +181,18 @@ class BatchWorker:
             parsed = parse_input(path, batch.endpoint)
             errors = [e.to_dict() for e in parsed.errors]
         except NotFound:
-            parsed, errors = None, [
-                {"code": "file_not_found", "message": f"The input file {batch.input_file_id} "
-                 "was deleted before the batch started.", "param": "input_file_id", "line": None}
-            ]  # fmt: skip
+            parsed, errors = (
+                None,
+                [
+                    {
+                        "code": "file_not_found",
+                        "message": f"The input file {batch.input_file_id} "
+                        "was deleted before the batch started.",
+                        "param": "input_file_id",
+                        "line": None,
+                    }
+                ],
+            )
         with self.db.begin() as s:
             row = s.get(BatchRow, batch.id)
             if row is None or row.status != "validating":
@@ -186,8 +202,14 @@ class BatchWorker:
                 transition(row, "failed", self.clock())
                 return
             s.add_all(
-                BatchItem(batch_id=row.id, line=r.line, custom_id=r.custom_id, body=r.body,
-                          state="pending", result=None)  # fmt: skip
+                BatchItem(
+                    batch_id=row.id,
+                    line=r.line,
+                    custom_id=r.custom_id,
+                    body=r.body,
+                    state="pending",
+                    result=None,
+                )
                 for r in parsed.requests
             )
             row.total = len(parsed.requests)
@@ -210,12 +232,13 @@ class BatchWorker:
             )
         if not items:
             return False
+        results: list[tuple[BatchItem, Outcome | None, dict[str, str] | None]]
         try:
             outcomes = executor.run(batch.project, [it.body for it in items])
         except Exception as e:  # the engine failed: these lines fail, the batch goes on
             log.exception("batch %s: a chunk failed", batch.id)
-            error = {"code": "server_error", "message": f"The request failed: {e}"}
-            results = [(it, None, error) for it in items]
+            failure = {"code": "server_error", "message": f"The request failed: {e}"}
+            results = [(it, None, failure) for it in items]
         else:
             results = [(it, o, None) for it, o in zip(items, outcomes, strict=True)]
         with self.db.begin() as s:
@@ -225,15 +248,20 @@ class BatchWorker:
                 s.execute(
                     update(BatchItem)
                     .where(BatchItem.batch_id == batch.id, BatchItem.line == it.line)
-                    .values(state="done" if ok else "failed",
-                            result=output_line(it.custom_id, outcome, error))  # fmt: skip
+                    .values(
+                        state="done" if ok else "failed",
+                        result=output_line(it.custom_id, outcome, error),
+                    )
                 )
                 done, failed = done + ok, failed + (not ok)
             s.execute(
                 update(BatchRow)
                 .where(BatchRow.id == batch.id)
-                .values(completed=BatchRow.completed + done, failed=BatchRow.failed + failed,
-                        lease_until=self.clock() + self.lease_s)  # fmt: skip
+                .values(
+                    completed=BatchRow.completed + done,
+                    failed=BatchRow.failed + failed,
+                    lease_until=self.clock() + self.lease_s,
+                )
             )
         return True
 

@@ -138,7 +138,9 @@ def completion(
         created=created,
         model=subs[0].model,
         choices=[
-            choice(k, s, ch) for k, (s, chs) in enumerate(zip(subs, per_prompt)) for ch in chs
+            choice(k, s, ch)
+            for k, (s, chs) in enumerate(zip(subs, per_prompt, strict=True))
+            for ch in chs
         ],
         usage=fmt.usage(
             sum(s.prompt_tokens for s in subs),

@@ -109,7 +109,9 @@ class JobService:
             s.flush()
             add_event(s, job, f"Created fine-tuning job: {job.id}")
             if aliased:
-                add_event(s, job, f"Model {req.model} resolves to {base_model}: training {base_model}")
+                add_event(
+                    s, job, f"Model {req.model} resolves to {base_model}: training {base_model}"
+                )
         return to_wire(job)
 
     def _check_model(self, project: str, model: str, method: str) -> tuple[str, str]:

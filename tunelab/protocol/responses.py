@@ -19,7 +19,9 @@ class FileSearchTool(BaseModel):
 
 
 class CreateResponse(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # Extra fields are kept so that tunelab.retrieval.answers can refuse, by name,
+    # the ones it does not implement instead of ignoring them.
+    model_config = ConfigDict(extra="allow")
 
     model: str
     input: str | list[dict[str, Any]]

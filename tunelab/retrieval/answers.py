@@ -87,8 +87,51 @@ def parse_tools(tools: list[dict[str, Any]]) -> FileSearchTool | None:
     return found
 
 
+# Request fields that change nothing here, whatever their value (or whose default
+# is all tunelab does); every other unknown field is refused by name.
+_HARMLESS = {
+    "user",
+    "service_tier",
+    "prompt_cache_key",
+    "safety_identifier",
+    "store",
+    "parallel_tool_calls",
+}
+_DEFAULTS: dict[str, tuple[Any, ...]] = {  # fields accepted only with these values
+    "tool_choice": ("auto", None),
+    "truncation": ("disabled", None),
+    "background": (False, None),
+    "previous_response_id": (None,),
+    "conversation": (None,),
+    "reasoning": (None,),
+    "prompt": (None,),
+}
+
+
+def refuse_unsupported(req: CreateResponse) -> None:
+    """400 naming the first request field tunelab would otherwise ignore."""
+    for name, value in (req.model_extra or {}).items():
+        if name in _HARMLESS:
+            continue
+        if name == "text":
+            fmt = value.get("format") if isinstance(value, dict) else None
+            kind = fmt.get("type", "text") if isinstance(fmt, dict) else "text"
+            if kind != "text":
+                raise InvalidRequest(
+                    f"text.format type {kind!r} is not supported yet; only 'text' is.",
+                    param="text.format",
+                )
+            continue
+        if name in _DEFAULTS and value in _DEFAULTS[name]:
+            continue
+        raise InvalidRequest(
+            f"'{name}' is not supported by tunelab's Responses API yet; remove it.", param=name
+        )
+
+
 def prepare(searcher: Searcher, project: str, req: CreateResponse) -> Prepared:
     """Parse the request, run file_search when asked, and lay out the prompt."""
+    refuse_unsupported(req)
     messages = parse_input(req.input)
     tool = parse_tools(req.tools)
     if tool is None:

@@ -10,11 +10,11 @@ from fastapi.responses import FileResponse
 
 from tunelab.api.deps import ProjectDep, ServicesDep
 from tunelab.api.pagination import list_page
+from tunelab.data.validation import upload_verdict
 from tunelab.db.base import now
 from tunelab.db.pagination import check_limit
 from tunelab.db.tables import FileRow
 from tunelab.errors import InvalidRequest, PayloadTooLarge
-from tunelab.data.validation import upload_verdict
 from tunelab.files import check_purpose
 from tunelab.protocol.common import Deleted
 from tunelab.protocol.files import FileObject
