@@ -22,12 +22,27 @@ from tunelab.db.base import now
 from tunelab.db.tables import FileRow
 from tunelab.errors import InvalidRequest, NotFound, PayloadTooLarge
 from tunelab.ids import new_id
+from tunelab.protocol.files import FileObject
 
 UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 SERVER_PURPOSES = ("assistants_output", "batch_output", "fine-tune-results")
 CHUNK = 1 << 20
 
 OnDelete = Callable[[str, str], None]  # (project, file_id)
+
+
+def file_object(row: FileRow) -> FileObject:
+    """A stored file as OpenAI's File object."""
+    return FileObject(
+        id=row.id,
+        bytes=row.bytes,
+        created_at=row.created_at,
+        filename=row.filename,
+        purpose=row.purpose,
+        status=row.status,
+        status_details=row.status_details,
+        expires_at=row.expires_at,
+    )
 
 
 def file_not_found(file_id: str) -> NotFound:
