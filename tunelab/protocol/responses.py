@@ -33,6 +33,8 @@ class CreateResponse(BaseModel):
     include: list[str] = Field(default_factory=list)
     stream: bool = False
     metadata: dict[str, str] | None = None
+    store: bool = True
+    previous_response_id: str | None = None
 
 
 class FileSearchResult(BaseModel):
@@ -112,3 +114,5 @@ class Response(BaseModel):
     incomplete_details: IncompleteDetails | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     usage: Usage | None = None
+    previous_response_id: str | None = None
+    store: bool = True

@@ -94,14 +94,12 @@ _HARMLESS = {
     "service_tier",
     "prompt_cache_key",
     "safety_identifier",
-    "store",
     "parallel_tool_calls",
 }
 _DEFAULTS: dict[str, tuple[Any, ...]] = {  # fields accepted only with these values
     "tool_choice": ("auto", None),
     "truncation": ("disabled", None),
     "background": (False, None),
-    "previous_response_id": (None,),
     "conversation": (None,),
     "reasoning": (None,),
     "prompt": (None,),
@@ -129,10 +127,23 @@ def refuse_unsupported(req: CreateResponse) -> None:
         )
 
 
-def prepare(searcher: Searcher, project: str, req: CreateResponse) -> Prepared:
-    """Parse the request, run file_search when asked, and lay out the prompt."""
+def prepare(
+    searcher: Searcher,
+    project: str,
+    req: CreateResponse,
+    history: list[dict[str, str]] | None = None,
+) -> Prepared:
+    """Parse the request, run file_search when asked, and lay out the prompt.
+
+    `history` is the conversation of `previous_response_id` (from the response
+    store); without a store to read it from, the field is refused."""
     refuse_unsupported(req)
-    messages = parse_input(req.input)
+    if req.previous_response_id is not None and history is None:
+        raise InvalidRequest(
+            "previous_response_id needs stored responses, which this server does not keep.",
+            param="previous_response_id",
+        )
+    messages = (history or []) + parse_input(req.input)
     tool = parse_tools(req.tools)
     if tool is None:
         system = [{"role": "system", "content": req.instructions}] if req.instructions else []
@@ -219,6 +230,8 @@ def build_response(
         incomplete_details=IncompleteDetails() if incomplete else None,
         metadata=req.metadata or {},
         usage=usage,
+        previous_response_id=req.previous_response_id,
+        store=req.store,
     )
 
 

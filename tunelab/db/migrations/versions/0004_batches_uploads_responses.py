@@ -1,14 +1,14 @@
-"""Batches and their lines; uploads and their parts (tunelab.batches.tables,
-tunelab.uploads).
+"""Batches and their lines; uploads and their parts; stored responses
+(tunelab.batches.tables, tunelab.uploads, tunelab.responses.store).
 
-Revision ID: 0004_batches_uploads
+Revision ID: 0004_batches_uploads_responses
 Revises: 0003_vector_stores
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_batches_uploads"
+revision = "0004_batches_uploads_responses"
 down_revision = "0003_vector_stores"
 branch_labels = None
 depends_on = None
@@ -89,9 +89,20 @@ def upgrade() -> None:
         sa.Column("size", sa.Integer, nullable=False),
     )
     op.create_index("ix_upload_parts_upload_id", "upload_parts", ["upload_id"])
+    op.create_table(
+        "responses",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("project", sa.String(128), nullable=False),
+        sa.Column("created_at", sa.BigInteger, nullable=False),
+        sa.Column("previous_response_id", sa.String(64)),
+        sa.Column("input_items", sa.JSON, nullable=False),
+        sa.Column("body", sa.JSON, nullable=False),
+    )
+    op.create_index("ix_responses_project", "responses", ["project"])
 
 
 def downgrade() -> None:
+    op.drop_table("responses")
     op.drop_table("upload_parts")
     op.drop_table("uploads")
     op.drop_table("batch_items")

@@ -1,0 +1,1 @@
+"""The Responses API's services: stored responses and conversation chains."""
