@@ -81,8 +81,8 @@ def run_tunelab(cfg: TrainConfig, work: Path) -> tuple[float, int]:
 def run_plain(spec: Any, cache: Path, data: Path, steps: int, batch_size: int) -> tuple[float, int]:
     from peft import LoraConfig, get_peft_model
 
+    from tunelab.data.encoding import encode_example
     from tunelab.data.examples import iter_examples
-    from tunelab.training.encoding import encode_example
 
     tok = load_tokenizer(spec, cache)
     model = get_peft_model(
