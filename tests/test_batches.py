@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from sqlalchemy.orm import sessionmaker
 
-from tunelab.batches.executors import EmbeddingsExecutor, Outcome
+from tunelab.batches.executors import CHAT, COMPLETIONS, ChatExecutor, EmbeddingsExecutor, Outcome
 from tunelab.batches.service import BatchService
 from tunelab.batches.worker import BatchWorker
 from tunelab.db.base import make_engine, make_sessionmaker, migrate
@@ -29,6 +29,9 @@ from tunelab.embeddings.endpoint import create_embeddings
 from tunelab.embeddings.service import EmbeddingService
 from tunelab.errors import InvalidRequest
 from tunelab.files import FileStore
+from tunelab.inference.engine import InferenceEngine
+from tunelab.inference.service import InferenceService
+from tunelab.models.catalog import Catalog
 from tunelab.models.registry import Registry
 from tunelab.protocol.batches import BatchCreate
 from tunelab.protocol.embeddings import EmbeddingRequest
@@ -252,6 +255,9 @@ from tunelab.batches.worker import BatchWorker
 from tunelab.db.base import make_engine, make_sessionmaker
 from tunelab.embeddings.service import EmbeddingService
 from tunelab.files import FileStore
+from tunelab.inference.engine import InferenceEngine
+from tunelab.inference.service import InferenceService
+from tunelab.models.catalog import Catalog
 from tunelab.models.registry import Registry
 from tunelab.settings import Settings
 
@@ -294,3 +300,80 @@ def test_a_killed_worker_process_loses_and_repeats_nothing(
     assert batch.request_counts.completed == 400 and batch.request_counts.failed == 0
     ids = [o["custom_id"] for o in env.read(batch.output_file_id)]
     assert ids == [f"req-{i}" for i in range(400)]
+
+
+@pytest.fixture
+def chat_env(settings: Settings, tiny_chat_dir: Path) -> Iterator[tuple[Env, InferenceService]]:
+    from tests.conftest import register_models
+    from tests.tiny_models import tiny_registry_entry
+
+    register_models(settings, [tiny_registry_entry(tiny_chat_dir)])
+    migrate(settings.db_url)
+    db = make_sessionmaker(make_engine(settings.db_url))
+    files = FileStore(db, settings.files_dir, max_bytes=1 << 30)
+    registry = Registry.for_settings(settings)
+    catalog = Catalog(registry, db, settings.models_dir)
+    inference = InferenceService(InferenceEngine(settings), catalog.resolve)
+    embeddings = EmbeddingService(registry)
+    chat = (CHAT, COMPLETIONS)
+    yield Env(db, files, registry, embeddings, BatchService(db, files, chat)), inference
+    inference.close()
+
+
+def test_100_line_chat_batch_equals_requests_sent_one_by_one(
+    chat_env: tuple[Env, InferenceService],
+) -> None:
+    env, inference = chat_env
+    bodies = [
+        {
+            "model": "tiny-chat",
+            "messages": [{"role": "user", "content": f"Question {i}?"}],
+            "max_tokens": 6,
+            "temperature": 0,
+        }
+        for i in range(100)
+    ]
+    bodies[7] = {**bodies[7], "functions": [{"name": "f"}]}  # refused by name, per line
+    lines = [
+        {"custom_id": f"c{i}", "method": "POST", "url": CHAT, "body": b}
+        for i, b in enumerate(bodies)
+    ]
+    req = BatchCreate(input_file_id=env.upload(lines), endpoint=CHAT, completion_window="24h")
+    batch_id = env.service.create(P, req).id
+    executor = ChatExecutor(inference, CHAT)
+    run_to_end(BatchWorker(env.db, env.files, {CHAT: executor}))
+    batch = env.service.get(P, batch_id)
+    assert batch.status == "completed"
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (99, 1)
+    out = {o["custom_id"]: o["response"]["body"] for o in env.read(batch.output_file_id)}
+    (err,) = env.read(batch.error_file_id)
+    assert err["custom_id"] == "c7" and err["response"]["body"]["error"]["param"] == "functions"
+    for i in range(0, 100, 9):
+        if i == 7:
+            continue
+        alone = executor.run(P, [bodies[i]])[0].body  # the same request, on its own
+        got = out[f"c{i}"]
+        assert got["object"] == "chat.completion" and got["model"] == "tiny-chat"
+        assert got["choices"] == alone["choices"] and got["usage"] == alone["usage"]
+
+
+def test_completions_batch_runs_legacy_completions(chat_env: tuple[Env, InferenceService]) -> None:
+    env, inference = chat_env
+    lines = [
+        {
+            "custom_id": f"t{i}",
+            "method": "POST",
+            "url": COMPLETIONS,
+            "body": {"model": "text-davinci-003", "prompt": ["Once", "Twice"], "max_tokens": 3},
+        }
+        for i in range(3)
+    ]
+    req = BatchCreate(
+        input_file_id=env.upload(lines), endpoint=COMPLETIONS, completion_window="24h"
+    )
+    batch_id = env.service.create(P, req).id
+    run_to_end(BatchWorker(env.db, env.files, {COMPLETIONS: ChatExecutor(inference, COMPLETIONS)}))
+    batch = env.service.get(P, batch_id)
+    assert batch.status == "completed" and batch.request_counts.completed == 3
+    body = env.read(batch.output_file_id)[0]["response"]["body"]
+    assert body["object"] == "text_completion" and len(body["choices"]) == 2
