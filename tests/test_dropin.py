@@ -180,3 +180,38 @@ def test_completion_stream_bytes_match_openai(server: str) -> None:
     assert all(c["object"] == "text_completion" and "usage" not in c for c in chunks)
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"functions": [{"name": "f", "parameters": {"type": "object"}}]}, "functions"),
+        ({"function_call": {"name": "f"}}, "function_call"),
+        ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+        ({"prediction": {"type": "content", "content": "x"}}, "prediction"),
+    ],
+)
+def test_unimplemented_chat_fields_are_refused_by_name(
+    client: openai.OpenAI, extra: dict, param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="gpt-4o", messages=HI, max_tokens=2, extra_body=extra)
+    assert e.value.body["param"] == param
+
+
+def test_harmless_fields_are_accepted(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(
+        model="gpt-4o",
+        messages=HI,
+        max_tokens=2,
+        metadata={"k": "v"},
+        store=False,
+        user="u1",
+        service_tier="auto",
+    )
+    assert r.choices[0].message.role == "assistant"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(
+            model="davinci-002", prompt="x", max_tokens=2, extra_body={"logit_bias_v2": 1}
+        )
+    assert e.value.body["param"] == "logit_bias_v2"

@@ -12,11 +12,37 @@ from tunelab.inference.service import Choice, Submitted
 from tunelab.protocol import chat as c
 from tunelab.protocol import completions as tc
 
-# Accepted in requests but not implemented yet: refused by name, never ignored.
-_UNSUPPORTED_CHAT = {
+# Fields beyond the declared ones that change nothing tunelab computes (bookkeeping,
+# routing hints, `none`-valued switches). Any other undeclared field is refused by
+# name: a parameter is implemented or refused, never silently ignored.
+_HARMLESS = {
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+    "prompt_cache_key",
+    "safety_identifier",
+}
+_HARMLESS_VALUES: dict[str, tuple[Any, ...]] = {
+    "tool_choice": (None, "none", "auto"),  # with no tools, "auto" means none
+    "parallel_tool_calls": (None, True, False),
+    "modalities": (None, ["text"]),
+    "functions": (None,),
+    "function_call": (None, "none"),
+}
+_WHY = {
     "functions": "Function calling is not supported yet; remove 'functions'.",
     "function_call": "Function calling is not supported yet; remove 'function_call'.",
 }
+
+
+def refuse_undeclared(extra: dict[str, Any] | None) -> None:
+    for name, value in (extra or {}).items():
+        if name in _HARMLESS or value in _HARMLESS_VALUES.get(name, ()):
+            continue
+        raise InvalidRequest(
+            _WHY.get(name, f"'{name}' is not supported by tunelab yet; remove it."), param=name
+        )
 
 
 def sampling_kwargs(body: c.ChatCompletionRequest | tc.CompletionRequest) -> dict[str, Any]:
@@ -33,9 +59,7 @@ def sampling_kwargs(body: c.ChatCompletionRequest | tc.CompletionRequest) -> dic
 
 
 def chat_kwargs(body: c.ChatCompletionRequest) -> dict[str, Any]:
-    for field, message in _UNSUPPORTED_CHAT.items():
-        if (body.model_extra or {}).get(field) is not None:
-            raise InvalidRequest(message, param=field)
+    refuse_undeclared(body.model_extra)
     if body.tools:
         raise InvalidRequest(
             "Tool calling is not supported by tunelab models; remove 'tools'.", param="tools"
@@ -90,6 +114,7 @@ def prompts(prompt: str | list[str] | list[int] | list[list[int]] | None) -> lis
 
 
 def completion_kwargs(body: tc.CompletionRequest) -> dict[str, Any]:
+    refuse_undeclared(body.model_extra)
     if body.suffix:
         raise InvalidRequest(
             "'suffix' (insert mode) is not supported by tunelab models; put all the text in "

@@ -18,7 +18,8 @@ class ResponseFormat(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    # Unknown fields (metadata, store, service_tier, ...) are accepted and ignored.
+    # Undeclared fields are kept for tunelab.inference.openai_requests to accept
+    # (when harmless) or refuse by name.
     model_config = ConfigDict(extra="allow")
 
     model: str
