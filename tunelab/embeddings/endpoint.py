@@ -37,6 +37,8 @@ class Prepared:
 
 
 def prepare(req: EmbeddingRequest, registry: Registry, emb: EmbeddingService) -> Prepared:
+    for name in req.model_extra or {}:  # implemented or refused, never ignored
+        raise InvalidRequest(f"'{name}' is not supported by /v1/embeddings; remove it.", param=name)
     registry.get_kind(req.model, "embedding")
     inputs = embedding_inputs(
         req.input, req.model, is_alias=registry.is_alias(req.model), tokenizer=emb
