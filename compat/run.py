@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,14 +78,15 @@ def requirements(name: str) -> tuple[str, ...]:
 
 
 def clients() -> list[Client]:
-    # Quick clients first; the fine-tuning flows wait on training.
+    # Those that fine-tune first: their jobs queue on the one worker while the
+    # others run alongside.
     return [
+        Client("openai-0.28", "openai_v0.py", requirements("openai-0.28")),
+        Client("openai-1.x", "openai_v1.py", requirements("openai-1")),
+        Client("openai-pinned", "openai_v1.py", (pinned_openai(),)),
         Client("curl", "curl_examples.py"),
         Client("langchain-openai", "langchain_flow.py", requirements("langchain")),
         Client("llama-index", "llamaindex_flow.py", requirements("llamaindex")),
-        Client("openai-1.x", "openai_v1.py", requirements("openai-1")),
-        Client("openai-pinned", "openai_v1.py", (pinned_openai(),)),
-        Client("openai-0.28", "openai_v0.py", requirements("openai-0.28")),
     ]
 
 
@@ -336,6 +338,12 @@ def main() -> int:
         help="rewrite README.md's compatibility table from this run",
     )
     ap.add_argument("--keep", action="store_true", help="keep the work dir (data, logs)")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="clients run at once (the server batches their requests; default 2)",
+    )
     args = ap.parse_args()
     chosen = clients()
     if args.only:
@@ -352,8 +360,13 @@ def main() -> int:
     records: list[dict] = []
     try:
         server.wait_ready()
-        for c in chosen:
-            records += run_client(c, envs[c.name], server.base_url, work, logs)
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            runs = [
+                pool.submit(run_client, c, envs[c.name], server.base_url, work, logs)
+                for c in chosen
+            ]
+            for run in runs:
+                records += run.result()
     finally:
         server.stop()
     names = [c.name for c in chosen]

@@ -219,7 +219,7 @@ def upload_verdict(path: Path) -> tuple[str, str | None]:
     have no name at all. A file that is not JSON Lines at all is refused."""
     if not looks_like_jsonl(path):
         raise InvalidRequest(
-            "Invalid file format for Fine-Tuning API. Must be JSONL: one JSON object per line "
+            "Invalid file format for Fine-Tuning API. Must be .jsonl, one JSON object per line "
             "(convert CSV/XLSX/JSON first with `tunelab prepare-data -f FILE`).",
             param="file",
         )
