@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install serve test compat demo bench clean
+.PHONY: install serve test compat lint demo bench clean
 
 install: $(STAMP)
 
@@ -33,6 +33,14 @@ test: install
 # in its own cached virtualenv, against a real `tunelab serve`.
 compat: install
 	$(PY) compat/run.py
+
+# Lint, format check, strict types on the package, and the layer contracts of
+# docs/architecture.md (.importlinter).
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 demo: install
 	$(VENV)/bin/tunelab quickstart

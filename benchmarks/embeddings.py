@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
-from tests.conftest import run_server, sdk
+from tests.support import run_server, sdk
 from tunelab.models.loading import load_sentence_transformer
 from tunelab.models.registry import MINILM, Registry
 from tunelab.settings import Settings

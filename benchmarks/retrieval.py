@@ -30,8 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 
 from tunelab.retrieval.index import DenseIndex, StoreMatrix
-from tunelab.retrieval.service import build_retrieval
-from tunelab.services import build_services
+from tunelab.runtime import Runtime, build_runtime
 from tunelab.settings import Settings
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -68,14 +67,21 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return float(np.percentile(samples, 50)) * 1000, float(np.percentile(samples, 95)) * 1000
 
 
-def quality(services, retrieval, distractors: int) -> None:
+def quality(services: Runtime, distractors: int) -> None:
     project = "bench"
-    stores = retrieval.stores
+    stores = services.retrieval.stores
     rng = random.Random(0)
     docs = [("manual.md", (DATA / "manual.md").read_bytes())]
     docs += [(f"appliance-{n}.md", distractor_manual(n, rng).encode()) for n in range(distractors)]
-    vs = stores.create(project, name="bench", description=None, file_ids=[],
-                       chunking_strategy=None, expires_after=None, metadata=None)  # fmt: skip
+    vs = stores.create(
+        project,
+        name="bench",
+        description=None,
+        file_ids=[],
+        chunking_strategy=None,
+        expires_after=None,
+        metadata=None,
+    )
     services.embeddings.embed(services.settings.default_embedding_model, ["warm up"])
     t = time.perf_counter()
     for name, data in docs:
@@ -87,8 +93,10 @@ def quality(services, retrieval, distractors: int) -> None:
     elapsed = time.perf_counter() - t
     n_chunks = stores.chunk_count(vs.row.id)
     n_bytes = sum(len(d) for _, d in docs)
-    print(f"corpus: {len(docs)} documents, {n_bytes / 1e3:.0f} kB, {n_chunks} chunks "
-          f"(static 800/400 clamped to 254/127 for all-minilm-l6-v2)")  # fmt: skip
+    print(
+        f"corpus: {len(docs)} documents, {n_bytes / 1e3:.0f} kB, {n_chunks} chunks "
+        f"(static 800/400 clamped to 254/127 for all-minilm-l6-v2)"
+    )
     # Baseline: the embedding model alone on the same chunk texts, in this run.
     with services.db() as s:
         from sqlalchemy import select
@@ -104,9 +112,11 @@ def quality(services, retrieval, distractors: int) -> None:
     t = time.perf_counter()
     model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
     floor = time.perf_counter() - t
-    print(f"ingestion: {n_chunks / elapsed:.1f} chunks/s ({elapsed:.1f} s end to end); "
-          f"plain SentenceTransformer.encode of the same chunks: {n_chunks / floor:.1f} chunks/s "
-          f"-> tunelab at {floor / elapsed:.0%} of the model-only speed\n")  # fmt: skip
+    print(
+        f"ingestion: {n_chunks / elapsed:.1f} chunks/s ({elapsed:.1f} s end to end); "
+        f"plain SentenceTransformer.encode of the same chunks: {n_chunks / floor:.1f} chunks/s "
+        f"-> tunelab at {floor / elapsed:.0%} of the model-only speed\n"
+    )
 
     questions = [
         json.loads(line) for line in (DATA / "questions.jsonl").read_text().splitlines() if line
@@ -119,8 +129,9 @@ def quality(services, retrieval, distractors: int) -> None:
         times = []
         for q in questions:
             t = time.perf_counter()
-            hits = retrieval.searcher.search_stores(project, [vs.row.id], [q["question"]],
-                                                    max_results=5, ranker=ranker)  # fmt: skip
+            hits = services.retrieval.searcher.search_stores(
+                project, [vs.row.id], [q["question"]], max_results=5, ranker=ranker
+            )
             times.append(time.perf_counter() - t)
             found = [q["answer"] in " ".join(h.text.split()) for h in hits]
             h1 += bool(found[:1] and found[0])
@@ -187,13 +198,8 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp) / "data")
-        services = build_services(settings)
-        retrieval = build_retrieval(services)
-        try:
-            quality(services, retrieval, args.distractors)
-        finally:
-            retrieval.close()
-            services.close()
+        with build_runtime(settings, embedded_worker=False) as services:
+            quality(services, args.distractors)
     latency([int(s) for s in args.sizes.split(",")], args.queries)
 
 

@@ -42,7 +42,27 @@ from tunelab.training.config import TrainConfig  # noqa: E402
 from tunelab.training.events import Control, EventWriter  # noqa: E402
 from tunelab.training.loop import train  # noqa: E402
 
-WORDS = ["the", "a", "ship", "sails", "over", "calm", "blue", "water", "while", "gulls", "circle", "and", "the", "crew", "sings", "old", "songs", "of", "home"]
+WORDS = [
+    "the",
+    "a",
+    "ship",
+    "sails",
+    "over",
+    "calm",
+    "blue",
+    "water",
+    "while",
+    "gulls",
+    "circle",
+    "and",
+    "the",
+    "crew",
+    "sings",
+    "old",
+    "songs",
+    "of",
+    "home",
+]
 
 
 def make_data(path: Path, n: int, seed: int = 0) -> None:

@@ -19,22 +19,22 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy.orm import sessionmaker
 
+from tests.support import register_models
+from tests.tiny_models import tiny_registry_entry
 from tunelab.batches.executors import CHAT, COMPLETIONS, ChatExecutor, EmbeddingsExecutor, Outcome
 from tunelab.batches.service import BatchService
 from tunelab.batches.worker import BatchWorker
-from tunelab.db.base import make_engine, make_sessionmaker, migrate
+from tunelab.db.base import Database
 from tunelab.embeddings.endpoint import create_embeddings
-from tunelab.embeddings.service import EmbeddingService
+from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import InvalidRequest
 from tunelab.files import FileStore
-from tunelab.inference.engine import InferenceEngine
 from tunelab.inference.service import InferenceService
-from tunelab.models.catalog import Catalog
 from tunelab.models.registry import Registry
 from tunelab.protocol.batches import BatchCreate
 from tunelab.protocol.embeddings import EmbeddingRequest
+from tunelab.runtime import build_runtime
 from tunelab.settings import Settings
 
 pytestmark = pytest.mark.realmodel
@@ -44,10 +44,10 @@ P = "proj"
 
 @dataclass
 class Env:
-    db: sessionmaker
+    db: Database
     files: FileStore
     registry: Registry
-    embeddings: EmbeddingService
+    embeddings: Embedder
     service: BatchService
 
     def worker(self, executor: Any = None, **kw: Any) -> BatchWorker:
@@ -73,13 +73,10 @@ class Env:
 
 @pytest.fixture
 def env(settings: Settings) -> Iterator[Env]:
-    migrate(settings.db_url)
-    db = make_sessionmaker(make_engine(settings.db_url))
-    files = FileStore(db, settings.files_dir, max_bytes=1 << 30)
-    registry = Registry.for_settings(settings)
-    embeddings = EmbeddingService(registry)
-    yield Env(db, files, registry, embeddings, BatchService(db, files, (EMBED,)))
-    embeddings.close()
+    # The runtime's storage and engines, not started: tests step their own worker.
+    rt = build_runtime(settings, embedded_worker=False)
+    yield Env(rt.db, rt.files, rt.registry, rt.embeddings, BatchService(rt.db, rt.files, (EMBED,)))
+    rt.close()
 
 
 def line(i: int, text: str, **body: Any) -> dict[str, Any]:
@@ -249,24 +246,16 @@ def test_a_new_worker_resumes_an_abandoned_batch_without_redoing_lines(env: Env)
 
 
 WORKER_SCRIPT = """
-import sys, time
+import sys
 from tunelab.batches.executors import EmbeddingsExecutor
 from tunelab.batches.worker import BatchWorker
-from tunelab.db.base import make_engine, make_sessionmaker
-from tunelab.embeddings.service import EmbeddingService
-from tunelab.files import FileStore
-from tunelab.inference.engine import InferenceEngine
-from tunelab.inference.service import InferenceService
-from tunelab.models.catalog import Catalog
-from tunelab.models.registry import Registry
+from tunelab.runtime import build_runtime
+from tunelab.runtime import build_runtime
 from tunelab.settings import Settings
 
-settings = Settings(data_dir=sys.argv[1])
-db = make_sessionmaker(make_engine(settings.db_url))
-files = FileStore(db, settings.files_dir, max_bytes=1 << 30)
-registry = Registry.for_settings(settings)
-executor = EmbeddingsExecutor(registry, EmbeddingService(registry), chunk_size=32)
-worker = BatchWorker(db, files, {"/v1/embeddings": executor}, lease_s=2, pause_s=0.2)
+rt = build_runtime(Settings(data_dir=sys.argv[1]), embedded_worker=False)
+executor = EmbeddingsExecutor(rt.registry, rt.embeddings, chunk_size=32)
+worker = BatchWorker(rt.db, rt.files, {"/v1/embeddings": executor}, lease_s=2, pause_s=0.2)
 worker.run_forever()
 """
 
@@ -304,20 +293,11 @@ def test_a_killed_worker_process_loses_and_repeats_nothing(
 
 @pytest.fixture
 def chat_env(settings: Settings, tiny_chat_dir: Path) -> Iterator[tuple[Env, InferenceService]]:
-    from tests.conftest import register_models
-    from tests.tiny_models import tiny_registry_entry
-
     register_models(settings, [tiny_registry_entry(tiny_chat_dir)])
-    migrate(settings.db_url)
-    db = make_sessionmaker(make_engine(settings.db_url))
-    files = FileStore(db, settings.files_dir, max_bytes=1 << 30)
-    registry = Registry.for_settings(settings)
-    catalog = Catalog(registry, db, settings.models_dir)
-    inference = InferenceService(InferenceEngine(settings), catalog.resolve)
-    embeddings = EmbeddingService(registry)
-    chat = (CHAT, COMPLETIONS)
-    yield Env(db, files, registry, embeddings, BatchService(db, files, chat)), inference
-    inference.close()
+    rt = build_runtime(settings, embedded_worker=False)
+    service = BatchService(rt.db, rt.files, (CHAT, COMPLETIONS))
+    yield Env(rt.db, rt.files, rt.registry, rt.embeddings, service), rt.inference
+    rt.close()
 
 
 def test_100_line_chat_batch_equals_requests_sent_one_by_one(

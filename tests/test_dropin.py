@@ -12,11 +12,12 @@ import numpy as np
 import openai
 import pytest
 
-from tests.conftest import register_models, run_server, sdk
+from tests.support import register_models, run_server, sdk
 from tests.tiny_models import TINY_CHAT, tiny_registry_entry
 from tunelab.models.registry import MINILM, SMOLLM2, ModelSpec, Registry
 from tunelab.settings import Settings
 
+pytestmark = pytest.mark.api
 HI = [{"role": "user", "content": "Say something."}]
 
 
@@ -215,3 +216,103 @@ def test_harmless_fields_are_accepted(client: openai.OpenAI) -> None:
             model="davinci-002", prompt="x", max_tokens=2, extra_body={"logit_bias_v2": 1}
         )
     assert e.value.body["param"] == "logit_bias_v2"
+
+
+# -- uploads, batches and stored responses through the SDK ---------------------------------
+
+
+def test_upload_file_chunked_assembles_a_file(client: openai.OpenAI) -> None:
+    data = "".join(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": f"q{i}"},
+                    {"role": "assistant", "content": f"a{i}"},
+                ]
+            }
+        )
+        + "\n"
+        for i in range(20)
+    ).encode()
+    up = client.uploads.upload_file_chunked(
+        file=data,
+        filename="big.jsonl",
+        bytes=len(data),
+        mime_type="text/jsonl",
+        purpose="fine-tune",
+        part_size=len(data) // 3,
+    )
+    assert up.status == "completed" and up.file is not None and up.file.status == "processed"
+    assert client.files.content(up.file.id).read() == data
+    with pytest.raises(openai.BadRequestError) as e:
+        client.uploads.create(bytes=10, filename="x.png", mime_type="image/png", purpose="batch")
+    assert e.value.body["param"] == "mime_type"
+
+
+@pytest.mark.realmodel
+def test_an_embeddings_batch_through_the_sdk(client: openai.OpenAI) -> None:
+    texts = [f"passage {i} about routers" for i in range(30)]
+    lines = [
+        {
+            "custom_id": f"r{i}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "text-embedding-3-small", "input": t, "encoding_format": "float"},
+        }
+        for i, t in enumerate(texts)
+    ]
+    f = client.files.create(
+        file=("b.jsonl", "".join(json.dumps(x) + "\n" for x in lines).encode()), purpose="batch"
+    )
+    batch = client.batches.create(
+        input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h"
+    )
+    assert batch.status == "validating" and batch.request_counts.total == 0
+    from tests.support import wait_until
+
+    done = wait_until(
+        lambda: (b := client.batches.retrieve(batch.id)).status == "completed" and b, timeout=120
+    )
+    assert done.request_counts.completed == 30 and done.output_file_id
+    out = [json.loads(x) for x in client.files.content(done.output_file_id).text.splitlines()]
+    direct = client.embeddings.create(model="text-embedding-3-small", input=texts).data
+    for o in out:
+        i = int(o["custom_id"][1:])
+        got = np.array(o["response"]["body"]["data"][0]["embedding"])
+        assert np.abs(got - np.array(direct[i].embedding)).max() < 1e-5
+    assert batch.id in [b.id for b in client.batches.list()]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.batches.cancel(batch.id)  # finished
+    assert e.value.body["param"] == "batch_id"
+
+
+def test_stored_responses_chain_retrieve_and_delete(client: openai.OpenAI) -> None:
+    first = client.responses.create(model="gpt-4o-mini", input="Hello there", max_output_tokens=4)
+    second = client.responses.create(
+        model="gpt-4o-mini",
+        input="And again?",
+        previous_response_id=first.id,
+        max_output_tokens=4,
+    )
+    assert second.previous_response_id == first.id
+    assert client.responses.retrieve(second.id).output_text == second.output_text
+    items = list(client.responses.input_items.list(second.id))
+    assert [i.content[0].text for i in items] == ["And again?"]
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="gpt-4o-mini", input="x", previous_response_id=first.id)
+    assert e.value.body["code"] == "previous_response_not_found"
+    unstored = client.responses.create(
+        model="gpt-4o-mini", input="x", store=False, max_output_tokens=2
+    )
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(unstored.id)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(
+            model="gpt-4o-mini",
+            input="x",
+            text={"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}}},
+        )
+    assert e.value.body["param"] == "text.format"

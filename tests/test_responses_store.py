@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from tunelab.batches.tables import BatchItem, BatchRow
-from tunelab.db.base import Base, make_engine, make_sessionmaker, migrate
+from tunelab.db.base import Base, Database, make_engine, migrate
 from tunelab.errors import InvalidRequest, NotFound
 from tunelab.responses.store import ResponseStore, StoredResponseRow, input_items
 from tunelab.settings import Settings
@@ -19,10 +19,15 @@ from tunelab.uploads import UploadPartRow, UploadRow
 P = "proj"
 
 
+pytestmark = pytest.mark.unit
+
+
 @pytest.fixture
 def store(settings: Settings) -> Iterator[ResponseStore]:
     migrate(settings.db_url)
-    yield ResponseStore(make_sessionmaker(make_engine(settings.db_url)))
+    db = Database(settings.db_url)
+    yield ResponseStore(db)
+    db.dispose()
 
 
 def body(rid: str, answer: str) -> dict:
@@ -91,6 +96,6 @@ def _table(entry: object) -> str | None:
     op, target = entry[0], entry[1]
     if op.endswith("_table"):
         return str(target.name)
-    if op.endswith("_index") or op.endswith("_constraint"):
+    if op.endswith(("_index", "_constraint")):
         return str(target.table.name)
     return str(entry[2])  # add_column / remove_column / modify_*: (op, schema, table, ...)

@@ -105,16 +105,22 @@ def test_filters():
         ({"type": "eq", "key": "public", "value": True}, True),
         ({"type": "eq", "key": "version", "value": True}, False),  # bool is not a number
         (
-            {"type": "and", "filters": [
-                {"type": "eq", "key": "lang", "value": "en"},
-                {"type": "or", "filters": [
-                    {"type": "lt", "key": "version", "value": 2},
-                    {"type": "eq", "key": "public", "value": True},
-                ]},
-            ]},
+            {
+                "type": "and",
+                "filters": [
+                    {"type": "eq", "key": "lang", "value": "en"},
+                    {
+                        "type": "or",
+                        "filters": [
+                            {"type": "lt", "key": "version", "value": 2},
+                            {"type": "eq", "key": "public", "value": True},
+                        ],
+                    },
+                ],
+            },
             True,
         ),
-    ]  # fmt: skip
+    ]
     for f, expected in cases:
         validate_filter(f)
         assert matches(f, attrs) is expected, f
@@ -134,8 +140,13 @@ def test_dense_search_and_fusion():
     rng = np.random.default_rng(0)
     vecs = rng.normal(size=(100, 8)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    m = StoreMatrix(1, np.arange(100, dtype=np.int64) * 2, np.arange(100, dtype=np.int32) % 2,
-                    ["file-a", "file-b"], vecs)  # fmt: skip
+    m = StoreMatrix(
+        1,
+        np.arange(100, dtype=np.int64) * 2,
+        np.arange(100, dtype=np.int32) % 2,
+        ["file-a", "file-b"],
+        vecs,
+    )
     hits = DenseIndex.search(m, vecs[10], 5)
     assert hits[0] == (20, pytest.approx(1.0, abs=1e-5))
     assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)

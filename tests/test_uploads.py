@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tunelab.db.base import make_engine, make_sessionmaker, migrate
+from tunelab.blobs import LocalBlobStore
+from tunelab.db.base import Database, migrate
 from tunelab.errors import InvalidRequest
 from tunelab.files import FileStore
 from tunelab.settings import Settings
@@ -30,11 +31,16 @@ DATA = "".join(
 ).encode()
 
 
+pytestmark = pytest.mark.unit
+
+
 @pytest.fixture
 def store(settings: Settings) -> Iterator[UploadStore]:
     migrate(settings.db_url)
-    db = make_sessionmaker(make_engine(settings.db_url))
-    yield UploadStore(db, FileStore(db, settings.files_dir, max_bytes=1 << 30))
+    db = Database(settings.db_url)
+    files = FileStore(db, LocalBlobStore(settings.files_dir), max_bytes=1 << 30)
+    yield UploadStore(db, files, settings.data_dir / "uploads")
+    db.dispose()
 
 
 def parts_of(data: bytes, n: int) -> list[bytes]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import run_server, sdk
+from tests.support import run_server, sdk
 from tunelab.settings import Settings
 
 pytestmark = pytest.mark.realmodel
@@ -154,9 +154,15 @@ def test_attribute_filters_and_updates(client):
 
     assert found({"type": "eq", "key": "model", "value": "A"}) == {a.id}
     assert found({"type": "gte", "key": "year", "value": 2024}) == {b.id}
-    assert found({"type": "or", "filters": [
-        {"type": "eq", "key": "model", "value": "A"}, {"type": "gt", "key": "year", "value": 2024}
-    ]}) == {a.id, b.id}  # fmt: skip
+    assert found(
+        {
+            "type": "or",
+            "filters": [
+                {"type": "eq", "key": "model", "value": "A"},
+                {"type": "gt", "key": "year", "value": 2024},
+            ],
+        }
+    ) == {a.id, b.id}
     client.vector_stores.files.update(
         file_id=a.id, vector_store_id=vs.id, attributes={"model": "C", "year": 2026}
     )

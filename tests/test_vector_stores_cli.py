@@ -10,7 +10,7 @@ import openai
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import run_server, sdk
+from tests.support import run_server, sdk
 from tunelab.cli.main import cli
 
 pytestmark = pytest.mark.realmodel

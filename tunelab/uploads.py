@@ -1,10 +1,10 @@
 """Uploads (contract §13): a large file sent in parts, then assembled into a File.
 
-Each part is streamed to its own file under files_dir/uploads/<upload_id>/
+Each part is streamed to its own file under <parts_dir>/<upload_id>/
 (temp file + rename, so a part is either whole or absent) and never held in
 memory. `complete` streams the parts, in the order the client names, into the
 file store, which hashes, validates (a fine-tune upload is judged by content)
-and renames it into place: the File appears whole or not at all. Parts are
+and publishes it: the File appears whole or not at all. Parts are
 removed once the upload completes, is cancelled or expires.
 """
 
@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from sqlalchemy import BigInteger, ForeignKey, Integer, String, select
-from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
 
-from tunelab.data.validation import upload_verdict
-from tunelab.db.base import Base, now
+from tunelab.blobs import CHUNK
+from tunelab.db.base import Base, Database, now
 from tunelab.db.tables import FileRow
 from tunelab.errors import InvalidRequest, NotFound, PayloadTooLarge
-from tunelab.files import CHUNK, FileStore, check_purpose
+from tunelab.files import FileStore, check_purpose
 from tunelab.ids import new_id
 
 MAX_PART_BYTES = 64 * 1024 * 1024
@@ -74,10 +74,10 @@ def status_of(row: UploadRow, at: int) -> str:
 
 
 class UploadStore:
-    def __init__(self, db: sessionmaker[Session], files: FileStore) -> None:
+    def __init__(self, db: Database, files: FileStore, parts_dir: Path) -> None:
         self.db = db
         self.files = files
-        self.root = files.root / "uploads"
+        self.root = parts_dir
 
     def create(
         self,
@@ -209,7 +209,6 @@ class UploadStore:
             filename=row.filename,
             purpose=row.purpose,
             stream=io.BufferedReader(_Concat(paths), CHUNK),
-            validate=upload_verdict if row.purpose == "fine-tune" else None,
         )
         with self.db.begin() as s:
             obj = s.get(UploadRow, row.id)

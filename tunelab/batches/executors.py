@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from tunelab.db.base import now
 from tunelab.embeddings import endpoint
-from tunelab.embeddings.service import EmbeddingService
+from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import InvalidRequest, TunelabError
 from tunelab.ids import new_id
 from tunelab.inference import openai_requests as req
@@ -54,7 +54,7 @@ def invalid_body(e: ValidationError) -> TunelabError:
 
 
 class EmbeddingsExecutor:
-    def __init__(self, registry: Registry, embeddings: EmbeddingService, chunk_size: int = 256):
+    def __init__(self, registry: Registry, embeddings: Embedder, chunk_size: int = 256):
         self.registry = registry
         self.embeddings = embeddings
         self.chunk_size = chunk_size
@@ -99,17 +99,17 @@ class ChatExecutor:
         cid, created = new_id("chatcmpl-" if self.endpoint == CHAT else "cmpl-"), now()
         if self.endpoint == CHAT:
             chat = c.ChatCompletionRequest.model_validate(body)
-            sub = self.inference.start_chat(project, chat.model, chat.messages,
-                                            **req.chat_kwargs(chat))  # fmt: skip
+            sampling = req.chat_sampling(chat)
+            sub = self.inference.start_chat(project, chat.model, chat.messages, sampling)
             return lambda: Outcome(
                 200, req.chat_completion(chat, sub, sub.collect(), cid, created).model_dump()
             )
         text = tc.CompletionRequest.model_validate(body)
-        kwargs = req.completion_kwargs(text)
+        sampling = req.completion_sampling(text)
         subs: list[Submitted] = []
         try:
             for p in req.prompts(text.prompt):
-                subs.append(self.inference.start_completion(project, text.model, p, **kwargs))
+                subs.append(self.inference.start_completion(project, text.model, p, sampling))
         except TunelabError:
             for s in subs:
                 s.cancel()

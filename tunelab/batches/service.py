@@ -9,11 +9,11 @@ batch becomes `failed` with per-line `errors`, as OpenAI's does.
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from tunelab.batches.states import transition
 from tunelab.batches.tables import BatchRow
-from tunelab.db.base import now
+from tunelab.db.base import Database, now
 from tunelab.db.pagination import check_limit, paginate
 from tunelab.errors import InvalidRequest, NotFound
 from tunelab.files import FileStore
@@ -37,7 +37,7 @@ def _check_metadata(metadata: dict[str, str] | None) -> None:
 
 
 class BatchService:
-    def __init__(self, db: sessionmaker[Session], files: FileStore, endpoints: tuple[str, ...]) -> None:
+    def __init__(self, db: Database, files: FileStore, endpoints: tuple[str, ...]) -> None:
         self.db = db
         self.files = files
         self.endpoints = endpoints  # the endpoints this server can run in a batch

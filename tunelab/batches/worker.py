@@ -22,17 +22,15 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
 
 from tunelab.batches.executors import Executor, Outcome
 from tunelab.batches.lines import parse_input
 from tunelab.batches.states import ACTIVE, transition
 from tunelab.batches.tables import BatchItem, BatchRow
-from tunelab.db.base import now
+from tunelab.db.base import Database, now
 from tunelab.errors import NotFound
 from tunelab.files import FileStore
 from tunelab.ids import new_id, random_token
@@ -68,7 +66,7 @@ def output_line(
 class BatchWorker:
     def __init__(
         self,
-        db: sessionmaker[Session],
+        db: Database,
         files: FileStore,
         executors: dict[str, Executor],
         *,
@@ -294,34 +292,29 @@ class BatchWorker:
 
     def _write_file(self, batch: BatchRow, state: str, kind: str) -> str | None:
         """A batch_output file of the lines in `state`, in input order; None if none."""
-        with self.db() as s:
-            results = s.execute(
-                select(BatchItem.result)
-                .where(BatchItem.batch_id == batch.id, BatchItem.state == state)
-                .order_by(BatchItem.line)
-            ).scalars()
-            fd, name = tempfile.mkstemp(prefix=".batch-", dir=self.files.root)
+        with tempfile.TemporaryFile() as out:
             count = 0
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
+            with self.db() as s:
+                results = s.execute(
+                    select(BatchItem.result)
+                    .where(BatchItem.batch_id == batch.id, BatchItem.state == state)
+                    .order_by(BatchItem.line)
+                ).scalars()
                 for result in results:
-                    out.write(_json(result) + "\n")
+                    out.write((_json(result) + "\n").encode())
                     count += 1
-        tmp = Path(name)
-        try:
             if count == 0:
                 return None
+            out.seek(0)
             expires = self.clock() + batch.output_ttl if batch.output_ttl else None
-            with open(tmp, "rb") as f:
-                row = self.files.create(
-                    project=batch.project,
-                    filename=f"{batch.id}_{kind}.jsonl",
-                    purpose="batch_output",
-                    stream=f,
-                    expires_at=expires,
-                )
+            row = self.files.create(
+                project=batch.project,
+                filename=f"{batch.id}_{kind}.jsonl",
+                purpose="batch_output",
+                stream=out,
+                expires_at=expires,
+            )
             return row.id
-        finally:
-            tmp.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from tunelab.embeddings.inputs import embedding_inputs
-from tunelab.embeddings.service import EmbeddingService
+from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import InvalidRequest
 from tunelab.models.registry import Registry
 from tunelab.protocol.embeddings import EmbeddingRequest
@@ -36,7 +36,7 @@ class Prepared:
     native_dimensions: int
 
 
-def prepare(req: EmbeddingRequest, registry: Registry, emb: EmbeddingService) -> Prepared:
+def prepare(req: EmbeddingRequest, registry: Registry, emb: Embedder) -> Prepared:
     for name in req.model_extra or {}:  # implemented or refused, never ignored
         raise InvalidRequest(f"'{name}' is not supported by /v1/embeddings; remove it.", param=name)
     registry.get_kind(req.model, "embedding")
@@ -89,8 +89,6 @@ def respond(p: Prepared, vecs: np.ndarray) -> dict[str, Any]:
     }
 
 
-def create_embeddings(
-    req: EmbeddingRequest, registry: Registry, emb: EmbeddingService
-) -> dict[str, Any]:
+def create_embeddings(req: EmbeddingRequest, registry: Registry, emb: Embedder) -> dict[str, Any]:
     p = prepare(req, registry, emb)
     return respond(p, emb.embed(req.model, p.texts))

@@ -19,13 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from tunelab.embeddings.protocol import Vectors
 from tunelab.models.registry import ModelSpec, Registry
 
 
 @dataclass
 class _Request:
     texts: list[str]
-    future: Future[np.ndarray] = field(default_factory=Future)
+    future: Future[Vectors] = field(default_factory=Future)
 
 
 class _ModelWorker:
@@ -46,7 +47,7 @@ class _ModelWorker:
         self.thread = threading.Thread(target=self._run, name=f"embed-{spec.id}", daemon=True)
         self.thread.start()
 
-    def submit(self, texts: list[str]) -> np.ndarray:
+    def submit(self, texts: list[str]) -> Vectors:
         req = _Request(texts)
         self.queue.put(req)
         return req.future.result()
@@ -105,6 +106,8 @@ class _ModelWorker:
 
 
 class EmbeddingService:
+    """The sentence-transformers `Embedder`: models load on first use, one worker thread each."""
+
     def __init__(
         self,
         registry: Registry,
@@ -112,8 +115,11 @@ class EmbeddingService:
         device: str = "cpu",
         window_ms: float = 5.0,
         max_batch: int = 256,
-        bf16: bool = False,
+        bf16: bool | None = False,
     ) -> None:
+        """`device` may be "auto" (cuda when available) and `bf16` None (when the
+        hardware has native bf16): both are decided when the first model loads, so
+        building the service imports no torch."""
         self.registry = registry
         self.device = device
         self.window_s = window_ms / 1000
@@ -122,12 +128,19 @@ class EmbeddingService:
         self._workers: dict[str, _ModelWorker] = {}
         self._lock = threading.Lock()
 
+    def _resolve_hardware(self) -> tuple[str, bool]:
+        from tunelab.hardware import bf16_fast, resolve_device
+
+        device = resolve_device(self.device)
+        return device, bf16_fast(device) if self.bf16 is None else self.bf16
+
     def _worker(self, model: str) -> _ModelWorker:
         spec = self.registry.get_kind(model, "embedding")
         with self._lock:
             if spec.id not in self._workers:
+                device, bf16 = self._resolve_hardware()
                 self._workers[spec.id] = _ModelWorker(
-                    spec, self.device, self.window_s, self.max_batch, self.bf16
+                    spec, device, self.window_s, self.max_batch, bf16
                 )
             return self._workers[spec.id]
 
@@ -158,7 +171,7 @@ class EmbeddingService:
             enc = worker.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [len(ids) for ids in enc]
 
-    def embed(self, model: str, texts: list[str]) -> np.ndarray:
+    def embed(self, model: str, texts: list[str]) -> Vectors:
         """L2-normalised float32 vectors, one row per text, in order."""
         return self._worker(model).submit(texts)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from tunelab.errors import InvalidRequest
 from tunelab.inference import openai_format as fmt
+from tunelab.inference.params import SamplingRequest
 from tunelab.inference.service import Choice, Submitted
 from tunelab.protocol import chat as c
 from tunelab.protocol import completions as tc
@@ -45,20 +46,7 @@ def refuse_undeclared(extra: dict[str, Any] | None) -> None:
         )
 
 
-def sampling_kwargs(body: c.ChatCompletionRequest | tc.CompletionRequest) -> dict[str, Any]:
-    return {
-        "temperature": body.temperature,
-        "top_p": body.top_p,
-        "n": body.n,
-        "stop": body.stop,
-        "seed": body.seed,
-        "presence_penalty": body.presence_penalty,
-        "frequency_penalty": body.frequency_penalty,
-        "logit_bias": body.logit_bias,
-    }
-
-
-def chat_kwargs(body: c.ChatCompletionRequest) -> dict[str, Any]:
+def chat_sampling(body: c.ChatCompletionRequest) -> SamplingRequest:
     refuse_undeclared(body.model_extra)
     if body.tools:
         raise InvalidRequest(
@@ -73,14 +61,21 @@ def chat_kwargs(body: c.ChatCompletionRequest) -> dict[str, Any]:
     if body.top_logprobs is not None and not body.logprobs:
         raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs")
     use_mct = body.max_completion_tokens is not None
-    return {
-        **sampling_kwargs(body),
-        "max_tokens": body.max_completion_tokens if use_mct else body.max_tokens,
-        "max_tokens_param": "max_completion_tokens" if use_mct else "max_tokens",
-        "logprobs": bool(body.logprobs),
-        "top_logprobs": body.top_logprobs,
-        "json_mode": fmt_type == "json_object",
-    }
+    return SamplingRequest(
+        max_tokens=body.max_completion_tokens if use_mct else body.max_tokens,
+        max_tokens_param="max_completion_tokens" if use_mct else "max_tokens",
+        temperature=body.temperature,
+        top_p=body.top_p,
+        n=body.n,
+        stop=body.stop,
+        seed=body.seed,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        logit_bias=body.logit_bias,
+        logprobs=bool(body.logprobs),
+        top_logprobs=body.top_logprobs,
+        json_mode=fmt_type == "json_object",
+    )
 
 
 def chat_completion(
@@ -113,7 +108,7 @@ def prompts(prompt: str | list[str] | list[int] | list[list[int]] | None) -> lis
     return list(prompt)  # type: ignore[arg-type]
 
 
-def completion_kwargs(body: tc.CompletionRequest) -> dict[str, Any]:
+def completion_sampling(body: tc.CompletionRequest) -> SamplingRequest:
     refuse_undeclared(body.model_extra)
     if body.suffix:
         raise InvalidRequest(
@@ -129,12 +124,19 @@ def completion_kwargs(body: tc.CompletionRequest) -> dict[str, Any]:
         raise InvalidRequest(
             f"'logprobs' must be between 0 and 5, got {body.logprobs}.", param="logprobs"
         )
-    return {
-        **sampling_kwargs(body),
-        "max_tokens": body.max_tokens,
-        "logprobs": body.logprobs is not None,
-        "top_logprobs": body.logprobs,
-    }
+    return SamplingRequest(
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        n=body.n,
+        stop=body.stop,
+        seed=body.seed,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        logit_bias=body.logit_bias,
+        logprobs=body.logprobs is not None,
+        top_logprobs=body.logprobs,
+    )
 
 
 def completion(

@@ -109,7 +109,7 @@ class LegacyFineTunes:
     def get(self, project: str, fine_tune_id: str) -> FineTune:
         return self._view(project, self._job(project, fine_tune_id))
 
-    def list(self, project: str) -> list[FineTune]:
+    def list_all(self, project: str) -> list[FineTune]:
         out, after = [], None
         while True:
             page, more = self.jobs.list(project, after=after, limit=100, metadata=None)
@@ -160,7 +160,7 @@ class LegacyFineTunes:
             raw.extend(page)
             if not more or not page:
                 break
-            after = page[-1].id
+            after = raw[-1].id
         events = [
             FineTuneEvent(created_at=e.created_at, level=e.level, message=e.message)
             for e in reversed(raw)  # the jobs API lists newest first

@@ -12,12 +12,12 @@ import fcntl
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tunelab.models.registry import ModelSpec
+from tunelab.models.registry import ModelSpec, Registry
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -106,3 +106,18 @@ def load_sentence_transformer(spec: ModelSpec, *, device: str = "cpu") -> Senten
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(spec.source, device=device, **spec.options)
+
+
+def chat_tokenizer_loader(
+    registry: Registry, cache_dir: Path, model: str
+) -> Callable[[str], tuple[PreTrainedTokenizerBase, int]]:
+    """For prepare-data: resolve `model` now (an unknown or non-chat id raises at
+    once, before any work) and load its tokenizer only when called. The loader
+    returns (tokenizer, context length)."""
+    spec = registry.get_kind(model, "chat")
+
+    def load(_: str) -> tuple[PreTrainedTokenizerBase, int]:
+        tokenizer = load_tokenizer(spec, cache_dir)
+        return tokenizer, spec.context_length or int(tokenizer.model_max_length)
+
+    return load

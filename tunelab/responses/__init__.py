@@ -1,1 +1,2 @@
-"""The Responses API's services: stored responses and conversation chains."""
+"""The Responses API's services: grounded answers (file_search) over the chat engine,
+and stored responses with their conversation chains."""

@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, String
-from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from tunelab.db.base import Base, now
+from tunelab.db.base import Base, Database, now
 from tunelab.db.pagination import check_limit
 from tunelab.errors import InvalidRequest, NotFound
 from tunelab.ids import new_id
@@ -75,7 +75,7 @@ def as_messages(items: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 
 class ResponseStore:
-    def __init__(self, db: sessionmaker[Session]) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
 
     def save(

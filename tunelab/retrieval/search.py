@@ -16,10 +16,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
+from tunelab.db.base import Database
+from tunelab.embeddings.protocol import Embedder, Vectors
 from tunelab.errors import InvalidRequest
 from tunelab.retrieval.filters import matches, validate_filter
 from tunelab.retrieval.index import DenseIndex, KeywordIndex, reciprocal_rank_fusion
@@ -65,9 +66,9 @@ def resolve_ranker(ranker: str | None) -> str:
 class Searcher:
     def __init__(
         self,
-        db: sessionmaker,
+        db: Database,
         stores: VectorStores,
-        embeddings: Any,
+        embeddings: Embedder,
         dense: DenseIndex,
         keyword: KeywordIndex,
     ) -> None:
@@ -145,7 +146,12 @@ class Searcher:
         keyword_lists: list[list[tuple[int, float]]] = [[] for _ in queries]
         owner: dict[int, tuple[str, str]] = {}  # chunk id -> (store id, file id)
         eligible: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
-        vectors: dict[str, np.ndarray] = {}
+        # Queries are embedded before the read session opens: no model work while
+        # a database snapshot is held.
+        vectors: dict[str, Vectors] = {}
+        if ranker in ("hybrid", "dense"):
+            for model in dict.fromkeys(store.embedding_model for store in stores):
+                vectors[model] = self.embeddings.embed(model, queries)
         with self.db() as s:
             for store in stores:
                 allowed = self._eligible(s, store, filters)
@@ -162,10 +168,6 @@ class Searcher:
                 mask = m.mask(set(allowed)) if narrowed else None
                 found: list[tuple[int, list[tuple[int, float]]]] = []  # (list no, hits)
                 if ranker in ("hybrid", "dense"):
-                    if store.embedding_model not in vectors:
-                        vectors[store.embedding_model] = self.embeddings.embed(
-                            store.embedding_model, queries
-                        )
                     for qi, q in enumerate(vectors[store.embedding_model]):
                         found.append((qi, self.dense.search(m, q, POOL, mask)))
                 if ranker in ("hybrid", "keyword"):

@@ -9,10 +9,9 @@ choices or stream them as server-sent events: `data: {json}\\n\\n` per chunk and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
@@ -20,29 +19,18 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from tunelab.api.deps import ProjectDep
+from tunelab.api.deps import InferenceDep, ProjectDep
 from tunelab.errors import TunelabError
 from tunelab.ids import new_id
 from tunelab.inference import openai_format as fmt
 from tunelab.inference import openai_requests as req
-from tunelab.inference.engine import InferenceEngine
 from tunelab.inference.handle import Delta, Failed, Finished
-from tunelab.inference.service import InferenceService, Submitted
+from tunelab.inference.service import Submitted
 from tunelab.protocol import chat as c
 from tunelab.protocol import completions as tc
 
 router = APIRouter()
 T = TypeVar("T")
-
-
-def setup(app: Any, services: Any) -> contextlib.AbstractContextManager[Any]:
-    service = InferenceService(InferenceEngine(services.settings), services.catalog.resolve)
-    app.state.inference = service
-    return contextlib.closing(service)
-
-
-def _service(request: Request) -> InferenceService:
-    return request.app.state.inference  # type: ignore[no-any-return]
 
 
 class _ClientGone(Exception):
@@ -78,18 +66,24 @@ class _EventStream(StreamingResponse):
     disconnects mid-stream runs its `finally` (which cancels the generation) now,
     not whenever the abandoned generator is garbage-collected."""
 
+    def __init__(self, body: AsyncGenerator[str, None]) -> None:
+        super().__init__(
+            body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+        self._body = body
+
     async def stream_response(self, send: Any) -> None:
         try:
             await super().stream_response(send)
         finally:
-            await self.body_iterator.aclose()  # type: ignore[union-attr]
+            await self._body.aclose()
 
 
 def _sse(chunks: AsyncGenerator[BaseModel, None], include_usage: bool) -> StreamingResponse:
     # As OpenAI's: chunks carry `"usage": null` only when usage was asked for.
     exclude = None if include_usage else {"usage"}
 
-    async def body() -> AsyncIterator[str]:
+    async def body() -> AsyncGenerator[str, None]:
         try:
             async for chunk in chunks:
                 yield f"data: {chunk.model_dump_json(exclude=exclude)}\n\n"
@@ -100,18 +94,19 @@ def _sse(chunks: AsyncGenerator[BaseModel, None], include_usage: bool) -> Stream
             await chunks.aclose()
         yield "data: [DONE]\n\n"
 
-    return _EventStream(
-        body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-    )
+    return _EventStream(body())
+
+
+# -- chat ---------------------------------------------------------------------------
 
 
 @router.post("/chat/completions", response_model=None)
 async def create_chat_completion(
-    body: c.ChatCompletionRequest, request: Request, project: ProjectDep
+    body: c.ChatCompletionRequest, request: Request, inference: InferenceDep, project: ProjectDep
 ) -> c.ChatCompletion | Response:
-    kwargs = req.chat_kwargs(body)
+    sampling = req.chat_sampling(body)
     sub = await run_in_threadpool(
-        _service(request).start_chat, project, body.model, body.messages, **kwargs
+        inference.start_chat, project, body.model, body.messages, sampling
     )
     cid, created = new_id("chatcmpl-"), int(time.time())
     if body.stream:
@@ -176,16 +171,15 @@ async def _chat_chunks(
 
 @router.post("/completions", response_model=None)
 async def create_completion(
-    body: tc.CompletionRequest, request: Request, project: ProjectDep
+    body: tc.CompletionRequest, request: Request, inference: InferenceDep, project: ProjectDep
 ) -> tc.Completion | Response:
-    kwargs = req.completion_kwargs(body)
-    service = _service(request)
+    sampling = req.completion_sampling(body)
 
     def start_all() -> list[Submitted]:
         subs: list[Submitted] = []
         try:
             for p in req.prompts(body.prompt):
-                subs.append(service.start_completion(project, body.model, p, **kwargs))
+                subs.append(inference.start_completion(project, body.model, p, sampling))
         except TunelabError:
             for s in subs:
                 s.cancel()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from tunelab.api.deps import ProjectDep, ServicesDep
+from tunelab.api.deps import EmbeddingsDep, ProjectDep, RegistryDep
 from tunelab.embeddings.endpoint import create_embeddings as embed
 from tunelab.protocol.embeddings import EmbeddingRequest
 
@@ -14,6 +14,6 @@ router = APIRouter()
 
 @router.post("/embeddings")
 def create_embeddings(
-    req: EmbeddingRequest, services: ServicesDep, project: ProjectDep
+    req: EmbeddingRequest, emb: EmbeddingsDep, registry: RegistryDep, project: ProjectDep
 ) -> JSONResponse:
-    return JSONResponse(embed(req, services.registry, services.embeddings))
+    return JSONResponse(embed(req, registry, emb))
