@@ -12,7 +12,7 @@ import numpy as np
 import openai
 import pytest
 
-from tests.support import register_models, run_server, sdk
+from tests.support import register_models, run_server, sdk, wait_until
 from tests.tiny_models import TINY_CHAT, tiny_registry_entry
 from tunelab.models.registry import MINILM, SMOLLM2, ModelSpec, Registry
 from tunelab.settings import Settings
@@ -268,8 +268,6 @@ def test_an_embeddings_batch_through_the_sdk(client: openai.OpenAI) -> None:
         input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h"
     )
     assert batch.status == "validating" and batch.request_counts.total == 0
-    from tests.support import wait_until
-
     done = wait_until(
         lambda: (b := client.batches.retrieve(batch.id)).status == "completed" and b, timeout=120
     )

@@ -91,7 +91,7 @@ def test_content_that_is_not_jsonl_is_refused_whole(store: UploadStore) -> None:
     part = store.add_part(P, up.id, io.BytesIO(csv)).id
     with pytest.raises(InvalidRequest) as e:
         store.complete(P, up.id, [part])
-    assert e.value.param == "file" and "JSONL" in e.value.message
+    assert e.value.param == "file" and ".jsonl" in e.value.message
     assert store.files.list(P, purpose=None, after=None, limit=10, order="desc")[0] == []
     assert store.get(P, up.id).status == "pending"
 
