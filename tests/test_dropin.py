@@ -314,3 +314,30 @@ def test_stored_responses_chain_retrieve_and_delete(client: openai.OpenAI) -> No
             text={"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}}},
         )
     assert e.value.body["param"] == "text.format"
+
+
+def test_a_responses_batch_answers_each_line(client: openai.OpenAI) -> None:
+    lines = [
+        {
+            "custom_id": f"q{i}",
+            "method": "POST",
+            "url": "/v1/responses",
+            "body": {"model": "gpt-4o-mini", "input": f"Question {i}", "max_output_tokens": 3},
+        }
+        for i in range(3)
+    ]
+    lines.append({**lines[0], "custom_id": "bad", "body": {**lines[0]["body"], "reasoning": {}}})
+    f = client.files.create(
+        file=("r.jsonl", "".join(json.dumps(x) + "\n" for x in lines).encode()), purpose="batch"
+    )
+    batch = client.batches.create(
+        input_file_id=f.id, endpoint="/v1/responses", completion_window="24h"
+    )
+    done = wait_until(
+        lambda: (b := client.batches.retrieve(batch.id)).status == "completed" and b, timeout=120
+    )
+    assert (done.request_counts.completed, done.request_counts.failed) == (3, 1)
+    out = [json.loads(x) for x in client.files.content(done.output_file_id).text.splitlines()]
+    assert {o["response"]["body"]["object"] for o in out} == {"response"}
+    (err,) = [json.loads(x) for x in client.files.content(done.error_file_id).text.splitlines()]
+    assert err["custom_id"] == "bad" and err["response"]["body"]["error"]["param"] == "reasoning"

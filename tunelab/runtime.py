@@ -38,6 +38,8 @@ from tunelab.keys import KeyStore
 from tunelab.legacy.fine_tunes import LegacyFineTunes
 from tunelab.models.catalog import Catalog
 from tunelab.models.registry import Registry
+from tunelab.responses.batch import ENDPOINT as RESPONSES
+from tunelab.responses.batch import ResponsesExecutor
 from tunelab.responses.service import ResponsesService
 from tunelab.responses.store import ResponseStore
 from tunelab.retrieval.service import Retrieval, build_retrieval
@@ -136,10 +138,13 @@ def build_runtime(
     )
     run_worker = settings.embedded_worker if embedded_worker is None else embedded_worker
     jobs = JobService(db, registry, catalog, files)
+    responses = ResponsesService(inference, retrieval.searcher, ResponseStore(db))
+    # What a batch can run: each endpoint's own code, reached without HTTP.
     executors: dict[str, Executor] = {
         "/v1/embeddings": EmbeddingsExecutor(registry, embeddings),
         CHAT: ChatExecutor(inference, CHAT),
         COMPLETIONS: ChatExecutor(inference, COMPLETIONS),
+        RESPONSES: ResponsesExecutor(responses),
     }
     return Runtime(
         settings=settings,
@@ -152,7 +157,7 @@ def build_runtime(
         inference=inference,
         jobs=jobs,
         retrieval=retrieval,
-        responses=ResponsesService(inference, retrieval.searcher, ResponseStore(db)),
+        responses=responses,
         batches=BatchService(db, files, tuple(executors)),
         uploads=UploadStore(db, files, settings.data_dir / "uploads"),
         legacy=LegacyFineTunes(jobs, files),
