@@ -26,6 +26,7 @@ from benchmarks.embeddings import corpus
 from tunelab.batches.executors import EmbeddingsExecutor
 from tunelab.batches.service import BatchService
 from tunelab.batches.worker import BatchWorker
+from tunelab.hardware import resolve_device
 from tunelab.models.loading import load_sentence_transformer
 from tunelab.models.registry import MINILM, Registry
 from tunelab.protocol.batches import BatchCreate
@@ -89,7 +90,7 @@ def main() -> None:
     plain = min(plain, plain_encode())
 
     n = len(texts)
-    print(f"{n} texts, MiniLM-L6 on {settings.resolved_device()}, chunk {args.chunk} lines")
+    print(f"{n} texts, MiniLM-L6 on {resolve_device(settings.device)}, chunk {args.chunk} lines")
     print(f"{'':56} {'seconds':>8} {'texts/s':>9} {'vs plain':>9}")
     for name, secs in [
         ("plain SentenceTransformer.encode (batch 64), best of 2", plain),
