@@ -63,6 +63,7 @@ def test_openai_names_resolve_to_the_default_of_their_kind(name: str, target: st
 def test_unknown_names_stay_unknown_and_models_json_overrides() -> None:
     reg = _registry({"gpt-4o": "chat-b"})
     assert reg.find("whisper-1") is None and reg.find("gpt2") is None
+    assert reg.find("gpt-17") is None, "only model families OpenAI has named"
     assert reg.get("gpt-4o").id == "chat-b" and reg.get("gpt-4o-mini").id == "chat-a"
 
 

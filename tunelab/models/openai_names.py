@@ -18,7 +18,7 @@ from typing import Literal
 _CHAT = re.compile(
     r"""
     gpt-3\.5-turbo(-[\w.-]+)?               # gpt-3.5-turbo, -0125, -16k, -instruct, ...
-    | gpt-\d+(\.\d+)?(o)?(-[\w.-]+)?        # gpt-4-0613, gpt-4o-mini-2024-07-18, gpt-5.2-pro
+    | gpt-[456](\.\d+)?(o)?(-[\w.-]+)?      # gpt-4-0613, gpt-4o-mini-2024-07-18, gpt-5.2-pro
     | chatgpt-4o-latest | codex-mini-latest
     | o\d(-mini|-preview|-pro)?(-\d{4}-\d{2}-\d{2})?   # o1, o1-mini-2024-09-12, o3, o4-mini
     | ada | babbage | curie | davinci      # legacy fine-tuning bases and completion models
