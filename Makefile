@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install serve test lint demo bench clean
+.PHONY: install serve test compat lint demo bench clean
 
 install: $(STAMP)
 
@@ -27,6 +27,12 @@ serve: install
 
 test: install
 	$(PY) -m pytest
+	$(PY) compat/run.py
+
+# Real OpenAI clients (openai 0.28 / 1.x / pinned, LangChain, LlamaIndex, curl), each
+# in its own cached virtualenv, against a real `tunelab serve`.
+compat: install
+	$(PY) compat/run.py
 
 # Lint, format check, strict types on the package, and the layer contracts of
 # docs/architecture.md (.importlinter).

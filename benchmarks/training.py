@@ -145,7 +145,7 @@ def main() -> None:
     args = p.parse_args()
 
     settings = Settings()
-    spec = Registry.load(settings.registry_file).get(args.model)
+    spec = Registry.for_settings(settings).get(args.model)
     cache = settings.model_cache_dir
     model_dir(spec, cache)  # convert once, outside the timings
     n_params = sum(p.numel() for p in load_causal_lm(spec, cache).parameters())

@@ -16,11 +16,13 @@ from typing import Annotated, cast
 
 from fastapi import Depends, FastAPI, Request
 
+from tunelab.batches.service import BatchService
 from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import Unauthorized
 from tunelab.files import FileStore
 from tunelab.inference.service import InferenceService
 from tunelab.jobs.service import JobService
+from tunelab.legacy.fine_tunes import LegacyFineTunes
 from tunelab.models.catalog import Catalog
 from tunelab.models.registry import Registry
 from tunelab.responses.service import ResponsesService
@@ -28,6 +30,7 @@ from tunelab.retrieval.search import Searcher
 from tunelab.retrieval.stores import VectorStores
 from tunelab.runtime import Runtime
 from tunelab.settings import Settings
+from tunelab.uploads import UploadStore
 
 DEFAULT_PROJECT = "default"
 
@@ -110,6 +113,18 @@ def _responses(rt: RuntimeDep) -> ResponsesService:
     return rt.responses
 
 
+def _batches(rt: RuntimeDep) -> BatchService:
+    return rt.batches
+
+
+def _uploads(rt: RuntimeDep) -> UploadStore:
+    return rt.uploads
+
+
+def _legacy(rt: RuntimeDep) -> LegacyFineTunes:
+    return rt.legacy
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 CatalogDep = Annotated[Catalog, Depends(_catalog)]
@@ -120,3 +135,6 @@ JobsDep = Annotated[JobService, Depends(_jobs)]
 StoresDep = Annotated[VectorStores, Depends(_stores)]
 SearcherDep = Annotated[Searcher, Depends(_searcher)]
 ResponsesDep = Annotated[ResponsesService, Depends(_responses)]
+BatchesDep = Annotated[BatchService, Depends(_batches)]
+UploadsDep = Annotated[UploadStore, Depends(_uploads)]
+LegacyDep = Annotated[LegacyFineTunes, Depends(_legacy)]

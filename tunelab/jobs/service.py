@@ -60,12 +60,15 @@ class JobService:
         if req.validation_file is not None:
             self._check_file(project, req.validation_file, "validation_file")
         at = self.clock.time()
+        # An OpenAI name (gpt-4o-mini-2024-07-18, davinci) trains the model it stands
+        # for; the job reports that model, so nobody mistakes what was trained.
+        aliased = self.registry.is_alias(req.model)
         job = Job(
             id=new_id("ftjob-"),
             project=project,
             created_at=at,
             status="validating_files",
-            model=req.model,
+            model=resolved.base.id if aliased else req.model,
             base_model=resolved.base.id,
             parent_kind=None if resolved.kind == "base" else resolved.kind,
             parent_path=None if resolved.path is None else str(resolved.path),
@@ -87,6 +90,13 @@ class JobService:
             s.add(job)
             s.flush()
             add_event(s, job, f"Created fine-tuning job: {job.id}", at=at)
+            if aliased:
+                add_event(
+                    s,
+                    job,
+                    f"Model {req.model} resolves to {resolved.base.id}: training {resolved.base.id}",
+                    at=at,
+                )
         return to_wire(job)
 
     def _check_model(self, project: str, model: str, method: str) -> ResolvedModel:

@@ -16,7 +16,10 @@ a Hugging Face model without code changes:
 `source` is a Hugging Face id or a local directory; optional keys: `gguf_file`,
 `fine_tunable` (chat models default to true), `context_length`, `dimensions`,
 `options` (passed to from_pretrained, e.g. {"trust_remote_code": true}).
-Aliases let code written for OpenAI run unchanged (`text-embedding-3-small`).
+Code written for OpenAI runs unchanged: every OpenAI model name it hard-codes
+(`gpt-4o-mini`, `text-davinci-003`, `davinci`, `text-embedding-3-small`, dated
+snapshots; tunelab.models.openai_names) resolves to the configured default model
+of its kind. An exact alias in models.json wins over that.
 """
 
 from __future__ import annotations
@@ -28,19 +31,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tunelab.errors import InvalidRequest, model_not_found
+from tunelab.models.openai_names import openai_kind
+from tunelab.settings import Settings
 
 ModelKind = Literal["chat", "embedding"]
 
 SMOLLM2 = "smollm2-135m-instruct"
 MINILM = "all-minilm-l6-v2"
-
-DEFAULT_ALIASES = {
-    "text-embedding-ada-002": MINILM,
-    "text-embedding-3-small": MINILM,
-    "text-embedding-3-large": MINILM,
-    "gpt-4o-mini": SMOLLM2,
-    "gpt-3.5-turbo": SMOLLM2,
-}
 
 
 @dataclass(frozen=True)
@@ -117,30 +114,73 @@ def _spec_from_entry(entry: dict[str, Any], where: Path) -> ModelSpec:
 
 
 class Registry:
-    """Base models by id, with aliases. Fine-tuned models live in the catalog."""
+    """Base models by id, with aliases. Fine-tuned models live in the catalog.
 
-    def __init__(self, specs: list[ModelSpec], aliases: dict[str, str] | None = None) -> None:
+    A name resolves, in order: a model id; an exact alias; an OpenAI model name,
+    to `default_chat` or `default_embedding` by its kind."""
+
+    def __init__(
+        self,
+        specs: list[ModelSpec],
+        aliases: dict[str, str] | None = None,
+        *,
+        default_chat: str = SMOLLM2,
+        default_embedding: str = MINILM,
+    ) -> None:
         self._specs = {s.id: s for s in specs}
         self._aliases = {k: v for k, v in (aliases or {}).items() if v in self._specs}
+        self._defaults = {"chat": default_chat, "embedding": default_embedding}
 
     @classmethod
-    def load(cls, registry_file: Path | None = None) -> Registry:
-        """Built-ins, then the registry file (its entries win), then aliases."""
+    def load(
+        cls,
+        registry_file: Path | None = None,
+        *,
+        default_chat: str = SMOLLM2,
+        default_embedding: str = MINILM,
+    ) -> Registry:
+        """Built-ins, then the registry file (its entries win), then its aliases."""
         specs = {s.id: s for s in builtin_models()}
-        aliases = dict(DEFAULT_ALIASES)
+        aliases: dict[str, str] = {}
         if registry_file is not None and registry_file.exists():
             data = json.loads(registry_file.read_text(encoding="utf-8"))
             for entry in data.get("models", []):
                 spec = _spec_from_entry(entry, registry_file)
                 specs[spec.id] = spec
             aliases.update(data.get("aliases", {}))
-        return cls(list(specs.values()), aliases)
+        return cls(
+            list(specs.values()),
+            aliases,
+            default_chat=default_chat,
+            default_embedding=default_embedding,
+        )
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Registry:
+        """The registry a server with these settings uses (its file, its defaults)."""
+        return cls.load(
+            settings.registry_file,
+            default_chat=settings.default_chat_model,
+            default_embedding=settings.default_embedding_model,
+        )
 
     def all(self) -> list[ModelSpec]:
         return list(self._specs.values())
 
+    def target(self, model: str) -> str:
+        """The model id a name stands for (the name itself when it is no alias)."""
+        if model in self._specs:
+            return model
+        if model in self._aliases:
+            return self._aliases[model]
+        kind = openai_kind(model)
+        return self._defaults[kind] if kind is not None else model
+
+    def is_alias(self, model: str) -> bool:
+        return model not in self._specs and self.find(model) is not None
+
     def find(self, model: str) -> ModelSpec | None:
-        return self._specs.get(self._aliases.get(model, model))
+        return self._specs.get(self.target(model))
 
     def get(self, model: str) -> ModelSpec:
         spec = self.find(model)
