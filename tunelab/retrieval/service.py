@@ -38,7 +38,12 @@ def build_retrieval(services: Any) -> Retrieval:
     dense = DenseIndex()
     ingestor = Ingestor(services.db, services.files, services.embeddings, keyword)
     stores = VectorStores(
-        services.db, services.files, ingestor, dense, keyword, settings.default_embedding_model
+        services.db,
+        services.files,
+        ingestor,
+        dense,
+        keyword,
+        services.registry.default_embedding_model,  # resolved: a concrete model id
     )
     searcher = Searcher(services.db, stores, services.embeddings, dense, keyword)
     services.files.on_delete.append(stores.on_file_deleted)

@@ -4,27 +4,32 @@ The SDK asks for base64 by default and decodes little-endian float32 itself.
 Token-array inputs are ids of the embedding model's own tokenizer (OpenAI's are
 cl100k ids, which mean nothing to other models). Inputs longer than the model's
 window are truncated to it, as sentence-transformers does; `usage` counts the
-tokens sent.
+tokens sent. Models with a query prefix (e5's "query: ") get it from the service.
+
+The handler is async and awaits the embedding worker directly: no thread-pool hop,
+and the texts are tokenised once, by the worker, together with the rest of its batch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 
 import numpy as np
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from tunelab.api.deps import ProjectDep, ServicesDep
-from tunelab.embeddings.service import EmbeddingService
+from tunelab.embeddings.service import EmbeddingService, TokenLimits
 from tunelab.errors import InvalidRequest
 from tunelab.protocol.embeddings import EmbeddingRequest
 
 router = APIRouter()
 
 MAX_INPUTS = 2048
-MAX_TOKENS_PER_INPUT = 8192
-MAX_TOKENS_PER_REQUEST = 300_000
+LIMITS = TokenLimits(per_input=8192, per_request=300_000)
 
 
 def _texts(req: EmbeddingRequest, emb: EmbeddingService) -> tuple[list[str], list[int] | None]:
@@ -60,52 +65,45 @@ def _texts(req: EmbeddingRequest, emb: EmbeddingService) -> tuple[list[str], lis
                 param="input",
             )
         counts.append(len(ids))
+    LIMITS.check(counts)
     return emb.decode(req.model, raw), counts  # type: ignore[arg-type]
 
 
 @router.post("/embeddings")
-def create_embeddings(
+async def create_embeddings(
     req: EmbeddingRequest, services: ServicesDep, project: ProjectDep
-) -> JSONResponse:
+) -> Response:
     emb = services.embeddings
     services.registry.get_kind(req.model, "embedding")
-    texts, counts = _texts(req, emb)
-    if counts is None:
-        counts = emb.count_tokens(req.model, texts)
-    for i, n in enumerate(counts):
-        if n > MAX_TOKENS_PER_INPUT:
-            raise InvalidRequest(
-                f"'input[{i}]' has {n} tokens; the maximum is {MAX_TOKENS_PER_INPUT} per input.",
-                param="input",
-            )
-    if sum(counts) > MAX_TOKENS_PER_REQUEST:
-        raise InvalidRequest(
-            f"The request has {sum(counts)} tokens; the maximum is {MAX_TOKENS_PER_REQUEST} per request.",
-            param="input",
-        )
+    if not emb.loaded(req.model):  # loading (or converting) takes seconds: not on the loop
+        await run_in_threadpool(emb.load, req.model)
+    texts, given_counts = _texts(req, emb)
     native = emb.dimensions(req.model)
     if req.dimensions is not None and not 1 <= req.dimensions <= native:
         raise InvalidRequest(
-            f"'dimensions' must be between 1 and {native} for model '{req.model}', got {req.dimensions}.",
+            f"'dimensions' must be between 1 and {native} for model '{req.model}', "
+            f"got {req.dimensions}.",
             param="dimensions",
         )
-    vecs = emb.embed(req.model, texts)
+    done = await asyncio.wrap_future(
+        emb.submit(req.model, texts, limits=None if given_counts else LIMITS)
+    )
+    vecs, counts = done.vectors, given_counts or done.token_counts
     if req.dimensions is not None and req.dimensions < native:
         vecs = vecs[:, : req.dimensions]
         vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
     if req.encoding_format == "base64":
         le = vecs.astype("<f4", copy=False)
-        items = [base64.b64encode(row.tobytes()).decode("ascii") for row in le]
+        items: list[str] | list[list[float]] = [
+            base64.b64encode(row.tobytes()).decode("ascii") for row in le
+        ]
     else:
         items = vecs.tolist()
     total = sum(counts)
-    return JSONResponse(
-        {
-            "object": "list",
-            "data": [
-                {"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(items)
-            ],
-            "model": req.model,
-            "usage": {"prompt_tokens": total, "total_tokens": total},
-        }
-    )
+    body = {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(items)],
+        "model": req.model,
+        "usage": {"prompt_tokens": total, "total_tokens": total},
+    }
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
