@@ -13,10 +13,16 @@ Rows, for each model:
   tunelab, 1 client, 64 texts/request     vs batch 64
   tunelab, 1 client, 8 texts/request      vs batch 8 (the same batch)
   tunelab, 8 clients, 8 texts/request     vs batch 64 (the server batches them together)
+(same batch: the ratio a caller sees against doing the same calls in-process)
 
 Each row is the best of --rounds runs, interleaved (baseline, server, baseline, ...)
-so a busy machine slows both sides alike. Also prints achieved FLOP/s against this
-machine's fp32 matmul peak measured in the same run.
+so a busy machine slows both sides alike. Next to the wall-clock ratio it prints the
+CPU-time ratio: the CPU seconds the baseline spends on the texts over the CPU seconds
+the server and the client spend together. On an idle machine the two agree; on a
+shared one (other processes taking turns on the same cores) wall-clock ratios swing
+with the scheduler while the CPU ratio stays put, so it is the one to compare there.
+Also prints achieved FLOP/s against this machine's fp32 matmul peak, measured in the
+same run.
 
     .venv/bin/python benchmarks/embeddings.py [--texts 512] [--rounds 3] [--model ID ...]
 """
@@ -77,9 +83,15 @@ def matmul_peak() -> float:
     return 2 * 1024**3 * reps / (time.perf_counter() - t)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def server_process(cache_dir: Path) -> Iterator[str]:
-    """`tunelab serve` in its own process on a free loopback port; yields the base URL."""
+def server_process(cache_dir: Path) -> Iterator[tuple[str, int]]:
+    """`tunelab serve` in its own process on a free loopback port: (base URL, pid)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -100,16 +112,18 @@ def server_process(cache_dir: Path) -> Iterator[str]:
                     if httpx.get(url + "/health", timeout=1).status_code == 200:
                         break
                 time.sleep(0.2)
-            yield url
+            yield url, proc.pid
         finally:
             proc.terminate()
             proc.wait(timeout=30)
 
 
-def timed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
+def timed(fn: Callable[[], object], server_pid: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process and the server together)."""
+    t, cpu, srv = time.perf_counter(), time.process_time(), cpu_seconds(server_pid)
     fn()
-    return time.perf_counter() - t
+    cpu = time.process_time() - cpu + cpu_seconds(server_pid) - srv
+    return time.perf_counter() - t, cpu
 
 
 def bench_model(model_id: str, texts: list[str], rounds: int, cache_dir: Path) -> None:
@@ -130,12 +144,14 @@ def bench_model(model_id: str, texts: list[str], rounds: int, cache_dir: Path) -
                 model.encode(inputs[i : i + batch], batch_size=batch, normalize_embeddings=True)
 
     times: dict[str, float] = {}
+    cpus: dict[str, float] = {}
 
-    def best(name: str, secs: float) -> None:
-        times[name] = min(times.get(name, float("inf")), secs)
+    def best(name: str, measured: tuple[float, float]) -> None:
+        times[name] = min(times.get(name, float("inf")), measured[0])
+        cpus[name] = min(cpus.get(name, float("inf")), measured[1])
 
     plain(64)  # warm up
-    with server_process(cache_dir) as url:
+    with server_process(cache_dir) as (url, pid):
         client = openai.OpenAI(base_url=url + "/v1", api_key="bench", max_retries=0)
 
         def requests(size: int, clients: int) -> None:
@@ -152,11 +168,11 @@ def bench_model(model_id: str, texts: list[str], rounds: int, cache_dir: Path) -
 
         requests(64, 1)  # load the model in the server, warm up
         for _ in range(rounds):
-            best("plain encode, batch 64", timed(lambda: plain(64)))
-            best("tunelab, 1 client, 64 texts/request", timed(lambda: requests(64, 1)))
-            best("tunelab, 8 clients, 8 texts/request", timed(lambda: requests(8, 8)))
-            best("plain encode, batch 8", timed(lambda: plain(8)))
-            best("tunelab, 1 client, 8 texts/request", timed(lambda: requests(8, 1)))
+            best("plain encode, batch 64", timed(lambda: plain(64), pid))
+            best("tunelab, 1 client, 64 texts/request", timed(lambda: requests(64, 1), pid))
+            best("tunelab, 8 clients, 8 texts/request", timed(lambda: requests(8, 8), pid))
+            best("plain encode, batch 8", timed(lambda: plain(8), pid))
+            best("tunelab, 1 client, 8 texts/request", timed(lambda: requests(8, 1), pid))
 
     baseline = {
         "tunelab, 1 client, 64 texts/request": "plain encode, batch 64",
@@ -169,7 +185,10 @@ def bench_model(model_id: str, texts: list[str], rounds: int, cache_dir: Path) -
         f"{params / 1e6:.1f}M non-embedding params, {'bf16 autocast' if bf16 else 'fp32'}; "
         f"fp32 matmul peak {peak / 1e9:.0f} GFLOP/s"
     )
-    print(f"{'run':40} {'texts/s':>8} {'tokens/s':>9} {'vs same-batch plain':>20} {'% peak':>7}")
+    print(
+        f"{'run':40} {'texts/s':>8} {'tokens/s':>9} {'vs plain, wall':>15} "
+        f"{'vs plain, CPU':>14} {'% peak':>7}"
+    )
     for name in (
         "plain encode, batch 64",
         "plain encode, batch 8",
@@ -178,11 +197,12 @@ def bench_model(model_id: str, texts: list[str], rounds: int, cache_dir: Path) -
         "tunelab, 8 clients, 8 texts/request",
     ):
         secs = times[name]
-        ratio = f"{times[baseline[name]] / secs:.2f}x" if name in baseline else ""
+        wall = f"{times[baseline[name]] / secs:.2f}x" if name in baseline else ""
+        cpu = f"{cpus[baseline[name]] / cpus[name]:.2f}x" if name in baseline else ""
         flops = 2 * params * n_tokens / secs
         print(
-            f"{name:40} {len(texts) / secs:8.0f} {n_tokens / secs:9.0f} {ratio:>20} "
-            f"{100 * flops / peak:6.1f}%"
+            f"{name:40} {len(texts) / secs:8.0f} {n_tokens / secs:9.0f} {wall:>15} "
+            f"{cpu:>14} {100 * flops / peak:6.1f}%"
         )
 
 

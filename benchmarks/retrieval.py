@@ -99,7 +99,8 @@ def quality(services, retrieval, distractors: int) -> None:
     from tunelab.models.loading import load_sentence_transformer
 
     model = load_sentence_transformer(
-        services.registry.get(services.settings.default_embedding_model)
+        services.registry.get(services.settings.default_embedding_model),
+        services.settings.model_cache_dir,
     )
     t = time.perf_counter()
     model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)

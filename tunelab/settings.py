@@ -48,8 +48,9 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = 512 * 1024 * 1024
 
-    # Embeddings micro-batching: requests arriving within this window share one
-    # forward pass, up to this many texts.
+    # Embeddings micro-batching: requests waiting while the model computes share the
+    # next forward pass, up to embed_max_batch texts; after a batch of N requests the
+    # worker waits up to this long for N callers to come back (a lone caller never waits).
     embed_batch_window_ms: float = 5.0
     embed_max_batch: int = 256
     # bf16 autocast for embeddings (cosine to fp32 > 0.9999). None = when the

@@ -2,7 +2,7 @@
 
 Each model has a worker thread that owns it. Requests queue up while the worker
 computes; when it is free it takes everything waiting (up to `max_batch` texts, and
-after an optional `window_ms` for more to arrive), tokenises the lot once with the
+for at most `window_ms` the callers it expects back, see `_collect`), tokenises the lot once with the
 model's Rust tokenizer, checks each request's token limits, sorts the texts by
 length, runs the sentence-transformers modules on padded sub-batches and hands
 every caller its rows and token counts. Under load N small requests become one
@@ -105,6 +105,7 @@ class _ModelWorker:
         self.tokenizer_lock = threading.Lock()
         self.window_s = window_s
         self.max_batch = max_batch
+        self.expected = 1  # requests in the last batch
         self.bf16 = bf16
         self.device = device
         self.queue: queue.Queue[_Request | None] = queue.Queue()
@@ -122,20 +123,32 @@ class _ModelWorker:
         self.queue.put(None)
 
     def _collect(self, first: _Request) -> list[_Request]:
-        """Everything already waiting (and, with a window, what arrives within it)."""
+        """Everything already waiting; then, up to the window, the callers expected back.
+
+        Callers just served tend to send again at once (concurrent clients in a loop,
+        ingestion), so while fewer requests are here than the last batch had, waiting a
+        few ms for them keeps batches full. A lone caller (last batch: 1 request) never
+        waits.
+        """
         batch, n = [first], len(first.texts)
         deadline = time.monotonic() + self.window_s
         while n < self.max_batch:
-            timeout = deadline - time.monotonic()
             try:
-                nxt = self.queue.get(timeout=timeout) if timeout > 0 else self.queue.get_nowait()
+                nxt = self.queue.get_nowait()
             except queue.Empty:
-                break
+                timeout = deadline - time.monotonic()
+                if len(batch) >= self.expected or timeout <= 0:
+                    break
+                try:
+                    nxt = self.queue.get(timeout=timeout)
+                except queue.Empty:
+                    break
             if nxt is None:
                 self.queue.put(None)  # let the loop see the stop after this batch
                 break
             batch.append(nxt)
             n += len(nxt.texts)
+        self.expected = len(batch)
         return batch
 
     def _run(self) -> None:
@@ -226,7 +239,7 @@ class EmbeddingService:
         cache_dir: Path,
         *,
         device: str = "cpu",
-        window_ms: float = 0.0,
+        window_ms: float = 5.0,
         max_batch: int = 256,
         bf16: bool = False,
     ) -> None:

