@@ -1,13 +1,14 @@
 """The embedding service: one loaded model per id, one forward pass per batch.
 
 Each model has a worker thread that owns it. Requests queue up while the worker
-computes; when it is free it takes everything waiting (up to `max_batch` texts, and
-for at most `window_ms` the callers it expects back, see `_collect`), tokenises the lot once with the
-model's Rust tokenizer, checks each request's token limits, sorts the texts by
-length, runs the sentence-transformers modules on padded sub-batches and hands
-every caller its rows and token counts. Under load N small requests become one
-large forward pass; alone, a request starts at once. Nothing is tokenised twice,
-and the request path takes no lock: callers get a Future (awaitable from asyncio).
+computes; when it is free it takes everything waiting (up to `max_batch` texts; for
+at most `window_ms` it also waits for the callers it expects back, see `_collect`),
+tokenises the lot once with the model's Rust tokenizer, checks each request's token
+limits, sorts the texts by length, runs the sentence-transformers modules on padded
+sub-batches and hands every caller its rows and token counts. Under load N small
+requests become one large forward pass; alone, a request starts at once. Nothing is
+tokenised twice, and the request path takes no lock: callers get a Future
+(awaitable from asyncio).
 
 Models trained with instructions get their prefixes here, from the registry entry:
 `kind="query"` (searches, /v1/embeddings) or `kind="passage"` (indexed chunks).
@@ -153,7 +154,11 @@ class _ModelWorker:
 
     def _run(self) -> None:
         while (first := self.queue.get()) is not None:
-            batch = self._collect(first)
+            # A caller that went away (its awaiting task was cancelled) is dropped here;
+            # from now on its Future can no longer be cancelled under us.
+            batch = [r for r in self._collect(first) if r.future.set_running_or_notify_cancel()]
+            if not batch:
+                continue
             try:
                 self._serve(batch)
             except Exception as e:  # hand the failure to every waiting caller
