@@ -20,7 +20,7 @@ def test_aliases_follow_the_default_embedding_model() -> None:
         assert registry.default_embedding_model == default
     # an alias as the default means the built-in default, stored as a concrete id
     registry = Registry.load(default_embedding_model="text-embedding-3-small")
-    assert registry.default_embedding_model == E5_SMALL
+    assert registry.default_embedding_model == MINILM
     assert registry.get("gpt-4o-mini").id == "smollm2-135m-instruct"
 
 

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     device: str = "auto"
 
     default_chat_model: str = "smollm2-135m-instruct"
+    # New vector stores index with this model (kept per store), and OpenAI's
+    # text-embedding-* names are aliases of it. all-minilm-l6-v2 ranks English best;
+    # multilingual-e5-small is far better for Chinese and mixed corpora (README).
     default_embedding_model: str = "all-minilm-l6-v2"
 
     max_upload_bytes: int = 512 * 1024 * 1024

