@@ -91,7 +91,11 @@ class _ModelWorker:
         self.encoder.no_padding()
         self.pad_id = int(self.model.tokenizer.pad_token_id or 0)
         self.type_ids = "token_type_ids" in self.model.tokenizer.model_input_names
-        self.max_len = int(self.model.max_seq_length)
+        self.max_len = int(self.model.max_seq_length or self.model.tokenizer.model_max_length)
+        dims = self.model.get_embedding_dimension()
+        if dims is None:
+            raise ValueError(f"{spec.id}: the model does not say how long its vectors are")
+        self.dims = int(dims)
         self.prefix: dict[TextKind, str] = {
             "query": spec.query_prefix,
             "passage": spec.passage_prefix,
@@ -211,7 +215,7 @@ class _ModelWorker:
         import torch
 
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        out = np.empty((len(ids), self.model.get_embedding_dimension()), dtype=np.float32)
+        out = np.empty((len(ids), self.dims), dtype=np.float32)
         device_type = self.device.split(":")[0]
         for s in range(0, len(order), FORWARD_BATCH):
             group = order[s : s + FORWARD_BATCH]
@@ -233,8 +237,8 @@ class _ModelWorker:
             ):
                 emb = self.model(features)["sentence_embedding"]
             out[group] = emb.float().cpu().numpy()
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-12)
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
 
 
 class EmbeddingService:
@@ -294,7 +298,7 @@ class EmbeddingService:
         return worker.max_len - worker.prefix_tokens["passage"]
 
     def dimensions(self, model: str) -> int:
-        return int(self._worker(model).model.get_embedding_dimension())
+        return self._worker(model).dims
 
     def count_tokens(self, model: str, texts: list[str]) -> list[int]:
         worker = self._worker(model)

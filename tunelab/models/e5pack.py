@@ -244,7 +244,7 @@ def _save_tokenizer(pack: Pack, out: Path) -> None:
 
     p = pack.pieces
     specials = {"bos_token": p[pack.bos], "eos_token": p[pack.eos], "unk_token": p[pack.unk]}
-    hf = PreTrainedTokenizerFast(
+    hf = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=build_tokenizer(pack),
         cls_token=specials["bos_token"],
         sep_token=specials["eos_token"],
@@ -285,6 +285,7 @@ def convert(
     state = {k: torch.from_numpy(v) for k, v in bert_state_dict(pack).items()}
     # e5 mean-pools and never uses BERT's pooler, and the file has none; zeros keep
     # the saved checkpoint complete and deterministic (nothing randomly initialised).
+    assert model.pooler is not None  # BertModel builds one by default
     for name, param in model.pooler.named_parameters(prefix="pooler"):
         state[name] = torch.zeros_like(param)
     missing, unexpected = model.load_state_dict(state, strict=False)

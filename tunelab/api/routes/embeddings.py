@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from typing import cast
 
 import numpy as np
 from fastapi import APIRouter
@@ -35,28 +36,32 @@ LIMITS = TokenLimits(per_input=8192, per_request=300_000)
 def _texts(req: EmbeddingRequest, emb: EmbeddingService) -> tuple[list[str], list[int] | None]:
     """The request's inputs as texts, and their token counts when given as ids."""
     raw = req.input
+    inputs: list[str] | list[list[int]]
     if isinstance(raw, str):
-        raw = [raw]
-    if not raw:
+        inputs = [raw]
+    elif raw and all(isinstance(x, int) for x in raw):  # one token array
+        inputs = [cast(list[int], raw)]
+    else:
+        inputs = cast(list[str] | list[list[int]], raw)
+    if not inputs:
         raise InvalidRequest("'input' must not be empty.", param="input")
-    if all(isinstance(x, int) for x in raw):  # one token array
-        raw = [raw]  # type: ignore[list-item]
-    if len(raw) > MAX_INPUTS:
+    if len(inputs) > MAX_INPUTS:
         raise InvalidRequest(
-            f"'input' has {len(raw)} items; at most {MAX_INPUTS} are allowed per request. "
+            f"'input' has {len(inputs)} items; at most {MAX_INPUTS} are allowed per request. "
             "Split it into several requests.",
             param="input",
         )
-    if all(isinstance(x, str) for x in raw):
-        for i, text in enumerate(raw):
-            if not text:  # type: ignore[truthy-bool]
+    texts = [x for x in inputs if isinstance(x, str)]
+    if len(texts) == len(inputs):
+        for i, text in enumerate(texts):
+            if not text:
                 raise InvalidRequest(
                     f"'input[{i}]' is an empty string; embeddings need text.", param="input"
                 )
-        return list(raw), None  # type: ignore[arg-type]
+        return texts, None
     vocab = emb.vocab_size(req.model)
-    counts = []
-    for i, ids in enumerate(raw):
+    arrays: list[list[int]] = []
+    for i, ids in enumerate(inputs):
         if not isinstance(ids, list) or not ids:
             raise InvalidRequest(f"'input[{i}]' must be a non-empty token array.", param="input")
         if any(not 0 <= t < vocab for t in ids):
@@ -64,9 +69,10 @@ def _texts(req: EmbeddingRequest, emb: EmbeddingService) -> tuple[list[str], lis
                 f"'input[{i}]' has token ids outside the model's vocabulary (0..{vocab - 1}).",
                 param="input",
             )
-        counts.append(len(ids))
+        arrays.append(ids)
+    counts = [len(ids) for ids in arrays]
     LIMITS.check(counts)
-    return emb.decode(req.model, raw), counts  # type: ignore[arg-type]
+    return emb.decode(req.model, arrays), counts
 
 
 @router.post("/embeddings")
