@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install serve test demo bench clean
+.PHONY: install serve test lint demo bench clean
 
 install: $(STAMP)
 
@@ -27,6 +27,14 @@ serve: install
 
 test: install
 	$(PY) -m pytest
+
+# Lint, format check, strict types on the package, and the layer contracts of
+# docs/architecture.md (.importlinter).
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 demo: install
 	$(VENV)/bin/tunelab quickstart

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from tests.conftest import run_server, sdk
+from tests.support import run_server, sdk
 from tunelab.api.app import create_app
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.registry import SMOLLM2, Registry
@@ -208,10 +208,10 @@ def main() -> None:
         del model, peft_model, plain, plain_ft
 
         app = create_app(settings)
-        app.state.services.catalog.register_fine_tuned(
+        app.runtime.catalog.register_fine_tuned(
             project="default", model_id=FT, base_model=SMOLLM2, path=adapter_dir, kind="lora"
         )
-        with run_server(settings, app) as url:
+        with run_server(app) as url:
             client = sdk(url)
             tunelab_run(client, SMOLLM2, single[:1], 4, False)  # load + warm up
             tunelab_run(client, FT, single[:1], 4, False)
@@ -220,7 +220,7 @@ def main() -> None:
                 ("adapter", FT, ft_rows),
             ]:
                 for (name, plain_res), prompts, conc in zip(
-                    plain_rows, [single, eight], [False, True]
+                    plain_rows, [single, eight], [False, True], strict=False
                 ):
                     results.append(
                         (
@@ -235,7 +235,7 @@ def main() -> None:
                 list(
                     pool.map(
                         lambda a: tunelab_run(client, a[0], [a[1]], args.tokens, False),
-                        zip(mixed, eight),
+                        zip(mixed, eight, strict=False),
                     )
                 )
             mixed_tps = 8 * args.tokens / (time.perf_counter() - t)

@@ -42,7 +42,27 @@ from tunelab.training.config import TrainConfig  # noqa: E402
 from tunelab.training.events import Control, EventWriter  # noqa: E402
 from tunelab.training.loop import train  # noqa: E402
 
-WORDS = ["the", "a", "ship", "sails", "over", "calm", "blue", "water", "while", "gulls", "circle", "and", "the", "crew", "sings", "old", "songs", "of", "home"]
+WORDS = [
+    "the",
+    "a",
+    "ship",
+    "sails",
+    "over",
+    "calm",
+    "blue",
+    "water",
+    "while",
+    "gulls",
+    "circle",
+    "and",
+    "the",
+    "crew",
+    "sings",
+    "old",
+    "songs",
+    "of",
+    "home",
+]
 
 
 def make_data(path: Path, n: int, seed: int = 0) -> None:
@@ -81,8 +101,8 @@ def run_tunelab(cfg: TrainConfig, work: Path) -> tuple[float, int]:
 def run_plain(spec: Any, cache: Path, data: Path, steps: int, batch_size: int) -> tuple[float, int]:
     from peft import LoraConfig, get_peft_model
 
+    from tunelab.data.encoding import encode_example
     from tunelab.data.examples import iter_examples
-    from tunelab.training.encoding import encode_example
 
     tok = load_tokenizer(spec, cache)
     model = get_peft_model(

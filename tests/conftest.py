@@ -8,17 +8,14 @@ conversion runs once, not per test.
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
+from tests.support import register_models, run_server, sdk
 from tests.tiny_models import build_tiny_chat_model, tiny_registry_entry
 from tunelab.settings import Settings
 
@@ -50,47 +47,11 @@ def tiny_chat_dir(model_cache: Path) -> Path:
     return build_tiny_chat_model(model_cache / "tiny-chat", model_cache)
 
 
-def register_models(settings: Settings, entries: list[dict[str, Any]]) -> None:
-    """Write extra registry entries into the data dir's models.json."""
-    import json
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    settings.registry_file.write_text(json.dumps({"models": entries}), encoding="utf-8")
-
-
 @pytest.fixture
 def tiny_settings(settings: Settings, tiny_chat_dir: Path) -> Settings:
     """Settings whose registry also knows the tiny in-code chat model as 'tiny-chat'."""
     register_models(settings, [tiny_registry_entry(tiny_chat_dir)])
     return settings
-
-
-@contextmanager
-def run_server(settings: Settings, app: Any = None) -> Iterator[str]:
-    """A real uvicorn server on a free loopback port, in a thread; yields its base URL."""
-    import uvicorn
-
-    from tunelab.api.app import create_app
-
-    app = app or create_app(settings)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 @pytest.fixture
@@ -102,10 +63,6 @@ def make_server() -> Callable[..., Any]:
 def server(settings: Settings) -> Iterator[str]:
     with run_server(settings) as url:
         yield url
-
-
-def sdk(url: str, api_key: str = "test-key") -> openai.OpenAI:
-    return openai.OpenAI(base_url=url + "/v1", api_key=api_key, max_retries=0)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import openai
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import run_server, sdk
+from tests.support import run_server, sdk
 from tunelab.cli.main import cli
 
 
@@ -44,7 +44,7 @@ def test_projects_are_isolated(keyed_server: str) -> None:
     assert [x.id for x in sdk(keyed_server, "key-bare").files.list()] == []
     # Another project's id as a cursor is unknown, not a way to probe.
     with pytest.raises(openai.BadRequestError):
-        beta.files.list(after=f.id).data
+        beta.files.list(after=f.id)
 
 
 def test_stored_keys_are_hashed_and_work(settings, monkeypatch) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import register_models, run_server, sdk
+from tests.support import register_models, run_server, sdk
 from tests.tiny_models import TINY_CHAT, tiny_registry_entry
 from tunelab.api.app import create_app
 from tunelab.settings import Settings
@@ -55,14 +55,14 @@ def test_adapters_change_output_survive_restart_and_stay_in_their_project(
 ) -> None:
     models = ft_settings.models_dir
     app = create_app(ft_settings)
-    catalog = app.state.services.catalog
+    catalog = app.runtime.catalog
     for model_id, seed in [(FT_A, 1), (FT_B, 2)]:
         path = make_adapter(tiny_chat_dir, models / model_id.replace(":", "_"), seed)
         catalog.register_fine_tuned(
             project="proj-a", model_id=model_id, base_model=TINY_CHAT, path=path, kind="lora"
         )
 
-    with run_server(ft_settings, app) as url:
+    with run_server(app) as url:
         a, b = sdk(url, "key-a"), sdk(url, "key-b")
         base = greedy(a, TINY_CHAT)
         ft_a, ft_b = greedy(a, FT_A), greedy(a, FT_B)
@@ -105,14 +105,14 @@ def test_full_fine_tune_is_served_as_its_own_model(
             p.add_(torch.randn_like(p) * 0.05)
     model.save_pretrained(str(full_dir))  # no tokenizer saved: the base's is used
     app = create_app(ft_settings)
-    app.state.services.catalog.register_fine_tuned(
+    app.runtime.catalog.register_fine_tuned(
         project="proj-a",
         model_id="ft:tiny-chat:proj-a:full:XYZ",
         base_model=TINY_CHAT,
         path=full_dir,
         kind="full",
     )
-    with run_server(ft_settings, app) as url:
+    with run_server(app) as url:
         a = sdk(url, "key-a")
         base, full = greedy(a, TINY_CHAT), greedy(a, "ft:tiny-chat:proj-a:full:XYZ")
         assert full != base and greedy(a, TINY_CHAT) == base

@@ -14,7 +14,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import register_models, run_server, sdk
+from tests.support import register_models, run_server, sdk
 from tests.tiny_models import TINY_CHAT, tiny_registry_entry
 from tunelab.settings import Settings
 
@@ -54,7 +54,7 @@ def test_chat_completion_shape_and_exact_usage(client: openai.OpenAI, tokenizer)
 
 
 def test_stream_matches_non_stream_and_follows_the_protocol(client: openai.OpenAI) -> None:
-    kw = dict(model=TINY_CHAT, messages=HI, max_tokens=12, seed=5, temperature=1.0)
+    kw = {"model": TINY_CHAT, "messages": HI, "max_tokens": 12, "seed": 5, "temperature": 1.0}
     full = client.chat.completions.create(**kw)
     chunks = list(
         client.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True})
@@ -72,7 +72,7 @@ def test_stream_matches_non_stream_and_follows_the_protocol(client: openai.OpenA
 
 
 def test_seed_reproduces_and_n_gives_distinct_choices(client: openai.OpenAI) -> None:
-    kw = dict(model=TINY_CHAT, messages=HI, max_tokens=8, temperature=1.0)
+    kw = {"model": TINY_CHAT, "messages": HI, "max_tokens": 8, "temperature": 1.0}
     a = client.chat.completions.create(**kw, seed=42, n=3)
     b = client.chat.completions.create(**kw, seed=42, n=3)
     c = client.chat.completions.create(**kw, seed=43, n=3)
@@ -85,7 +85,7 @@ def test_seed_reproduces_and_n_gives_distinct_choices(client: openai.OpenAI) -> 
 
 
 def test_stop_sequence_cuts_before_the_stop_text(client: openai.OpenAI) -> None:
-    kw = dict(model=TINY_CHAT, messages=HI, max_tokens=20, seed=9)
+    kw = {"model": TINY_CHAT, "messages": HI, "max_tokens": 20, "seed": 9}
     text = client.chat.completions.create(**kw).choices[0].message.content
     stop = text[6:10]  # may well span a token boundary
     r = client.chat.completions.create(**kw, stop=[stop, "never-appears"])
@@ -111,7 +111,7 @@ def test_logprobs_and_top_logprobs(client: openai.OpenAI) -> None:
 
 
 def test_penalties_change_greedy_output(client: openai.OpenAI) -> None:
-    kw = dict(model=TINY_CHAT, messages=HI, max_tokens=12, temperature=0)
+    kw = {"model": TINY_CHAT, "messages": HI, "max_tokens": 12, "temperature": 0}
     plain = client.chat.completions.create(**kw).choices[0].message.content
     penalised = (
         client.chat.completions.create(**kw, frequency_penalty=2.0).choices[0].message.content

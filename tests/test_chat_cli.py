@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.conftest import register_models, run_server
+from tests.support import register_models, run_server
 from tests.tiny_models import TINY_CHAT, tiny_registry_entry
 from tunelab.cli.main import cli
 from tunelab.settings import Settings

@@ -9,7 +9,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import run_server, sdk
+from tests.support import run_server, sdk
 from tunelab.models.registry import SMOLLM2
 from tunelab.settings import Settings
 
@@ -51,7 +51,7 @@ def test_factual_question_at_temperature_zero_with_exact_usage(
 
 
 def test_n_gives_three_choices_and_seed_reproduces(client: openai.OpenAI) -> None:
-    kw: dict[str, Any] = dict(model=SMOLLM2, messages=FRANCE, temperature=1.0, max_tokens=8)
+    kw: dict[str, Any] = {"model": SMOLLM2, "messages": FRANCE, "temperature": 1.0, "max_tokens": 8}
     first = client.chat.completions.create(**kw, n=3, seed=7)
     again = client.chat.completions.create(**kw, n=3, seed=7)
     assert len(first.choices) == 3 and [c.index for c in first.choices] == [0, 1, 2]
@@ -70,7 +70,7 @@ def test_stop_newline_returns_one_line(client: openai.OpenAI) -> None:
 
 
 def test_streaming_assembles_to_the_non_streaming_text(client: openai.OpenAI) -> None:
-    kw: dict[str, Any] = dict(model=SMOLLM2, messages=FRANCE, temperature=0, max_tokens=16)
+    kw: dict[str, Any] = {"model": SMOLLM2, "messages": FRANCE, "temperature": 0, "max_tokens": 16}
     full = client.chat.completions.create(**kw).choices[0].message.content
     streamed = "".join(
         c.choices[0].delta.content or "" for c in client.chat.completions.create(**kw, stream=True)
@@ -79,12 +79,12 @@ def test_streaming_assembles_to_the_non_streaming_text(client: openai.OpenAI) ->
 
 
 def test_chinese_streams_without_broken_characters(client: openai.OpenAI) -> None:
-    kw: dict[str, Any] = dict(
-        model=SMOLLM2,
-        messages=[{"role": "user", "content": "把“早上好”翻译成中文，并加一个表情符号 😊"}],
-        temperature=0,
-        max_tokens=16,
-    )
+    kw: dict[str, Any] = {
+        "model": SMOLLM2,
+        "messages": [{"role": "user", "content": "把“早上好”翻译成中文，并加一个表情符号 😊"}],
+        "temperature": 0,
+        "max_tokens": 16,
+    }
     full = client.chat.completions.create(**kw).choices[0].message.content or ""
     deltas = [
         c.choices[0].delta.content or "" for c in client.chat.completions.create(**kw, stream=True)

@@ -92,7 +92,9 @@ def test_csv_gets_every_necessary_and_recommended_fix_with_q(tmp_path: Path, run
         'Make sure to include `stop=["\\n"]`',
     ]
     positions = [out.find(s) for s in expected_in_order]
-    assert -1 not in positions, [s for s, p in zip(expected_in_order, positions) if p < 0]
+    assert -1 not in positions, [
+        s for s, p in zip(expected_in_order, positions, strict=False) if p < 0
+    ]
     assert positions == sorted(positions)
     written = read_jsonl(tmp_path / "qa_prepared.jsonl")
     assert written[:3] == [

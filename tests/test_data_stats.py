@@ -46,7 +46,7 @@ def tokenizer(model_cache: Any) -> Any:
 
 @pytest.mark.realmodel
 def test_sampled_statistics_match_full_ones_on_uniform_data(tokenizer: Any) -> None:
-    from tunelab.training.encoding import encode_example
+    from tunelab.data.encoding import encode_example
 
     examples = [
         {

@@ -8,7 +8,7 @@ import json
 import openai
 import pytest
 
-from tests.conftest import run_server, sdk
+from tests.support import run_server, sdk
 
 GOOD = "\n".join(
     json.dumps(
@@ -85,4 +85,4 @@ def test_upload_size_limit(settings) -> None:
         with pytest.raises(openai.APIStatusError) as e:
             client.files.create(file=("big.txt", b"x" * 5000), purpose="assistants")
     assert e.value.status_code == 413 and e.value.body["param"] == "file"
-    assert not [p for p in settings.files_dir.iterdir()]
+    assert not list(settings.files_dir.iterdir())

@@ -8,7 +8,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import register_models, run_server, sdk
+from tests.support import register_models, run_server, sdk
 from tests.tiny_models import TINY_CHAT, tiny_registry_entry
 from tunelab.api.app import create_app
 from tunelab.settings import Settings
@@ -22,7 +22,7 @@ def test_full_queue_gives_503_and_a_disconnect_frees_the_slot(
     settings = settings.model_copy(update={"max_batch_size": 1, "max_queued_requests": 1})
     register_models(settings, [tiny_registry_entry(tiny_chat_dir)])
     app = create_app(settings)
-    with run_server(settings, app) as url:
+    with run_server(app) as url:
         client = sdk(url)
         # A occupies the only batch slot: wait until it is really generating.
         a = client.chat.completions.create(
@@ -44,12 +44,12 @@ def test_full_queue_gives_503_and_a_disconnect_frees_the_slot(
         a.close()  # the client goes away: A must stop and B get the slot
         b_chunks = list(b)
         assert b_chunks[-1].choices[0].finish_reason == "length"
-        stats = app.state.inference.engine.stats()[TINY_CHAT]
+        stats = app.runtime.inference.engine.stats()[TINY_CHAT]
         assert stats["cancelled"] == 1
         assert stats["generated_tokens"] < 400  # A stopped long before its max_tokens
         time.sleep(0.3)
         assert (
-            app.state.inference.engine.stats()[TINY_CHAT]["generated_tokens"]
+            app.runtime.inference.engine.stats()[TINY_CHAT]["generated_tokens"]
             == stats["generated_tokens"]
         )
 
@@ -59,14 +59,14 @@ def test_a_client_that_times_out_stops_its_generation(
 ) -> None:
     register_models(settings, [tiny_registry_entry(tiny_chat_dir)])
     app = create_app(settings)
-    with run_server(settings, app) as url:
+    with run_server(app) as url:
         impatient = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0, timeout=1.0)
         with pytest.raises(openai.APITimeoutError):
             impatient.chat.completions.create(
                 model=TINY_CHAT, messages=HI, max_tokens=450, temperature=0
             )
         deadline = time.monotonic() + 10
-        while app.state.inference.engine.stats()[TINY_CHAT].get("cancelled", 0) < 1:
+        while app.runtime.inference.engine.stats()[TINY_CHAT].get("cancelled", 0) < 1:
             assert time.monotonic() < deadline, "generation went on after the client left"
             time.sleep(0.1)
-        assert app.state.inference.engine.stats()[TINY_CHAT].get("generated_tokens", 0) < 450
+        assert app.runtime.inference.engine.stats()[TINY_CHAT].get("generated_tokens", 0) < 450

@@ -13,7 +13,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import run_server, sdk
+from tests.support import run_server, sdk
 from tests.tiny_models import TINY_CHAT
 from tunelab.settings import Settings
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import run_server
+from tests.support import run_server
 from tests.test_jobs_api import chat_lines, fast_settings
 from tests.tiny_models import TINY_CHAT
 from tunelab.cli.main import cli

@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.conftest import run_server, sdk
+from tests.support import run_server, sdk
 
 
 def test_list_and_retrieve(client: openai.OpenAI) -> None:
@@ -32,14 +32,14 @@ def test_fine_tunes_belong_to_their_project(settings, tmp_path) -> None:
     adapter = settings.models_dir / "ft-x"
     adapter.mkdir(parents=True)
     name = "ft:smollm2-135m-instruct:alpha:demo:abcd1234"
-    app.state.services.catalog.register_fine_tuned(
+    app.runtime.catalog.register_fine_tuned(
         project="alpha",
         model_id=name,
         base_model="smollm2-135m-instruct",
         path=adapter,
         kind="lora",
     )
-    with run_server(settings, app) as url:
+    with run_server(app) as url:
         alpha, beta = sdk(url, "ka"), sdk(url, "kb")
         assert name in {m.id for m in alpha.models.list()}
         assert name not in {m.id for m in beta.models.list()}

@@ -6,7 +6,7 @@ import openai
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import run_server, sdk
+from tests.support import run_server, sdk
 
 
 def test_core_api_on_postgres(settings, postgres_url) -> None:

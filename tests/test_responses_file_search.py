@@ -1,19 +1,19 @@
 """Grounded answers through `client.responses.create(..., tools=[file_search])`.
 
-The shape tests inject a scripted generator at the `app.state.inference` seam; the
-realmodel test answers with the embedded SmolLM2 through the inference service.
+The shape tests run on a scripted chat engine, injected through the runtime; the
+realmodel test answers with the embedded SmolLM2.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import openai
 import pytest
+from transformers import AutoTokenizer
 
-from tests.conftest import run_server, sdk
-from tunelab.api.app import create_app
+from tests.support import ScriptedChatEngine, run_server, sdk
+from tunelab.runtime import build_runtime
 from tunelab.settings import Settings
 
 pytestmark = pytest.mark.realmodel
@@ -21,91 +21,52 @@ pytestmark = pytest.mark.realmodel
 DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data"
 
 
-@dataclass
-class ChatResult:
-    text: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
+def scripted_answer(prompt: str) -> str:
+    """Cites passage [2] when the prompt has one, else passage [1]."""
+    return "See the second passage [2]." if "[2]" in prompt else "Per the manual [1]."
 
 
-class ScriptedGenerator:
-    """Answers with the first sentence of passage [2] when there is one, citing it."""
-
-    def __init__(self) -> None:
-        self.calls: list[list[dict[str, str]]] = []
-
-    def _answer(self, messages: list[dict[str, str]]) -> str:
-        prompt = messages[-1]["content"]
-        return "Per the manual [1]." if "[2]" not in prompt else "See the second passage [2]."
-
-    def complete_chat(
-        self,
-        project,
-        model,
-        messages,
-        *,
-        max_tokens=None,
-        temperature=1.0,
-        top_p=1.0,
-        stop=None,
-        seed=None,
-    ):
-        self.calls.append(messages)
-        text = self._answer(messages)
-        return ChatResult(
-            text, "stop", sum(len(m["content"]) for m in messages) // 4, len(text) // 4
-        )
-
-    def stream_chat(self, project, model, messages, **kwargs):
-        self.calls.append(messages)
-        return ScriptedStream(self._answer(messages))
+def _index_docs(client: openai.OpenAI) -> tuple[str, str, str]:
+    vs = client.vector_stores.create(name="docs")
+    manual = client.vector_stores.files.upload_and_poll(
+        vector_store_id=vs.id, file=("manual.md", (DATA / "manual.md").read_bytes())
+    )
+    zh = client.vector_stores.files.upload_and_poll(
+        vector_store_id=vs.id, file=("说明书.md", (DATA / "manual_zh.md").read_bytes())
+    )
+    assert manual.status == zh.status == "completed"
+    return vs.id, manual.id, zh.id
 
 
-class ScriptedStream:
-    """Like the inference service's ChatStream: text deltas, then `.result`."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.result = None
-        self.closed = False
-
-    def __iter__(self):
-        yield from (self.text[i : i + 5] for i in range(0, len(self.text), 5))
-        self.result = ChatResult(self.text, "stop", 100, len(self.text) // 4)
-
-    def close(self) -> None:
-        self.closed = True
+def _settings(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Settings:
+    return Settings(data_dir=tmp_path_factory.mktemp("resp") / "data", cache_dir=model_cache)
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, model_cache: Path):
-    settings = Settings(data_dir=tmp_path_factory.mktemp("resp") / "data", cache_dir=model_cache)
-    app = create_app(settings)
-    with run_server(settings, app) as url:
+def served(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_chat_dir: Path):
+    """A server whose chat engine is scripted: the API shape without a model's whims."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chat_dir)
+    engine = ScriptedChatEngine(tokenizer, scripted_answer)
+    runtime = build_runtime(_settings(tmp_path_factory, model_cache), chat_engine=engine)
+    with run_server(runtime) as url:
         client = sdk(url)
-        vs = client.vector_stores.create(name="docs")
-        manual = client.vector_stores.files.upload_and_poll(
-            vector_store_id=vs.id, file=("manual.md", (DATA / "manual.md").read_bytes())
-        )
-        zh = client.vector_stores.files.upload_and_poll(
-            vector_store_id=vs.id, file=("说明书.md", (DATA / "manual_zh.md").read_bytes())
-        )
-        assert manual.status == zh.status == "completed"
-        yield app, client, vs.id, manual.id, zh.id
+        yield engine, client, *_index_docs(client)
 
 
-@pytest.fixture
-def scripted(served):
-    app = served[0]
-    real = getattr(app.state, "inference", None)
-    app.state.inference = ScriptedGenerator()
-    yield app.state.inference
-    app.state.inference = real
+@pytest.fixture(scope="module")
+def served_real(tmp_path_factory: pytest.TempPathFactory, model_cache: Path):
+    with run_server(_settings(tmp_path_factory, model_cache)) as url:
+        client = sdk(url)
+        yield client, *_index_docs(client)
 
 
-def test_answer_cites_the_passage_it_used(served, scripted):
-    _, client, vs_id, manual_id, _ = served
+def rendered(engine: ScriptedChatEngine, messages: list[dict[str, str]]) -> str:
+    """A chat as the engine's tokenizer renders it for generation."""
+    return engine.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def test_answer_cites_the_passage_it_used(served):
+    engine, client, vs_id, manual_id, _ = served
     question = "How heavy is the machine?"
     resp = client.responses.create(
         model="smollm2-135m-instruct",
@@ -124,13 +85,15 @@ def test_answer_cites_the_passage_it_used(served, scripted):
     assert cite.filename == "manual.md" and cite.index == text.text.index("[2]")
     assert resp.usage.total_tokens == resp.usage.input_tokens + resp.usage.output_tokens > 0
     # The prompt is the grounded layout: instructions, numbered passages, then the question.
-    system, user = scripted.calls[-1]
-    assert system["content"].startswith("Answer in one sentence.")
-    assert "[1] (" in user["content"] and user["content"].endswith(f"Question: {question}")
+    ids, prompt = engine.prompts[-1]
+    assert resp.usage.input_tokens == len(ids)
+    assert prompt.startswith("<|im_start|>system\nAnswer in one sentence.")
+    assert "[1] (" in prompt
+    assert prompt.endswith(f"Question: {question}<|im_end|>\n<|im_start|>assistant\n")
 
 
-def test_chinese_question_is_answered_and_cited(served, scripted):
-    _, client, vs_id, _, zh_id = served
+def test_chinese_question_is_answered_and_cited(served):
+    engine, client, vs_id, _, zh_id = served
     resp = client.responses.create(
         model="gpt-4o-mini",
         input=[{"role": "user", "content": "忘记管理密码了，怎样恢复出厂设置？"}],
@@ -140,26 +103,30 @@ def test_chinese_question_is_answered_and_cited(served, scripted):
     assert call.results is None  # only with include=["file_search_call.results"]
     (cite,) = message.content[0].annotations
     assert cite.file_id == zh_id and cite.filename == "说明书.md"
-    assert "复位孔" in scripted.calls[-1][-1]["content"]
+    assert "复位孔" in engine.prompts[-1][1]
 
 
-def test_streaming_events(served, scripted):
-    _, client, vs_id, _, _ = served
-    events = list(client.responses.create(
-        model="smollm2-135m-instruct", input="What does E4 mean?", stream=True,
-        tools=[{"type": "file_search", "vector_store_ids": [vs_id], "max_num_results": 2}],
-    ))  # fmt: skip
+def test_streaming_events(served):
+    engine, client, vs_id, _, _ = served
+    events = list(
+        client.responses.create(
+            model="smollm2-135m-instruct",
+            input="What does E4 mean?",
+            stream=True,
+            tools=[{"type": "file_search", "vector_store_ids": [vs_id], "max_num_results": 2}],
+        )
+    )
     types = [e.type for e in events]
     assert types[0] == "response.created" and types[-1] == "response.completed"
     deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     final = events[-1].response
     assert deltas == final.output_text == "See the second passage [2]."
     assert final.output[-1].content[0].annotations[0].type == "file_citation"
-    assert final.usage.input_tokens == 100
+    assert final.usage.input_tokens == len(engine.prompts[-1][0])
 
 
-def test_without_tools_it_is_plain_generation(served, scripted):
-    _, client, _, _, _ = served
+def test_without_tools_it_is_plain_generation(served):
+    engine, client, _, _, _ = served
     resp = client.responses.create(
         model="smollm2-135m-instruct",
         instructions="Be terse.",
@@ -171,16 +138,19 @@ def test_without_tools_it_is_plain_generation(served, scripted):
     )
     (message,) = resp.output
     assert message.type == "message" and message.content[0].annotations == []
-    assert scripted.calls[-1] == [
-        {"role": "system", "content": "Be terse."},
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello!"},
-        {"role": "user", "content": "And now?"},
-    ]
+    assert engine.prompts[-1][1] == rendered(
+        engine,
+        [
+            {"role": "system", "content": "Be terse."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "And now?"},
+        ],
+    )
 
 
-def test_bad_tools_and_unknown_stores(served, scripted):
-    _, client, vs_id, _, _ = served
+def test_bad_tools_and_unknown_stores(served):
+    client = served[1]
     with pytest.raises(openai.BadRequestError) as e:
         client.responses.create(model="x", input="hi", tools=[{"type": "web_search"}])
     assert e.value.body["param"] == "tools[0].type"
@@ -190,10 +160,8 @@ def test_bad_tools_and_unknown_stores(served, scripted):
         )
 
 
-def test_real_model_answers_from_the_manual(served):
-    app, client, vs_id, manual_id, _ = served
-    if getattr(app.state, "inference", None) is None:
-        pytest.skip("app.state.inference is not set up yet (inference issue not merged)")
+def test_real_model_answers_from_the_manual(served_real):
+    client, vs_id, manual_id, _ = served_real
     resp = client.responses.create(
         model="smollm2-135m-instruct",
         input="What does error E4 mean?",

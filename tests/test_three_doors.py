@@ -8,7 +8,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from tests.conftest import run_server, sdk
+from tests.support import run_server, sdk
 from tests.test_jobs_api import TERMINAL, fast_settings, wait_for
 from tests.tiny_models import TINY_CHAT
 from tunelab.cli.main import cli

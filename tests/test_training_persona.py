@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_server, sdk
+from tests.support import run_server, sdk
 from tests.test_jobs_api import TERMINAL, wait_for
 from tunelab.models.registry import SMOLLM2
 from tunelab.settings import Settings

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import run_server, sdk
+from tests.support import run_server, sdk, wait_until
 from tunelab.api.app import create_app
 from tunelab.cli.main import cli
 from tunelab.protocol.responses import CreateResponse
-from tunelab.retrieval.answers import prepare
+from tunelab.responses.service import prepare
 from tunelab.settings import Settings
 from tunelab.tutorial.retrieval import CHUNKING
 
@@ -28,16 +28,18 @@ def test_ground_data_prompts_equal_the_served_prompts(
     lines = (EXAMPLES / "manual_qa_train.jsonl").read_text(encoding="utf-8").splitlines()[:6]
     pairs.write_text("\n".join(lines) + "\n", encoding="utf-8")
     app = create_app(settings)
-    with run_server(settings, app) as url:
+    with run_server(app) as url:
         client = sdk(url)
         f = client.files.create(
-            file=open(EXAMPLES / "manual" / "router_manual.md", "rb"), purpose="assistants"
+            file=(EXAMPLES / "manual" / "router_manual.md"), purpose="assistants"
         )
         store = client.vector_stores.create(
             name="manual", file_ids=[f.id], chunking_strategy=CHUNKING
         )
-        while store.status == "in_progress":
-            store = client.vector_stores.retrieve(store.id)
+        store = wait_until(
+            lambda: (s := client.vector_stores.retrieve(store.id)).status != "in_progress" and s,
+            timeout=300,
+        )
         monkeypatch.setenv("TUNELAB_BASE_URL", url + "/v1")
         out = tmp_path / "grounded.jsonl"
         result = CliRunner().invoke(
@@ -46,7 +48,7 @@ def test_ground_data_prompts_equal_the_served_prompts(
         assert result.exit_code == 0, result.output
         examples = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
         assert len(examples) >= 5
-        for ex, line in zip(examples, lines):
+        for ex, line in zip(examples, lines, strict=False):
             pair = json.loads(line)
             request = CreateResponse(
                 model="smollm2-135m-instruct",
@@ -55,7 +57,7 @@ def test_ground_data_prompts_equal_the_served_prompts(
                     {"type": "file_search", "vector_store_ids": [store.id], "max_num_results": 2}
                 ],
             )
-            served = prepare(app.state.searcher, "default", request).messages
+            served = prepare(app.runtime.retrieval.searcher, "default", request).messages
             assert ex["messages"][:-1] == served
             answer = ex["messages"][-1]
             assert answer["role"] == "assistant" and answer["content"].startswith(pair["answer"])

@@ -2,12 +2,12 @@
 
     TunelabError                  500 server_error (never raised for bad input)
     ├── InvalidRequest            400 invalid_request_error (param names the field)
-    │   └── PayloadTooLarge       413 invalid_request_error
+    │   ├── PayloadTooLarge       413 invalid_request_error
+    │   └── ModelUnavailable      400 invalid_request_error (model exists but cannot do this)
     ├── Unauthorized              401 invalid_request_error / invalid_api_key
     ├── PermissionDenied          403 invalid_request_error
     ├── NotFound                  404 invalid_request_error
-    ├── Overloaded                503 server_error, Retry-After (the SDK retries it)
-    └── ModelUnavailable          400 invalid_request_error (model exists but cannot do this)
+    └── Overloaded                503 server_error, Retry-After (the SDK retries it)
 
 Services raise these; `tunelab.api.errors` turns them into OpenAI's
 `{"error": {message, type, param, code}}` once, and the CLI into one clean line.

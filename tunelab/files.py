@@ -1,51 +1,65 @@
-"""The file store: uploaded bytes on disk, metadata in the database, per project.
+"""The file store: uploaded bytes in the blob store, metadata in the database, per project.
 
-Bytes are streamed into a temp file under files_dir, hashed on the way, then
-renamed into place, so a file is either fully there or not at all. The row is
-committed only after the rename; a failed upload leaves nothing behind.
+Bytes stream into the blob store, which publishes them only when complete (and,
+for fine-tune files, validated); the row is committed only after that, and a
+failed commit removes the blob, so a file is either fully there or not at all.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from sqlalchemy import select
-from sqlalchemy.orm import sessionmaker
 
-from tunelab.db.base import now
+from tunelab.blobs import BlobStore, TooLarge
+from tunelab.db.base import Database, now
+from tunelab.db.pagination import paginate
 from tunelab.db.tables import FileRow
 from tunelab.errors import InvalidRequest, NotFound, PayloadTooLarge
 from tunelab.ids import new_id
 
 UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 SERVER_PURPOSES = ("assistants_output", "batch_output", "fine-tune-results")
-CHUNK = 1 << 20
 
 OnDelete = Callable[[str, str], None]  # (project, file_id)
+# Judges a stored file's bytes: (status, status_details).
+Validator = Callable[[Path], tuple[str, str | None]]
 
 
 def file_not_found(file_id: str) -> NotFound:
     return NotFound(f"No such File object: {file_id}", param="id")
 
 
+def validate_fine_tune(path: Path) -> tuple[str, str | None]:
+    """A fine-tune upload is checked by the same validator as prepare-data and jobs."""
+    from tunelab.data.validation import validate_file
+
+    report = validate_file(path)
+    return ("processed", None) if report.ok else ("error", report.summary())
+
+
 class FileStore:
-    def __init__(self, db: sessionmaker, root: Path, *, max_bytes: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        *,
+        max_bytes: int,
+        validators: dict[str, Validator] | None = None,
+    ) -> None:
         self.db = db
-        self.root = root
+        self.blobs = blobs
         self.max_bytes = max_bytes
+        self.validators = {"fine-tune": validate_fine_tune} if validators is None else validators
         # Other features drop what they derived from a file (e.g. vector-store chunks).
         self.on_delete: list[OnDelete] = []
-        root.mkdir(parents=True, exist_ok=True)
 
     def path(self, row: FileRow) -> Path:
-        """Where the stored bytes of a file are."""
-        return self.root / row.id
+        """A local path with the stored bytes of a file."""
+        return self.blobs.local_path(row.id)
 
     def create(
         self,
@@ -54,42 +68,35 @@ class FileStore:
         filename: str,
         purpose: str,
         stream: BinaryIO,
-        validate: Callable[[Path], tuple[str, str | None]] | None = None,
         expires_at: int | None = None,
     ) -> FileRow:
-        """Store an upload. `validate(path)` returns (status, status_details)."""
+        """Store an upload; files of a purpose with a validator get its verdict as status."""
         file_id = new_id("file-")
-        fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=".upload-")
-        tmp = Path(tmp_name)
+        validator = self.validators.get(purpose)
+        verdict: tuple[str, str | None] = ("processed", None)
+
+        def check(path: Path) -> None:
+            nonlocal verdict
+            if validator is not None:
+                verdict = validator(path)
+
         try:
-            digest = hashlib.sha256()
-            size = 0
-            with os.fdopen(fd, "wb") as out:
-                while chunk := stream.read(CHUNK):
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise PayloadTooLarge(
-                            f"File is larger than the limit of {self.max_bytes} bytes; "
-                            "split it or raise TUNELAB_MAX_UPLOAD_BYTES.",
-                            param="file",
-                        )
-                    digest.update(chunk)
-                    out.write(chunk)
-            status, details = validate(tmp) if validate else ("processed", None)
-            final = self.root / file_id
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            stored = self.blobs.put(file_id, stream, max_bytes=self.max_bytes, check=check)
+        except TooLarge:
+            raise PayloadTooLarge(
+                f"File is larger than the limit of {self.max_bytes} bytes; "
+                "split it or raise TUNELAB_MAX_UPLOAD_BYTES.",
+                param="file",
+            ) from None
         row = FileRow(
             id=file_id,
             project=project,
             filename=filename,
             purpose=purpose,
-            bytes=size,
-            sha256=digest.hexdigest(),
-            status=status,
-            status_details=details,
+            bytes=stored.size,
+            sha256=stored.sha256,
+            status=verdict[0],
+            status_details=verdict[1],
             created_at=now(),
             expires_at=expires_at,
         )
@@ -97,7 +104,7 @@ class FileStore:
             with self.db.begin() as s:
                 s.add(row)
         except BaseException:
-            final.unlink(missing_ok=True)
+            self.blobs.delete(file_id)
             raise
         return row
 
@@ -118,8 +125,6 @@ class FileStore:
     def list(
         self, project: str, *, purpose: str | None, after: str | None, limit: int, order: str
     ) -> tuple[list[FileRow], bool]:
-        from tunelab.db.pagination import paginate
-
         stmt = select(FileRow).where(FileRow.project == project)
         if purpose:
             stmt = stmt.where(FileRow.purpose == purpose)
@@ -134,7 +139,7 @@ class FileStore:
             obj = s.get(FileRow, file_id)
             if obj is not None:
                 s.delete(obj)
-        self.path(row).unlink(missing_ok=True)
+        self.blobs.delete(row.id)
 
 
 def check_purpose(purpose: str) -> None:

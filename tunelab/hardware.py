@@ -34,3 +34,12 @@ def bf16_fast(device: str) -> bool:
 
         return bool(torch.cuda.is_bf16_supported())
     return cpu_has_native_bf16()
+
+
+def resolve_device(device: str) -> str:
+    """ "auto" means cuda when a GPU is visible, else cpu; anything else is kept."""
+    if device != "auto":
+        return device
+    import torch  # heavy: only when a model is about to run
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

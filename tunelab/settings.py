@@ -1,8 +1,9 @@
 """Settings: the only module that reads the environment.
 
 Every value has a default, can be set with a `TUNELAB_*` variable, and is passed
-down explicitly (create_app(settings), Worker(settings)); nothing else looks at
-os.environ. Precedence: defaults < environment < command-line flags.
+down explicitly (`build_runtime(settings)` hands each service what it needs);
+nothing else looks at os.environ. Precedence: defaults < environment <
+command-line flags.
 """
 
 from __future__ import annotations
@@ -90,6 +91,13 @@ class Settings(BaseSettings):
     def _expand(cls, v: Path | None) -> Path | None:
         return v.expanduser().resolve() if v is not None else None
 
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Settings from the environment, with the given non-None values on top
+        (command-line flags win over TUNELAB_* variables)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return cls(**given)  # type: ignore[arg-type]  # validated by pydantic, per field
+
     @property
     def db_url(self) -> str:
         if self.database_url:
@@ -131,10 +139,3 @@ class Settings(BaseSettings):
             key, _, project = item.partition(":")
             keys.append(ApiKey(key=key.strip(), project=project.strip() or "default"))
         return keys
-
-    def resolved_device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        import torch  # heavy: only when a model is about to run
-
-        return "cuda" if torch.cuda.is_available() else "cpu"

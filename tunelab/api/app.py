@@ -1,57 +1,57 @@
-"""create_app(settings): the FastAPI app serving OpenAI's API under /v1.
+"""create_app(runtime): the FastAPI app serving OpenAI's API under /v1.
 
-Services are built here (never at import time); each route module in
-ROUTE_MODULES contributes a router and may start background work in `setup`.
-Every response carries an `x-request-id`, as OpenAI's do.
+The app serves one `Runtime` (built from Settings if given those): its lifespan
+starts the runtime's background work and closes it at shutdown. Routes are thin:
+each handler parses, calls one service from `api.deps`, and returns a protocol
+model. Every response carries an `x-request-id`, as OpenAI's do.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import ExitStack, asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
 import tunelab
+from tunelab.api.deps import TunelabApp
 from tunelab.api.errors import install_error_handlers
-from tunelab.api.routes import ROUTE_MODULES
+from tunelab.api.routes import V1_ROUTERS, health
 from tunelab.ids import random_token
-from tunelab.services import Services, build_services
+from tunelab.runtime import Runtime, build_runtime
 from tunelab.settings import Settings
 
 log = logging.getLogger("tunelab")
 
 
-def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
-    settings = settings or Settings()
-    services = services or build_services(settings)
-    modules = [importlib.import_module(name) for name in ROUTE_MODULES]
+def create_app(runtime: Runtime | Settings | None = None) -> TunelabApp:
+    """The app for `runtime` (or for a runtime built from these settings, or from
+    the environment's)."""
+    if not isinstance(runtime, Runtime):
+        runtime = build_runtime(runtime or Settings())
+    rt = runtime
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        with ExitStack() as stack:
-            for module in modules:
-                setup = getattr(module, "setup", None)
-                ctx = setup(app, services) if setup else None
-                if ctx is not None:
-                    stack.enter_context(ctx)
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        rt.start()
+        try:
             yield
-        services.close()
+        finally:
+            rt.close()
 
-    app = FastAPI(title="tunelab", version=tunelab.__version__, lifespan=lifespan)
-    app.state.services = services
+    app = TunelabApp(rt, title="tunelab", version=tunelab.__version__, lifespan=lifespan)
     install_error_handlers(app)
 
     @app.middleware("http")
-    async def request_id(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
+    async def request_id(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
         response.headers["x-request-id"] = "req_" + random_token(24)
         return response
 
-    for module in modules:
-        prefix = "" if module.__name__.endswith(".health") else "/v1"
-        app.include_router(module.router, prefix=prefix)
+    app.include_router(health.router)
+    for router in V1_ROUTERS:
+        app.include_router(router, prefix="/v1")
     return app

@@ -1,65 +1,54 @@
-"""Request dependencies: the shared services and the caller's project.
+"""What request handlers depend on: the runtime's services and the caller's project.
+
+The app holds its `Runtime` as a typed attribute (`TunelabApp.runtime`); this is
+the one place that reads it. Handlers declare the service they use
+(`files: FilesDep`) and the caller's project (`project: ProjectDep`).
 
 Auth: with API keys configured (TUNELAB_API_KEYS and/or keys made with
 `tunelab keys create`), every /v1 request needs `Authorization: Bearer KEY`; the
-key decides the project. Keys are compared in constant time (hmac.compare_digest
-against each configured key; sha256 lookups for stored keys) and never logged.
-With no keys configured every request belongs to project "default" (and `serve`
-refuses to listen on a non-loopback address).
+key decides the project. With no keys configured every request belongs to
+project "default" (and `serve` refuses to listen on a non-loopback address).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from typing import Annotated
+from typing import Annotated, cast
 
-from fastapi import Depends, Request
-from sqlalchemy import select
+from fastapi import Depends, FastAPI, Request
 
-from tunelab.db.tables import ApiKeyRow
+from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import Unauthorized
-from tunelab.services import Services
+from tunelab.files import FileStore
+from tunelab.inference.service import InferenceService
+from tunelab.jobs.service import JobService
+from tunelab.models.catalog import Catalog
+from tunelab.models.registry import Registry
+from tunelab.responses.service import ResponsesService
+from tunelab.retrieval.search import Searcher
+from tunelab.retrieval.stores import VectorStores
+from tunelab.runtime import Runtime
+from tunelab.settings import Settings
 
 DEFAULT_PROJECT = "default"
 
 
-def get_services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+class TunelabApp(FastAPI):
+    """The FastAPI app of one running tunelab, holding its runtime."""
+
+    def __init__(self, runtime: Runtime, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.runtime = runtime
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+def get_runtime(request: Request) -> Runtime:
+    return cast(TunelabApp, request.app).runtime
 
 
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def keys_configured(services: Services) -> bool:
-    if services.settings.parsed_api_keys():
-        return True
-    with services.db() as s:
-        return s.execute(select(ApiKeyRow.id).limit(1)).first() is not None
-
-
-def project_for_key(services: Services, key: str) -> str | None:
-    match = None
-    for item in services.settings.parsed_api_keys():
-        # Compare against every key, without stopping early, in constant time.
-        if hmac.compare_digest(item.key.encode(), key.encode()):
-            match = item.project
-    if match is not None:
-        return match
-    with services.db() as s:
-        row = s.execute(
-            select(ApiKeyRow).where(ApiKeyRow.key_hash == hash_key(key))
-        ).scalar_one_or_none()
-    return row.project if row is not None else None
-
-
-def current_project(request: Request, services: ServicesDep) -> str:
-    # Checked per request, so keys made with `tunelab keys create` apply at once.
-    if not keys_configured(services):
+def current_project(request: Request, rt: RuntimeDep) -> str:
+    if not rt.keys.any_configured():
         return DEFAULT_PROJECT
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
@@ -69,7 +58,7 @@ def current_project(request: Request, services: ServicesDep) -> str:
             "(the openai SDK does this with api_key=...).",
             code="missing_api_key",
         )
-    project = project_for_key(services, key.strip())
+    project = rt.keys.project_for(key.strip())
     if project is None:
         shown = key.strip()[:3] + "***" if len(key.strip()) > 6 else "***"
         raise Unauthorized(
@@ -79,3 +68,55 @@ def current_project(request: Request, services: ServicesDep) -> str:
 
 
 ProjectDep = Annotated[str, Depends(current_project)]
+
+
+def _settings(rt: RuntimeDep) -> Settings:
+    return rt.settings
+
+
+def _registry(rt: RuntimeDep) -> Registry:
+    return rt.registry
+
+
+def _catalog(rt: RuntimeDep) -> Catalog:
+    return rt.catalog
+
+
+def _files(rt: RuntimeDep) -> FileStore:
+    return rt.files
+
+
+def _embeddings(rt: RuntimeDep) -> Embedder:
+    return rt.embeddings
+
+
+def _inference(rt: RuntimeDep) -> InferenceService:
+    return rt.inference
+
+
+def _jobs(rt: RuntimeDep) -> JobService:
+    return rt.jobs
+
+
+def _stores(rt: RuntimeDep) -> VectorStores:
+    return rt.retrieval.stores
+
+
+def _searcher(rt: RuntimeDep) -> Searcher:
+    return rt.retrieval.searcher
+
+
+def _responses(rt: RuntimeDep) -> ResponsesService:
+    return rt.responses
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+RegistryDep = Annotated[Registry, Depends(_registry)]
+CatalogDep = Annotated[Catalog, Depends(_catalog)]
+FilesDep = Annotated[FileStore, Depends(_files)]
+EmbeddingsDep = Annotated[Embedder, Depends(_embeddings)]
+InferenceDep = Annotated[InferenceService, Depends(_inference)]
+JobsDep = Annotated[JobService, Depends(_jobs)]
+StoresDep = Annotated[VectorStores, Depends(_stores)]
+SearcherDep = Annotated[Searcher, Depends(_searcher)]
+ResponsesDep = Annotated[ResponsesService, Depends(_responses)]

@@ -51,22 +51,17 @@ class _NoProgress:
 def _tokenizer_loader(model: str) -> Callable[[str], tuple[Any, int]]:
     """Resolve the model now (a typo fails before any work); load its tokenizer when needed."""
     from tunelab.errors import TunelabError
+    from tunelab.models.loading import chat_tokenizer_loader
     from tunelab.models.registry import Registry
     from tunelab.settings import Settings
 
     settings = Settings()
     try:
-        spec = Registry.load(settings.registry_file).get_kind(model, "chat")
+        return chat_tokenizer_loader(
+            Registry.load(settings.registry_file), settings.model_cache_dir, model
+        )
     except TunelabError as e:
         raise click.BadParameter(e.message, param_hint="'-m' / '--model'") from None
-
-    def load(_: str) -> tuple[Any, int]:
-        from tunelab.models.loading import load_tokenizer
-
-        tokenizer = load_tokenizer(spec, settings.model_cache_dir)
-        return tokenizer, spec.context_length or tokenizer.model_max_length
-
-    return load
 
 
 @click.command("prepare-data")

@@ -268,13 +268,12 @@ def worker(data_dir: Path | None) -> None:
     import signal
     import threading
 
-    from tunelab.jobs.worker import Worker
-    from tunelab.services import build_services
+    from tunelab.runtime import build_runtime
     from tunelab.settings import Settings
 
-    settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
-    services = build_services(settings)
-    w = Worker(services)
+    settings = Settings.from_env(data_dir=data_dir)
+    runtime = build_runtime(settings, embedded_worker=False)
+    w = runtime.new_worker()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     click.echo(f"tunelab worker {w.id} polling {settings.db_url}", err=True)
@@ -283,7 +282,7 @@ def worker(data_dir: Path | None) -> None:
     except KeyboardInterrupt:
         w.shutdown()
     finally:
-        services.close()
+        runtime.close()
 
 
 commands = [jobs_group, worker]

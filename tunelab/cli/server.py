@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from tunelab.settings import Settings
+
+if TYPE_CHECKING:
+    from tunelab.keys import KeyStore
 
 
 def _is_loopback(host: str) -> bool:
@@ -38,15 +42,12 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     """
     import uvicorn
 
-    overrides = {
-        k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v is not None
-    }
-    settings = Settings(**overrides)
+    settings = Settings.from_env(host=host, port=port, data_dir=data_dir)
     from tunelab.api.app import create_app
-    from tunelab.api.deps import keys_configured
+    from tunelab.runtime import build_runtime
 
-    app = create_app(settings)
-    if not _is_loopback(settings.host) and not keys_configured(app.state.services):
+    runtime = build_runtime(settings)
+    if not _is_loopback(settings.host) and not runtime.keys.any_configured():
         raise click.ClickException(
             f"Refusing to listen on {settings.host} without API keys: anyone could use it. "
             "Set TUNELAB_API_KEYS=KEY:PROJECT (or run `tunelab keys create`), or use --host 127.0.0.1."
@@ -55,7 +56,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
         f"tunelab serving on http://{settings.host}:{settings.port}/v1 (data in {settings.data_dir})",
         err=True,
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(create_app(runtime), host=settings.host, port=settings.port, log_level="info")
 
 
 @click.group()
@@ -63,11 +64,10 @@ def keys() -> None:
     """Create and list API keys (stored hashed in the database)."""
 
 
-def _db(settings: Settings):  # type: ignore[no-untyped-def]
-    from tunelab.db.base import make_engine, make_sessionmaker, migrate
+def _keys() -> KeyStore:
+    from tunelab.runtime import build_runtime
 
-    migrate(settings.db_url)
-    return make_sessionmaker(make_engine(settings.db_url))
+    return build_runtime(Settings(), embedded_worker=False).keys
 
 
 @keys.command("create")
@@ -75,25 +75,7 @@ def _db(settings: Settings):  # type: ignore[no-untyped-def]
 @click.option("--name", default=None, help="A label to recognise the key by.")
 def keys_create(project: str, name: str | None) -> None:
     """Create a key; it is printed once and only its hash is stored."""
-    import secrets
-
-    from tunelab.api.deps import hash_key
-    from tunelab.db.base import now
-    from tunelab.db.tables import ApiKeyRow
-    from tunelab.ids import new_id
-
-    key = "tl-" + secrets.token_urlsafe(32)
-    with _db(Settings()).begin() as s:
-        s.add(
-            ApiKeyRow(
-                id=new_id("key_", 16),
-                key_hash=hash_key(key),
-                prefix=key[:7],
-                project=project,
-                name=name,
-                created_at=now(),
-            )
-        )
+    key = _keys().create(project, name)
     click.echo(key)
     click.echo(f"(project {project}; store it now, it cannot be shown again)", err=True)
 
@@ -101,16 +83,11 @@ def keys_create(project: str, name: str | None) -> None:
 @keys.command("list")
 def keys_list() -> None:
     """List stored keys (prefix, project, name) — never the keys themselves."""
-    from sqlalchemy import select
-
     from tunelab.cli.client import print_table
-    from tunelab.db.tables import ApiKeyRow
 
-    with _db(Settings())() as s:
-        rows = list(s.execute(select(ApiKeyRow).order_by(ApiKeyRow.created_at)).scalars())
     print_table(
         ["id", "prefix", "project", "name", "created_at"],
-        [(r.id, r.prefix + "…", r.project, r.name, r.created_at) for r in rows],
+        [(k.id, k.prefix + "…", k.project, k.name, k.created_at) for k in _keys().list()],
     )
 
 

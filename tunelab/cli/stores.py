@@ -183,8 +183,13 @@ def ask(
     results = [
         r for item in resp.output if item.type == "file_search_call" for r in item.results or []
     ]
-    cited = {a.file_id for item in resp.output if item.type == "message"
-             for part in item.content for a in part.annotations}  # fmt: skip
+    cited = {
+        a.file_id
+        for item in resp.output
+        if item.type == "message"
+        for part in item.content
+        for a in part.annotations
+    }
     shown = [(n, r) for n, r in enumerate(results, start=1) if r.file_id in cited]
     if shown:
         click.echo("\nSources:")

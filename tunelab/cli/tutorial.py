@@ -65,7 +65,7 @@ def quickstart(
             f"unknown step {unknown[0]!r}; choose from {', '.join(STEPS)}", param_hint="--step"
         )
     chosen = list(steps) or [s for s in STEPS if not fast or s in FAST_STEPS]
-    settings = Settings(**({"base_url": base_url} if base_url else {}))
+    settings = Settings.from_env(base_url=base_url)
     started = time.monotonic()
     workdir = workdir or Path(tempfile.mkdtemp(prefix="tunelab-quickstart-"))
     try:

@@ -109,7 +109,7 @@ def token_stats(
     sample: int = STATS_SAMPLE,
 ) -> TokenStats:
     """Statistics of `n_examples` examples, tokenizing at most `sample` of them."""
-    from tunelab.training.encoding import encode_example
+    from tunelab.data.encoding import encode_example
 
     stride = max(1, math.ceil(n_examples / sample))
     messages, tokens, trained = [], [], 0
@@ -149,7 +149,7 @@ def mask_segments(tokenizer: Any, example: dict[str, Any]) -> list[tuple[str, bo
     Consecutive tokens with the same mask are decoded together, so characters
     that span several byte-level tokens (Chinese, emoji) stay readable.
     """
-    from tunelab.training.encoding import IGNORE, encode_example
+    from tunelab.data.encoding import IGNORE, encode_example
 
     enc = encode_example(tokenizer, example)
     segments: list[tuple[str, bool]] = []

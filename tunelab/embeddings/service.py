@@ -24,43 +24,15 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from tunelab.embeddings.protocol import Embedded, TextKind, TokenLimits, Vectors
 from tunelab.errors import InvalidRequest
 from tunelab.models.registry import ModelSpec, Registry
 
-TextKind = Literal["query", "passage"]
 FORWARD_BATCH = 64  # texts per forward pass: larger stops paying on a CPU
-
-
-@dataclass(frozen=True)
-class TokenLimits:
-    """Refuse a request (400 naming `input`) before any work when it is too long."""
-
-    per_input: int
-    per_request: int
-
-    def check(self, counts: list[int]) -> None:
-        for i, n in enumerate(counts):
-            if n > self.per_input:
-                raise InvalidRequest(
-                    f"'input[{i}]' has {n} tokens; the maximum is {self.per_input} per input.",
-                    param="input",
-                )
-        if sum(counts) > self.per_request:
-            raise InvalidRequest(
-                f"The request has {sum(counts)} tokens; the maximum is {self.per_request} "
-                "per request. Split it into several requests.",
-                param="input",
-            )
-
-
-@dataclass(frozen=True)
-class Embedded:
-    vectors: np.ndarray  # float32 [n, dims], L2-normalised, in input order
-    token_counts: list[int]
 
 
 @dataclass
@@ -242,6 +214,8 @@ class _ModelWorker:
 
 
 class EmbeddingService:
+    """The sentence-transformers `Embedder`: models load on first use, one worker thread each."""
+
     def __init__(
         self,
         registry: Registry,
@@ -250,8 +224,12 @@ class EmbeddingService:
         device: str = "cpu",
         window_ms: float = 5.0,
         max_batch: int = 256,
-        bf16: bool = False,
+        bf16: bool | None = False,
     ) -> None:
+        """`device` may be "auto" (cuda when available) and `bf16` None (when the
+        hardware has native bf16): both are decided when the first model loads, so
+        building the service imports no torch. Converted models are cached in
+        `cache_dir`."""
         self.registry = registry
         self.cache_dir = cache_dir
         self.device = device
@@ -261,12 +239,19 @@ class EmbeddingService:
         self._workers: dict[str, _ModelWorker] = {}
         self._lock = threading.Lock()
 
+    def _resolve_hardware(self) -> tuple[str, bool]:
+        from tunelab.hardware import bf16_fast, resolve_device
+
+        device = resolve_device(self.device)
+        return device, bf16_fast(device) if self.bf16 is None else self.bf16
+
     def _worker(self, model: str) -> _ModelWorker:
         spec = self.registry.get_kind(model, "embedding")
         with self._lock:
             if spec.id not in self._workers:
+                device, bf16 = self._resolve_hardware()
                 self._workers[spec.id] = _ModelWorker(
-                    spec, self.cache_dir, self.device, self.window_s, self.max_batch, self.bf16
+                    spec, self.cache_dir, device, self.window_s, self.max_batch, bf16
                 )
             return self._workers[spec.id]
 
@@ -316,7 +301,7 @@ class EmbeddingService:
         """Queue texts for embedding; the Future raises InvalidRequest over `limits`."""
         return self._worker(model).submit(texts, kind, limits)
 
-    def embed(self, model: str, texts: list[str], *, kind: TextKind = "query") -> np.ndarray:
+    def embed(self, model: str, texts: list[str], *, kind: TextKind = "query") -> Vectors:
         """L2-normalised float32 vectors, one row per text, in order."""
         return self.submit(model, texts, kind=kind).result().vectors
 

@@ -17,28 +17,18 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from tunelab.errors import ModelUnavailable, Overloaded
-from tunelab.inference.handle import AdapterRef, Generation
-from tunelab.inference.sampling import SamplingParams
+from tunelab.hardware import resolve_device
+from tunelab.inference.handle import AdapterRef, Generation, SamplingParams
+from tunelab.inference.protocol import Target, Tokenizer
 from tunelab.inference.worker import GenerationWorker
 from tunelab.models.registry import ModelSpec
 from tunelab.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a model id resolves to (the catalog's ResolvedModel has this shape)."""
-
-    id: str
-    base: ModelSpec
-    kind: Literal["base", "lora", "full"]
-    path: Path | None = None
 
 
 def _adapter_key(path: Path) -> str:
@@ -51,6 +41,8 @@ def _param_bytes(model: Any) -> int:
 
 
 class InferenceEngine:
+    """The transformers `ChatEngine`."""
+
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._bases: dict[str, GenerationWorker] = {}
@@ -97,7 +89,7 @@ class InferenceEngine:
 
         s = self._settings
         model = load_causal_lm(
-            spec, s.model_cache_dir, device=s.resolved_device(), dtype=self._dtype()
+            spec, s.model_cache_dir, device=resolve_device(s.device), dtype=self._dtype()
         )
         tokenizer = load_tokenizer(spec, s.model_cache_dir)
         log.info("loaded base model %s", spec.id)
@@ -121,7 +113,7 @@ class InferenceEngine:
             id=target.id, kind="chat", source=str(path), context_length=target.base.context_length
         )
         model = load_causal_lm(
-            spec, s.model_cache_dir, device=s.resolved_device(), dtype=self._dtype()
+            spec, s.model_cache_dir, device=resolve_device(s.device), dtype=self._dtype()
         )
         has_tokenizer = (path / "tokenizer_config.json").exists()
         tokenizer = load_tokenizer(spec if has_tokenizer else target.base, s.model_cache_dir)
@@ -146,6 +138,12 @@ class InferenceEngine:
             raise Overloaded(
                 "Full fine-tuned models are busy and memory is full. Retry shortly.", retry_after=5
             )
+
+    def tokenizer(self, target: Target) -> Tokenizer:
+        return self.worker(target).tokenizer
+
+    def context_length(self, target: Target) -> int:
+        return context_length(target, self.worker(target))
 
     def submit(self, target: Target, prompt_ids: list[int], params: SamplingParams) -> Generation:
         """Queue a generation; raises Overloaded when the model's queue is full."""
@@ -193,5 +191,7 @@ def stop_token_ids(tokenizer: Any, worker: GenerationWorker) -> frozenset[int]:
 
 
 def context_length(target: Target, worker: GenerationWorker) -> int:
+    if target.base.context_length:
+        return target.base.context_length
     config = worker.adapters.model.config
-    return int(target.base.context_length or getattr(config, "max_position_embeddings", 2048))
+    return int(getattr(config, "max_position_embeddings", 2048))

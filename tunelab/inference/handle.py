@@ -1,5 +1,8 @@
 """A submitted generation and the events that flow back from the worker.
 
+This is the contract between the serving side and any chat engine, so it holds
+plain data only (no torch).
+
 The worker thread pushes `Delta`, `Finished` and `Failed` events into the
 `Generation`; a consumer reads them synchronously (`events()`) or from asyncio
 (`aevents()`), and calls `cancel()` when its client goes away, which makes the
@@ -15,7 +18,28 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tunelab.inference.sampling import SamplingParams, TokenLogprob
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    n: int = 1
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    logprobs: bool = False
+    top_logprobs: int = 0
+    json_mode: bool = False
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]
 
 
 @dataclass(frozen=True)
@@ -99,7 +123,7 @@ class Generation:
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
         with self._lock:
-            self._wake = lambda: loop.call_soon_threadsafe(ready.set)
+            self._wake = lambda: _discard(loop.call_soon_threadsafe(ready.set))
         remaining = self.params.n
         while remaining:
             try:
@@ -113,3 +137,7 @@ class Generation:
                 return
             if isinstance(event, Finished):
                 remaining -= 1
+
+
+def _discard(_: object) -> None:
+    return None

@@ -62,11 +62,11 @@ class KVBatch:
         pad_old, pad_new = width - self.length, width - prompt_len
         self.keys = [
             torch.cat([_left_pad(o, pad_old), _left_pad(n, pad_new)])
-            for o, (n, _) in zip(self.keys, layers)
+            for o, (n, _) in zip(self.keys, layers, strict=False)
         ]
         self.values = [
             torch.cat([_left_pad(o, pad_old), _left_pad(n, pad_new)])
-            for o, (_, n) in zip(self.values, layers)
+            for o, (_, n) in zip(self.values, layers, strict=False)
         ]
         self.mask = torch.cat([_left_pad(self.mask, pad_old), _left_pad(new_mask, pad_new)])
         self.positions = torch.cat([self.positions, new_pos])
@@ -76,7 +76,7 @@ class KVBatch:
     ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         """Attention mask (incl. the token about to be fed), position ids, cache data."""
         mask = torch.cat([self.mask, torch.ones(self.rows, 1, dtype=torch.long)], dim=1)
-        return mask, self.positions[:, None], list(zip(self.keys, self.values))
+        return mask, self.positions[:, None], list(zip(self.keys, self.values, strict=False))
 
     def absorb(self, cache: Any, mask: torch.Tensor) -> None:
         """Take the grown cache after a decode step."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunelab.inference.sampling import TokenLogprob
+from tunelab.inference.handle import TokenLogprob
 from tunelab.inference.tokens import token_bytes, token_text
 from tunelab.protocol import chat as c
 from tunelab.protocol import completions as tc

@@ -6,10 +6,11 @@ what range is allowed, so a client can fix the call without reading our code.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from tunelab.errors import InvalidRequest
-from tunelab.inference.sampling import SamplingParams
+from tunelab.inference.handle import SamplingParams
 
 MAX_STOP = 4
 MAX_N = 128
@@ -55,36 +56,44 @@ def logit_bias_map(bias: dict[str, Any] | None, vocab_size: int) -> dict[int, fl
     return out
 
 
+@dataclass(frozen=True)
+class SamplingRequest:
+    """Sampling options as a request gave them (None = the parameter was not sent)."""
+
+    max_tokens: int | None = None
+    max_tokens_param: str = "max_tokens"
+    temperature: float | None = 1.0
+    top_p: float | None = 1.0
+    n: int | None = 1
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = 0.0
+    frequency_penalty: float | None = 0.0
+    logit_bias: dict[str, Any] | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    json_mode: bool = False
+
+
 def sampling_params(
+    req: SamplingRequest,
     *,
     prompt_tokens: int,
     context_length: int,
     vocab_size: int,
-    max_tokens: int | None,
-    max_tokens_param: str = "max_tokens",
     prompt_param: str = "messages",
-    temperature: float | None = 1.0,
-    top_p: float | None = 1.0,
-    n: int | None = 1,
-    stop: str | list[str] | None = None,
-    seed: int | None = None,
-    presence_penalty: float | None = 0.0,
-    frequency_penalty: float | None = 0.0,
-    logit_bias: dict[str, Any] | None = None,
-    logprobs: bool = False,
-    top_logprobs: int | None = None,
-    json_mode: bool = False,
 ) -> SamplingParams:
     """Validate everything and fix max_tokens against the model's context window."""
-    _range("temperature", temperature, 0, 2)
-    _range("top_p", top_p, 0, 1)
-    _range("n", n, 1, MAX_N)
-    _range("presence_penalty", presence_penalty, -2, 2)
-    _range("frequency_penalty", frequency_penalty, -2, 2)
-    _range("top_logprobs", top_logprobs, 0, MAX_TOP_LOGPROBS)
-    if max_tokens is not None and max_tokens < 1:
+    _range("temperature", req.temperature, 0, 2)
+    _range("top_p", req.top_p, 0, 1)
+    _range("n", req.n, 1, MAX_N)
+    _range("presence_penalty", req.presence_penalty, -2, 2)
+    _range("frequency_penalty", req.frequency_penalty, -2, 2)
+    _range("top_logprobs", req.top_logprobs, 0, MAX_TOP_LOGPROBS)
+    if req.max_tokens is not None and req.max_tokens < 1:
         raise InvalidRequest(
-            f"'{max_tokens_param}' must be at least 1, got {max_tokens}.", param=max_tokens_param
+            f"'{req.max_tokens_param}' must be at least 1, got {req.max_tokens}.",
+            param=req.max_tokens_param,
         )
     room = context_length - prompt_tokens
     if room < 1:
@@ -94,24 +103,24 @@ def sampling_params(
             param=prompt_param,
             code="context_length_exceeded",
         )
-    if max_tokens is not None and max_tokens > room:
+    if req.max_tokens is not None and req.max_tokens > room:
         raise InvalidRequest(
             f"This model's context length is {context_length} tokens; the prompt uses {prompt_tokens}, so "
-            f"'{max_tokens_param}' can be at most {room} (got {max_tokens}).",
-            param=max_tokens_param,
+            f"'{req.max_tokens_param}' can be at most {room} (got {req.max_tokens}).",
+            param=req.max_tokens_param,
             code="context_length_exceeded",
         )
     return SamplingParams(
-        max_tokens=max_tokens if max_tokens is not None else room,
-        temperature=1.0 if temperature is None else float(temperature),
-        top_p=1.0 if top_p is None else float(top_p),
-        n=n or 1,
-        stop=stop_list(stop),
-        seed=seed,
-        presence_penalty=float(presence_penalty or 0.0),
-        frequency_penalty=float(frequency_penalty or 0.0),
-        logit_bias=logit_bias_map(logit_bias, vocab_size),
-        logprobs=logprobs,
-        top_logprobs=top_logprobs or 0,
-        json_mode=json_mode,
+        max_tokens=req.max_tokens if req.max_tokens is not None else room,
+        temperature=1.0 if req.temperature is None else float(req.temperature),
+        top_p=1.0 if req.top_p is None else float(req.top_p),
+        n=req.n or 1,
+        stop=stop_list(req.stop),
+        seed=req.seed,
+        presence_penalty=float(req.presence_penalty or 0.0),
+        frequency_penalty=float(req.frequency_penalty or 0.0),
+        logit_bias=logit_bias_map(req.logit_bias, vocab_size),
+        logprobs=req.logprobs,
+        top_logprobs=req.top_logprobs or 0,
+        json_mode=req.json_mode,
     )

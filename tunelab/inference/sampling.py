@@ -10,32 +10,10 @@ those of the model's own distribution (before bias, penalties and temperature).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 
 import torch
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    n: int = 1
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    logit_bias: dict[int, float] = field(default_factory=dict)
-    logprobs: bool = False
-    top_logprobs: int = 0
-    json_mode: bool = False
-
-
-@dataclass(frozen=True)
-class TokenLogprob:
-    token_id: int
-    logprob: float
-    top: list[tuple[int, float]]
+from tunelab.inference.handle import SamplingParams, TokenLogprob
 
 
 def make_generator(seed: int | None, choice_index: int) -> torch.Generator:
@@ -83,5 +61,5 @@ def token_logprob(logits: torch.Tensor, token_id: int, top_k: int) -> TokenLogpr
     top: list[tuple[int, float]] = []
     if top_k > 0:
         vals, ids = torch.topk(logp, top_k)
-        top = [(int(i), float(v)) for i, v in zip(ids, vals)]
+        top = [(int(i), float(v)) for i, v in zip(ids, vals, strict=False)]
     return TokenLogprob(token_id=token_id, logprob=float(logp[token_id]), top=top)

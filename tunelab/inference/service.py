@@ -3,33 +3,31 @@
 Used by the chat/completions routes and by other features (the Responses API).
 For those, the two convenience calls are:
 
-    result = service.complete_chat(project, model, messages, max_tokens=200, temperature=0)
+    sampling = SamplingRequest(max_tokens=200, temperature=0)
+    result = service.complete_chat(project, model, messages, sampling)
     result.text, result.finish_reason, result.prompt_tokens, result.completion_tokens
 
-    stream = service.stream_chat(project, model, messages)
+    stream = service.stream_chat(project, model, messages, sampling)
     for delta in stream:          # text deltas, never a split character
         ...
     stream.result                 # the ChatResult, once the iteration has ended
     stream.close()                # stop generating early (e.g. the client left)
 
-Model ids resolve through `resolve(project, model)` (the catalog): a base model,
+Model ids resolve once per request through the catalog: a base model,
 a LoRA fine-tune or checkpoint (served as an adapter on its shared base), or a
 full fine-tune. Another project's model, or a deleted one, is `model_not_found`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from tunelab.errors import InvalidRequest, TunelabError
-from tunelab.inference.engine import InferenceEngine, Target, context_length
-from tunelab.inference.handle import Delta, Failed, Finished, Generation
-from tunelab.inference.params import sampling_params
-from tunelab.inference.sampling import TokenLogprob
-
-Resolver = Callable[[str, str], Any]  # (project, model) -> object shaped like Target
+from tunelab.inference.handle import Delta, Failed, Finished, Generation, TokenLogprob
+from tunelab.inference.params import SamplingRequest, sampling_params
+from tunelab.inference.protocol import ChatEngine, Target, Tokenizer
+from tunelab.models.catalog import Catalog
 
 ROLES = {"system", "developer", "user", "assistant"}
 
@@ -61,7 +59,7 @@ class Submitted:
     """A request in flight: its generation and what a response needs around it."""
 
     def __init__(
-        self, model: str, prompt_ids: list[int], generation: Generation, tokenizer: Any
+        self, model: str, prompt_ids: list[int], generation: Generation, tokenizer: Tokenizer
     ) -> None:
         self.model = model
         self.prompt_ids = prompt_ids
@@ -135,7 +133,7 @@ class ChatStream(Iterator[str]):
         self._submitted.cancel()
 
 
-def chat_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+def chat_messages(messages: Sequence[Mapping[str, object]]) -> list[dict[str, str]]:
     """Plain {role, content} dicts for a chat template; developer counts as system."""
     if not messages:
         raise InvalidRequest("'messages' must contain at least one message.", param="messages")
@@ -172,64 +170,81 @@ def chat_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 
 class InferenceService:
-    def __init__(self, engine: InferenceEngine, resolve: Resolver) -> None:
+    """Chat and text completions for a project's models, over one `ChatEngine`."""
+
+    def __init__(self, engine: ChatEngine, catalog: Catalog) -> None:
         self.engine = engine
-        self._resolve = resolve
+        self.catalog = catalog
 
     def target(self, project: str, model: str) -> Target:
         """Resolve a model id for this project; refuse models that cannot chat."""
-        r = self._resolve(project, model)
+        r = self.catalog.resolve(project, model)
         if r.base.kind != "chat":
             raise InvalidRequest(
-                f"The model '{model}' is an {r.base.kind} model, not a chat model: use it with /v1/embeddings, "
-                "or pick a chat model from /v1/models.",
+                f"The model '{model}' is an {r.base.kind} model, not a chat model: use it "
+                "with /v1/embeddings, or pick a chat model from /v1/models.",
                 param="model",
                 code="model_not_supported",
             )
         return Target(id=r.id, base=r.base, kind=r.kind, path=r.path)
 
     def _submit(
-        self, target: Target, prompt_ids: list[int], *, prompt_param: str, **kw: Any
+        self,
+        target: Target,
+        tokenizer: Tokenizer,
+        prompt_ids: list[int],
+        sampling: SamplingRequest,
+        *,
+        prompt_param: str,
     ) -> Submitted:
-        worker = self.engine.worker(target)
         params = sampling_params(
+            sampling,
             prompt_tokens=len(prompt_ids),
-            context_length=context_length(target, worker),
-            vocab_size=len(worker.tokenizer),
+            context_length=self.engine.context_length(target),
+            vocab_size=len(tokenizer),
             prompt_param=prompt_param,
-            **kw,
         )
         gen = self.engine.submit(target, prompt_ids, params)
-        return Submitted(target.id, prompt_ids, gen, worker.tokenizer)
+        return Submitted(target.id, prompt_ids, gen, tokenizer)
 
-    def chat_prompt(self, target: Target, messages: list[dict[str, Any]]) -> list[int]:
+    @staticmethod
+    def chat_prompt(
+        tokenizer: Tokenizer, model: str, messages: Sequence[Mapping[str, object]]
+    ) -> list[int]:
         """Prompt token ids, rendered exactly the way training renders chats."""
-        tok = self.engine.worker(target).tokenizer
-        if not getattr(tok, "chat_template", None):
+        if not getattr(tokenizer, "chat_template", None):
             raise InvalidRequest(
-                f"The model '{target.id}' has no chat template; call it with /v1/completions instead.",
+                f"The model '{model}' has no chat template; call it with /v1/completions.",
                 param="model",
             )
-        text = tok.apply_chat_template(
+        text = tokenizer.apply_chat_template(
             chat_messages(messages), tokenize=False, add_generation_prompt=True
         )
-        return list(tok(text, add_special_tokens=False)["input_ids"])
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def start_chat(
-        self, project: str, model: str, messages: list[dict[str, Any]], **kw: Any
+        self,
+        project: str,
+        model: str,
+        messages: Sequence[Mapping[str, object]],
+        sampling: SamplingRequest = SamplingRequest(),
     ) -> Submitted:
         """Queue a chat completion (raises 400/404/503 before anything is generated)."""
         target = self.target(project, model)
-        return self._submit(
-            target, self.chat_prompt(target, messages), prompt_param="messages", **kw
-        )
+        tokenizer = self.engine.tokenizer(target)
+        prompt = self.chat_prompt(tokenizer, target.id, messages)
+        return self._submit(target, tokenizer, prompt, sampling, prompt_param="messages")
 
     def start_completion(
-        self, project: str, model: str, prompt: str | list[int], **kw: Any
+        self,
+        project: str,
+        model: str,
+        prompt: str | list[int],
+        sampling: SamplingRequest = SamplingRequest(),
     ) -> Submitted:
         """Queue a legacy text completion for one prompt (text or token ids)."""
         target = self.target(project, model)
-        tok = self.engine.worker(target).tokenizer
+        tok = self.engine.tokenizer(target)
         if isinstance(prompt, str):
             ids = list(tok(prompt, add_special_tokens=True)["input_ids"])
         else:
@@ -241,30 +256,16 @@ class InferenceService:
                 )
         if not ids:
             ids = [tok.eos_token_id]  # OpenAI: an empty prompt means "<|endoftext|>"
-        return self._submit(target, ids, prompt_param="prompt", **kw)
+        return self._submit(target, tok, ids, sampling, prompt_param="prompt")
 
     def complete_chat(
         self,
         project: str,
         model: str,
-        messages: list[dict[str, Any]],
-        *,
-        max_tokens: int | None = None,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        stop: list[str] | None = None,
-        seed: int | None = None,
+        messages: Sequence[Mapping[str, object]],
+        sampling: SamplingRequest = SamplingRequest(),
     ) -> ChatResult:
-        sub = self.start_chat(
-            project,
-            model,
-            messages,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            stop=stop,
-            seed=seed,
-        )
+        sub = self.start_chat(project, model, messages, sampling)
         c = sub.collect()[0]
         return ChatResult(c.text, c.finish_reason or "stop", sub.prompt_tokens, c.completion_tokens)
 
@@ -272,25 +273,10 @@ class InferenceService:
         self,
         project: str,
         model: str,
-        messages: list[dict[str, Any]],
-        *,
-        max_tokens: int | None = None,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        stop: list[str] | None = None,
-        seed: int | None = None,
+        messages: Sequence[Mapping[str, object]],
+        sampling: SamplingRequest = SamplingRequest(),
     ) -> ChatStream:
-        sub = self.start_chat(
-            project,
-            model,
-            messages,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            stop=stop,
-            seed=seed,
-        )
-        return ChatStream(sub)
+        return ChatStream(self.start_chat(project, model, messages, sampling))
 
     def close(self) -> None:
         self.engine.close()

@@ -15,7 +15,8 @@ from typing import Any
 def _byte_decoder() -> dict[str, int]:
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    return {ch: b for b, ch in bytes_to_unicode().items()}
+    table: dict[int, str] = bytes_to_unicode()  # type: ignore[no-untyped-call]  # untyped library
+    return {ch: b for b, ch in table.items()}
 
 
 def token_text(tokenizer: Any, token_id: int) -> str:

@@ -28,11 +28,10 @@ import torch
 
 from tunelab.errors import Overloaded
 from tunelab.inference.adapters import AdapterSet
-from tunelab.inference.handle import Delta, Failed, Finished, Generation
+from tunelab.inference.handle import Delta, Failed, Finished, Generation, TokenLogprob
 from tunelab.inference.json_mode import JsonConstraint
 from tunelab.inference.kvbatch import KVBatch
 from tunelab.inference.sampling import (
-    TokenLogprob,
     adjust_logits,
     choose,
     make_generator,
@@ -160,7 +159,7 @@ class GenerationWorker:
 
     def _admit(self, gens: list[Generation]) -> None:
         """Attach adapters, prefill the prompts together, start each request's choices."""
-        ready = []
+        ready: list[Generation] = []
         for gen in gens:
             if gen.cancelled:
                 self.stats["cancelled"] += 1

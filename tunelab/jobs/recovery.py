@@ -12,15 +12,15 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import sessionmaker
 
+from tunelab.db.base import Database
 from tunelab.jobs.service import add_event
 from tunelab.jobs.tables import Job
 
 MAX_ATTEMPTS = 3  # starts of one job before a crashing job is failed
 
 
-def recover_stale(db: sessionmaker, worker_id: str, stale_seconds: float) -> None:
+def recover_stale(db: Database, worker_id: str, stale_seconds: float) -> None:
     """Take back jobs whose worker stopped heart-beating: re-queue them, or fail them after MAX_ATTEMPTS."""
     cutoff = time.time() - stale_seconds
     with db() as s:

@@ -16,15 +16,15 @@ import io
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import sessionmaker
 
+from tunelab.db.base import Database
 from tunelab.jobs.tables import JobEvent
 
 COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
 _SOURCE = {"train_accuracy": "train_mean_token_accuracy"}
 
 
-def results_csv(db: sessionmaker, job_id: str) -> str:
+def results_csv(db: Database, job_id: str) -> str:
     with db() as s:
         rows = s.execute(
             select(JobEvent.data)

@@ -21,13 +21,16 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from tunelab.db.base import Database
 from tunelab.db.pagination import check_limit, paginate
 from tunelab.errors import InvalidRequest, NotFound
+from tunelab.files import FileStore
 from tunelab.ids import new_id
 from tunelab.jobs import requests
 from tunelab.jobs.tables import TERMINAL, Job, JobCheckpoint, JobEvent
+from tunelab.models.catalog import Catalog
+from tunelab.models.registry import Registry
 from tunelab.protocol import fine_tuning as wire
-from tunelab.services import Services
 
 
 def add_event(
@@ -65,9 +68,13 @@ def final_model_name(job: Job) -> str:
 
 
 class JobService:
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.db = services.db
+    def __init__(
+        self, db: Database, registry: Registry, catalog: Catalog, files: FileStore
+    ) -> None:
+        self.db = db
+        self.registry = registry
+        self.catalog = catalog
+        self.files = files
 
     # -- create
 
@@ -111,12 +118,12 @@ class JobService:
         """(base registry id, method) for a base model or a project's ft: model to continue."""
         unavailable = InvalidRequest(
             f"Model {model} is not available for fine-tuning or does not exist. "
-            f"Fine-tunable models: {', '.join(s.id for s in self.services.registry.all() if s.fine_tunable)}.",
+            f"Fine-tunable models: {', '.join(s.id for s in self.registry.all() if s.fine_tunable)}.",
             param="model",
             code="model_not_available",
         )
         try:
-            resolved = self.services.catalog.resolve(project, model)
+            resolved = self.catalog.resolve(project, model)
         except NotFound:
             raise unavailable from None
         if resolved.base.kind != "chat" or not resolved.base.fine_tunable:
@@ -131,7 +138,7 @@ class JobService:
 
     def _check_file(self, project: str, file_id: str, param: str) -> None:
         try:
-            row = self.services.files.get(project, file_id)
+            row = self.files.get(project, file_id)
         except NotFound:
             raise InvalidRequest(
                 f"invalid {param}: {file_id}. Upload it with purpose 'fine-tune' first "

@@ -16,8 +16,10 @@ from typing import Any
 
 from tunelab.data.validation import MIN_EXAMPLES, validate_file
 from tunelab.errors import NotFound
+from tunelab.files import FileStore
 from tunelab.jobs.tables import Job
-from tunelab.services import Services
+from tunelab.models.catalog import Catalog
+from tunelab.settings import Settings
 from tunelab.training.config import (
     CPU_MAX_LENGTH,
     TrainConfig,
@@ -36,14 +38,14 @@ class Verdict:
     error: dict[str, Any] | None = None
 
 
-def _file_path(services: Services, project: str, file_id: str) -> Path | None:
+def _file_path(files: FileStore, project: str, file_id: str) -> Path | None:
     try:
-        return services.files.path(services.files.get(project, file_id))
+        return files.path(files.get(project, file_id))
     except NotFound:
         return None
 
 
-def validate(services: Services, job: Job) -> Verdict:
+def validate(files: FileStore, job: Job) -> Verdict:
     started = f"Validating training file: {job.training_file}"
     if job.validation_file:
         started += f" and validation file: {job.validation_file}"
@@ -52,7 +54,7 @@ def validate(services: Services, job: Job) -> Verdict:
     def fail(code: str, param: str, message: str) -> Verdict:
         return Verdict(started, hp, {"code": code, "message": message, "param": param})
 
-    train = _file_path(services, job.project, job.training_file)
+    train = _file_path(files, job.project, job.training_file)
     if train is None:
         return fail(
             "invalid_training_file",
@@ -73,7 +75,7 @@ def validate(services: Services, job: Job) -> Verdict:
             f"Training file has {report.n_examples} example(s), but must have at least {MIN_EXAMPLES} examples",
         )
     if job.validation_file:
-        valid = _file_path(services, job.project, job.validation_file)
+        valid = _file_path(files, job.project, job.validation_file)
         vreport = validate_file(valid) if valid else None
         if vreport is None or not vreport.ok:
             detail = (
@@ -96,20 +98,21 @@ def validate(services: Services, job: Job) -> Verdict:
     return Verdict(started, hp)
 
 
-def write_config(services: Services, job: Job, job_dir: Path) -> TrainConfig:
+def write_config(
+    settings: Settings, catalog: Catalog, files: FileStore, job: Job, job_dir: Path
+) -> TrainConfig:
     """The job's TrainConfig in job_dir/config.json; stale events and control files moved aside."""
-    settings = services.settings
-    resolved = services.catalog.resolve(job.project, job.model)
+    resolved = catalog.resolve(job.project, job.model)
     base = resolved.base
     source, gguf, adapter = base.source, base.gguf_file, None
     if resolved.kind == "lora":
         adapter = str(resolved.path)
     elif resolved.kind == "full":
         source, gguf = str(resolved.path), None
-    train = _file_path(services, job.project, job.training_file)
+    train = _file_path(files, job.project, job.training_file)
     if train is None:
         raise FileNotFoundError(f"training file {job.training_file} no longer exists")
-    valid = _file_path(services, job.project, job.validation_file) if job.validation_file else None
+    valid = _file_path(files, job.project, job.validation_file) if job.validation_file else None
     hp = job.hyperparameters
     total_steps = steps_per_epoch(hp["n_examples"], hp["batch_size"]) * hp["n_epochs"]
     on_cpu = settings.device == "cpu" or (settings.device == "auto" and not _cuda_visible())

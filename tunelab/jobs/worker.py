@@ -33,14 +33,17 @@ from typing import Any
 from sqlalchemy import select, update
 
 import tunelab
+from tunelab.db.base import Database
 from tunelab.errors import NotFound
+from tunelab.files import FileStore
 from tunelab.ids import random_token
 from tunelab.jobs import staging
 from tunelab.jobs.recovery import recover_stale
 from tunelab.jobs.results import metrics_data, metrics_message, results_csv
 from tunelab.jobs.service import add_event, final_model_name, model_name
 from tunelab.jobs.tables import Job, JobCheckpoint
-from tunelab.services import Services
+from tunelab.models.catalog import Catalog
+from tunelab.settings import Settings
 from tunelab.training.events import EVENTS_FILE, read_events, write_control
 
 log = logging.getLogger("tunelab.worker")
@@ -61,10 +64,19 @@ class Running:
 
 
 class Worker:
-    def __init__(self, services: Services, *, worker_id: str | None = None) -> None:
-        self.services = services
-        self.db = services.db
-        self.settings = services.settings
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        catalog: Catalog,
+        files: FileStore,
+        *,
+        worker_id: str | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.catalog = catalog
+        self.files = files
         self.id = worker_id or f"{os.uname().nodename}:{os.getpid()}:{random_token(6)}"
         self.current: Running | None = None
 
@@ -130,7 +142,7 @@ class Worker:
         with self.db() as s:
             job = s.get(Job, job_id)
         assert job is not None
-        verdict = staging.validate(self.services, job)
+        verdict = staging.validate(self.files, job)
         with self.db.begin() as s:
             job = s.get(Job, job_id)
             assert job is not None
@@ -188,7 +200,7 @@ class Worker:
             with self.db() as s:
                 job = s.get(Job, job_id)
                 assert job is not None
-            staging.write_config(self.services, job, job_dir)
+            staging.write_config(self.settings, self.catalog, self.files, job, job_dir)
             proc = self._spawn(job_dir)
         except (
             Exception
@@ -310,7 +322,7 @@ class Worker:
             if final
             else f"{model_name(job, random_token(8))}:ckpt-step-{ev['step']}"
         )
-        self.services.catalog.register_fine_tuned(
+        self.catalog.register_fine_tuned(
             project=job.project,
             model_id=name,
             base_model=job.base_model,
@@ -353,7 +365,7 @@ class Worker:
                 s.delete(r)
         for name in names:
             try:
-                self.services.catalog.delete(job.project, name)
+                self.catalog.delete(job.project, name)
             except NotFound:
                 pass
 
@@ -381,7 +393,7 @@ class Worker:
             job = s.get(Job, cur.job_id)
         assert job is not None
         name = final_model_name(job)
-        result = self.services.files.create_from_bytes(
+        result = self.files.create_from_bytes(
             project=job.project,
             filename=f"{job.id}_results.csv",
             purpose="fine-tune-results",
@@ -423,9 +435,8 @@ class Worker:
 
 
 @contextmanager
-def background_worker(services: Services) -> Iterator[Worker]:
-    """A worker on a thread for the life of the block (the one embedded in `serve`)."""
-    worker = Worker(services)
+def background_worker(worker: Worker) -> Iterator[Worker]:
+    """Run `worker` on a thread for the life of the block (the one embedded in `serve`)."""
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), name="tunelab-worker", daemon=True)
     thread.start()

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Literal
 
 from sqlalchemy import select
-from sqlalchemy.orm import sessionmaker
 
-from tunelab.db.base import now
+from tunelab.db.base import Database, now
 from tunelab.db.tables import FineTunedModelRow
 from tunelab.errors import PermissionDenied, model_not_found
 from tunelab.models.registry import ModelSpec, Registry
@@ -32,7 +31,7 @@ class ResolvedModel:
 
 
 class Catalog:
-    def __init__(self, registry: Registry, db: sessionmaker, models_dir: Path) -> None:
+    def __init__(self, registry: Registry, db: Database, models_dir: Path) -> None:
         self.registry = registry
         self.db = db
         self.models_dir = models_dir

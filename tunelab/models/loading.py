@@ -14,12 +14,12 @@ import fcntl
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tunelab.models.registry import ModelSpec
+from tunelab.models.registry import ModelSpec, Registry
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -140,3 +140,18 @@ def load_sentence_transformer(
 
     path = model_dir(spec, cache_dir) if cache_dir is not None else spec.source
     return SentenceTransformer(path, device=device, **spec.options).eval()
+
+
+def chat_tokenizer_loader(
+    registry: Registry, cache_dir: Path, model: str
+) -> Callable[[str], tuple[PreTrainedTokenizerBase, int]]:
+    """For prepare-data: resolve `model` now (an unknown or non-chat id raises at
+    once, before any work) and load its tokenizer only when called. The loader
+    returns (tokenizer, context length)."""
+    spec = registry.get_kind(model, "chat")
+
+    def load(_: str) -> tuple[PreTrainedTokenizerBase, int]:
+        tokenizer = load_tokenizer(spec, cache_dir)
+        return tokenizer, spec.context_length or int(tokenizer.model_max_length)
+
+    return load

@@ -20,8 +20,17 @@ from pathlib import PurePath
 from typing import Any
 
 SUPPORTED_EXTENSIONS = (
-    ".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".json", ".jsonl", ".csv",
-)  # fmt: skip
+    ".txt",
+    ".md",
+    ".markdown",
+    ".html",
+    ".htm",
+    ".pdf",
+    ".docx",
+    ".json",
+    ".jsonl",
+    ".csv",
+)
 
 
 class DocumentError(Exception):

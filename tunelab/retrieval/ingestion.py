@@ -15,16 +15,17 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select, text, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
+from tunelab.db.base import Database
+from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import NotFound
+from tunelab.files import FileStore
 from tunelab.retrieval.chunking import Chunk, StaticStrategy, chunk_text
 from tunelab.retrieval.documents import DocumentError, extract_text
 from tunelab.retrieval.index import KeywordIndex
@@ -37,29 +38,13 @@ log = logging.getLogger(__name__)
 EMBED_BATCH = 256
 
 
-@contextmanager
-def write_transaction(db: sessionmaker) -> Iterator[Session]:
-    """A transaction that takes SQLite's write lock first.
-
-    A WAL read transaction that later writes fails at once (SQLITE_BUSY_SNAPSHOT) if
-    another connection committed in between; taking the write lock up front makes it
-    wait for the busy timeout instead. The no-op UPDATE is how to ask for the lock
-    through a session that has already begun.
-    """
-    with db.begin() as s:
-        if s.get_bind().dialect.name == "sqlite":
-            s.execute(text("UPDATE vector_stores SET index_version = index_version WHERE 0"))
-        yield s
-
-
-def drop_chunks(s: Session, keyword: KeywordIndex, store_id: str, file_id: str | None) -> int:
+def drop_chunks(s: Session, store_id: str, file_id: str | None) -> int:
     """Delete a file's (or, with None, the whole store's) chunks; returns how many."""
     where = [ChunkRow.vector_store_id == store_id]
     if file_id is not None:
         where.append(ChunkRow.file_id == file_id)
     ids = list(s.execute(select(ChunkRow.id).where(*where)).scalars())
     if ids:
-        keyword.remove(s, ids)
         s.execute(delete(ChunkRow).where(*where))
         s.execute(
             update(VectorStoreRow)
@@ -76,6 +61,7 @@ class _Job:
     attempt: int
     model: str = ""
     chunks: list[Chunk] = field(default_factory=list)
+    terms: list[bytes] = field(default_factory=list)  # each chunk's keyword terms
     vectors: list[np.ndarray] = field(default_factory=list)
 
 
@@ -89,7 +75,7 @@ class Ingestor:
     """
 
     def __init__(
-        self, db: sessionmaker, files: Any, embeddings: Any, keyword: KeywordIndex
+        self, db: Database, files: FileStore, embeddings: Embedder, keyword: KeywordIndex
     ) -> None:
         self.db = db
         self.files = files
@@ -98,13 +84,18 @@ class Ingestor:
         # Chunking uses its own tokenizer copy (fast tokenizers are not thread-safe).
         self._tokenizers: dict[str, Any] = {}
         self._queue: queue.Queue[_Job | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="ingest", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
 
     def submit(self, store_id: str, file_id: str, attempt: int) -> None:
         self._queue.put(_Job(store_id, file_id, attempt))
 
-    def recover(self) -> None:
+    def start(self) -> None:
+        """Start the thread, and queue again the files a stop interrupted."""
+        self._thread = threading.Thread(target=self._loop, name="ingest", daemon=True)
+        self._thread.start()
+        self._recover()
+
+    def _recover(self) -> None:
         with self.db() as s:
             pending = s.execute(
                 select(
@@ -118,8 +109,10 @@ class Ingestor:
 
     def close(self) -> None:
         """Stop after the current group; unfinished files are picked up at next start."""
-        self._queue.put(None)
-        self._thread.join()
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
 
     def _loop(self) -> None:
         while (job := self._queue.get()) is not None:
@@ -186,6 +179,7 @@ class Ingestor:
         window = self.embeddings.max_tokens(job.model) - tokenizer.num_special_tokens_to_add()
         strategy = StaticStrategy(row.max_chunk_tokens, row.chunk_overlap_tokens).clamped(window)
         job.chunks = chunk_text(text_, tokenizer, strategy)
+        job.terms = [self.keyword.encode(c.text) for c in job.chunks]
         return True
 
     def _embed(self, group: list[_Job]) -> None:
@@ -216,11 +210,11 @@ class Ingestor:
     def _commit(self, job: _Job) -> bool:
         if len(job.vectors) != len(job.chunks):
             return False  # cancelled or failed while embedding
-        with write_transaction(self.db) as s:
+        with self.db.begin() as s:
             row = s.get(VectorStoreFileRow, (job.store_id, job.file_id))
             if row is None or row.attempt != job.attempt or row.status != "in_progress":
                 return False
-            drop_chunks(s, self.keyword, job.store_id, job.file_id)
+            drop_chunks(s, job.store_id, job.file_id)
             rows = [
                 ChunkRow(
                     vector_store_id=job.store_id,
@@ -231,12 +225,11 @@ class Ingestor:
                     end_char=c.end,
                     n_tokens=c.n_tokens,
                     embedding=job.vectors[n].tobytes(),
+                    keyword_terms=job.terms[n],
                 )
                 for n, c in enumerate(job.chunks)
             ]
             s.add_all(rows)
-            s.flush()
-            self.keyword.add(s, job.store_id, [(r.id, r.text) for r in rows])
             row.status = "completed"
             row.last_error_code = row.last_error_message = None
             row.usage_bytes = sum(len(r.text.encode()) + len(r.embedding) for r in rows)
@@ -248,7 +241,7 @@ class Ingestor:
         return True
 
     def _fail(self, job: _Job, code: str, message: str) -> None:
-        with write_transaction(self.db) as s:
+        with self.db.begin() as s:
             row = s.get(VectorStoreFileRow, (job.store_id, job.file_id))
             if row is None or row.attempt != job.attempt or row.status != "in_progress":
                 return

@@ -1,14 +1,16 @@
-"""The retrieval feature wired together from the core services.
+"""The retrieval feature assembled: indexes, background ingestion, stores, search.
 
-Used by the vector_stores routes at startup and by `benchmarks/retrieval.py`, so
-both run exactly the same indexes, ingestion and search.
+Built by the runtime (and by `benchmarks/retrieval.py`, so both run exactly the
+same indexes, ingestion and search).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from tunelab.db.base import Database
+from tunelab.embeddings.protocol import Embedder
+from tunelab.files import FileStore
 from tunelab.retrieval.index import DenseIndex, KeywordIndex
 from tunelab.retrieval.ingestion import Ingestor
 from tunelab.retrieval.search import Searcher
@@ -21,31 +23,29 @@ class Retrieval:
     searcher: Searcher
     ingestor: Ingestor
 
+    def start(self) -> None:
+        """Start ingesting (and queue again what a stop interrupted)."""
+        self.ingestor.start()
+
     def close(self) -> None:
         self.ingestor.close()
 
 
-def build_retrieval(services: Any) -> Retrieval:
-    """Indexes, an ingestion pool and search over `services` (db, files, embeddings).
+def build_retrieval(
+    db: Database,
+    files: FileStore,
+    embedder: Embedder,
+    *,
+    default_embedding_model: str,
+) -> Retrieval:
+    """Indexes, ingestion and search over `db`, `files` and `embedder`.
 
-    The keyword index shares the main database when it is SQLite; otherwise it is a
-    SQLite file under vectors_dir. Deleting a File drops its chunks from every store,
-    and files whose ingestion a restart interrupted are queued again.
+    Deleting a File drops its chunks from every store.
     """
-    settings = services.settings
-    shared = settings.db_url.startswith("sqlite")
-    keyword = KeywordIndex(None if shared else settings.vectors_dir / "keywords.sqlite")
+    keyword = KeywordIndex()
     dense = DenseIndex()
-    ingestor = Ingestor(services.db, services.files, services.embeddings, keyword)
-    stores = VectorStores(
-        services.db,
-        services.files,
-        ingestor,
-        dense,
-        keyword,
-        services.registry.default_embedding_model,  # resolved: a concrete model id
-    )
-    searcher = Searcher(services.db, stores, services.embeddings, dense, keyword)
-    services.files.on_delete.append(stores.on_file_deleted)
-    ingestor.recover()
+    ingestor = Ingestor(db, files, embedder, keyword)
+    stores = VectorStores(db, files, ingestor, dense, keyword, default_embedding_model)
+    searcher = Searcher(db, stores, embedder, dense, keyword)
+    files.on_delete.append(stores.on_file_deleted)
     return Retrieval(stores, searcher, ingestor)

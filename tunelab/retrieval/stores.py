@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, delete, func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
+from tunelab.db.base import Database
 from tunelab.errors import InvalidRequest, NotFound
+from tunelab.files import FileStore
 from tunelab.ids import new_id
 from tunelab.retrieval.index import DenseIndex, KeywordIndex
-from tunelab.retrieval.ingestion import Ingestor, drop_chunks, write_transaction
+from tunelab.retrieval.ingestion import Ingestor, drop_chunks
 from tunelab.retrieval.params import (
     check_attributes,
     check_expires_after,
@@ -77,8 +79,8 @@ def _counts(statuses: list[str]) -> dict[str, int]:
 class VectorStores:
     def __init__(
         self,
-        db: sessionmaker,
-        files: Any,
+        db: Database,
+        files: FileStore,
         ingestor: Ingestor,
         dense: DenseIndex,
         keyword: KeywordIndex,
@@ -140,7 +142,7 @@ class VectorStores:
             created_at=now,
             last_active_at=now,
         )
-        with write_transaction(self.db) as s:
+        with self.db.begin() as s:
             s.add(row)
         for file_id in file_ids:
             self.attach(project, row.id, file_id, attributes=None, chunking=(size, overlap))
@@ -157,7 +159,7 @@ class VectorStores:
             return [self.view(s, r) for r in rows], more
 
     def update(self, project: str, store_id: str, fields: dict[str, Any]) -> StoreView:
-        with write_transaction(self.db) as s:
+        with self.db.begin() as s:
             row = self._store(s, project, store_id)
             if "name" in fields:
                 row.name = fields["name"]
@@ -170,9 +172,9 @@ class VectorStores:
         return self.get(project, store_id)
 
     def delete(self, project: str, store_id: str) -> None:
-        with write_transaction(self.db) as s:
+        with self.db.begin() as s:
             row = self._store(s, project, store_id)
-            drop_chunks(s, self.keyword, store_id, None)
+            drop_chunks(s, store_id, None)
             s.execute(
                 delete(VectorStoreFileRow).where(VectorStoreFileRow.vector_store_id == store_id)
             )
@@ -182,6 +184,7 @@ class VectorStores:
             s.execute(delete(FileBatchRow).where(FileBatchRow.vector_store_id == store_id))
             s.delete(row)
         self.dense.forget(store_id)
+        self.keyword.forget(store_id)
 
     def touch_for_search(self, project: str, store_ids: list[str]) -> list[VectorStoreRow]:
         """The stores to search (404 for unknown ones); refreshes their last_active_at."""
@@ -198,7 +201,7 @@ class VectorStores:
         # Activity is recorded to the minute, so searches rarely need the write lock.
         stale = [r.id for r in rows if now - r.last_active_at >= ACTIVITY_RESOLUTION]
         if stale:
-            with write_transaction(self.db) as s:
+            with self.db.begin() as s:
                 s.execute(
                     update(VectorStoreRow)
                     .where(VectorStoreRow.id.in_(stale))
@@ -231,7 +234,7 @@ class VectorStores:
         attributes = check_attributes(attributes)
         file_row = self.files.get(project, file_id)
         now = _now()
-        with write_transaction(self.db) as s:
+        with self.db.begin() as s:
             self._store(s, project, store_id)
             row = s.get(VectorStoreFileRow, (store_id, file_id))
             if row is None:
@@ -299,15 +302,15 @@ class VectorStores:
         self, project: str, store_id: str, file_id: str, attributes: dict[str, Any] | None
     ) -> VectorStoreFileRow:
         attributes = check_attributes(attributes)
-        with write_transaction(self.db) as s:
+        with self.db.begin() as s:
             row = self._file(s, project, store_id, file_id)
             row.attributes_json = json.dumps(attributes) if attributes is not None else None
         return row
 
     def detach(self, project: str, store_id: str, file_id: str) -> None:
-        with write_transaction(self.db) as s:
+        with self.db.begin() as s:
             row = self._file(s, project, store_id, file_id)
-            drop_chunks(s, self.keyword, store_id, file_id)
+            drop_chunks(s, store_id, file_id)
             s.delete(row)
 
     def file_text(self, project: str, store_id: str, file_id: str) -> str:
@@ -330,14 +333,14 @@ class VectorStores:
 
     def on_file_deleted(self, project: str, file_id: str) -> None:
         """Files API hook: a deleted File leaves every store of its project."""
-        with write_transaction(self.db) as s:
+        with self.db.begin() as s:
             rows = s.execute(
                 select(VectorStoreFileRow).where(
                     VectorStoreFileRow.project == project, VectorStoreFileRow.file_id == file_id
                 )
             ).scalars()
             for row in list(rows):
-                drop_chunks(s, self.keyword, row.vector_store_id, file_id)
+                drop_chunks(s, row.vector_store_id, file_id)
                 s.delete(row)
 
     # ------------------------------------------------------------ batches
@@ -353,10 +356,13 @@ class VectorStores:
             self.files.get(project, file_id)
             check_attributes(attributes)
         batch = FileBatchRow(
-            id=new_id("vsfb_"), project=project, vector_store_id=store_id, cancelled=False,
+            id=new_id("vsfb_"),
+            project=project,
+            vector_store_id=store_id,
+            cancelled=False,
             created_at=_now(),
-        )  # fmt: skip
-        with write_transaction(self.db) as s:
+        )
+        with self.db.begin() as s:
             self._store(s, project, store_id)
             s.add(batch)
         for file_id, attributes, chunking in items:
@@ -404,7 +410,7 @@ class VectorStores:
         return batch, counts, status
 
     def cancel_batch(self, project: str, store_id: str, batch_id: str) -> None:
-        with write_transaction(self.db) as s:
+        with self.db.begin() as s:
             batch = self._batch(s, project, store_id, batch_id)
             members = select(FileBatchMemberRow.file_id).where(
                 FileBatchMemberRow.batch_id == batch_id

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
+from tunelab.data.encoding import template_messages
 from tunelab.data.examples import iter_examples
-from tunelab.training.encoding import template_messages
 
 
 def _prompt_and_label(tokenizer: Any, example: dict[str, Any]) -> tuple[list[int], str] | None:

@@ -1,7 +1,8 @@
 """TrainConfig: every knob of one training run, validated up front, stored as JSON.
 
-The jobs service resolves "auto" hyperparameters (see `resolve_auto`) and writes the
-config to `<job dir>/config.json`; the training process (`python -m tunelab.training
+The jobs worker resolves "auto" hyperparameters (`auto_n_epochs`, `auto_batch_size`,
+`auto_learning_rate_multiplier`, applied in `jobs.staging`) and writes the config to
+`<job dir>/config.json`; the training process (`python -m tunelab.training
 JOB_DIR`) reads it back. Nothing else crosses the process boundary, so a config file
 is enough to reproduce a run.
 """

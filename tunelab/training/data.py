@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
+from tunelab.data.encoding import IGNORE, encode_example
 from tunelab.data.examples import iter_examples
-from tunelab.training.encoding import IGNORE, encode_example
 
 
 @dataclass

@@ -53,7 +53,9 @@ def read_labelled(path: Path) -> Labelled:
     if not pairs:
         raise ValueError(f"{path.name} has no rows with a non-empty `prompt` and `completion`")
     texts = [p for p, _ in pairs]
-    suffix = os.path.commonprefix([t[::-1] for t in texts])[::-1] if len(texts) > 1 else ""
+    # commonprefix compares strings character by character: here, reversed texts.
+    reversed_texts = [t[::-1] for t in texts]
+    suffix = os.path.commonprefix(reversed_texts)[::-1] if len(texts) > 1 else ""  # noqa: RUF071
     if suffix:
         texts = [t[: -len(suffix)] for t in texts]
     return Labelled([t.strip() for t in texts], [c for _, c in pairs])

@@ -17,17 +17,23 @@ def prepare(session: Session, name: str, output: Path) -> list[Path]:
     process, which the walk does not otherwise need.
     """
     with needs("`prepare-data`"):
-        from tunelab.cli.data import ClickConsole, _tokenizer_loader
+        from tunelab.cli.data import ClickConsole
         from tunelab.data.prepare import Options
         from tunelab.data.prepare import prepare as run_prepare
+        from tunelab.models.loading import chat_tokenizer_loader
+        from tunelab.models.registry import Registry
+        from tunelab.settings import Settings
 
+    settings = Settings()
     session.console.print(
         f"[dim]$ tunelab prepare-data -f {session.example(name)} -q --no-stats -o {output}[/dim]"
     )
     outcome = run_prepare(
         Options(path=session.example(name), model=session.chat_model, output=output, stats=False),
         ClickConsole(quiet=True),
-        _tokenizer_loader,
+        chat_tokenizer_loader(
+            Registry.load(settings.registry_file), settings.model_cache_dir, session.chat_model
+        ),
     )
     if outcome.exit_code != 0 or not outcome.written:
         raise StepUnavailable(f"prepare-data could not prepare {name} (see its messages above)")

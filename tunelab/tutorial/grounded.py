@@ -82,8 +82,10 @@ def grounded_example(pair: QAPair, passages: list[Any]) -> dict[str, Any] | None
             return None
         answer = f"{answer} [{where[0]}]"
     return {
-        "messages": build_grounded_messages(pair.question, passages)
-        + [{"role": "assistant", "content": answer}]
+        "messages": [
+            *build_grounded_messages(pair.question, passages),
+            {"role": "assistant", "content": answer},
+        ]
     }
 
 

@@ -1,14 +1,24 @@
-"""One module per resource. Each exposes `router` (an APIRouter mounted under /v1,
-except health) and may expose `setup(app, services)`, called once at startup,
-returning a context manager whose exit runs at shutdown (or None)."""
+"""One module per resource, each exposing `router`. All but health live under /v1."""
 
-ROUTE_MODULES = [
-    "tunelab.api.routes.health",
-    "tunelab.api.routes.files",
-    "tunelab.api.routes.models",
-    "tunelab.api.routes.embeddings",
-    "tunelab.api.routes.fine_tuning",
-    "tunelab.api.routes.chat",
-    "tunelab.api.routes.vector_stores",
-    "tunelab.api.routes.responses",
+from tunelab.api.routes import (
+    chat,
+    embeddings,
+    files,
+    fine_tuning,
+    health,
+    models,
+    responses,
+    vector_stores,
+)
+
+V1_ROUTERS = [
+    files.router,
+    models.router,
+    embeddings.router,
+    fine_tuning.router,
+    chat.router,
+    vector_stores.router,
+    responses.router,
 ]
+
+__all__ = ["V1_ROUTERS", "health"]

@@ -9,10 +9,9 @@ choices or stream them as server-sent events: `data: {json}\\n\\n` per chunk and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
@@ -20,28 +19,18 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from tunelab.api.deps import ProjectDep
+from tunelab.api.deps import InferenceDep, ProjectDep
 from tunelab.errors import InvalidRequest, TunelabError
 from tunelab.ids import new_id
 from tunelab.inference import openai_format as fmt
-from tunelab.inference.engine import InferenceEngine
 from tunelab.inference.handle import Delta, Failed, Finished
-from tunelab.inference.service import Choice, InferenceService, Submitted
+from tunelab.inference.params import SamplingRequest
+from tunelab.inference.service import Choice, Submitted
 from tunelab.protocol import chat as c
 from tunelab.protocol import completions as tc
 
 router = APIRouter()
 T = TypeVar("T")
-
-
-def setup(app: Any, services: Any) -> contextlib.AbstractContextManager[Any]:
-    service = InferenceService(InferenceEngine(services.settings), services.catalog.resolve)
-    app.state.inference = service
-    return contextlib.closing(service)
-
-
-def _service(request: Request) -> InferenceService:
-    return request.app.state.inference  # type: ignore[no-any-return]
 
 
 class _ClientGone(Exception):
@@ -77,15 +66,21 @@ class _EventStream(StreamingResponse):
     disconnects mid-stream runs its `finally` (which cancels the generation) now,
     not whenever the abandoned generator is garbage-collected."""
 
+    def __init__(self, body: AsyncGenerator[str, None]) -> None:
+        super().__init__(
+            body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+        self._body = body
+
     async def stream_response(self, send: Any) -> None:
         try:
             await super().stream_response(send)
         finally:
-            await self.body_iterator.aclose()  # type: ignore[union-attr]
+            await self._body.aclose()
 
 
 def _sse(chunks: AsyncGenerator[BaseModel, None]) -> StreamingResponse:
-    async def body() -> AsyncIterator[str]:
+    async def body() -> AsyncGenerator[str, None]:
         try:
             async for chunk in chunks:
                 yield f"data: {chunk.model_dump_json()}\n\n"
@@ -96,28 +91,13 @@ def _sse(chunks: AsyncGenerator[BaseModel, None]) -> StreamingResponse:
             await chunks.aclose()
         yield "data: [DONE]\n\n"
 
-    return _EventStream(
-        body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-    )
-
-
-def _sampling_kwargs(body: c.ChatCompletionRequest | tc.CompletionRequest) -> dict[str, Any]:
-    return {
-        "temperature": body.temperature,
-        "top_p": body.top_p,
-        "n": body.n,
-        "stop": body.stop,
-        "seed": body.seed,
-        "presence_penalty": body.presence_penalty,
-        "frequency_penalty": body.frequency_penalty,
-        "logit_bias": body.logit_bias,
-    }
+    return _EventStream(body())
 
 
 # -- chat ---------------------------------------------------------------------------
 
 
-def _chat_kwargs(body: c.ChatCompletionRequest) -> dict[str, Any]:
+def _chat_sampling(body: c.ChatCompletionRequest) -> SamplingRequest:
     if body.tools:
         raise InvalidRequest(
             "Tool calling is not supported by tunelab models; remove 'tools'.", param="tools"
@@ -131,23 +111,30 @@ def _chat_kwargs(body: c.ChatCompletionRequest) -> dict[str, Any]:
     if body.top_logprobs is not None and not body.logprobs:
         raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs")
     use_mct = body.max_completion_tokens is not None
-    return {
-        **_sampling_kwargs(body),
-        "max_tokens": body.max_completion_tokens if use_mct else body.max_tokens,
-        "max_tokens_param": "max_completion_tokens" if use_mct else "max_tokens",
-        "logprobs": bool(body.logprobs),
-        "top_logprobs": body.top_logprobs,
-        "json_mode": fmt_type == "json_object",
-    }
+    return SamplingRequest(
+        max_tokens=body.max_completion_tokens if use_mct else body.max_tokens,
+        max_tokens_param="max_completion_tokens" if use_mct else "max_tokens",
+        temperature=body.temperature,
+        top_p=body.top_p,
+        n=body.n,
+        stop=body.stop,
+        seed=body.seed,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        logit_bias=body.logit_bias,
+        logprobs=bool(body.logprobs),
+        top_logprobs=body.top_logprobs,
+        json_mode=fmt_type == "json_object",
+    )
 
 
 @router.post("/chat/completions", response_model=None)
 async def create_chat_completion(
-    body: c.ChatCompletionRequest, request: Request, project: ProjectDep
+    body: c.ChatCompletionRequest, request: Request, inference: InferenceDep, project: ProjectDep
 ) -> c.ChatCompletion | Response:
-    kwargs = _chat_kwargs(body)
+    sampling = _chat_sampling(body)
     sub = await run_in_threadpool(
-        _service(request).start_chat, project, body.model, body.messages, **kwargs
+        inference.start_chat, project, body.model, body.messages, sampling
     )
     cid, created = new_id("chatcmpl-"), int(time.time())
     if body.stream:
@@ -234,7 +221,7 @@ def _prompts(prompt: str | list[str] | list[int] | list[list[int]] | None) -> li
     return list(prompt)  # type: ignore[arg-type]
 
 
-def _completion_kwargs(body: tc.CompletionRequest) -> dict[str, Any]:
+def _completion_sampling(body: tc.CompletionRequest) -> SamplingRequest:
     if body.suffix:
         raise InvalidRequest(
             "'suffix' (insert mode) is not supported by tunelab models; put all the text in 'prompt'.",
@@ -248,26 +235,32 @@ def _completion_kwargs(body: tc.CompletionRequest) -> dict[str, Any]:
         raise InvalidRequest(
             f"'logprobs' must be between 0 and 5, got {body.logprobs}.", param="logprobs"
         )
-    return {
-        **_sampling_kwargs(body),
-        "max_tokens": body.max_tokens,
-        "logprobs": body.logprobs is not None,
-        "top_logprobs": body.logprobs,
-    }
+    return SamplingRequest(
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        n=body.n,
+        stop=body.stop,
+        seed=body.seed,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        logit_bias=body.logit_bias,
+        logprobs=body.logprobs is not None,
+        top_logprobs=body.logprobs,
+    )
 
 
 @router.post("/completions", response_model=None)
 async def create_completion(
-    body: tc.CompletionRequest, request: Request, project: ProjectDep
+    body: tc.CompletionRequest, request: Request, inference: InferenceDep, project: ProjectDep
 ) -> tc.Completion | Response:
-    kwargs = _completion_kwargs(body)
-    service = _service(request)
+    sampling = _completion_sampling(body)
 
     def start_all() -> list[Submitted]:
         subs: list[Submitted] = []
         try:
             for p in _prompts(body.prompt):
-                subs.append(service.start_completion(project, body.model, p, **kwargs))
+                subs.append(inference.start_completion(project, body.model, p, sampling))
         except TunelabError:
             for s in subs:
                 s.cancel()
@@ -304,7 +297,9 @@ async def create_completion(
         created=created,
         model=subs[0].model,
         choices=[
-            choice(k, s, ch) for k, (s, chs) in enumerate(zip(subs, per_prompt)) for ch in chs
+            choice(k, s, ch)
+            for k, (s, chs) in enumerate(zip(subs, per_prompt, strict=False))
+            for ch in chs
         ],
         usage=fmt.usage(
             sum(s.prompt_tokens for s in subs),

@@ -22,8 +22,8 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from tunelab.api.deps import ProjectDep, ServicesDep
-from tunelab.embeddings.service import EmbeddingService, TokenLimits
+from tunelab.api.deps import EmbeddingsDep, ProjectDep, RegistryDep
+from tunelab.embeddings.protocol import Embedder, TokenLimits
 from tunelab.errors import InvalidRequest
 from tunelab.protocol.embeddings import EmbeddingRequest
 
@@ -33,7 +33,7 @@ MAX_INPUTS = 2048
 LIMITS = TokenLimits(per_input=8192, per_request=300_000)
 
 
-def _texts(req: EmbeddingRequest, emb: EmbeddingService) -> tuple[list[str], list[int] | None]:
+def _texts(req: EmbeddingRequest, emb: Embedder) -> tuple[list[str], list[int] | None]:
     """The request's inputs as texts, and their token counts when given as ids."""
     raw = req.input
     inputs: list[str] | list[list[int]]
@@ -77,10 +77,9 @@ def _texts(req: EmbeddingRequest, emb: EmbeddingService) -> tuple[list[str], lis
 
 @router.post("/embeddings")
 async def create_embeddings(
-    req: EmbeddingRequest, services: ServicesDep, project: ProjectDep
+    req: EmbeddingRequest, emb: EmbeddingsDep, registry: RegistryDep, project: ProjectDep
 ) -> Response:
-    emb = services.embeddings
-    services.registry.get_kind(req.model, "embedding")
+    registry.get_kind(req.model, "embedding")
     if not emb.loaded(req.model):  # loading (or converting) takes seconds: not on the loop
         await run_in_threadpool(emb.load, req.model)
     texts, given_counts = _texts(req, emb)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 
-from tunelab.api.deps import ProjectDep, ServicesDep
+from tunelab.api.deps import FilesDep, ProjectDep
 from tunelab.api.pagination import list_page
 from tunelab.db.base import now
 from tunelab.db.pagination import check_limit
@@ -34,17 +34,10 @@ def to_wire(row: FileRow) -> FileObject:
     )
 
 
-def _validate_fine_tune(path: Path) -> tuple[str, str | None]:
-    from tunelab.data.validation import validate_file
-
-    report = validate_file(path)
-    return ("processed", None) if report.ok else ("error", report.summary())
-
-
 @router.post("/files")
 def upload_file(
     request: Request,
-    services: ServicesDep,
+    files: FilesDep,
     project: ProjectDep,
     file: Annotated[UploadFile, File()],
     purpose: Annotated[str, Form()],
@@ -52,9 +45,9 @@ def upload_file(
     expires_after_seconds: Annotated[int | None, Form(alias="expires_after[seconds]")] = None,
 ) -> FileObject:
     length = int(request.headers.get("content-length") or 0)
-    if length > services.settings.max_upload_bytes + 1_000_000:
+    if length > files.max_bytes + 1_000_000:
         raise PayloadTooLarge(
-            f"File is larger than the limit of {services.settings.max_upload_bytes} bytes.",
+            f"File is larger than the limit of {files.max_bytes} bytes.",
             param="file",
         )
     check_purpose(purpose)
@@ -77,47 +70,40 @@ def upload_file(
                 param="expires_after[seconds]",
             )
         expires_at = now() + expires_after_seconds
-    row = services.files.create(
-        project=project,
-        filename=filename,
-        purpose=purpose,
-        stream=file.file,
-        validate=_validate_fine_tune if purpose == "fine-tune" else None,
-        expires_at=expires_at,
+    row = files.create(
+        project=project, filename=filename, purpose=purpose, stream=file.file, expires_at=expires_at
     )
     return to_wire(row)
 
 
 @router.get("/files")
 def list_files(
-    services: ServicesDep,
+    files: FilesDep,
     project: ProjectDep,
     purpose: str | None = None,
     limit: Annotated[int, Query()] = 10000,
     order: str = "desc",
     after: str | None = None,
-) -> dict:
+) -> dict[str, Any]:
     check_limit(limit, 10000)
-    rows, has_more = services.files.list(
-        project, purpose=purpose, after=after, limit=limit, order=order
-    )
+    rows, has_more = files.list(project, purpose=purpose, after=after, limit=limit, order=order)
     return list_page([to_wire(r) for r in rows], has_more)
 
 
 @router.get("/files/{file_id}")
-def retrieve_file(file_id: str, services: ServicesDep, project: ProjectDep) -> FileObject:
-    return to_wire(services.files.get(project, file_id))
+def retrieve_file(file_id: str, files: FilesDep, project: ProjectDep) -> FileObject:
+    return to_wire(files.get(project, file_id))
 
 
 @router.get("/files/{file_id}/content")
-def file_content(file_id: str, services: ServicesDep, project: ProjectDep) -> FileResponse:
-    row = services.files.get(project, file_id)
+def file_content(file_id: str, files: FilesDep, project: ProjectDep) -> FileResponse:
+    row = files.get(project, file_id)
     return FileResponse(
-        services.files.path(row), media_type="application/octet-stream", filename=row.filename
+        files.path(row), media_type="application/octet-stream", filename=row.filename
     )
 
 
 @router.delete("/files/{file_id}")
-def delete_file(file_id: str, services: ServicesDep, project: ProjectDep) -> Deleted:
-    services.files.delete(project, file_id)
+def delete_file(file_id: str, files: FilesDep, project: ProjectDep) -> Deleted:
+    files.delete(project, file_id)
     return Deleted(id=file_id, object="file")

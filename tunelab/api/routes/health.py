@@ -5,15 +5,15 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 import tunelab
-from tunelab.api.deps import ServicesDep
+from tunelab.api.deps import RuntimeDep
 
 router = APIRouter()
 
 
 @router.get("/health")
-def health(services: ServicesDep) -> JSONResponse:
+def health(rt: RuntimeDep) -> JSONResponse:
     try:
-        with services.db() as s:
+        with rt.db() as s:
             s.execute(text("SELECT 1"))
     except Exception as e:  # readiness: report, don't raise
         return JSONResponse({"status": "unavailable", "database": str(e)}, status_code=503)

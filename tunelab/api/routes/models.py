@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
-from tunelab.api.deps import ProjectDep, ServicesDep
+from tunelab.api.deps import CatalogDep, ProjectDep
 from tunelab.models.catalog import ResolvedModel
 from tunelab.protocol.common import Deleted, Model
 
@@ -16,20 +18,20 @@ def to_wire(m: ResolvedModel) -> Model:
 
 
 @router.get("/models")
-def list_models(services: ServicesDep, project: ProjectDep) -> dict:
+def list_models(catalog: CatalogDep, project: ProjectDep) -> dict[str, Any]:
     return {
         "object": "list",
-        "data": [to_wire(m).model_dump() for m in services.catalog.list(project)],
+        "data": [to_wire(m).model_dump() for m in catalog.list(project)],
     }
 
 
 # `:path` because model ids contain colons and may contain slashes (ft:..., org/name).
 @router.get("/models/{model:path}")
-def retrieve_model(model: str, services: ServicesDep, project: ProjectDep) -> Model:
-    return to_wire(services.catalog.resolve(project, model))
+def retrieve_model(model: str, catalog: CatalogDep, project: ProjectDep) -> Model:
+    return to_wire(catalog.resolve(project, model))
 
 
 @router.delete("/models/{model:path}")
-def delete_model(model: str, services: ServicesDep, project: ProjectDep) -> Deleted:
-    services.catalog.delete(project, model)
+def delete_model(model: str, catalog: CatalogDep, project: ProjectDep) -> Deleted:
+    catalog.delete(project, model)
     return Deleted(id=model, object="model")

@@ -1,21 +1,17 @@
 """Vector Stores API (contract §8): stores, their files, file batches and search.
 
-`setup` builds the retrieval services (indexes, ingestion pool, search), hooks File
-deletion so a deleted File leaves every store, and re-queues files whose ingestion
-was interrupted by a restart. Responses that the SDK's pollers re-fetch carry
+Responses that the SDK's pollers re-fetch carry
 `openai-poll-after-ms` so `create_and_poll` / `upload_and_poll` poll briskly.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 
-from tunelab.api.deps import ProjectDep
+from tunelab.api.deps import ProjectDep, SearcherDep, StoresDep
 from tunelab.api.pagination import list_page
 from tunelab.db.pagination import check_limit
 from tunelab.errors import InvalidRequest
@@ -41,31 +37,11 @@ from tunelab.protocol.vector_stores import (
     VectorStoreFile,
 )
 from tunelab.retrieval.params import parse_chunking
-from tunelab.retrieval.service import Retrieval, build_retrieval
 from tunelab.retrieval.stores import StoreView, VectorStores
 from tunelab.retrieval.tables import FileBatchRow, VectorStoreFileRow
 
 router = APIRouter()
 POLL_AFTER_MS = "200"
-
-
-@contextmanager
-def _running(retrieval: Retrieval) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        retrieval.close()
-
-
-def setup(app: FastAPI, services: Any) -> Any:
-    retrieval = build_retrieval(services)
-    app.state.vector_stores = retrieval.stores
-    app.state.searcher = retrieval.searcher
-    return _running(retrieval)
-
-
-def _stores(request: Request) -> VectorStores:
-    return request.app.state.vector_stores  # type: ignore[no-any-return]
 
 
 def store_to_wire(v: StoreView) -> VectorStore:
@@ -113,8 +89,8 @@ def _poll(response: Response) -> None:
 
 
 @router.post("/vector_stores")
-def create_store(body: CreateVectorStore, request: Request, project: ProjectDep) -> VectorStore:
-    view = _stores(request).create(
+def create_store(body: CreateVectorStore, stores: StoresDep, project: ProjectDep) -> VectorStore:
+    view = stores.create(
         project,
         name=body.name,
         description=body.description,
@@ -128,43 +104,43 @@ def create_store(body: CreateVectorStore, request: Request, project: ProjectDep)
 
 @router.get("/vector_stores")
 def list_stores(
-    request: Request,
+    stores: StoresDep,
     project: ProjectDep,
     limit: Annotated[int, Query()] = 20,
     order: str = "desc",
     after: str | None = None,
 ) -> dict[str, Any]:
     check_limit(limit, 100)
-    views, more = _stores(request).list(project, after=after, limit=limit, order=order)
+    views, more = stores.list(project, after=after, limit=limit, order=order)
     return list_page([store_to_wire(v) for v in views], more)
 
 
 @router.get("/vector_stores/{store_id}")
-def retrieve_store(store_id: str, request: Request, project: ProjectDep) -> VectorStore:
-    return store_to_wire(_stores(request).get(project, store_id))
+def retrieve_store(store_id: str, stores: StoresDep, project: ProjectDep) -> VectorStore:
+    return store_to_wire(stores.get(project, store_id))
 
 
 @router.post("/vector_stores/{store_id}")
 def update_store(
-    store_id: str, body: UpdateVectorStore, request: Request, project: ProjectDep
+    store_id: str, body: UpdateVectorStore, stores: StoresDep, project: ProjectDep
 ) -> VectorStore:
     fields = {k: getattr(body, k) for k in body.model_fields_set}
-    return store_to_wire(_stores(request).update(project, store_id, fields))
+    return store_to_wire(stores.update(project, store_id, fields))
 
 
 @router.delete("/vector_stores/{store_id}")
-def delete_store(store_id: str, request: Request, project: ProjectDep) -> Deleted:
-    _stores(request).delete(project, store_id)
+def delete_store(store_id: str, stores: StoresDep, project: ProjectDep) -> Deleted:
+    stores.delete(project, store_id)
     return Deleted(id=store_id, object="vector_store.deleted")
 
 
 @router.post("/vector_stores/{store_id}/search")
 def search_store(
-    store_id: str, body: SearchRequest, request: Request, project: ProjectDep
+    store_id: str, body: SearchRequest, searcher: SearcherDep, project: ProjectDep
 ) -> SearchResultsPage:
     queries = [body.query] if isinstance(body.query, str) else list(body.query)
     ranking = body.ranking_options
-    hits = request.app.state.searcher.search_stores(
+    hits = searcher.search_stores(
         project,
         [store_id],
         queries,
@@ -193,11 +169,14 @@ def search_store(
 
 @router.post("/vector_stores/{store_id}/files")
 def attach_file(
-    store_id: str, body: CreateVectorStoreFile, request: Request, response: Response,
+    store_id: str,
+    body: CreateVectorStoreFile,
+    stores: StoresDep,
+    response: Response,
     project: ProjectDep,
-) -> VectorStoreFile:  # fmt: skip
+) -> VectorStoreFile:
     chunking = parse_chunking(body.chunking_strategy)
-    row = _stores(request).attach(
+    row = stores.attach(
         project, store_id, body.file_id, attributes=body.attributes, chunking=chunking
     )
     _poll(response)
@@ -207,7 +186,7 @@ def attach_file(
 @router.get("/vector_stores/{store_id}/files")
 def list_store_files(
     store_id: str,
-    request: Request,
+    stores: StoresDep,
     project: ProjectDep,
     limit: Annotated[int, Query()] = 20,
     order: str = "desc",
@@ -215,7 +194,7 @@ def list_store_files(
     filter: str | None = None,
 ) -> dict[str, Any]:
     check_limit(limit, 100)
-    rows, more = _stores(request).list_files(
+    rows, more = stores.list_files(
         project, store_id, status=filter, after=after, limit=limit, order=order
     )
     return list_page([file_to_wire(r) for r in rows], more)
@@ -223,39 +202,42 @@ def list_store_files(
 
 @router.get("/vector_stores/{store_id}/files/{file_id}")
 def retrieve_store_file(
-    store_id: str, file_id: str, request: Request, response: Response, project: ProjectDep
+    store_id: str, file_id: str, stores: StoresDep, response: Response, project: ProjectDep
 ) -> VectorStoreFile:
     _poll(response)
-    return file_to_wire(_stores(request).get_file(project, store_id, file_id))
+    return file_to_wire(stores.get_file(project, store_id, file_id))
 
 
 @router.post("/vector_stores/{store_id}/files/{file_id}")
 def update_store_file(
-    store_id: str, file_id: str, body: UpdateVectorStoreFile, request: Request,
+    store_id: str,
+    file_id: str,
+    body: UpdateVectorStoreFile,
+    stores: StoresDep,
     project: ProjectDep,
-) -> VectorStoreFile:  # fmt: skip
-    return file_to_wire(_stores(request).update_file(project, store_id, file_id, body.attributes))
+) -> VectorStoreFile:
+    return file_to_wire(stores.update_file(project, store_id, file_id, body.attributes))
 
 
 @router.delete("/vector_stores/{store_id}/files/{file_id}")
-def detach_file(store_id: str, file_id: str, request: Request, project: ProjectDep) -> Deleted:
-    _stores(request).detach(project, store_id, file_id)
+def detach_file(store_id: str, file_id: str, stores: StoresDep, project: ProjectDep) -> Deleted:
+    stores.detach(project, store_id, file_id)
     return Deleted(id=file_id, object="vector_store.file.deleted")
 
 
 @router.get("/vector_stores/{store_id}/files/{file_id}/content")
 def store_file_content(
-    store_id: str, file_id: str, request: Request, project: ProjectDep
+    store_id: str, file_id: str, stores: StoresDep, project: ProjectDep
 ) -> FileContentPage:
-    text = _stores(request).file_text(project, store_id, file_id)
+    text = stores.file_text(project, store_id, file_id)
     return FileContentPage(data=[TextPart(text=text)] if text else [])
 
 
 # ------------------------------------------------------------------ batches
 
 
-def batch_to_wire(request: Request, project: str, store_id: str, batch_id: str) -> FileBatch:
-    batch, counts, status = _stores(request).batch_view(project, store_id, batch_id)
+def batch_to_wire(stores: VectorStores, project: str, store_id: str, batch_id: str) -> FileBatch:
+    batch, counts, status = stores.batch_view(project, store_id, batch_id)
     return FileBatch(
         id=batch.id,
         created_at=batch.created_at,
@@ -267,9 +249,12 @@ def batch_to_wire(request: Request, project: str, store_id: str, batch_id: str) 
 
 @router.post("/vector_stores/{store_id}/file_batches")
 def create_batch(
-    store_id: str, body: CreateFileBatch, request: Request, response: Response,
+    store_id: str,
+    body: CreateFileBatch,
+    stores: StoresDep,
+    response: Response,
     project: ProjectDep,
-) -> FileBatch:  # fmt: skip
+) -> FileBatch:
     if (body.file_ids is None) == (body.files is None):
         raise InvalidRequest("Pass exactly one of 'file_ids' or 'files'.", param="file_ids")
     default_chunking = parse_chunking(body.chunking_strategy)
@@ -288,30 +273,30 @@ def create_batch(
         items = [(fid, body.attributes, default_chunking) for fid in body.file_ids or []]
     if not items:
         raise InvalidRequest("A file batch needs at least one file.", param="file_ids")
-    batch: FileBatchRow = _stores(request).create_batch(project, store_id, items)
+    batch: FileBatchRow = stores.create_batch(project, store_id, items)
     _poll(response)
-    return batch_to_wire(request, project, store_id, batch.id)
+    return batch_to_wire(stores, project, store_id, batch.id)
 
 
 @router.get("/vector_stores/{store_id}/file_batches/{batch_id}")
 def retrieve_batch(
-    store_id: str, batch_id: str, request: Request, response: Response, project: ProjectDep
+    store_id: str, batch_id: str, stores: StoresDep, response: Response, project: ProjectDep
 ) -> FileBatch:
     _poll(response)
-    return batch_to_wire(request, project, store_id, batch_id)
+    return batch_to_wire(stores, project, store_id, batch_id)
 
 
 @router.post("/vector_stores/{store_id}/file_batches/{batch_id}/cancel")
-def cancel_batch(store_id: str, batch_id: str, request: Request, project: ProjectDep) -> FileBatch:
-    _stores(request).cancel_batch(project, store_id, batch_id)
-    return batch_to_wire(request, project, store_id, batch_id)
+def cancel_batch(store_id: str, batch_id: str, stores: StoresDep, project: ProjectDep) -> FileBatch:
+    stores.cancel_batch(project, store_id, batch_id)
+    return batch_to_wire(stores, project, store_id, batch_id)
 
 
 @router.get("/vector_stores/{store_id}/file_batches/{batch_id}/files")
 def list_batch_files(
     store_id: str,
     batch_id: str,
-    request: Request,
+    stores: StoresDep,
     project: ProjectDep,
     limit: Annotated[int, Query()] = 20,
     order: str = "desc",
@@ -319,7 +304,7 @@ def list_batch_files(
     filter: str | None = None,
 ) -> dict[str, Any]:
     check_limit(limit, 100)
-    stores = _stores(request)
+    stores = stores
     stores.batch_view(project, store_id, batch_id)  # 404 for an unknown batch
     rows, more = stores.list_files(
         project, store_id, status=filter, after=after, limit=limit, order=order, batch_id=batch_id

@@ -1,8 +1,10 @@
-"""Grounded answers for `POST /v1/responses`: retrieve, prompt, generate, cite.
+"""`POST /v1/responses`: retrieve, prompt, generate, cite.
 
-The generator is anything with the inference service's `complete_chat` /
-`stream_chat` methods (`app.state.inference`), so the API shape can be tested with a
-scripted generator and served with SmolLM2 or a fine-tuned model alike.
+A request is parsed and, with a `file_search` tool, grounded in the vector
+stores' best passages (the prompt layout is `retrieval.grounding`, shared with
+`tunelab ground-data` so training prompts match served ones); generation goes
+through the inference service, whichever chat engine sits below it. The output
+is OpenAI's Response object, or its streaming events in OpenAI's order.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from tunelab.errors import InvalidRequest
 from tunelab.ids import new_id
+from tunelab.inference.params import SamplingRequest
+from tunelab.inference.service import ChatStream, InferenceService
 from tunelab.protocol.responses import (
     CreateResponse,
     FileCitation,
@@ -43,23 +46,25 @@ class Prepared:
     hits: list[Hit] = field(default_factory=list)
 
 
-def _text_of(content: Any, where: str) -> str:
+def _text_of(content: object, where: str) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        parts = [p.get("text", "") for p in content if isinstance(p, dict)]
-        if all(isinstance(p, str) for p in parts):
-            return "".join(parts)
+        parts = [p.get("text", "") if isinstance(p, dict) else None for p in content]
+        texts = [p for p in parts if isinstance(p, str)]
+        if len(texts) == len(parts):
+            return "".join(texts)
     raise InvalidRequest(f"'{where}' must be a string or a list of text parts.", param=where)
 
 
-def parse_input(value: str | list[dict[str, Any]]) -> list[dict[str, str]]:
+def parse_input(value: str | list[dict[str, object]]) -> list[dict[str, str]]:
     """The input as chat messages (roles user/assistant/system)."""
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
     messages = []
     for n, item in enumerate(value):
-        role = _ROLES.get(item.get("role", ""))
+        role_given = item.get("role", "")
+        role = _ROLES.get(role_given) if isinstance(role_given, str) else None
         if role is None or item.get("type", "message") != "message":
             raise InvalidRequest(
                 f"input[{n}] must be a message with role user, assistant, system or developer.",
@@ -73,7 +78,7 @@ def parse_input(value: str | list[dict[str, Any]]) -> list[dict[str, str]]:
     return messages
 
 
-def parse_tools(tools: list[dict[str, Any]]) -> FileSearchTool | None:
+def parse_tools(tools: list[dict[str, object]]) -> FileSearchTool | None:
     found = None
     for n, tool in enumerate(tools):
         if tool.get("type") != "file_search":
@@ -122,7 +127,7 @@ def file_search_item(p: Prepared, include: list[str]) -> FileSearchCall:
                 score=round(h.score, 6),
                 text=h.text,
                 attributes=h.attributes,
-            )  # fmt: skip
+            )
             for h in p.hits
         ]
     return FileSearchCall(id=new_id("fs_"), queries=p.queries, results=results)
@@ -179,48 +184,32 @@ def build_response(
     )
 
 
-def respond(generator: Any, project: str, req: CreateResponse, p: Prepared) -> Response:
-    result = generator.complete_chat(
-        project, req.model, p.messages, max_tokens=req.max_output_tokens,
-        temperature=req.temperature, top_p=req.top_p,
-    )  # fmt: skip
-    usage = Usage(
-        input_tokens=result.prompt_tokens,
-        output_tokens=result.completion_tokens,
-        total_tokens=result.prompt_tokens + result.completion_tokens,
-    )
-    return build_response(
-        req, p, response_id=new_id("resp_"), text=result.text,
-        finish_reason=result.finish_reason, usage=usage,
-    )  # fmt: skip
-
-
-def start_stream(generator: Any, project: str, req: CreateResponse, p: Prepared) -> Any:
-    """Start generating now, so a bad model is an HTTP error, not a broken stream."""
-    return generator.stream_chat(
-        project, req.model, p.messages, max_tokens=req.max_output_tokens,
-        temperature=req.temperature, top_p=req.top_p,
-    )  # fmt: skip
-
-
-def stream_events(stream: Any, req: CreateResponse, p: Prepared) -> Iterator[dict[str, Any]]:
+def stream_events(
+    stream: ChatStream, req: CreateResponse, p: Prepared
+) -> Iterator[dict[str, object]]:
     """Responses streaming events, in OpenAI's order, ending with response.completed.
 
-    `stream` iterates text deltas and then holds `.result` (a ChatResult), like the
-    inference service's ChatStream; it is closed if the client goes away.
+    `stream` iterates text deltas and then holds `.result`; it is closed if the
+    client goes away.
     """
     response_id, message_id = new_id("resp_"), new_id("msg_")
     search_call = file_search_item(p, req.include) if p.tool is not None else None
     seq = iter(range(1 << 30))
 
-    def event(type_: str, **fields: Any) -> dict[str, Any]:
+    def event(type_: str, **fields: object) -> dict[str, object]:
         return {"type": type_, "sequence_number": next(seq), **fields}
 
     def response(text: str, finish_reason: str, usage: Usage | None) -> Response:
         return build_response(
-            req, p, response_id=response_id, text=text, finish_reason=finish_reason,
-            usage=usage, search_call=search_call, message_id=message_id,
-        )  # fmt: skip
+            req,
+            p,
+            response_id=response_id,
+            text=text,
+            finish_reason=finish_reason,
+            usage=usage,
+            search_call=search_call,
+            message_id=message_id,
+        )
 
     shell = response("", "stop", None).model_dump()
     shell.update(status="in_progress", output=[], output_text="")
@@ -244,15 +233,56 @@ def stream_events(stream: Any, req: CreateResponse, p: Prepared) -> Iterator[dic
     finally:
         stream.close()
     text, result = "".join(pieces), stream.result
-    usage = Usage(
-        input_tokens=result.prompt_tokens,
-        output_tokens=result.completion_tokens,
-        total_tokens=result.prompt_tokens + result.completion_tokens,
+    assert result is not None  # set when the iteration ended
+    final = response(
+        text, result.finish_reason, _usage(result.prompt_tokens, result.completion_tokens)
     )
-    final = response(text, result.finish_reason, usage)
     message = final.output[-1].model_dump()
     yield event("response.output_text.done", **where, text=text, logprobs=[])
     yield event("response.content_part.done", **where, part=message["content"][0])
     yield event("response.output_item.done", output_index=index, item=message)
     done = "response.incomplete" if final.status == "incomplete" else "response.completed"
     yield event(done, response=final.model_dump())
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> Usage:
+    return Usage(
+        input_tokens=prompt_tokens,
+        output_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+    )
+
+
+def _sampling(req: CreateResponse) -> SamplingRequest:
+    return SamplingRequest(
+        max_tokens=req.max_output_tokens,
+        max_tokens_param="max_output_tokens",
+        temperature=req.temperature,
+        top_p=req.top_p,
+    )
+
+
+class ResponsesService:
+    def __init__(self, inference: InferenceService, searcher: Searcher) -> None:
+        self.inference = inference
+        self.searcher = searcher
+
+    def create(self, project: str, req: CreateResponse) -> Response:
+        """Answer in one piece."""
+        p = prepare(self.searcher, project, req)
+        result = self.inference.complete_chat(project, req.model, p.messages, _sampling(req))
+        return build_response(
+            req,
+            p,
+            response_id=new_id("resp_"),
+            text=result.text,
+            finish_reason=result.finish_reason,
+            usage=_usage(result.prompt_tokens, result.completion_tokens),
+        )
+
+    def stream(self, project: str, req: CreateResponse) -> Iterator[dict[str, object]]:
+        """Streaming events. Generation is queued before this returns, so a bad model
+        or parameter is an HTTP error, not a broken stream."""
+        p = prepare(self.searcher, project, req)
+        chat = self.inference.stream_chat(project, req.model, p.messages, _sampling(req))
+        return stream_events(chat, req, p)

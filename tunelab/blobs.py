@@ -1,0 +1,103 @@
+"""The blob-store seam: named byte streams, written atomically.
+
+Uploaded files live here (and, as the scale-out work lands, checkpoints and
+converted models). `LocalBlobStore` keeps them in a directory; an object-storage
+backend implements the same Protocol. A blob is either fully there or absent:
+`put` streams into a temporary object, hashes on the way, and publishes it
+under its key only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Stored:
+    size: int
+    sha256: str
+
+
+class TooLarge(Exception):
+    """The stream passed `max_bytes`; nothing was stored."""
+
+
+class BlobStore(Protocol):
+    def put(
+        self,
+        key: str,
+        stream: BinaryIO,
+        *,
+        max_bytes: int | None = None,
+        check: Callable[[Path], None] | None = None,
+    ) -> Stored:
+        """Store `stream` under `key`, atomically. `check(path)` runs on the
+        complete bytes before they are published and may raise to refuse them."""
+        ...
+
+    def local_path(self, key: str) -> Path:
+        """A local file with the blob's bytes (for readers that need a path)."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+
+class LocalBlobStore:
+    """Blobs as files in one directory (keys are file names)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        if not key or "/" in key or key.startswith("."):
+            raise ValueError(f"invalid blob key {key!r}")
+        return self.root / key
+
+    def put(
+        self,
+        key: str,
+        stream: BinaryIO,
+        *,
+        max_bytes: int | None = None,
+        check: Callable[[Path], None] | None = None,
+    ) -> Stored:
+        final = self._path(key)
+        fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=".upload-")
+        tmp = Path(tmp_name)
+        try:
+            digest = hashlib.sha256()
+            size = 0
+            with os.fdopen(fd, "wb") as out:
+                while chunk := stream.read(CHUNK):
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        raise TooLarge(key)
+                    digest.update(chunk)
+                    out.write(chunk)
+            if check is not None:
+                check(tmp)
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return Stored(size, digest.hexdigest())
+
+    def local_path(self, key: str) -> Path:
+        return self._path(key)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
