@@ -8,13 +8,13 @@ searching with a different model than the one that embedded its chunks. Every al
 meant all-minilm-l6-v2 when those stores were written, so they get that id.
 
 Revision ID: 0006_store_embedding_model
-Revises: 0003_vector_stores
+Revises: 0005_keyword_terms
 """
 
 from alembic import op
 
 revision = "0006_store_embedding_model"
-down_revision = "0003_vector_stores"
+down_revision = "0005_keyword_terms"
 branch_labels = None
 depends_on = None
 
