@@ -26,7 +26,7 @@ from tunelab.batches.executors import CHAT, COMPLETIONS, ChatExecutor, Embedding
 from tunelab.batches.service import BatchService
 from tunelab.batches.worker import BatchWorker
 from tunelab.db.base import Database
-from tunelab.embeddings.endpoint import create_embeddings
+from tunelab.embeddings import endpoint
 from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import InvalidRequest
 from tunelab.files import FileStore
@@ -109,9 +109,9 @@ def test_1000_line_batch_equals_requests_sent_one_by_one(env: Env) -> None:
     out = env.read(batch.output_file_id)
     assert [o["custom_id"] for o in out] == [f"req-{i}" for i in range(1000)]
     for i in range(0, 1000, 97):  # the same request, sent alone
-        alone = create_embeddings(
-            EmbeddingRequest(**line(i, texts[i])["body"]), env.registry, env.embeddings
-        )
+        req = EmbeddingRequest(**line(i, texts[i])["body"])
+        p = endpoint.prepare(req, env.registry, env.embeddings, count=True)
+        alone = endpoint.respond(p, env.embeddings.embed(req.model, p.texts))
         got = out[i]["response"]
         assert got["status_code"] == 200 and out[i]["error"] is None
         assert got["body"]["usage"] == alone["usage"] and got["body"]["model"] == alone["model"]

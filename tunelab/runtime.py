@@ -133,7 +133,8 @@ def build_runtime(
         db,
         files,
         embeddings,
-        default_embedding_model=settings.default_embedding_model,
+        # resolved: a concrete model id, never an alias (a store keeps meaning one model)
+        default_embedding_model=registry.default_embedding_model,
     )
     run_worker = settings.embedded_worker if embedded_worker is None else embedded_worker
     jobs = JobService(db, registry, catalog, files)
@@ -170,6 +171,7 @@ def _default_embedder(settings: Settings, registry: Registry) -> Embedder:
 
     return EmbeddingService(
         registry,
+        settings.model_cache_dir,
         device=settings.device,
         window_ms=settings.embed_batch_window_ms,
         max_batch=settings.embed_max_batch,

@@ -65,7 +65,9 @@ class EmbeddingsExecutor:
         for i, body in enumerate(bodies):
             try:
                 req = EmbeddingRequest.model_validate(body)
-                prepared.append((i, endpoint.prepare(req, self.registry, self.embeddings)))
+                prepared.append(
+                    (i, endpoint.prepare(req, self.registry, self.embeddings, count=True))
+                )
             except ValidationError as e:
                 outcomes[i] = error_outcome(invalid_body(e))
             except TunelabError as e:

@@ -132,7 +132,7 @@ async def engine_chat_completion(
 
 
 @router.post("/engines/{engine_id}/embeddings", response_model=None)
-def engine_embeddings(
+async def engine_embeddings(
     engine_id: str,
     body: Annotated[dict[str, Any], Body()],
     emb: EmbeddingsDep,
@@ -140,4 +140,4 @@ def engine_embeddings(
     project: ProjectDep,
 ) -> Response:
     req = _parse(EmbeddingRequest, engine_id, body)
-    return embeddings.create_embeddings(req, emb, registry, project)
+    return await embeddings.create_embeddings(req, emb, registry, project)
