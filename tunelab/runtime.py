@@ -23,6 +23,7 @@ from tunelab.embeddings.protocol import Embedder
 from tunelab.files import FileStore
 from tunelab.inference.protocol import ChatEngine
 from tunelab.inference.service import InferenceService
+from tunelab.jobs.preview import FileReports
 from tunelab.jobs.service import JobService
 from tunelab.jobs.worker import Worker, background_worker
 from tunelab.keys import KeyStore
@@ -44,6 +45,8 @@ class Runtime:
     embeddings: Embedder
     inference: InferenceService
     jobs: JobService
+    # Training-file reports for the dashboard (verdict, token statistics, loss mask).
+    reports: FileReports
     retrieval: Retrieval
     responses: ResponsesService
     # The job worker that runs inside this process, when settings.embedded_worker.
@@ -126,6 +129,7 @@ def build_runtime(
         embeddings=embeddings,
         inference=inference,
         jobs=JobService(db, registry, catalog, files),
+        reports=FileReports(files, catalog, settings.model_cache_dir),
         retrieval=retrieval,
         responses=ResponsesService(inference, retrieval.searcher),
         worker=Worker(db, settings, catalog, files) if run_worker else None,

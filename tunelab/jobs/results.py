@@ -51,6 +51,7 @@ def metrics_data(ev: dict[str, Any]) -> dict[str, Any]:
         "total_steps",
         "train_loss",
         "train_mean_token_accuracy",
+        "learning_rate",
         "valid_loss",
         "valid_mean_token_accuracy",
         "full_valid_loss",

@@ -4,7 +4,7 @@ Events are JSON lines appended to `<job dir>/events.jsonl`, one object per line 
 `type`:
 
     message             {level, message}
-    metrics             {step, total_steps, train_loss, train_mean_token_accuracy,
+    metrics             {step, total_steps, train_loss, train_mean_token_accuracy, learning_rate,
                          [valid_loss, valid_mean_token_accuracy],
                          [full_valid_loss, full_valid_mean_token_accuracy],
                          [classification_accuracy, classification_weighted_f1],

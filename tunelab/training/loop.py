@@ -239,6 +239,8 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
                 (loss / n_targets).backward()
                 loss_sum, correct = loss_sum + float(loss.detach()), correct + c
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            # The rate this step applies (the schedule moves on after it).
+            learning_rate = float(optimizer.param_groups[0]["lr"])
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -250,6 +252,7 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
                 "total_steps": total_steps,
                 "train_loss": loss_sum / n_targets,
                 "train_mean_token_accuracy": correct / n_targets,
+                "learning_rate": learning_rate,
             }
             if valid_data and valid_data.samples and step % cfg.eval_interval == 0:
                 m = len(valid_data.samples)
