@@ -20,7 +20,7 @@ from tunelab.training.config import (
 )
 from tunelab.training.data import encode_dataset, pack
 from tunelab.training.events import Control, EventWriter, write_control
-from tunelab.training.loop import forward_loss, train
+from tunelab.training.loop import forward_loss, lr_lambda, train
 
 
 def make_config(tmp_path: Path, tiny_chat_dir: Path, **overrides: Any) -> TrainConfig:
@@ -195,3 +195,18 @@ def test_classification_validation_set_gets_accuracy_and_f1(
     assert 0.0 <= last["classification_accuracy"] <= 1.0
     assert 0.0 <= last["classification_weighted_f1"] <= 1.0
     assert "full_valid_loss" in last
+
+
+def test_each_step_reports_the_learning_rate_it_applied(
+    tmp_path: Path, tiny_chat_dir: Path
+) -> None:
+    # The dashboard charts it: warm-up, then the decay of the schedule, step by step.
+    cfg = make_config(tmp_path, tiny_chat_dir, n_epochs=3, batch_size=2, warmup_ratio=0.2)
+    outcome, events = run(cfg, tmp_path / "job")
+    steps = [e for e in events if e["type"] == "metrics"]
+    assert outcome.status == "succeeded" and len(steps) == 18
+    factor = lr_lambda(cfg, 18)
+    rates = [e["learning_rate"] for e in steps]
+    assert rates == pytest.approx([cfg.learning_rate * factor(i) for i in range(18)])
+    peak = rates.index(max(rates))
+    assert 0 < peak < 17 and rates[-1] < rates[peak]

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
+from starlette.routing import Match
 
 from tunelab.api.deps import CatalogDep, ProjectDep, ReportsDep, RuntimeDep, SettingsDep
 from tunelab.data.report import FileReport
@@ -181,12 +182,17 @@ def report_to_wire(file_id: str, model: str, report: FileReport) -> FileReportOu
 
 @router.get("/session")
 def session(request: Request, project: ProjectDep, rt: RuntimeDep) -> Session:
-    paths = {getattr(route, "path", None) for route in request.app.routes}
     return Session(
         project=project,
         auth_required=rt.keys.any_configured(),
-        apis=[name for name, path in OPTIONAL_APIS.items() if path in paths],
+        apis=[name for name, path in OPTIONAL_APIS.items() if _routed(request, path)],
     )
+
+
+def _routed(request: Request, path: str) -> bool:
+    """Whether the app has a GET route for `path` (asked the way a request is routed)."""
+    scope = {**request.scope, "path": path, "method": "GET", "query_string": b""}
+    return any(route.matches(scope)[0] == Match.FULL for route in request.app.routes)
 
 
 @router.get("/models")

@@ -141,10 +141,11 @@ function Run({ evalObj, run }) {
   const c = run.result_counts || { total: 0, passed: 0, failed: 0, errored: 0 };
   const option = useMemo(() => perCriterionOption(evalObj, run), [run]);
   return html`<div data-testid="run" data-status=${run.status}>
-    <p>
-      <${Status} status=${run.status} /> ${t("evals.model")}: <b>${run.model || "—"}</b> ·
+    <p class="row">
+      <${Status} status=${run.status} />
+      <span>${t("evals.model")}: <b>${run.model || "—"}</b></span>
       <span data-testid="pass-rate">${t("evals.summary", { passed: c.passed, total: c.total, rate: pct(c.passed, c.total) })}</span>
-      · ${t("evals.errored", { n: c.errored })}
+      <span class="muted">${t("evals.errored", { n: c.errored })}</span>
     </p>
     ${run.error?.message ? html`<div class="error">${run.error.message}</div>` : null}
     ${(run.per_testing_criteria_results || []).length
