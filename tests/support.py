@@ -180,3 +180,44 @@ def screenshot(page: Any, name: str) -> Path:
     page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays at the top of the image
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def seed_lists(runtime: Runtime, project: str, *, n_jobs: int, n_files: int) -> None:
+    """Finished jobs and file rows written straight into the database, for tests and
+    benchmarks of the lists (the files have no content)."""
+    from tunelab.db.tables import FileRow
+    from tunelab.ids import new_id
+    from tunelab.jobs.tables import Job
+
+    start = time.time() - n_files
+    with runtime.db.begin() as s:
+        s.add_all(
+            Job(
+                id=new_id("ftjob-"),
+                project=project,
+                created_at=start + i,
+                status="succeeded",
+                model="tiny-chat",
+                base_model="tiny-chat",
+                training_file="file-seeded",
+                hyperparameters={"n_epochs": 1, "batch_size": 1, "learning_rate_multiplier": 1.0},
+                training_method="lora",
+                seed=i,
+                result_files=[],
+                attempts=1,
+            )
+            for i in range(n_jobs)
+        )
+        s.add_all(
+            FileRow(
+                id=new_id("file-"),
+                project=project,
+                filename=f"seeded-{i:05d}.jsonl",
+                purpose="fine-tune",
+                bytes=100 + i,
+                sha256="0" * 64,
+                status="processed",
+                created_at=int(start) + i,
+            )
+            for i in range(n_files)
+        )

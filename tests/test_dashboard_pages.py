@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,17 @@ import pytest
 from fastapi import APIRouter
 from playwright.sync_api import expect
 
-from tests.support import dashboard_page, register_models, run_server, screenshot, sign_in
+from tests.support import (
+    dashboard_page,
+    register_models,
+    run_server,
+    screenshot,
+    seed_lists,
+    sign_in,
+)
 from tests.tiny_models import TINY_CHAT, tiny_registry_entry
 from tunelab.api.app import create_app
 from tunelab.api.deps import ProjectDep
-from tunelab.db.tables import FileRow
-from tunelab.ids import new_id
-from tunelab.jobs.tables import Job
 from tunelab.runtime import Runtime, build_runtime
 from tunelab.settings import Settings
 
@@ -139,45 +142,10 @@ def test_another_projects_key_sees_nothing_of_it(page: Any, url: str, runtime: R
         assert not [s for s in ("alpha-secret.jsonl", "alpha-store", ids["model"]) if s in text]
 
 
-def seed(runtime: Runtime, project: str, n_jobs: int, n_files: int) -> None:
-    start = time.time() - n_files
-    with runtime.db.begin() as s:
-        s.add_all(
-            Job(
-                id=new_id("ftjob-"),
-                project=project,
-                created_at=start + i,
-                status="succeeded",
-                model=TINY_CHAT,
-                base_model=TINY_CHAT,
-                training_file="file-seeded",
-                hyperparameters={"n_epochs": 1, "batch_size": 1, "learning_rate_multiplier": 1.0},
-                training_method="lora",
-                seed=i,
-                result_files=[],
-                attempts=1,
-            )
-            for i in range(n_jobs)
-        )
-        s.add_all(
-            FileRow(
-                id=new_id("file-"),
-                project=project,
-                filename=f"seeded-{i:05d}.jsonl",
-                purpose="fine-tune",
-                bytes=100 + i,
-                sha256="0" * 64,
-                status="processed",
-                created_at=int(start) + i,
-            )
-            for i in range(n_files)
-        )
-
-
 def test_lists_page_through_1000_jobs_and_10000_files(
     page: Any, url: str, runtime: Runtime
 ) -> None:
-    seed(runtime, "gamma", n_jobs=1000, n_files=10_000)
+    seed_lists(runtime, "gamma", n_jobs=1000, n_files=10_000)
     asked: list[httpx.URL] = []
     page.on("request", lambda r: asked.append(httpx.URL(r.url)) if "/v1/" in r.url else None)
     sign_in(page, url, "key-gamma")
