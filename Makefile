@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install serve test test-browser browser-deps lint demo bench clean
+.PHONY: install serve test test-browser browser-deps screenshots lint demo bench clean
 
 # The web dashboard's browser libraries (tunelab/api/dashboard): `npm ci` installs
 # the exact versions and hashes of package-lock.json, and their ES modules are
@@ -46,6 +46,10 @@ test: install browser-deps
 # The dashboard's tests in headless Chromium (also part of `make test`).
 test-browser: install browser-deps
 	$(PY) -m pytest -m browser
+
+# The README's pictures of the dashboard, taken by the browser tests themselves.
+screenshots: install browser-deps
+	DASHBOARD_SCREENSHOTS=$(CURDIR)/docs/dashboard $(PY) -m pytest -m browser -q
 
 # Debian's Chromium for the browser tests, and a CJK font: without one Chromium
 # draws the Chinese pages as empty boxes.
