@@ -45,7 +45,17 @@ function useEvents(jobId, active) {
     fresh.forEach((e) => known.current.add(e.id));
     setEvents((old) => [...old, ...fresh.reverse()]);
   }
-  const load = () => fetchNew().then(() => setError(null), setError);
+  const busy = useRef(false);
+  // One fetch at a time: a slow answer must not be read twice by the next tick.
+  const load = () => {
+    if (busy.current) return;
+    busy.current = true;
+    fetchNew()
+      .then(() => setError(null), setError)
+      .finally(() => {
+        busy.current = false;
+      });
+  };
   useEffect(() => {
     load();
   }, [jobId]);
