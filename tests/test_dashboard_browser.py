@@ -133,9 +133,13 @@ def test_fine_tune_from_upload_to_the_playground(page: Any, url: str, tmp_path: 
     for name, value in (("n_epochs", "3"), ("batch_size", "1"), ("learning_rate_multiplier", "10")):
         page.get_by_test_id(f"hp-{name}").fill(value)
     page.get_by_test_id("hp-seed").fill("7")
-    expect(page.get_by_test_id("findings").get_by_test_id("verdict")).to_have_attribute(
-        "data-ok", "true", timeout=LONG
-    )
+    findings = page.get_by_test_id("findings")
+    expect(findings.get_by_test_id("verdict")).to_have_attribute("data-ok", "true", timeout=LONG)
+    # 60 examples train 3 epochs with n_epochs=auto; another choice gets its own estimate.
+    expect(findings.get_by_test_id("estimate-chosen")).to_have_count(0)
+    page.get_by_test_id("hp-n_epochs").fill("6")
+    expect(findings.get_by_test_id("estimate-chosen")).to_be_visible()
+    page.get_by_test_id("hp-n_epochs").fill("3")
     screenshot(page, "new-job")
     page.get_by_test_id("create-job").click()
     job = page.get_by_test_id("job")

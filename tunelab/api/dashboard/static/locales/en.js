@@ -139,6 +139,7 @@ export default {
   "report.epochs": "Epochs with n_epochs=auto",
   "report.billed": "Billed tokens (× epochs)",
   "report.time": "Estimated training time",
+  "report.time_for": "Estimated time with {n} epochs",
   "report.rate": "at ~{n} tokens/s ({model}, LoRA, 2 CPU cores)",
   "report.sampled": "Statistics from an evenly spaced sample of {n} examples, scaled up.",
   "report.preview": "Examples as the model sees them",

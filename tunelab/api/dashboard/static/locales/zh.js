@@ -138,6 +138,7 @@ export default {
   "report.epochs": "n_epochs=auto 时的轮数",
   "report.billed": "计费词元（× 轮数）",
   "report.time": "预计训练时间",
+  "report.time_for": "{n} 轮时的预计时间",
   "report.rate": "按约 {n} 词元/秒估算（{model}，LoRA，2 个 CPU 核）",
   "report.sampled": "统计来自均匀抽取的 {n} 个样本，并按比例放大。",
   "report.preview": "模型看到的样本",

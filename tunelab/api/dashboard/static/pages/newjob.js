@@ -151,7 +151,10 @@ export function NewJobPage({ query }) {
     </${Section}>
     <${Section} title=${t("newjob.findings")} testid="findings">
       ${form.training_file
-        ? html`<${ReportView} state=${reportState} />`
+        ? html`<${ReportView}
+            state=${reportState}
+            epochs=${Number.isInteger(hp(form.n_epochs)) ? hp(form.n_epochs) : null}
+          />`
         : html`<p class="muted">${t("newjob.pickfirst")}</p>`}
     </${Section}>
     <div class="submit">

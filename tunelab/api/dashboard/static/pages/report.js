@@ -64,7 +64,7 @@ function Problems({ v }) {
   </table>`;
 }
 
-function Stats({ s, model }) {
+function Stats({ s, model, epochs }) {
   const spread = (x) => (x ? `${x.min} / ${x.mean} / ${x.p90} / ${x.max}` : "—");
   const rows = [
     [t("report.examples"), fmtNumber(s.n_examples)],
@@ -80,6 +80,13 @@ function Stats({ s, model }) {
         <span class="muted small"> ${t("report.rate", { n: s.tokens_per_second, model })}</span>`,
     ],
   ];
+  // The estimate is for the `auto` epochs; a job with its own n_epochs scales it.
+  if (epochs && epochs !== s.n_epochs) {
+    rows.push([
+      t("report.time_for", { n: epochs }),
+      html`<b data-testid="estimate-chosen">${fmtDuration((s.estimated_seconds / s.n_epochs) * epochs)}</b>`,
+    ]);
+  }
   return html`<dl class="facts" data-testid="stats">
     ${rows.map(([k, v]) => html`<dt>${k}</dt><dd>${v}</dd>`)}
     ${s.sampled < s.n_examples
@@ -108,7 +115,7 @@ export function Report({ fileId, model }) {
 }
 
 /** The report of a `useReport` state. */
-export function ReportView({ state }) {
+export function ReportView({ state, epochs }) {
   const { report, error, loading } = state;
   if (loading) return html`<p class="muted" data-testid="report-loading">${t("report.loading")}</p>`;
   if (error) return html`<${ErrorBox} error=${error} />`;
@@ -119,7 +126,7 @@ export function ReportView({ state }) {
     <${Problems} v=${v} />
     ${report.stats
       ? html`<h3>${t("report.stats", { model: report.model })}</h3>
-          <${Stats} s=${report.stats} model=${report.model} />`
+          <${Stats} s=${report.stats} model=${report.model} epochs=${epochs} />`
       : null}
     ${report.preview.length
       ? html`<h3>${t("report.preview")}</h3>
