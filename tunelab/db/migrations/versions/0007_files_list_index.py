@@ -6,13 +6,13 @@ project's files for every page (86 ms a page at 10,000 files on SQLite vs 5 ms a
 10); with this index a page reads just its own rows.
 
 Revision ID: 0007_files_list_index
-Revises: 0003_vector_stores
+Revises: 0005_keyword_terms
 """
 
 from alembic import op
 
 revision = "0007_files_list_index"
-down_revision = "0003_vector_stores"
+down_revision = "0005_keyword_terms"
 branch_labels = None
 depends_on = None
 
