@@ -35,6 +35,7 @@ from tests.support import (
 from tests.tiny_models import TINY_CHAT, tiny_registry_entry
 from tunelab.api.app import create_app
 from tunelab.api.deps import ProjectDep
+from tunelab.jobs.tables import Job
 from tunelab.runtime import Runtime, build_runtime
 from tunelab.settings import Settings
 
@@ -140,6 +141,32 @@ def test_another_projects_key_sees_nothing_of_it(page: Any, url: str, runtime: R
         expect(page.get_by_test_id("error")).to_contain_text("No ")
         text = page.locator("main").inner_text()
         assert not [s for s in ("alpha-secret.jsonl", "alpha-store", ids["model"]) if s in text]
+
+
+def test_job_actions_pause_resume_and_cancel(page: Any, url: str, runtime: Runtime) -> None:
+    # No worker runs here, so the job waits in the queue for the buttons.
+    with api(url, "key-alpha") as c:
+        example = {
+            "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+        }
+        data = (json.dumps(example) + "\n").encode() * 10
+        file_id = c.post(
+            "/files", files={"file": ("queue.jsonl", data)}, data={"purpose": "fine-tune"}
+        ).json()["id"]
+        job_id = c.post(
+            "/fine_tuning/jobs", json={"model": TINY_CHAT, "training_file": file_id}
+        ).json()["id"]
+    with runtime.db.begin() as s:
+        s.get(Job, job_id).status = "queued"  # as a worker leaves it after validation
+    sign_in(page, url, "key-alpha")
+    page.goto(f"{url}/dashboard/jobs/{job_id}")
+    job = page.get_by_test_id("job")
+    for button, status in (("pause", "paused"), ("resume", "queued"), ("cancel", "cancelled")):
+        page.get_by_test_id(button).click()
+        expect(job).to_have_attribute("data-status", status)
+    for button in ("pause", "resume", "cancel"):  # a finished job offers none of them
+        expect(page.get_by_test_id(button)).to_have_count(0)
+    expect(page.get_by_test_id("event-log")).to_contain_text("Job cancelled")
 
 
 def test_lists_page_through_1000_jobs_and_10000_files(

@@ -25,7 +25,7 @@ const SHOWN_EVENTS = 200;
  * All events of a job, oldest first, kept up to date: the first call reads every page;
  * later calls read newest-first pages only until they reach an event already held.
  */
-function useEvents(jobId, active) {
+function useEvents(jobId, status, active) {
   const [events, setEvents] = useState([]);
   const known = useRef(new Set());
   const [error, setError] = useState(null);
@@ -56,9 +56,10 @@ function useEvents(jobId, active) {
         busy.current = false;
       });
   };
+  // Read again whenever the status moves (a cancelled job's last events come after).
   useEffect(() => {
     load();
-  }, [jobId]);
+  }, [jobId, status]);
   useInterval(load, 2000, active);
   return { events, error, refresh: load };
 }
@@ -268,7 +269,7 @@ export function JobPage({ id }) {
   const [job, setJob] = useState(null);
   const [error, setError] = useState(null);
   const active = !job || ACTIVE.includes(job.status);
-  const { events, error: eventsError } = useEvents(id, active);
+  const { events, error: eventsError } = useEvents(id, job?.status, active);
   const refresh = () => api(`/v1/fine_tuning/jobs/${id}`).then(setJob, setError);
   useEffect(() => {
     refresh();
