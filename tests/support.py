@@ -160,6 +160,11 @@ def dashboard_page(browser: Any, *, locale: str = "en-US") -> Any:
     return context.new_page()
 
 
+def is_local(url: str) -> bool:
+    """A request the page may make offline: to the test server, or to data in the page."""
+    return url.startswith(("http://127.0.0.1:", "data:", "blob:"))
+
+
 def sign_in(page: Any, url: str, key: str) -> None:
     page.goto(url + "/dashboard/")
     page.get_by_test_id("api-key").fill(key)

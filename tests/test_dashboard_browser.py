@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.support import dashboard_page, register_models, run_server, screenshot, sign_in
+from tests.support import (
+    dashboard_page,
+    is_local,
+    register_models,
+    run_server,
+    screenshot,
+    sign_in,
+)
 from tests.support import wait_until as wait
 from tests.tiny_models import TINY_CHAT, tiny_registry_entry
 from tunelab.settings import Settings
@@ -49,9 +56,12 @@ def page(browser: Any) -> Iterator[Any]:
     page = dashboard_page(browser)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    elsewhere: list[str] = []  # the dashboard works offline: it loads nothing from elsewhere
+    page.on("request", lambda r: None if is_local(r.url) else elsewhere.append(r.url))
     yield page
     page.context.close()
     assert not errors, f"script errors in the page: {errors}"
+    assert not elsewhere, f"requests to other hosts: {elsewhere}"
 
 
 def chat_file(n: int) -> str:
