@@ -16,11 +16,13 @@ Test modules import helpers from here, never from each other.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import openai
@@ -206,3 +208,110 @@ def wait_for(
 def all_events(client: openai.OpenAI, job_id: str) -> list[Any]:
     """The job's events (up to 100), newest first."""
     return list(client.fine_tuning.jobs.list_events(job_id, limit=100))
+
+
+# Debian's Chromium (apt: chromium), never a test tool's own browser download, which
+# fails offline. The flags keep it from reaching out to the network on its own.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Debian Chromium driven by Playwright; yields the Browser."""
+    if not os.access(CHROMIUM, os.X_OK):
+        raise RuntimeError(
+            f"{CHROMIUM} is missing: the browser tests need Debian's Chromium and a CJK font "
+            "(`make browser-deps` installs chromium and fonts-noto-cjk)."
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def dashboard_page(browser: Any, *, locale: str = "en-US") -> Any:
+    """A fresh browser context (no stored key or language) and its page."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, locale=locale)
+    context.set_default_timeout(30_000)
+    return context.new_page()
+
+
+def is_local(url: str) -> bool:
+    """A request the page may make offline: to the test server, or to data in the page."""
+    return url.startswith(("http://127.0.0.1:", "data:", "blob:"))
+
+
+def sign_in(page: Any, url: str, key: str) -> None:
+    page.goto(url + "/dashboard/")
+    page.get_by_test_id("api-key").fill(key)
+    page.get_by_test_id("signin-submit").click()
+    page.get_by_test_id("project").wait_for()
+
+
+def screenshot(page: Any, name: str) -> Path:
+    """Save a full-page screenshot as NAME.png in $DASHBOARD_SCREENSHOTS (`make
+    screenshots` points it at docs/dashboard), else in a temp dir."""
+    import tempfile
+
+    folder = Path(
+        os.environ.get("DASHBOARD_SCREENSHOTS") or Path(tempfile.gettempdir()) / "tunelab-shots"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays at the top of the image
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def seed_lists(runtime: Runtime, project: str, *, n_jobs: int, n_files: int) -> None:
+    """Finished jobs and file rows written straight into the database, for tests and
+    benchmarks of the lists (the files have no content)."""
+    from tunelab.db.tables import FileRow
+    from tunelab.ids import new_id
+    from tunelab.jobs.tables import Job
+
+    start = time.time() - n_files
+    with runtime.db.begin() as s:
+        s.add_all(
+            Job(
+                id=new_id("ftjob-"),
+                project=project,
+                created_at=start + i,
+                status="succeeded",
+                model="tiny-chat",
+                base_model="tiny-chat",
+                training_file="file-seeded",
+                hyperparameters={"n_epochs": 1, "batch_size": 1, "learning_rate_multiplier": 1.0},
+                training_method="lora",
+                seed=i,
+                result_files=[],
+                attempts=1,
+            )
+            for i in range(n_jobs)
+        )
+        s.add_all(
+            FileRow(
+                id=new_id("file-"),
+                project=project,
+                filename=f"seeded-{i:05d}.jsonl",
+                purpose="fine-tune",
+                bytes=100 + i,
+                sha256="0" * 64,
+                status="processed",
+                created_at=int(start) + i,
+            )
+            for i in range(n_files)
+        )

@@ -29,7 +29,7 @@ from tunelab.training.events import (
     read_events,
     write_control,
 )
-from tunelab.training.loop import forward_loss, train
+from tunelab.training.loop import forward_loss, lr_lambda, train
 
 # In-process tests (unit); those that run the training loop on the tiny in-code model
 # are also `slow`, so `-m "unit and not slow"` runs only the quick checks.
@@ -260,3 +260,18 @@ def test_losses_match_the_recorded_run(tmp_path: Path, tiny_chat_dir: Path) -> N
     _, events = run(cfg, tmp_path / "job")
     losses = [e.metrics.train_loss for e in events if isinstance(e, MetricsEvent)]
     assert losses == pytest.approx(RECORDED_LOSSES, abs=LOSS_TOLERANCE)
+
+
+def test_each_step_reports_the_learning_rate_it_applied(
+    tmp_path: Path, tiny_chat_dir: Path
+) -> None:
+    # The dashboard charts it: warm-up, then the decay of the schedule, step by step.
+    cfg = make_config(tmp_path, tiny_chat_dir, n_epochs=3, batch_size=2, warmup_ratio=0.2)
+    outcome, events = run(cfg, tmp_path / "job")
+    steps = [e.metrics for e in events if isinstance(e, MetricsEvent)]
+    assert outcome.status == "succeeded" and len(steps) == 18
+    factor = lr_lambda(cfg, 18)
+    rates = [m.learning_rate for m in steps]
+    assert rates == pytest.approx([cfg.learning_rate * factor(i) for i in range(18)])
+    peak = rates.index(max(rates))
+    assert 0 < peak < 17 and rates[-1] < rates[peak]

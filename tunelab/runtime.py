@@ -32,6 +32,7 @@ from tunelab.embeddings.protocol import Embedder
 from tunelab.files import FileStore
 from tunelab.inference.protocol import ChatEngine
 from tunelab.inference.service import InferenceService
+from tunelab.jobs.preview import FileReports
 from tunelab.jobs.service import JobService
 from tunelab.jobs.worker import Worker, background_worker
 from tunelab.keys import KeyStore
@@ -58,6 +59,8 @@ class Runtime:
     embeddings: Embedder
     inference: InferenceService
     jobs: JobService
+    # Training-file reports for the dashboard (verdict, token statistics, loss mask).
+    reports: FileReports
     retrieval: Retrieval
     responses: ResponsesService
     batches: BatchService
@@ -156,6 +159,7 @@ def build_runtime(
         embeddings=embeddings,
         inference=inference,
         jobs=jobs,
+        reports=FileReports(files, catalog, settings.model_cache_dir),
         retrieval=retrieval,
         responses=responses,
         batches=BatchService(db, files, tuple(executors)),

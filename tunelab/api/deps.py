@@ -21,6 +21,7 @@ from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import Unauthorized
 from tunelab.files import FileStore
 from tunelab.inference.service import InferenceService
+from tunelab.jobs.preview import FileReports
 from tunelab.jobs.service import JobService
 from tunelab.legacy.fine_tunes import LegacyFineTunes
 from tunelab.models.catalog import Catalog
@@ -101,6 +102,10 @@ def _jobs(rt: RuntimeDep) -> JobService:
     return rt.jobs
 
 
+def _reports(rt: RuntimeDep) -> FileReports:
+    return rt.reports
+
+
 def _stores(rt: RuntimeDep) -> VectorStores:
     return rt.retrieval.stores
 
@@ -132,6 +137,7 @@ FilesDep = Annotated[FileStore, Depends(_files)]
 EmbeddingsDep = Annotated[Embedder, Depends(_embeddings)]
 InferenceDep = Annotated[InferenceService, Depends(_inference)]
 JobsDep = Annotated[JobService, Depends(_jobs)]
+ReportsDep = Annotated[FileReports, Depends(_reports)]
 StoresDep = Annotated[VectorStores, Depends(_stores)]
 SearcherDep = Annotated[Searcher, Depends(_searcher)]
 ResponsesDep = Annotated[ResponsesService, Depends(_responses)]

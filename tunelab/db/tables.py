@@ -7,7 +7,7 @@ project's objects are invisible (404), in lists too.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tunelab.db.base import Base
@@ -26,6 +26,9 @@ class FileRow(Base):
     status_details: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger, index=True)
     expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    # A project's list in page order (migration 0007).
+    __table_args__ = (Index("ix_files_project_created", "project", "created_at", "id"),)
 
 
 class ApiKeyRow(Base):

@@ -55,6 +55,7 @@ class StepMetrics(_Record):
     total_steps: int
     train_loss: float
     train_mean_token_accuracy: float
+    learning_rate: float | None = None  # the rate this step applied
     valid_loss: float | None = None
     valid_mean_token_accuracy: float | None = None
     full_valid_loss: float | None = None

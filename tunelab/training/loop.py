@@ -247,6 +247,8 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
                 torch.autograd.backward(loss / n_targets)
                 loss_sum, correct = loss_sum + float(loss.detach()), correct + c
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            # The rate this step applies (the schedule moves on after it).
+            learning_rate = float(optimizer.param_groups[0]["lr"])
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -272,6 +274,7 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
                 total_steps=total_steps,
                 train_loss=loss_sum / n_targets,
                 train_mean_token_accuracy=correct / n_targets,
+                learning_rate=learning_rate,
                 valid_loss=valid[0] if valid else None,
                 valid_mean_token_accuracy=valid[1] if valid else None,
                 full_valid_loss=full[0] if full else None,
