@@ -172,7 +172,9 @@ def _csv(data: bytes) -> str:
     if not body:
         return " | ".join(header)
     return "\n\n".join(
-        "\n".join(f"{h}: {v}" for h, v in zip(header, row) if v.strip()) for row in body
+        # a short row leaves its last columns out
+        "\n".join(f"{h}: {v}" for h, v in zip(header, row, strict=False) if v.strip())
+        for row in body
     )
 
 
