@@ -87,9 +87,9 @@ def _pdf(data: bytes) -> str:
         if reader.is_encrypted:
             # Owner-password-only PDFs open with the empty user password.
             try:
-                opened = reader.decrypt("")
+                opened = bool(reader.decrypt(""))  # PasswordType.NOT_DECRYPTED is 0
             except Exception:
-                opened = 0
+                opened = False
             if not opened:
                 raise DocumentError(
                     "invalid_file",
