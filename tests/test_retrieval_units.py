@@ -19,6 +19,8 @@ from tunelab.retrieval.index import DenseIndex, StoreMatrix, StorePostings
 from tunelab.retrieval.ranking import dense_scores, hybrid_scores
 from tunelab.retrieval.terms import decode_terms, encode_terms, terms
 
+pytestmark = pytest.mark.unit
+
 DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data"
 
 
