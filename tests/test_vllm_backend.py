@@ -3,12 +3,16 @@
 No real vLLM can be installed here (it needs a CUDA build); the stand-in answers
 the routes tunelab uses the way vLLM documents them: `/v1/models` (with
 `max_model_len`), `/v1/completions` with a token-id prompt (streamed as SSE, with
-`stream_options.include_usage`), and `/v1/load_lora_adapter`. It records what it
+`stream_options.include_usage`), and `/v1/load_lora_adapter`. tunelab sends every
+generation, streamed or not for its own client, as a streamed token-prompt
+completion, so vLLM's non-streaming and `/v1/chat/completions` routes are not
+part of the wire it uses and the stand-in leaves them out. It records what it
 was sent, so the test checks the wire as well as what OpenAI clients get back.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,21 +80,10 @@ class StandIn:
             "completion_tokens": sum(len(w) for _, w, _ in choices),
             "total_tokens": len(prompt) + sum(len(w) for _, w, _ in choices),
         }
-        if not body.get("stream"):
-            return {
-                "id": "cmpl-standin",
-                "object": "text_completion",
-                "model": model,
-                "choices": [
-                    {"index": i, "text": "".join(w), "finish_reason": r} for i, w, r in choices
-                ],
-                "usage": usage,
-            }
+        assert body["stream"] is True  # tunelab always streams from vLLM, then reshapes
 
         def sse() -> Iterator[str]:
             def event(payload: dict[str, Any]) -> str:
-                import json
-
                 return f"data: {json.dumps(payload)}\n\n"
 
             base = {"id": "cmpl-standin", "object": "text_completion", "model": model}
