@@ -22,6 +22,7 @@ import openai
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from transformers import AutoTokenizer
 
 from tests.support import register_models, run_server, sdk
 from tests.tiny_models import TINY_CHAT, tiny_registry_entry
@@ -141,10 +142,13 @@ def test_base_and_lora_fine_tune_are_served_by_vllm(
 
         # n=2: each choice its own text and finish.
         r2 = a.chat.completions.create(model=TINY_CHAT, messages=HI, max_tokens=8, n=2)
-        assert [c.message.content for c in r2.choices] == [
-            "Hello from choice 0.",
-            "Hello from choice 1.",
-        ]
+        texts = [c.message.content or "" for c in r2.choices]
+        assert texts == ["Hello from choice 0.", "Hello from choice 1."]
+        # vLLM reports usage per request; each choice's tokens are counted locally
+        tok = AutoTokenizer.from_pretrained(str(tiny_chat_dir))
+        assert r2.usage is not None
+        counted = sum(len(tok.encode(t, add_special_tokens=False)) for t in texts)
+        assert r2.usage.completion_tokens == counted
 
         # The fine-tune: loaded into vLLM once, on first use, then served by name.
         assert upstream.adapter_loads == []
