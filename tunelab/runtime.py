@@ -127,11 +127,14 @@ def build_runtime(
     db = Database(settings.db_url)
     registry = Registry.for_settings(settings)
     catalog = Catalog(registry, db, settings.models_dir)
-    files = FileStore(
-        db, blobs or LocalBlobStore(settings.files_dir), max_bytes=settings.max_upload_bytes
-    )
+    files = FileStore(db, blobs or _default_blobs(settings), max_bytes=settings.max_upload_bytes)
     embeddings = embedder or _default_embedder(settings, registry)
-    inference = InferenceService(chat_engine or _default_chat_engine(settings), catalog)
+    engine = chat_engine or _default_chat_engine(settings)
+    if any(spec.vllm_url for spec in registry.all()):
+        from tunelab.inference.vllm import VLLMEngine
+
+        engine = VLLMEngine(engine, settings.model_cache_dir)  # those models go there
+    inference = InferenceService(engine, catalog)
     retrieval = build_retrieval(
         db,
         files,
@@ -167,6 +170,16 @@ def build_runtime(
         legacy=LegacyFineTunes(jobs, files),
         worker=Worker(db, settings, catalog, files) if run_worker else None,
         batch_worker=BatchWorker(db, files, executors),
+    )
+
+
+def _default_blobs(settings: Settings) -> BlobStore:
+    if settings.blob_url is None:
+        return LocalBlobStore(settings.files_dir)
+    from tunelab.s3blobs import S3BlobStore
+
+    return S3BlobStore(
+        settings.blob_url, settings.blob_cache_dir, endpoint_url=settings.s3_endpoint_url
     )
 
 

@@ -86,6 +86,15 @@ class Settings(BaseSettings):
     # (benchmarks/training.py measures both).
     training_bf16: bool | None = None
 
+    # Uploaded files in an S3-compatible bucket instead of data_dir/files:
+    # "s3://bucket/prefix". Credentials come from boto3's chain (AWS_* variables,
+    # ~/.aws); s3_endpoint_url names a non-AWS server (MinIO, Ceph, R2).
+    blob_url: str | None = None
+    s3_endpoint_url: str | None = None
+
+    # When set, GET /metrics needs `Authorization: Bearer <this>` (docs/deployment.md).
+    metrics_token: str | None = None
+
     @field_validator("data_dir", "cache_dir", mode="after")
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:
@@ -111,6 +120,11 @@ class Settings(BaseSettings):
     @property
     def files_dir(self) -> Path:
         return self.data_dir / "files"
+
+    @property
+    def blob_cache_dir(self) -> Path:
+        """Local copies of blobs read from object storage (TUNELAB_BLOB_URL)."""
+        return self.data_dir / "blob-cache"
 
     @property
     def models_dir(self) -> Path:

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 import tunelab
-from tunelab.api import dashboard
+from tunelab.api import dashboard, metrics
 from tunelab.api.deps import TunelabApp
 from tunelab.api.errors import install_error_handlers
 from tunelab.api.routes import V1_ROUTERS, health
@@ -53,6 +53,7 @@ def create_app(runtime: Runtime | Settings | None = None) -> TunelabApp:
         response.headers["x-request-id"] = "req_" + random_token(24)
         return response
 
+    metrics.install(app, rt)
     app.include_router(health.router)
     for router in V1_ROUTERS:
         app.include_router(router, prefix="/v1")

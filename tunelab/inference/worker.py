@@ -118,6 +118,12 @@ class GenerationWorker:
             self._cond.notify()
 
     @property
+    def depth(self) -> tuple[int, int]:
+        """Generations waiting to be admitted, and sequences decoding now."""
+        with self._cond:
+            return len(self._pending), len(self._active)
+
+    @property
     def idle(self) -> bool:
         with self._cond:
             return not self._pending and not self._active
