@@ -76,6 +76,7 @@ def training_env(environ: Mapping[str, str]) -> dict[str, str]:
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
+
 log = logging.getLogger("tunelab.worker")
 
 KILL_AFTER_S = 30.0  # a child that ignores cancel/pause this long is killed
