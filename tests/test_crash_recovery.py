@@ -11,7 +11,8 @@ After every restart:
   that is listed at all is complete (it equals one of the payloads that were sent);
 - after the last restart, the work that was interrupted finishes: ingestion ends in
   `completed`, the batch in `completed` with every line answered exactly once, the
-  job in `succeeded`, and the fine-tuned model answers.
+  jobs in `succeeded` (the first one, killed up to three times, may instead fail as
+  designed: "stopped unexpectedly 3 times"), and the fine-tuned model answers.
 
 tests/test_batches.py and tests/test_jobs_worker.py kill the batch and job workers
 alone; this kills the whole server while everything runs.
@@ -148,8 +149,13 @@ def settled(client: openai.OpenAI, ledger: Ledger) -> Callable[[], bool]:
             assert status not in ("failed", "expired", "cancelled"), (batch_id, status)
             if status != "completed":
                 return False
-        for job_id in ledger.jobs:
+        for n, job_id in enumerate(ledger.jobs):
             job = client.fine_tuning.jobs.retrieve(job_id)
+            if n == 0 and job.status == "failed":
+                # Started in every round, so possibly killed mid-training KILLS times: a
+                # job whose training dies three times fails, by design, saying so.
+                assert job.error is not None and "3 times" in job.error.message, job.error
+                continue
             assert job.status not in ("failed", "cancelled"), (job_id, job.error)
             if job.status != "succeeded":
                 return False
@@ -195,7 +201,7 @@ def test_killing_the_server_at_random_points_loses_nothing(
         for store_id in ledger.stores:
             hits = client.vector_stores.search(store_id, query="topic 3")
             assert hits.data
-        job = client.fine_tuning.jobs.retrieve(ledger.jobs[0])
+        job = client.fine_tuning.jobs.retrieve(ledger.jobs[-1])
         assert job.fine_tuned_model
         reply = client.chat.completions.create(
             model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}], max_tokens=3

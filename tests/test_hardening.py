@@ -382,6 +382,23 @@ def test_search_embedding_and_name_bounds(url: str) -> None:
     assert r.status_code == 400 and "characters" in r.json()["error"]["message"]
 
 
+def test_ingestion_refuses_files_over_its_bound(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunelab import limits
+
+    monkeypatch.setattr(limits, "MAX_INGEST_BYTES", 1024)
+    alpha = sdk(url, "key-alpha")
+    f = alpha.files.create(file=("big.txt", b"words " * 400), purpose="assistants")
+    store = alpha.vector_stores.create(name="bounded", file_ids=[f.id])
+
+    def ended() -> Any:
+        vf = alpha.vector_stores.files.retrieve(f.id, vector_store_id=store.id)
+        return vf if vf.status != "in_progress" else None
+
+    vf = wait_until(ended, timeout=60, what="ingestion to end")
+    assert vf.status == "failed" and vf.last_error is not None
+    assert vf.last_error.code == "invalid_file" and "at most 1024 bytes" in vf.last_error.message
+
+
 # -- defect 4: a non-streaming /v1/responses client that leaves stops its generation ----------
 
 
