@@ -355,12 +355,12 @@ def test_oversized_bodies_are_413_before_or_while_streaming(url: str, app: Tunel
 
 
 def test_api_docs_are_not_served_once_keys_are_configured(url: str, settings: Settings) -> None:
-    assert httpx.get(url + "/openapi.json").status_code == 404
-    assert httpx.get(url + "/docs").status_code == 404
+    assert httpx.get(url + "/openapi.json", timeout=60).status_code == 404
+    assert httpx.get(url + "/docs", timeout=60).status_code == 404
     with run_server(settings) as open_url:  # no keys: the docs are there
-        assert httpx.get(open_url + "/openapi.json").status_code == 200
+        assert httpx.get(open_url + "/openapi.json", timeout=60).status_code == 200
     with run_server(settings.model_copy(update={"api_docs": "off"})) as off_url:
-        assert httpx.get(off_url + "/docs").status_code == 404
+        assert httpx.get(off_url + "/docs", timeout=60).status_code == 404
 
 
 # -- defect 8: search, embedding and name bounds ---------------------------------------------
