@@ -22,6 +22,7 @@ import numpy as np
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from tunelab import limits
 from tunelab.db.base import Database
 from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import NotFound
@@ -174,6 +175,12 @@ class Ingestor:
             return False
         job.model = store.embedding_model
         file_row = self.files.get(row.project, job.file_id)
+        if file_row.bytes > limits.MAX_INGEST_BYTES:
+            raise DocumentError(
+                "invalid_file",  # one of OpenAI's three codes; the message says why
+                f"'{row.filename}' has {file_row.bytes} bytes; a vector store indexes files of "
+                f"at most {limits.MAX_INGEST_BYTES} bytes. Split it into several files.",
+            )
         text_ = extract_text(row.filename, self.files.path(file_row).read_bytes())
         tokenizer = self._tokenizer(job.model)
         window = self.embeddings.max_tokens(job.model) - tokenizer.num_special_tokens_to_add()

@@ -17,6 +17,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tunelab import limits
 from tunelab.db.base import Database
 from tunelab.embeddings.protocol import Embedder, Vectors
 from tunelab.errors import InvalidRequest
@@ -73,6 +74,14 @@ class Searcher:
         score_threshold: float = 0.0,
     ) -> list[Hit]:
         """Validate, check access (404 for another project's store) and search."""
+        if len(queries) > limits.MAX_SEARCH_QUERIES:
+            raise InvalidRequest(
+                f"query holds {len(queries)} queries; at most {limits.MAX_SEARCH_QUERIES} "
+                "are searched per request.",
+                param="query",
+            )
+        for q in queries:
+            limits.text(q, "query", max_chars=limits.MAX_QUERY_CHARS)
         queries = [q for q in queries if q.strip()]
         if not queries:
             raise InvalidRequest(

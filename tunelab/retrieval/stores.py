@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from tunelab import limits
 from tunelab.db.base import Database
 from tunelab.errors import InvalidRequest, NotFound
 from tunelab.files import FileStore
@@ -128,6 +129,10 @@ class VectorStores:
         size, overlap = parse_chunking(chunking_strategy)
         days = check_expires_after(expires_after)
         check_metadata(metadata)
+        if name is not None:
+            limits.text(name, "name", max_chars=limits.MAX_NAME_CHARS)
+        if description is not None:
+            limits.text(description, "description", max_chars=limits.MAX_DESCRIPTION_CHARS)
         for file_id in file_ids:
             self.files.get(project, file_id)  # 404 before anything is written
         now = _now()
@@ -160,6 +165,8 @@ class VectorStores:
             return [self.view(s, r) for r in rows], more
 
     def update(self, project: str, store_id: str, fields: dict[str, Any]) -> StoreView:
+        if fields.get("name") is not None:
+            limits.text(fields["name"], "name", max_chars=limits.MAX_NAME_CHARS)
         with self.db.begin() as s:
             row = self._store(s, project, store_id)
             if "name" in fields:
