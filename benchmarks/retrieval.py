@@ -75,13 +75,15 @@ class Scores:
 
 @contextmanager
 def live_server(model: str, cache: Path) -> Iterator[str]:
-    """`tunelab serve` in its own process, data in a temp dir, `model` the default."""
+    """`tunelab serve` in its own process, data in a temp dir, `model` the model of every
+    store (no choice by the documents' script: each run measures one model)."""
     with tempfile.TemporaryDirectory() as tmp:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         env = {
             **os.environ, "TUNELAB_DEFAULT_EMBEDDING_MODEL": model,
+            "TUNELAB_MULTILINGUAL_EMBEDDING_MODEL": "",
             "TUNELAB_CACHE_DIR": str(cache / "models"), "HF_HUB_OFFLINE": "1",
         }  # fmt: skip
         proc = subprocess.Popen(
