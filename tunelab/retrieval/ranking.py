@@ -120,11 +120,16 @@ def spread_files(
     positive = np.flatnonzero(scores > 0)
     if k <= 0 or len(positive) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    raw = scores[positive]
-    order = positive[np.argsort(-raw, kind="stable")]
-    take = min(len(order), 4 * k)
+    values = scores[positive]
+    take = min(len(positive), 4 * k)
     while True:
-        rows = order[:take]
+        if take < len(positive):
+            part = np.argpartition(-values, take)  # position `take`: the best left out
+            top, left_out = part[:take], float(values[part[take]])
+        else:
+            top, left_out = np.arange(len(positive)), 0.0
+        top = top[np.argsort(-values[top], kind="stable")]
+        rows = positive[top]
         codes = file_codes[rows]
         # Rank of each row within its file: rows are in descending score order, so a
         # stable sort by file keeps that order inside each file.
@@ -136,9 +141,9 @@ def spread_files(
         repeat[by_file] = np.arange(len(rows)) - group_start
         discounted = (scores[rows] * decay**repeat).astype(np.float32)
         best = np.argsort(-discounted, kind="stable")[:k]
-        if take == len(order) or discounted[best[-1]] >= scores[order[take]]:
+        if take == len(positive) or discounted[best[-1]] >= left_out:
             return rows[best], discounted[best]
-        take = min(len(order), 4 * take)
+        take = min(len(positive), 4 * take)
 
 
 def hybrid_scores(
