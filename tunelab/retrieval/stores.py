@@ -24,6 +24,7 @@ from tunelab.files import FileStore
 from tunelab.ids import new_id
 from tunelab.retrieval.index import DenseIndex, KeywordIndex
 from tunelab.retrieval.ingestion import Ingestor, drop_chunks
+from tunelab.retrieval.language import StoreModels
 from tunelab.retrieval.params import (
     check_attributes,
     check_expires_after,
@@ -86,14 +87,14 @@ class VectorStores:
         ingestor: Ingestor,
         dense: DenseIndex,
         keyword: KeywordIndex,
-        default_embedding_model: str,
+        models: StoreModels,
     ) -> None:
         self.db = db
         self.files = files
         self.ingestor = ingestor
         self.dense = dense
         self.keyword = keyword
-        self.default_embedding_model = default_embedding_model
+        self.models = models
 
     # ------------------------------------------------------------ stores
 
@@ -143,7 +144,8 @@ class VectorStores:
             description=description,
             metadata_json=json.dumps(metadata) if metadata else None,
             expires_after_days=days,
-            embedding_model=self.default_embedding_model,
+            # "" = chosen by its first document (`language.StoreModels`)
+            embedding_model=self.models.at_creation,
             index_version=0,
             created_at=now,
             last_active_at=now,
