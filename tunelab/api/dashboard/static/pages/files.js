@@ -93,10 +93,8 @@ export function FilePage({ id }) {
     api(`/v1/files/${id}`).then(setFile, setError);
   }, [id]);
   useEffect(() => {
-    if (!model && models) {
-      const first = models.find((m) => m.kind === "chat" && m.fine_tunable && m.fine_tune === "base");
-      if (first) setModel(first.id);
-    }
+    const first = models?.find((m) => m.kind === "chat" && m.fine_tunable && m.fine_tune === "base");
+    if (first) setModel((m) => m || first.id); // keeps a model picked before the effect ran
   }, [models]);
   async function remove() {
     try {

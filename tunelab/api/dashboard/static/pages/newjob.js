@@ -51,10 +51,10 @@ export function NewJobPage({ query }) {
     loadFiles();
   }, []);
   useEffect(() => {
-    if (!form.model && models) {
-      const first = models.find((m) => m.kind === "chat" && m.fine_tunable && m.fine_tune === "base");
-      if (first) set("model")(first.id);
-    }
+    const first = models?.find((m) => m.kind === "chat" && m.fine_tunable && m.fine_tune === "base");
+    // A functional update: the effect runs after paint, and a model the user picked
+    // in between must not be replaced by the default.
+    if (first) setForm((f) => (f.model ? f : { ...f, model: first.id }));
   }, [models]);
   const reportState = useReport(form.training_file, form.model);
   const { report } = reportState;
