@@ -20,6 +20,9 @@ from types import TracebackType
 from tunelab.blobs import BlobStore, LocalBlobStore
 from tunelab.db.base import Database, migrate
 from tunelab.embeddings.protocol import Embedder
+from tunelab.evals.judging import Judge, MaskedJudge
+from tunelab.evals.runner import EvalRunner
+from tunelab.evals.service import EvalService
 from tunelab.files import FileStore
 from tunelab.inference.protocol import ChatEngine
 from tunelab.inference.service import InferenceService
@@ -46,8 +49,11 @@ class Runtime:
     jobs: JobService
     retrieval: Retrieval
     responses: ResponsesService
+    evals: EvalService
     # The job worker that runs inside this process, when settings.embedded_worker.
     worker: Worker | None
+    # The eval runner that runs inside this process, when settings.embedded_worker.
+    eval_runner: EvalRunner | None
     _running: ExitStack = field(default_factory=ExitStack)
 
     def new_worker(self) -> Worker:
@@ -57,11 +63,14 @@ class Runtime:
 
     def start(self) -> None:
         """Begin background work: ingestion (re-queueing interrupted files) and,
-        when embedded, the job worker."""
+        when embedded, the job worker and the eval runner."""
         self.retrieval.start()
         self._running.callback(self.retrieval.close)
         if self.worker is not None:
             self._running.enter_context(background_worker(self.worker))
+        if self.eval_runner is not None:
+            self.eval_runner.start()
+            self._running.callback(self.eval_runner.close)
 
     def close(self) -> None:
         """Stop background work (the worker hands its job back to the queue),
@@ -91,12 +100,14 @@ def build_runtime(
     embedder: Embedder | None = None,
     blobs: BlobStore | None = None,
     embedded_worker: bool | None = None,
+    judge: Judge | None = None,
 ) -> Runtime:
     """Build every service; nothing starts running until `start()`.
 
     `chat_engine`, `embedder` and `blobs` replace the defaults (transformers,
     sentence-transformers, a local directory). `embedded_worker` overrides
     `settings.embedded_worker` (a standalone `tunelab worker` runs its own).
+    `judge` replaces the model judge of label_model/score_model graders.
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate(settings.db_url)
@@ -116,6 +127,23 @@ def build_runtime(
         default_embedding_model=settings.default_embedding_model,
     )
     run_worker = settings.embedded_worker if embedded_worker is None else embedded_worker
+    eval_runner = (
+        EvalRunner(
+            db,
+            files,
+            inference,
+            embeddings,
+            judge or MaskedJudge(inference),
+            embedding_model=settings.default_embedding_model,
+            poll_seconds=settings.worker_poll_seconds,
+            stale_seconds=settings.worker_stale_seconds,
+        )
+        if run_worker
+        else None
+    )
+    evals = EvalService(
+        db, files, inference, on_run_created=eval_runner.wake if eval_runner else None
+    )
     return Runtime(
         settings=settings,
         db=db,
@@ -128,7 +156,9 @@ def build_runtime(
         jobs=JobService(db, registry, catalog, files),
         retrieval=retrieval,
         responses=ResponsesService(inference, retrieval.searcher),
+        evals=evals,
         worker=Worker(db, settings, catalog, files) if run_worker else None,
+        eval_runner=eval_runner,
     )
 
 

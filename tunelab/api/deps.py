@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Request
 
 from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import Unauthorized
+from tunelab.evals.service import EvalService
 from tunelab.files import FileStore
 from tunelab.inference.service import InferenceService
 from tunelab.jobs.service import JobService
@@ -110,6 +111,18 @@ def _responses(rt: RuntimeDep) -> ResponsesService:
     return rt.responses
 
 
+def _evals(rt: RuntimeDep) -> EvalService:
+    return rt.evals
+
+
+def optional_project(request: Request, rt: RuntimeDep) -> str | None:
+    """The caller's project when the request carries valid credentials (or none are
+    configured), else None: for pages a browser opens with a secret link."""
+    if rt.keys.any_configured() and not request.headers.get("authorization"):
+        return None
+    return current_project(request, rt)
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 CatalogDep = Annotated[Catalog, Depends(_catalog)]
@@ -120,3 +133,5 @@ JobsDep = Annotated[JobService, Depends(_jobs)]
 StoresDep = Annotated[VectorStores, Depends(_stores)]
 SearcherDep = Annotated[Searcher, Depends(_searcher)]
 ResponsesDep = Annotated[ResponsesService, Depends(_responses)]
+EvalsDep = Annotated[EvalService, Depends(_evals)]
+OptionalProjectDep = Annotated[str | None, Depends(optional_project)]

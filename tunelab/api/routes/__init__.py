@@ -3,6 +3,7 @@
 from tunelab.api.routes import (
     chat,
     embeddings,
+    evals,
     files,
     fine_tuning,
     health,
@@ -19,6 +20,7 @@ V1_ROUTERS = [
     chat.router,
     vector_stores.router,
     responses.router,
+    evals.router,
 ]
 
 __all__ = ["V1_ROUTERS", "health"]
