@@ -58,10 +58,17 @@ ROWS = [
 ]
 
 
-@pytest.fixture
-def served(settings: Settings, tiny_chat_dir: Path) -> Iterator[tuple[Any, Runtime, str]]:
-    settings.api_keys = "key-alpha:alpha,key-beta:beta"
-    settings.worker_poll_seconds = 0.1
+@pytest.fixture(scope="module")
+def served(
+    tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_chat_dir: Path
+) -> Iterator[tuple[Any, Runtime, str]]:
+    """One server for the module (each test makes its own evals)."""
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("evals") / "data",
+        cache_dir=model_cache,
+        api_keys="key-alpha:alpha,key-beta:beta",
+        worker_poll_seconds=0.1,
+    )
     engine = ScriptedChatEngine(AutoTokenizer.from_pretrained(tiny_chat_dir), scripted_answer)
     runtime = build_runtime(settings, chat_engine=engine)
     with run_server(runtime) as url:
@@ -169,6 +176,7 @@ def test_another_projects_eval_does_not_exist(served) -> None:
     alpha, beta = sdk(url, "key-alpha"), sdk(url, "key-beta")
     ev = _eval(alpha)
     run = alpha.evals.runs.create(ev.id, data_source=_completions(ROWS[:1]))  # type: ignore[arg-type]
+    before = [e.id for e in alpha.evals.list(limit=100)]
     with pytest.raises(openai.NotFoundError):
         beta.evals.retrieve(ev.id)
     with pytest.raises(openai.NotFoundError):
@@ -178,7 +186,7 @@ def test_another_projects_eval_does_not_exist(served) -> None:
     with pytest.raises(openai.NotFoundError):
         beta.evals.delete(ev.id)
     assert [e.id for e in beta.evals.list()] == []
-    assert [e.id for e in alpha.evals.list()] == [ev.id]
+    assert ev.id in before and before == sorted(before)  # oldest first by default
 
     updated = alpha.evals.update(ev.id, name="renamed", metadata={"team": "support"})
     assert updated.name == "renamed" and updated.metadata == {"team": "support"}
