@@ -245,7 +245,8 @@ def test_bad_runs_are_400_naming_the_row(served) -> None:
     assert e.value.body["param"] == "data_source.input_messages.template[1].content"
     with pytest.raises(openai.BadRequestError) as e:  # the criterion reads the sample
         client.evals.runs.create(
-            ev.id, data_source={"type": "jsonl", "source": {"type": "file_content", "content": ROWS}}
+            ev.id,
+            data_source={"type": "jsonl", "source": {"type": "file_content", "content": ROWS}},
         )
     assert e.value.body["param"] == "data_source.source.content[0].sample"
     assert list(client.evals.runs.list(ev.id)) == []  # nothing half-created
@@ -286,9 +287,7 @@ def test_report_url_opens_in_a_browser_with_its_token(served) -> None:
     assert httpx.get(run.report_url.split("?")[0]).status_code == 404
 
 
-def test_a_run_left_by_a_dead_runner_resumes(
-    settings: Settings, tiny_chat_dir: Path
-) -> None:
+def test_a_run_left_by_a_dead_runner_resumes(settings: Settings, tiny_chat_dir: Path) -> None:
     """A run whose runner died mid-way (it holds the run, its heartbeat is old) is
     re-queued by the next runner and finishes, keeping the rows already graded."""
     engine = ScriptedChatEngine(AutoTokenizer.from_pretrained(tiny_chat_dir), scripted_answer)

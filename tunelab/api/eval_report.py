@@ -78,7 +78,7 @@ def render_report(report: Report) -> str:
                         str(u.completion_tokens),
                     ]
                     for u in run.per_model_usage
-                ],  # fmt: skip
+                ],
             )
         )
     parts.append("<h2>Rows</h2>")

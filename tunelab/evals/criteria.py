@@ -197,7 +197,8 @@ def _sampling(raw: Any, param: str) -> JudgeSampling:
     if raw.get("reasoning_effort") is not None:
         raise _bad(
             f"{param}.reasoning_effort",
-            "reasoning_effort applies to reasoning models; tunelab's judges are not, so leave it out.",
+            "reasoning_effort applies to reasoning models; tunelab's judges are not, so "
+            "leave it out.",
         )
     temperature = _number(raw, "temperature", param, required=False)
     top_p = _number(raw, "top_p", param, required=False)
@@ -239,7 +240,8 @@ def _parse_one(
             "unsupported_grader",
         )
     name = _str(raw, "name", param)
-    cid = raw.get("id") if isinstance(raw.get("id"), str) else f"{name}-{uuid.uuid4()}"
+    given_id = raw.get("id")
+    cid = given_id if isinstance(given_id, str) else f"{name}-{uuid.uuid4()}"
     echo: dict[str, Any] = {"type": kind, "name": name}
     if not nested:
         echo["id"] = cid

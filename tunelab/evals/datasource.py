@@ -155,7 +155,8 @@ def _sampling_params(raw: Any, kind: str, param: str) -> tuple[dict[str, Any], b
     if raw.get("reasoning_effort") is not None:
         raise _bad(
             f"{param}.reasoning_effort",
-            "reasoning_effort applies to reasoning models; tunelab's models are not, so leave it out.",
+            "reasoning_effort applies to reasoning models; tunelab's models are not, so "
+            "leave it out.",
         )
     if raw.get("tools"):
         raise _bad(
@@ -214,11 +215,11 @@ def _input_messages(
         echo = {"type": "template", "template": messages_echo(tuple(messages))}
         return tuple(messages), None, echo
     if raw.get("type") == "item_reference":
-        text = raw.get("item_reference")
+        named = raw.get("item_reference")
         where = f"{param}.item_reference"
-        if not isinstance(text, str):
+        if not isinstance(named, str):
             raise _bad(where, f"{where} must name an item field, like 'item.messages'.")
-        ref = parse_reference(text.strip().strip("{}").strip(), where)
+        ref = parse_reference(named.strip().strip("{}").strip(), where)
         if ref.namespace != "item" or not ref.path:
             raise _bad(where, f"{where} must point into the item, like 'item.messages'.")
         missing = missing_field(schema, ref.path)
@@ -253,10 +254,11 @@ def parse_data_source(
             "'file_id' (stored completions and response logs are not kept).",
         )
     needs_sample = kind == "jsonl" and criteria_read_sample
-    file_id = None
+    file_id: str | None = None
     if source["type"] == "file_content":
+        content = source.get("content")
         rows = check_rows(
-            source.get("content") if isinstance(source.get("content"), list) else [],
+            content if isinstance(content, list) else [],
             f"{param}.source.content",
             item_schema,
             needs_sample,
@@ -269,9 +271,10 @@ def parse_data_source(
             ],
         }
     else:
-        file_id = source.get("id")
-        if not isinstance(file_id, str):
+        given = source.get("id")
+        if not isinstance(given, str):
             raise _bad(f"{param}.source.id", f"{param}.source.id must be a file id.")
+        file_id = given
         text = read_file(project, file_id)
         rows = check_rows(
             file_rows(text, f"{param}.source.id"), f"{param}.source.id", item_schema, needs_sample

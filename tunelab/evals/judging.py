@@ -179,7 +179,8 @@ class MaskedJudge:
         tokenizer, prompt = self._prompt(project, model, messages, rule)
         numeric = _numeric_tokens(tokenizer)
         eos = tokenizer.eos_token_id
-        text, chosen, steps = "", [], 0
+        text, steps = "", 0
+        chosen: list[int] = []
         limit = sampling.max_tokens or MAX_NUMBER_CHARS
         while steps < limit:
             allowed = [

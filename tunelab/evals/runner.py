@@ -244,10 +244,11 @@ class EvalRunner:
             except TunelabError as e:
                 started.append((messages, e.message))
         out = []
-        for messages, sub in started:
-            if isinstance(sub, str):
-                out.append(Sampled(None, _shown(sp, messages, None, sub), sub))
+        for messages, handle in started:
+            if isinstance(handle, str):
+                out.append(Sampled(None, _shown(sp, messages, None, handle), handle))
                 continue
+            sub = handle
             try:
                 choice = sub.collect()[0]
             except TunelabError as e:

@@ -103,7 +103,8 @@ class EvalService:
             ) from None
         if row.purpose != "evals":
             raise InvalidRequest(
-                f"{file_id} has purpose '{row.purpose}'; eval rows are uploaded with purpose 'evals'.",
+                f"{file_id} has purpose '{row.purpose}'; eval rows are uploaded with "
+                "purpose 'evals'.",
                 param=param,
             )
         try:
@@ -377,7 +378,8 @@ def _criterion_reads_sample(c: dict[str, Any]) -> bool:
     for key in ("input", "reference"):
         if isinstance(c.get(key), str):
             texts.append(c[key])
-    for m in c.get("input") if isinstance(c.get("input"), list) else []:
+    messages = c.get("input")
+    for m in messages if isinstance(messages, list) else []:
         texts.append(m["content"]["text"])
     for sub in (c.get("graders") or {}).values():
         if _criterion_reads_sample(sub):

@@ -52,7 +52,8 @@ def parse_reference(text: str, param: str) -> Reference:
         if m is None:
             raise InvalidRequest(
                 f"{param} has a template '{{{{{text}}}}}' that is not a valid reference; write "
-                "'{{item.field}}' or '{{sample.output_text}}' (dots and [index] for nested values).",
+                "'{{item.field}}' or '{{sample.output_text}}' (dots and [index] for nested "
+                "values).",
                 param=param,
                 code="invalid_template",
             )
