@@ -34,7 +34,7 @@ from tunelab.inference.params import SamplingRequest
 from tunelab.inference.service import InferenceService
 
 BIAS = 100.0
-MAX_NUMBER_CHARS = 8
+MAX_NUMBER_CHARS = 8  # tokens of a score at most (digits, '.', '-')
 _NUMBER_PREFIX = re.compile(r"-?\d*(\.\d*)?")
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
@@ -182,14 +182,18 @@ class MaskedJudge:
         text, steps = "", 0
         chosen: list[int] = []
         limit = sampling.max_tokens or MAX_NUMBER_CHARS
+        # No more integer digits than the range's bounds have, three decimals at most.
+        int_digits = len(str(int(max(abs(low), abs(high)))))
+
+        def fits(candidate: str) -> bool:
+            m = _NUMBER_PREFIX.fullmatch(candidate)
+            if m is None or (low >= 0 and "-" in candidate):
+                return False
+            whole, _, frac = candidate.lstrip("-").partition(".")
+            return len(whole) <= int_digits and len(frac) <= 3
+
         while steps < limit:
-            allowed = [
-                tid
-                for tid, piece in numeric.items()
-                if len(text + piece) <= MAX_NUMBER_CHARS
-                and _NUMBER_PREFIX.fullmatch(text + piece)
-                and (low < 0 or "-" not in piece)
-            ]
+            allowed = [tid for tid, piece in numeric.items() if fits(text + piece)]
             complete = _NUMBER.fullmatch(text) is not None
             if complete and eos is not None:
                 allowed.append(eos)
