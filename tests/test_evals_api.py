@@ -7,6 +7,7 @@ are in test_evals_graders.py.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -306,3 +307,37 @@ def test_a_run_left_by_a_dead_runner_resumes(settings: Settings, tiny_chat_dir: 
     assert done.status == "completed" and done.result_counts.total == 4
     with second.db() as s:
         assert s.get(EvalRunRow, run.id).attempts == 2
+
+
+def test_cli_compares_models_on_held_out_data(served, tmp_path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from tunelab.cli.main import cli
+
+    _, _, url = served
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": r["item"]["question"]},
+                        {"role": "assistant", "content": r["item"]["label"]},
+                    ]
+                }
+            )
+            for r in ROWS
+        )  # fmt: skip
+    )
+    monkeypatch.setenv("TUNELAB_BASE_URL", url + "/v1")
+    monkeypatch.setenv("TUNELAB_API_KEY", "key-alpha")
+    out = CliRunner().invoke(
+        cli, ["evals", "run", "--models", MODEL, "--data", str(heldout), "--grader", "exact"]
+    )
+    assert out.exit_code == 0, out.output
+    row = next(line for line in out.output.splitlines() if "completed" in line)
+    assert re.search(r"completed\s*│\s*3\s*│\s*1\s*│\s*0\s*│\s*0\.750", row), row
+    bad = CliRunner().invoke(
+        cli, ["evals", "run", "--models", MODEL, "--data", str(heldout), "--grader", "regex"]
+    )
+    assert bad.exit_code != 0 and "Unknown grader 'regex'" in bad.output
