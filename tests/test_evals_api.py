@@ -327,7 +327,7 @@ def test_cli_compares_models_on_held_out_data(served, tmp_path, monkeypatch) -> 
                 }
             )
             for r in ROWS
-        )  # fmt: skip
+        )
     )
     monkeypatch.setenv("TUNELAB_BASE_URL", url + "/v1")
     monkeypatch.setenv("TUNELAB_API_KEY", "key-alpha")
