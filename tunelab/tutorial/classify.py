@@ -145,7 +145,8 @@ def step_classify(session: Session) -> None:
         "tunelab prepare-data -f examples/tickets.csv -q  # classification: train/valid split\n"
         "tunelab jobs create -t tickets_prepared_train.jsonl -v tickets_prepared_valid.jsonl "
         f"-m {session.chat_model} --suffix tickets --n-epochs 3 --learning-rate-multiplier 4\n"
-        "tunelab classify --train tickets_prepared_train.jsonl --test tickets_prepared_valid.jsonl\n"
+        "tunelab classify --train tickets_prepared_train.jsonl "
+        "--test tickets_prepared_valid.jsonl\n"
         f"tunelab evals run --models {session.chat_model},ft:... "
         "--data tickets_prepared_valid.jsonl --grader exact",
         f"""
