@@ -1,14 +1,14 @@
 """Evals, eval runs (also the runners' queue) and their output items (tunelab.evals.tables).
 
 Revision ID: 0007_evals
-Revises: 0003_vector_stores
+Revises: 0005_keyword_terms
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_evals"
-down_revision = "0003_vector_stores"
+down_revision = "0005_keyword_terms"
 branch_labels = None
 depends_on = None
 
