@@ -48,7 +48,8 @@ def scripted_answer(prompt: str) -> str:
     question = prompt.rsplit("user\n", 1)[-1]
     if "slow" in question:
         time.sleep(0.3)
-    return "billing" if re.search(r"refund|invoice|charge", question) else "bug"
+    label = "billing" if re.search(r"refund|invoice|charge", question) else "bug"
+    return json.dumps({"category": label}) if "json please" in question else label
 
 
 ROWS = [
@@ -341,3 +342,21 @@ def test_cli_compares_models_on_held_out_data(served, tmp_path, monkeypatch) -> 
         cli, ["evals", "run", "--models", MODEL, "--data", str(heldout), "--grader", "regex"]
     )
     assert bad.exit_code != 0 and "Unknown grader 'regex'" in bad.output
+
+
+def test_responses_run_with_json_output_reads_fields(served) -> None:
+    """A `responses` data source with text.format json_object: graders read
+    {{sample.output_json.<field>}} from the parsed answer."""
+    _, _, url = served
+    client = sdk(url, "key-alpha")
+    ev = _eval(
+        client,
+        [{**EXACT, "name": "field", "input": "{{sample.output_json.category}}"}],
+    )
+    source = _completions(ROWS[:2])
+    source["type"] = "responses"
+    source["input_messages"]["template"][1]["content"] = "json please: {{item.question}}"
+    source["sampling_params"] = {"temperature": 0, "text": {"format": {"type": "json_object"}}}
+    run = client.evals.runs.create(ev.id, data_source=source)  # type: ignore[arg-type]
+    run = _finished(client, ev.id, run.id)
+    assert run.status == "completed" and run.result_counts.passed == 2, run.result_counts
