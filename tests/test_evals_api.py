@@ -360,3 +360,26 @@ def test_responses_run_with_json_output_reads_fields(served) -> None:
     run = client.evals.runs.create(ev.id, data_source=source)  # type: ignore[arg-type]
     run = _finished(client, ev.id, run.id)
     assert run.status == "completed" and run.result_counts.passed == 2, run.result_counts
+
+
+def test_a_standalone_runner_grades_runs_of_a_server_without_one(
+    settings: Settings, tiny_chat_dir: Path
+) -> None:
+    """`tunelab worker` runs an eval runner beside its job worker: a server started
+    without an embedded worker still gets its runs graded."""
+    settings.worker_poll_seconds = 0.1
+    engine = ScriptedChatEngine(AutoTokenizer.from_pretrained(tiny_chat_dir), scripted_answer)
+    runtime = build_runtime(settings, chat_engine=engine, embedded_worker=False)
+    assert runtime.eval_runner is None
+    with run_server(runtime) as url:
+        client = sdk(url)
+        ev = _eval(client)
+        run = client.evals.runs.create(ev.id, data_source=_completions(ROWS))  # type: ignore[arg-type]
+        time.sleep(0.5)
+        assert client.evals.runs.retrieve(run.id, eval_id=ev.id).status == "queued"
+        runner = runtime.new_eval_runner()
+        runner.start()
+        try:
+            assert _finished(client, ev.id, run.id).result_counts.passed == 3
+        finally:
+            runner.close()

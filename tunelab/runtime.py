@@ -61,6 +61,11 @@ class Runtime:
         it in the foreground)."""
         return Worker(self.db, self.settings, self.catalog, self.files)
 
+    def new_eval_runner(self) -> EvalRunner:
+        """An eval runner on this runtime's services (`tunelab worker` runs one next to
+        its job worker, so eval runs progress without an embedded worker too)."""
+        return _eval_runner(self.settings, self.db, self.files, self.inference, self.embeddings)
+
     def start(self) -> None:
         """Begin background work: ingestion (re-queueing interrupted files) and,
         when embedded, the job worker and the eval runner."""
@@ -127,18 +132,7 @@ def build_runtime(
     )
     run_worker = settings.embedded_worker if embedded_worker is None else embedded_worker
     eval_runner = (
-        EvalRunner(
-            db,
-            files,
-            inference,
-            embeddings,
-            judge or MaskedJudge(inference),
-            embedding_model=settings.default_embedding_model,
-            poll_seconds=settings.worker_poll_seconds,
-            stale_seconds=settings.worker_stale_seconds,
-        )
-        if run_worker
-        else None
+        _eval_runner(settings, db, files, inference, embeddings, judge) if run_worker else None
     )
     evals = EvalService(
         db, files, inference, on_run_created=eval_runner.wake if eval_runner else None
@@ -158,6 +152,26 @@ def build_runtime(
         evals=evals,
         worker=Worker(db, settings, catalog, files) if run_worker else None,
         eval_runner=eval_runner,
+    )
+
+
+def _eval_runner(
+    settings: Settings,
+    db: Database,
+    files: FileStore,
+    inference: InferenceService,
+    embeddings: Embedder,
+    judge: Judge | None = None,
+) -> EvalRunner:
+    return EvalRunner(
+        db,
+        files,
+        inference,
+        embeddings,
+        judge or MaskedJudge(inference),
+        embedding_model=settings.default_embedding_model,
+        poll_seconds=settings.worker_poll_seconds,
+        stale_seconds=settings.worker_stale_seconds,
     )
 
 
