@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from wordnet_senses import build  # noqa: E402
+from wordnet_senses import build
 
 MODEL = "smollm2-135m-instruct"
 
