@@ -383,3 +383,19 @@ def test_a_standalone_runner_grades_runs_of_a_server_without_one(
             assert _finished(client, ev.id, run.id).result_counts.passed == 3
         finally:
             runner.close()
+
+
+def test_the_tutorials_comparison_grades_models_and_a_classifier(served, tmp_path) -> None:
+    from tunelab.tutorial.compare import compare
+    from tunelab.tutorial.session import Session
+
+    _, _, url = served
+    session = Session(client=sdk(url, "key-alpha"), workdir=tmp_path)
+    rows = [{"prompt": r["item"]["question"], "completion": r["item"]["label"]} for r in ROWS]
+    classifier = ["billing", "bug", "bug", "shipping"]  # one wrong
+    results = compare(session, rows, {"base": MODEL}, classifier)
+    assert [(r.name, r.passed, r.total) for r in results] == [
+        ("base", 3, 4),
+        ("embeddings + logistic regression", 3, 4),
+    ]
+    assert all("/report?token=" in r.report_url for r in results)
