@@ -17,6 +17,15 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from tunelab.batches.executors import (
+    CHAT,
+    COMPLETIONS,
+    ChatExecutor,
+    EmbeddingsExecutor,
+    Executor,
+)
+from tunelab.batches.service import BatchService
+from tunelab.batches.worker import BatchWorker
 from tunelab.blobs import BlobStore, LocalBlobStore
 from tunelab.db.base import Database, migrate
 from tunelab.embeddings.protocol import Embedder
@@ -26,14 +35,20 @@ from tunelab.evals.service import EvalService
 from tunelab.files import FileStore
 from tunelab.inference.protocol import ChatEngine
 from tunelab.inference.service import InferenceService
+from tunelab.jobs.preview import FileReports
 from tunelab.jobs.service import JobService
 from tunelab.jobs.worker import Worker, background_worker
 from tunelab.keys import KeyStore
+from tunelab.legacy.fine_tunes import LegacyFineTunes
 from tunelab.models.catalog import Catalog
 from tunelab.models.registry import Registry
+from tunelab.responses.batch import ENDPOINT as RESPONSES
+from tunelab.responses.batch import ResponsesExecutor
 from tunelab.responses.service import ResponsesService
+from tunelab.responses.store import ResponseStore
 from tunelab.retrieval.service import Retrieval, build_retrieval
 from tunelab.settings import Settings
+from tunelab.uploads import UploadStore
 
 
 @dataclass
@@ -47,13 +62,21 @@ class Runtime:
     embeddings: Embedder
     inference: InferenceService
     jobs: JobService
+    # Training-file reports for the dashboard (verdict, token statistics, loss mask).
+    reports: FileReports
     retrieval: Retrieval
     responses: ResponsesService
     evals: EvalService
+    batches: BatchService
+    uploads: UploadStore
+    legacy: LegacyFineTunes
     # The job worker that runs inside this process, when settings.embedded_worker.
     worker: Worker | None
     # The eval runner that runs inside this process, when settings.embedded_worker.
     eval_runner: EvalRunner | None
+    # Runs batches in the background, below interactive traffic, in the serving
+    # process (it uses the same loaded models).
+    batch_worker: BatchWorker
     _running: ExitStack = field(default_factory=ExitStack)
 
     def new_worker(self) -> Worker:
@@ -64,13 +87,16 @@ class Runtime:
     def new_eval_runner(self) -> EvalRunner:
         """An eval runner on this runtime's services (`tunelab worker` runs one next to
         its job worker, so eval runs progress without an embedded worker too)."""
-        return _eval_runner(self.settings, self.db, self.files, self.inference, self.embeddings)
+        return _eval_runner(
+            self.settings, self.registry, self.db, self.files, self.inference, self.embeddings
+        )
 
     def start(self) -> None:
         """Begin background work: ingestion (re-queueing interrupted files) and,
         when embedded, the job worker and the eval runner."""
         self.retrieval.start()
         self._running.callback(self.retrieval.close)
+        self._running.enter_context(self.batch_worker.running())
         if self.worker is not None:
             self._running.enter_context(background_worker(self.worker))
         if self.eval_runner is not None:
@@ -117,7 +143,7 @@ def build_runtime(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate(settings.db_url)
     db = Database(settings.db_url)
-    registry = Registry.load(settings.registry_file)
+    registry = Registry.for_settings(settings)
     catalog = Catalog(registry, db, settings.models_dir)
     files = FileStore(
         db, blobs or LocalBlobStore(settings.files_dir), max_bytes=settings.max_upload_bytes
@@ -128,15 +154,27 @@ def build_runtime(
         db,
         files,
         embeddings,
-        default_embedding_model=settings.default_embedding_model,
+        # resolved: a concrete model id, never an alias (a store keeps meaning one model)
+        default_embedding_model=registry.default_embedding_model,
     )
     run_worker = settings.embedded_worker if embedded_worker is None else embedded_worker
     eval_runner = (
-        _eval_runner(settings, db, files, inference, embeddings, judge) if run_worker else None
+        _eval_runner(settings, registry, db, files, inference, embeddings, judge)
+        if run_worker
+        else None
     )
     evals = EvalService(
         db, files, inference, on_run_created=eval_runner.wake if eval_runner else None
     )
+    jobs = JobService(db, registry, catalog, files)
+    responses = ResponsesService(inference, retrieval.searcher, ResponseStore(db))
+    # What a batch can run: each endpoint's own code, reached without HTTP.
+    executors: dict[str, Executor] = {
+        "/v1/embeddings": EmbeddingsExecutor(registry, embeddings),
+        CHAT: ChatExecutor(inference, CHAT),
+        COMPLETIONS: ChatExecutor(inference, COMPLETIONS),
+        RESPONSES: ResponsesExecutor(responses),
+    }
     return Runtime(
         settings=settings,
         db=db,
@@ -146,17 +184,23 @@ def build_runtime(
         files=files,
         embeddings=embeddings,
         inference=inference,
-        jobs=JobService(db, registry, catalog, files),
+        jobs=jobs,
+        reports=FileReports(files, catalog, settings.model_cache_dir),
         retrieval=retrieval,
-        responses=ResponsesService(inference, retrieval.searcher),
+        responses=responses,
         evals=evals,
+        batches=BatchService(db, files, tuple(executors)),
+        uploads=UploadStore(db, files, settings.data_dir / "uploads"),
+        legacy=LegacyFineTunes(jobs, files),
         worker=Worker(db, settings, catalog, files) if run_worker else None,
         eval_runner=eval_runner,
+        batch_worker=BatchWorker(db, files, executors),
     )
 
 
 def _eval_runner(
     settings: Settings,
+    registry: Registry,
     db: Database,
     files: FileStore,
     inference: InferenceService,
@@ -169,7 +213,7 @@ def _eval_runner(
         inference,
         embeddings,
         judge or MaskedJudge(inference),
-        embedding_model=settings.default_embedding_model,
+        embedding_model=registry.default_embedding_model,
         poll_seconds=settings.worker_poll_seconds,
         stale_seconds=settings.worker_stale_seconds,
     )
@@ -180,6 +224,7 @@ def _default_embedder(settings: Settings, registry: Registry) -> Embedder:
 
     return EmbeddingService(
         registry,
+        settings.model_cache_dir,
         device=settings.device,
         window_ms=settings.embed_batch_window_ms,
         max_batch=settings.embed_max_batch,

@@ -16,12 +16,15 @@ from typing import Annotated, cast
 
 from fastapi import Depends, FastAPI, Request
 
+from tunelab.batches.service import BatchService
 from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import Unauthorized
 from tunelab.evals.service import EvalService
 from tunelab.files import FileStore
 from tunelab.inference.service import InferenceService
+from tunelab.jobs.preview import FileReports
 from tunelab.jobs.service import JobService
+from tunelab.legacy.fine_tunes import LegacyFineTunes
 from tunelab.models.catalog import Catalog
 from tunelab.models.registry import Registry
 from tunelab.responses.service import ResponsesService
@@ -29,6 +32,7 @@ from tunelab.retrieval.search import Searcher
 from tunelab.retrieval.stores import VectorStores
 from tunelab.runtime import Runtime
 from tunelab.settings import Settings
+from tunelab.uploads import UploadStore
 
 DEFAULT_PROJECT = "default"
 
@@ -99,6 +103,10 @@ def _jobs(rt: RuntimeDep) -> JobService:
     return rt.jobs
 
 
+def _reports(rt: RuntimeDep) -> FileReports:
+    return rt.reports
+
+
 def _stores(rt: RuntimeDep) -> VectorStores:
     return rt.retrieval.stores
 
@@ -109,6 +117,18 @@ def _searcher(rt: RuntimeDep) -> Searcher:
 
 def _responses(rt: RuntimeDep) -> ResponsesService:
     return rt.responses
+
+
+def _batches(rt: RuntimeDep) -> BatchService:
+    return rt.batches
+
+
+def _uploads(rt: RuntimeDep) -> UploadStore:
+    return rt.uploads
+
+
+def _legacy(rt: RuntimeDep) -> LegacyFineTunes:
+    return rt.legacy
 
 
 def _evals(rt: RuntimeDep) -> EvalService:
@@ -130,8 +150,12 @@ FilesDep = Annotated[FileStore, Depends(_files)]
 EmbeddingsDep = Annotated[Embedder, Depends(_embeddings)]
 InferenceDep = Annotated[InferenceService, Depends(_inference)]
 JobsDep = Annotated[JobService, Depends(_jobs)]
+ReportsDep = Annotated[FileReports, Depends(_reports)]
 StoresDep = Annotated[VectorStores, Depends(_stores)]
 SearcherDep = Annotated[Searcher, Depends(_searcher)]
 ResponsesDep = Annotated[ResponsesService, Depends(_responses)]
+BatchesDep = Annotated[BatchService, Depends(_batches)]
+UploadsDep = Annotated[UploadStore, Depends(_uploads)]
+LegacyDep = Annotated[LegacyFineTunes, Depends(_legacy)]
 EvalsDep = Annotated[EvalService, Depends(_evals)]
 OptionalProjectDep = Annotated[str | None, Depends(optional_project)]

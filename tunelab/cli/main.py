@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "tunelab.cli.evals",
     "tunelab.cli.chat",
     "tunelab.cli.stores",
+    "tunelab.cli.batches",
     "tunelab.cli.tutorial",
 ]
 

@@ -1,7 +1,7 @@
 """Evals tables: evals, their runs (also the work queue), and the runs' output items.
 
 Every row carries `project` and every query filters on it. The migration
-`0007_evals` creates exactly these tables.
+`0009_evals` creates exactly these tables.
 """
 
 from __future__ import annotations

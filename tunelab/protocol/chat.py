@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 
 class StreamOptions(BaseModel):
@@ -18,7 +18,8 @@ class ResponseFormat(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    # Unknown fields (metadata, store, service_tier, ...) are accepted and ignored.
+    # Undeclared fields are kept for tunelab.inference.openai_requests to accept
+    # (when harmless) or refuse by name.
     model_config = ConfigDict(extra="allow")
 
     model: str
@@ -90,8 +91,15 @@ class ChatCompletion(BaseModel):
 
 
 class ChunkDelta(BaseModel):
+    """Only the keys that change: OpenAI's last delta is `{}`, never null keys
+    (the 2023 cookbook reads `delta.get("content", "")`)."""
+
     role: Literal["assistant"] | None = None
     content: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class ChunkChoice(BaseModel):

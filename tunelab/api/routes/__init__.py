@@ -1,14 +1,17 @@
 """One module per resource, each exposing `router`. All but health live under /v1."""
 
 from tunelab.api.routes import (
+    batches,
     chat,
     embeddings,
     evals,
     files,
     fine_tuning,
     health,
+    legacy,
     models,
     responses,
+    uploads,
     vector_stores,
 )
 
@@ -20,6 +23,9 @@ V1_ROUTERS = [
     chat.router,
     vector_stores.router,
     responses.router,
+    legacy.router,
+    batches.router,
+    uploads.router,
     evals.router,
 ]
 

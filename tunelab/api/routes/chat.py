@@ -20,12 +20,12 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from tunelab.api.deps import InferenceDep, ProjectDep
-from tunelab.errors import InvalidRequest, TunelabError
+from tunelab.errors import TunelabError
 from tunelab.ids import new_id
 from tunelab.inference import openai_format as fmt
+from tunelab.inference import openai_requests as req
 from tunelab.inference.handle import Delta, Failed, Finished
-from tunelab.inference.params import SamplingRequest
-from tunelab.inference.service import Choice, Submitted
+from tunelab.inference.service import Submitted
 from tunelab.protocol import chat as c
 from tunelab.protocol import completions as tc
 
@@ -79,11 +79,14 @@ class _EventStream(StreamingResponse):
             await self._body.aclose()
 
 
-def _sse(chunks: AsyncGenerator[BaseModel, None]) -> StreamingResponse:
+def _sse(chunks: AsyncGenerator[BaseModel, None], include_usage: bool) -> StreamingResponse:
+    # As OpenAI's: chunks carry `"usage": null` only when usage was asked for.
+    exclude = None if include_usage else {"usage"}
+
     async def body() -> AsyncGenerator[str, None]:
         try:
             async for chunk in chunks:
-                yield f"data: {chunk.model_dump_json()}\n\n"
+                yield f"data: {chunk.model_dump_json(exclude=exclude)}\n\n"
         except TunelabError as e:  # the SDK raises APIError for a data line with "error"
             yield f"data: {json.dumps(e.to_dict())}\n\n"
             return
@@ -97,68 +100,23 @@ def _sse(chunks: AsyncGenerator[BaseModel, None]) -> StreamingResponse:
 # -- chat ---------------------------------------------------------------------------
 
 
-def _chat_sampling(body: c.ChatCompletionRequest) -> SamplingRequest:
-    if body.tools:
-        raise InvalidRequest(
-            "Tool calling is not supported by tunelab models; remove 'tools'.", param="tools"
-        )
-    fmt_type = body.response_format.type if body.response_format else "text"
-    if fmt_type not in ("text", "json_object"):
-        raise InvalidRequest(
-            f"response_format type {fmt_type!r} is not supported; use 'text' or 'json_object'.",
-            param="response_format",
-        )
-    if body.top_logprobs is not None and not body.logprobs:
-        raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs")
-    use_mct = body.max_completion_tokens is not None
-    return SamplingRequest(
-        max_tokens=body.max_completion_tokens if use_mct else body.max_tokens,
-        max_tokens_param="max_completion_tokens" if use_mct else "max_tokens",
-        temperature=body.temperature,
-        top_p=body.top_p,
-        n=body.n,
-        stop=body.stop,
-        seed=body.seed,
-        presence_penalty=body.presence_penalty,
-        frequency_penalty=body.frequency_penalty,
-        logit_bias=body.logit_bias,
-        logprobs=bool(body.logprobs),
-        top_logprobs=body.top_logprobs,
-        json_mode=fmt_type == "json_object",
-    )
-
-
 @router.post("/chat/completions", response_model=None)
 async def create_chat_completion(
     body: c.ChatCompletionRequest, request: Request, inference: InferenceDep, project: ProjectDep
 ) -> c.ChatCompletion | Response:
-    sampling = _chat_sampling(body)
+    sampling = req.chat_sampling(body)
     sub = await run_in_threadpool(
         inference.start_chat, project, body.model, body.messages, sampling
     )
     cid, created = new_id("chatcmpl-"), int(time.time())
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _sse(_chat_chunks(sub, cid, created, include_usage))
+        return _sse(_chat_chunks(sub, cid, created, include_usage), include_usage)
     try:
         choices = await _unless_disconnected(request, sub.acollect(), [sub])
     except _ClientGone:
         return Response(status_code=499)  # nobody is listening; nginx's "client closed request"
-    return c.ChatCompletion(
-        id=cid,
-        created=created,
-        model=sub.model,
-        choices=[
-            c.ChatChoice(
-                index=ch.index,
-                message=c.ChatMessage(content=ch.text),
-                finish_reason=ch.finish_reason or "stop",
-                logprobs=fmt.chat_logprobs(sub.tokenizer, ch.logprobs) if body.logprobs else None,
-            )
-            for ch in choices
-        ],
-        usage=fmt.usage(sub.prompt_tokens, sum(ch.completion_tokens for ch in choices)),
-    )
+    return req.chat_completion(body, sub, choices, cid, created)
 
 
 async def _chat_chunks(
@@ -211,55 +169,16 @@ async def _chat_chunks(
 # -- legacy completions -------------------------------------------------------------
 
 
-def _prompts(prompt: str | list[str] | list[int] | list[list[int]] | None) -> list[str | list[int]]:
-    if prompt is None or prompt == "" or prompt == []:
-        return [""]
-    if isinstance(prompt, str):
-        return [prompt]
-    if all(isinstance(p, int) for p in prompt):
-        return [list(prompt)]  # type: ignore[arg-type]
-    return list(prompt)  # type: ignore[arg-type]
-
-
-def _completion_sampling(body: tc.CompletionRequest) -> SamplingRequest:
-    if body.suffix:
-        raise InvalidRequest(
-            "'suffix' (insert mode) is not supported by tunelab models; put all the text in 'prompt'.",
-            param="suffix",
-        )
-    if body.best_of is not None and body.best_of != (body.n or 1):
-        raise InvalidRequest(
-            "'best_of' is not supported; leave it unset or equal to 'n'.", param="best_of"
-        )
-    if body.logprobs is not None and not 0 <= body.logprobs <= 5:
-        raise InvalidRequest(
-            f"'logprobs' must be between 0 and 5, got {body.logprobs}.", param="logprobs"
-        )
-    return SamplingRequest(
-        max_tokens=body.max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        n=body.n,
-        stop=body.stop,
-        seed=body.seed,
-        presence_penalty=body.presence_penalty,
-        frequency_penalty=body.frequency_penalty,
-        logit_bias=body.logit_bias,
-        logprobs=body.logprobs is not None,
-        top_logprobs=body.logprobs,
-    )
-
-
 @router.post("/completions", response_model=None)
 async def create_completion(
     body: tc.CompletionRequest, request: Request, inference: InferenceDep, project: ProjectDep
 ) -> tc.Completion | Response:
-    sampling = _completion_sampling(body)
+    sampling = req.completion_sampling(body)
 
     def start_all() -> list[Submitted]:
         subs: list[Submitted] = []
         try:
-            for p in _prompts(body.prompt):
+            for p in req.prompts(body.prompt):
                 subs.append(inference.start_completion(project, body.model, p, sampling))
         except TunelabError:
             for s in subs:
@@ -269,43 +188,20 @@ async def create_completion(
 
     subs = await run_in_threadpool(start_all)
     cid, created = new_id("cmpl-"), int(time.time())
-    n = body.n or 1
     echoes = [s.tokenizer.decode(s.prompt_ids) if body.echo else "" for s in subs]
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _sse(_completion_chunks(subs, echoes, cid, created, body.logprobs, include_usage))
+        return _sse(
+            _completion_chunks(subs, echoes, cid, created, body.logprobs, include_usage),
+            include_usage,
+        )
     try:
         per_prompt = await _unless_disconnected(
             request, asyncio.gather(*(s.acollect() for s in subs)), subs
         )
     except _ClientGone:
         return Response(status_code=499)
-
-    def choice(k: int, sub: Submitted, ch: Choice) -> tc.CompletionChoice:
-        lps = None
-        if body.logprobs is not None:
-            lps = fmt.completion_logprobs(sub.tokenizer, ch.logprobs, len(echoes[k]), body.logprobs)
-        return tc.CompletionChoice(
-            index=k * n + ch.index,
-            text=echoes[k] + ch.text,
-            finish_reason=ch.finish_reason,
-            logprobs=lps,
-        )
-
-    return tc.Completion(
-        id=cid,
-        created=created,
-        model=subs[0].model,
-        choices=[
-            choice(k, s, ch)
-            for k, (s, chs) in enumerate(zip(subs, per_prompt, strict=False))
-            for ch in chs
-        ],
-        usage=fmt.usage(
-            sum(s.prompt_tokens for s in subs),
-            sum(ch.completion_tokens for chs in per_prompt for ch in chs),
-        ),
-    )
+    return req.completion(body, subs, per_prompt, echoes, cid, created)
 
 
 async def _completion_chunks(

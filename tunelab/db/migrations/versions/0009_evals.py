@@ -1,14 +1,14 @@
 """Evals, eval runs (also the runners' queue) and their output items (tunelab.evals.tables).
 
-Revision ID: 0007_evals
-Revises: 0005_keyword_terms
+Revision ID: 0009_evals
+Revises: 0008_files_list_index
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_evals"
-down_revision = "0005_keyword_terms"
+revision = "0009_evals"
+down_revision = "0008_files_list_index"
 branch_labels = None
 depends_on = None
 
