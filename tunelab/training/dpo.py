@@ -200,3 +200,80 @@ def preference_accuracy(
             model, [p.rejected for p in pairs], micro_batch_tokens, device, bf16
         )
     return float((chosen > rejected).float().mean())
+
+
+class Preferences:
+    """A DPO job's pairs and their reference log-probabilities, and its two operations:
+    one training step's forward and backward over some pairs, and a no-gradient
+    evaluation. The reference is computed once, before the first step, and saved in
+    the output directory so that a resumed job uses the same one."""
+
+    def __init__(
+        self,
+        pairs: list[Pair],
+        reference: torch.Tensor,
+        *,
+        beta: float,
+        micro_batch_tokens: int,
+        device: str,
+        bf16: bool,
+    ) -> None:
+        self.pairs = pairs
+        self.reference = reference
+        self.beta = beta
+        self.micro_batch_tokens = micro_batch_tokens
+        self.device = device
+        self.bf16 = bf16
+
+    @classmethod
+    def prepare(
+        cls,
+        model: Any,
+        pairs: list[Pair],
+        saved: Path,
+        *,
+        beta: float,
+        micro_batch_tokens: int,
+        device: str,
+        bf16: bool,
+        fresh_adapter: bool,
+    ) -> Preferences:
+        """Pairs with the reference read from `saved`, or computed and saved there."""
+        if saved.exists():
+            reference = torch.load(saved)
+        else:
+            reference = reference_logps(
+                model, pairs, micro_batch_tokens, device, bf16, fresh_adapter=fresh_adapter
+            )
+            torch.save(reference, saved)
+        return cls(
+            pairs, reference, beta=beta, micro_batch_tokens=micro_batch_tokens, device=device,
+            bf16=bf16,
+        )  # fmt: skip
+
+    def n_tokens(self, idx: list[int]) -> int:
+        return sum(len(self.pairs[i].chosen.input_ids) + len(self.pairs[i].rejected.input_ids)
+                   for i in idx)  # fmt: skip
+
+    def _loss(self, model: Any, idx: list[int]) -> tuple[torch.Tensor, PairStats]:
+        chosen = sequence_logps(
+            model, [self.pairs[i].chosen for i in idx], self.micro_batch_tokens, self.device,
+            self.bf16,
+        )  # fmt: skip
+        rejected = sequence_logps(
+            model, [self.pairs[i].rejected for i in idx], self.micro_batch_tokens, self.device,
+            self.bf16,
+        )  # fmt: skip
+        ref = self.reference[idx].to(self.device)
+        loss, chosen_r, rejected_r = dpo_loss(chosen, rejected, ref[:, 0], ref[:, 1], self.beta)
+        return loss.mean(), pair_stats(loss, chosen_r, rejected_r)
+
+    def step(self, model: Any, idx: list[int]) -> PairStats:
+        """Forward and backward over the pairs `idx` (the caller steps the optimizer)."""
+        loss, stats = self._loss(model, idx)
+        torch.autograd.backward(loss)
+        return stats
+
+    def evaluate(self, model: Any, idx: list[int]) -> PairStats:
+        with reference_mode(model, fresh_adapter=False):
+            return self._loss(model, idx)[1]

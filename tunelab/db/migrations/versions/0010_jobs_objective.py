@@ -1,0 +1,28 @@
+"""Jobs record what they optimise: `objective` "supervised" or "dpo" (preference pairs).
+
+Existing jobs were all supervised. A DPO job's `beta` lives with its other
+hyperparameters in the hyperparameters JSON.
+
+Revision ID: 0010_jobs_objective
+Revises: 0009_evals
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0010_jobs_objective"
+down_revision = "0009_evals"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(
+            sa.Column("objective", sa.String(16), nullable=False, server_default="supervised")
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("objective")
