@@ -117,21 +117,27 @@ def main() -> None:
     client = openai.OpenAI(base_url=args.base_url, api_key="tunelab")
     train_path, heldout_path = build(Path(tempfile.mkdtemp(prefix="wordnet-senses-")))
     train, heldout = rows(train_path), rows(heldout_path)
-    print(f"embeddings + logistic regression: {baseline(client, train, heldout):.3f}")
+    print(f"embeddings + logistic regression: {baseline(client, train, heldout):.3f}", flush=True)
+    print(f"base {MODEL}: {eval_accuracy(client, [MODEL], heldout)[0]:.3f}", flush=True)
     uploaded = client.files.create(file=train_path.open("rb"), purpose="fine-tune")
-    jobs = [fine_tune(client, uploaded.id, s) for s in [*seeds, seeds[0]]]
-    for job in jobs[:1]:
-        for e in client.fine_tuning.jobs.list_events(job.id, limit=100):
-            if "auto" in e.message:
-                print("  ", e.message)
-    accuracy = eval_accuracy(client, [MODEL] + [j.fine_tuned_model for j in jobs], heldout)
-    print(f"base {MODEL}: {accuracy[0]:.3f}")
-    for seed, acc in zip([*seeds, seeds[0]], accuracy[1:], strict=True):
-        print(f"fine-tuned, auto hyperparameters, seed {seed}: {acc:.3f}")
-    per_seed = accuracy[1 : 1 + len(seeds)]
+    # One job at a time, each graded as soon as it finishes, so a long run reports as
+    # it goes; the first seed runs again last.
+    per_seed: list[float] = []
+    for k, seed in enumerate([*seeds, seeds[0]]):
+        job = fine_tune(client, uploaded.id, seed)
+        if k == 0:
+            for e in reversed(list(client.fine_tuning.jobs.list_events(job.id, limit=100))):
+                if "auto" in e.message:
+                    print("  ", e.message, flush=True)
+        acc = eval_accuracy(client, [job.fine_tuned_model], heldout)[0]
+        again = " (again)" if k == len(seeds) else ""
+        print(f"fine-tuned, auto hyperparameters, seed {seed}{again}: {acc:.3f}", flush=True)
+        if k < len(seeds):
+            per_seed.append(acc)
     print(
         f"mean {statistics.mean(per_seed):.3f}, spread (max - min) "
-        f"{max(per_seed) - min(per_seed):.3f}; seed {seeds[0]} again: {accuracy[-1]:.3f}"
+        f"{max(per_seed) - min(per_seed):.3f}",
+        flush=True,
     )
 
 

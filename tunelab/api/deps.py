@@ -135,14 +135,6 @@ def _evals(rt: RuntimeDep) -> EvalService:
     return rt.evals
 
 
-def optional_project(request: Request, rt: RuntimeDep) -> str | None:
-    """The caller's project when the request carries valid credentials (or none are
-    configured), else None: for pages a browser opens with a secret link."""
-    if rt.keys.any_configured() and not request.headers.get("authorization"):
-        return None
-    return current_project(request, rt)
-
-
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 CatalogDep = Annotated[Catalog, Depends(_catalog)]
@@ -158,4 +150,3 @@ BatchesDep = Annotated[BatchService, Depends(_batches)]
 UploadsDep = Annotated[UploadStore, Depends(_uploads)]
 LegacyDep = Annotated[LegacyFineTunes, Depends(_legacy)]
 EvalsDep = Annotated[EvalService, Depends(_evals)]
-OptionalProjectDep = Annotated[str | None, Depends(optional_project)]

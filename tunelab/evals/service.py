@@ -9,10 +9,8 @@ stops within one chunk of rows. Another project's eval, run or item is a 404.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -32,13 +30,6 @@ from tunelab.inference.service import InferenceService
 from tunelab.protocol import evals as wire
 
 MAX_METADATA = 16
-
-
-@dataclass(frozen=True)
-class Report:
-    eval: wire.Eval
-    run: wire.EvalRun
-    items: list[wire.OutputItem]
 
 
 def _metadata(value: dict[str, Any] | None) -> dict[str, str] | None:
@@ -249,7 +240,6 @@ class EvalService:
             result_counts={"total": 0, "errored": 0, "failed": 0, "passed": 0},
             usage={},
             per_testing_criteria_results=None,
-            report_token=secrets.token_urlsafe(24),
             report_base=report_base.rstrip("/"),
             finished_at=None,
             worker_id=None,
@@ -348,30 +338,6 @@ class EvalService:
                 )
             return item_to_wire(row)
 
-    def report(
-        self, eval_id: str, run_id: str, *, project: str | None, token: str | None
-    ) -> Report:
-        """Everything a report page shows. Allowed for the run's project, or for anyone
-        holding the secret token of its report_url."""
-        with self.db() as s:
-            run = s.get(EvalRunRow, run_id)
-            allowed = run is not None and (
-                (project is not None and run.project == project)
-                or (token is not None and secrets.compare_digest(token, run.report_token))
-            )
-            if run is None or not allowed or run.eval_id != eval_id:
-                raise NotFound(
-                    f"No run found with id '{run_id}' in eval '{eval_id}'.", param="run_id"
-                )
-            ev = s.get(EvalRow, eval_id)
-            assert ev is not None
-            items = s.execute(
-                select(EvalOutputItemRow)
-                .where(EvalOutputItemRow.run_id == run_id)
-                .order_by(EvalOutputItemRow.datasource_item_id)
-            ).scalars()
-            return Report(eval_to_wire(ev), run_to_wire(run), [item_to_wire(i) for i in items])
-
 
 def _criterion_reads_sample(c: dict[str, Any]) -> bool:
     texts: list[str] = []
@@ -422,9 +388,8 @@ def run_to_wire(row: EvalRunRow) -> wire.EvalRun:
         data_source=row.data_source,
         metadata=row.metadata_ or {},
         error=wire.RunError(**row.error) if row.error else None,
-        report_url=(
-            f"{row.report_base}/evals/{row.eval_id}/runs/{row.id}/report?token={row.report_token}"
-        ),
+        # The dashboard's page of this run (a person signs in with their key).
+        report_url=f"{row.report_base}/dashboard/evals/{row.eval_id}?run_id={row.id}",
         result_counts=wire.ResultCounts(**row.result_counts),
         per_model_usage=usage,
         per_testing_criteria_results=(

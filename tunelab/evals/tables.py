@@ -59,7 +59,6 @@ class EvalRunRow(Base):
     usage: Mapped[dict[str, dict[str, int]]] = mapped_column(JSON)
     per_testing_criteria_results: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     # A secret in report_url, so a person can open the report in a browser.
-    report_token: Mapped[str] = mapped_column(String(64))
     report_base: Mapped[str] = mapped_column(Text)
     finished_at: Mapped[float | None] = mapped_column(Float)
     # Queue bookkeeping, as for jobs: who holds the run and when it last proved alive.

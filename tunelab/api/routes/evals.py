@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse
 
-from tunelab.api.deps import EvalsDep, OptionalProjectDep, ProjectDep
-from tunelab.api.eval_report import render_report
+from tunelab.api.deps import EvalsDep, ProjectDep
 from tunelab.api.pagination import list_page
 from tunelab.protocol.evals import (
     Eval,
@@ -61,8 +59,8 @@ def delete_eval(eval_id: str, evals: EvalsDep, project: ProjectDep) -> EvalDelet
 def create_run(
     eval_id: str, body: RunCreate, request: Request, evals: EvalsDep, project: ProjectDep
 ) -> EvalRun:
-    # The report link points back at this server, as the client reached it.
-    base = str(request.base_url).rstrip("/") + "/v1"
+    # The report link points back at this server's dashboard, as the client reached it.
+    base = str(request.base_url).rstrip("/")
     return evals.create_run(project, eval_id, body, report_base=base)
 
 
@@ -119,25 +117,3 @@ def retrieve_output_item(
     eval_id: str, run_id: str, item_id: str, evals: EvalsDep, project: ProjectDep
 ) -> OutputItem:
     return evals.get_output_item(project, eval_id, run_id, item_id)
-
-
-@router.get("/evals/{eval_id}/runs/{run_id}/report", response_model=None)
-def run_report(
-    eval_id: str,
-    run_id: str,
-    evals: EvalsDep,
-    project: OptionalProjectDep,
-    token: str | None = None,
-    format: str = "html",
-) -> HTMLResponse | JSONResponse:
-    """The run's report: HTML for a person (the report_url), JSON with ?format=json."""
-    report = evals.report(eval_id, run_id, project=project, token=token)
-    if format == "json":
-        return JSONResponse(
-            {
-                "eval": report.eval.model_dump(),
-                "run": report.run.model_dump(),
-                "output_items": [i.model_dump() for i in report.items],
-            }
-        )
-    return HTMLResponse(render_report(report))

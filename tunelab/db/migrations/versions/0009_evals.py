@@ -45,7 +45,6 @@ def upgrade() -> None:
         sa.Column("result_counts", sa.JSON, nullable=False),
         sa.Column("usage", sa.JSON, nullable=False),
         sa.Column("per_testing_criteria_results", sa.JSON),
-        sa.Column("report_token", sa.String(64), nullable=False),
         sa.Column("report_base", sa.Text, nullable=False),
         sa.Column("finished_at", sa.Float),
         sa.Column("worker_id", sa.String(128)),
