@@ -7,7 +7,8 @@ for "1 stream", and one left-padded batch of all prompts for "8 streams".
 For the adapter rows a random LoRA adapter is served as an `ft:` model, and the
 baseline is the peft-wrapped model's `generate`.
 
-Both sides run torch on a non-main thread (see Plain.run). Every run generates exactly --tokens tokens per prompt (end-of-turn is banned),
+Both sides run torch on a non-main thread (see Plain.run). Every run generates
+exactly --tokens tokens per prompt (end-of-turn is banned),
 so tokens/s compare like for like. TTFT = time to the first streamed token
 (baseline: a generate call with max_new_tokens=1). Also printed: FLOP/s achieved
 (2 x parameters per token) against this machine's fp32 matmul peak, and tokens
@@ -115,7 +116,8 @@ class Plain:
         return time.perf_counter() - t
 
     def run(self, prompts: list[str], batch: bool) -> tuple[float, float, float]:
-        """(tokens/s, tokens per CPU-second, mean TTFT) over all prompts, measured on a thread of its own
+        """(tokens/s, tokens per CPU-second, mean TTFT) over all prompts, measured on a
+        thread of its own
         like tunelab's generation worker: torch's OpenMP team behaves differently
         on the main thread of a busy machine, and both sides must get the same."""
         groups = [prompts] if batch else [[p] for p in prompts]
@@ -242,16 +244,19 @@ def main() -> None:
 
     peak = matmul_peak()
     print(
-        f"\nSmolLM2-135M ({params / 1e6:.0f}M params, {args.dtype}), {args.tokens} tokens per stream, greedy"
+        f"\nSmolLM2-135M ({params / 1e6:.0f}M params, {args.dtype}), "
+        f"{args.tokens} tokens per stream, greedy"
     )
     print(f"fp32 matmul peak on this machine: {peak / 1e9:.0f} GFLOP/s\n")
     print(
-        f"{'run':18} {'plain tok/s':>11} {'tok/CPU-s':>9} {'TTFT':>6}   {'tunelab tok/s':>13} {'tok/CPU-s':>9} "
-        f"{'TTFT':>6} {'%peak':>5}   {'ratio':>6} {'CPU ratio':>9}"
+        f"{'run':18} {'plain tok/s':>11} {'tok/CPU-s':>9} {'TTFT':>6}   "
+        f"{'tunelab tok/s':>13} {'tok/CPU-s':>9} {'TTFT':>6} {'%peak':>5}   "
+        f"{'ratio':>6} {'CPU ratio':>9}"
     )
     for name, (p_tps, p_cps, p_ttft), (tps, cps, ttft) in results:
         print(
-            f"{name:18} {p_tps:11.1f} {p_cps:9.1f} {p_ttft:5.2f}s   {tps:13.1f} {cps:9.1f} {ttft:5.2f}s "
+            f"{name:18} {p_tps:11.1f} {p_cps:9.1f} {p_ttft:5.2f}s   "
+            f"{tps:13.1f} {cps:9.1f} {ttft:5.2f}s "
             f"{100 * 2 * params * tps / peak:5.1f}   {tps / p_tps:5.2f}x {cps / p_cps:8.2f}x"
         )
     print(f"\nmixed 4 base + 4 adapter requests, 8 concurrent streams: {mixed_tps:.1f} tok/s")

@@ -142,7 +142,8 @@ def chat_messages(messages: Sequence[Mapping[str, object]]) -> list[dict[str, st
         role = m.get("role")
         if role not in ROLES:
             raise InvalidRequest(
-                f"messages[{i}].role is {role!r}; supported roles are system, developer, user and assistant "
+                f"messages[{i}].role is {role!r}; "
+                "supported roles are system, developer, user and assistant "
                 "(tool calls are not supported).",
                 param=f"messages[{i}].role",
             )
@@ -155,7 +156,8 @@ def chat_messages(messages: Sequence[Mapping[str, object]]) -> list[dict[str, st
                 if not isinstance(part, dict) or part.get("type") != "text":
                     kind = part.get("type") if isinstance(part, dict) else type(part).__name__
                     raise InvalidRequest(
-                        f"messages[{i}].content has a part of type {kind!r}; only text parts are supported.",
+                        f"messages[{i}].content has a part of type {kind!r}; "
+                        "only text parts are supported.",
                         param=f"messages[{i}].content",
                     )
                 parts.append(str(part.get("text", "")))
