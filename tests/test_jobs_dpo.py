@@ -17,8 +17,16 @@ from typing import Any
 import openai
 import pytest
 
-from tests.support import TERMINAL, all_events, fast_settings, register_models, run_server, sdk
-from tests.support import wait_for
+from tests.support import (
+    TERMINAL,
+    all_events,
+    fast_settings,
+    register_models,
+    run_server,
+    sdk,
+    wait_for,
+    wait_until,
+)
 from tests.tiny_models import TINY_CHAT, tiny_registry_entry
 from tunelab.runtime import Runtime, build_runtime
 from tunelab.settings import Settings
@@ -66,8 +74,10 @@ def _preferred_fraction(model: Any, pairs_file: Path, tokenizer: Any) -> float:
     return preference_accuracy(model, pairs, 4096, "cpu", False)
 
 
-def test_a_dpo_job_raises_the_preferred_fraction_on_held_out_pairs(served) -> None:
-    from peft import PeftModel
+@pytest.fixture(scope="module")
+def dpo_job(served) -> tuple[Any, Path, float]:
+    """A finished DPO job with a validation file: (job, held-out pairs, the base's
+    preferred fraction on them)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     runtime, client, tmp = served
@@ -81,7 +91,7 @@ def test_a_dpo_job_raises_the_preferred_fraction_on_held_out_pairs(served) -> No
         > 0.5
     ):
         words = words[::-1]
-    train = _upload(client, _pairs(tmp / "train.jsonl", range(0, 24), *words))
+    train = _upload(client, _pairs(tmp / "train.jsonl", range(24), *words))
     valid = _upload(client, _pairs(tmp / "valid.jsonl", range(24, 30), *words))
     heldout = _pairs(tmp / "heldout.jsonl", range(40, 52), *words)
     before = _preferred_fraction(base, heldout, tokenizer)
@@ -104,7 +114,16 @@ def test_a_dpo_job_raises_the_preferred_fraction_on_held_out_pairs(served) -> No
         },
     )
     assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.5
-    done = wait_for(client, job.id, TERMINAL, timeout=300)
+    return wait_for(client, job.id, TERMINAL, timeout=300), heldout, before
+
+
+def test_a_dpo_job_raises_the_preferred_fraction_on_held_out_pairs(served, dpo_job) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    runtime, client, _ = served
+    done, heldout, before = dpo_job
+    job = done
     assert done.status == "succeeded", done.error
     assert done.hyperparameters is None  # only supervised jobs carry the top-level field
     assert done.method.dpo.hyperparameters.n_epochs == 3
@@ -125,10 +144,66 @@ def test_a_dpo_job_raises_the_preferred_fraction_on_held_out_pairs(served) -> No
     assert all(c.metrics.full_valid_loss is not None for c in checkpoints)
 
     # Held-out pairs: the fine-tune's weights loaded from disk, against the base's.
+    tiny = Path(runtime.registry.find(TINY_CHAT).source)  # type: ignore[union-attr]
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
     resolved = runtime.catalog.resolve("default", done.fine_tuned_model)
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny), resolved.path)
     after = _preferred_fraction(tuned, heldout, tokenizer)
     assert after > before, (before, after)
+    print(f"held-out preferred fraction: base {before:.3f}, fine-tuned {after:.3f}")
+
+
+def test_one_eval_compares_base_fine_tune_and_checkpoint(served, dpo_job) -> None:
+    """An eval run can target the base, the ft: model or any of its checkpoints."""
+    _, client, _ = served
+    job = dpo_job[0]
+    assert job.status == "succeeded"
+    first = min(client.fine_tuning.jobs.checkpoints.list(job.id), key=lambda c: c.step_number)
+    models = [TINY_CHAT, job.fine_tuned_model, first.fine_tuned_model_checkpoint]
+    ev = client.evals.create(
+        name="plus one",
+        data_source_config={
+            "type": "custom",
+            "item_schema": {
+                "type": "object",
+                "properties": {"n": {"type": "integer"}, "answer": {"type": "string"}},
+                "required": ["n", "answer"],
+            },
+            "include_sample_schema": True,
+        },
+        testing_criteria=[
+            {"type": "string_check", "name": "exact", "operation": "eq",
+             "input": "{{sample.output_text}}", "reference": "{{item.answer}}"}
+        ],
+    )  # fmt: skip
+    rows = [{"item": {"n": i, "answer": f"{i + 1}, friend."}} for i in range(40, 44)]
+    runs = [
+        client.evals.runs.create(
+            ev.id,
+            name=m,
+            data_source={
+                "type": "completions",
+                "model": m,
+                "source": {"type": "file_content", "content": rows},
+                "input_messages": {
+                    "type": "template",
+                    "template": [{"role": "user", "content": "What is {{item.n}} plus one?"}],
+                },
+                "sampling_params": {"temperature": 0, "max_completion_tokens": 6},
+            },
+        )
+        for m in models
+    ]
+
+    def finished() -> list[Any] | None:
+        got = [client.evals.runs.retrieve(r.id, eval_id=ev.id) for r in runs]
+        return got if all(r.status in ("completed", "failed", "canceled") for r in got) else None
+
+    done = wait_until(finished, timeout=120, every=0.3, what="three eval runs")
+    for model, run in zip(models, done, strict=True):
+        assert run.status == "completed" and run.result_counts.total == 4, run.error
+        item = next(iter(client.evals.runs.output_items.list(run.id, eval_id=ev.id)))
+        assert item.sample.model == model
 
 
 def test_a_dpo_job_on_examples_fails_naming_the_file(served) -> None:
