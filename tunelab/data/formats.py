@@ -150,10 +150,13 @@ def _preference(obj: dict[str, Any]) -> Parsed:
     issues: list[Issue] = []
     unknown = sorted(set(obj) - {"input", *PREFERENCE_KEYS})
     for key in unknown:
-        issues.append(Issue(
-            f"unrecognised key {key!r}; a preference example has input, preferred_output "
-            "and non_preferred_output", field=key,
-        ))
+        issues.append(
+            Issue(
+                f"unrecognised key {key!r}; a preference example has input, preferred_output "
+                "and non_preferred_output",
+                field=key,
+            )
+        )
     given = obj["input"]
     if not isinstance(given, dict) or "messages" not in given:
         issues.append(Issue('"input" must be an object with "messages"', field="input"))
@@ -175,11 +178,13 @@ def _preference(obj: dict[str, Any]) -> Parsed:
             issue.field = "input.tools"
             issues.append(issue)
     if isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant":
-        issues.append(Issue(
-            "the input ends with an assistant message; the answers being compared are the "
-            "next assistant turn, so end the input with the user's message",
-            field=f"input.messages[{len(messages) - 1}]",
-        ))
+        issues.append(
+            Issue(
+                "the input ends with an assistant message; the answers being compared are the "
+                "next assistant turn, so end the input with the user's message",
+                field=f"input.messages[{len(messages) - 1}]",
+            )
+        )
     outputs = {}
     for key in ("preferred_output", "non_preferred_output"):
         old = key.replace("_output", "_completion")
@@ -191,24 +196,31 @@ def _preference(obj: dict[str, Any]) -> Parsed:
             or not isinstance(value[0], dict)
             or value[0].get("role") != "assistant"
         ):
-            issues.append(Issue(
-                f'"{where}" must be a list of exactly one assistant message '
-                '([{"role": "assistant", "content": "..."}])', field=where,
-            ))
+            issues.append(
+                Issue(
+                    f'"{where}" must be a list of exactly one assistant message '
+                    '([{"role": "assistant", "content": "..."}])',
+                    field=where,
+                )
+            )
             continue
         content = value[0].get("content")
         if not isinstance(content, str) or not content.strip():
-            issues.append(Issue(
-                f'"{where}[0].content" must be non-empty text (preference pairs are text only)',
-                field=f"{where}[0].content",
-            ))
+            issues.append(
+                Issue(
+                    f'"{where}[0].content" must be non-empty text (preference pairs are text only)',
+                    field=f"{where}[0].content",
+                )
+            )
             continue
         outputs[key] = [{"role": "assistant", "content": content}]
     if not issues and outputs["preferred_output"] == outputs["non_preferred_output"]:
-        issues.append(Issue(
-            "the preferred and non-preferred answers are the same; a pair must differ",
-            field="non_preferred_output",
-        ))
+        issues.append(
+            Issue(
+                "the preferred and non-preferred answers are the same; a pair must differ",
+                field="non_preferred_output",
+            )
+        )
     if issues:
         return Parsed("preference", None, issues)
     example: dict[str, Any] = {"input": {"messages": messages}, **outputs}

@@ -135,6 +135,12 @@ class CheckpointMetrics(BaseModel):
     valid_mean_token_accuracy: float | None = None
     full_valid_loss: float | None = None
     full_valid_mean_token_accuracy: float | None = None
+    # tunelab: the label accuracy of a classification validation set, and DPO's
+    # validation reward margin and accuracy, measured at the checkpoint's step.
+    classification_accuracy: float | None = None
+    classification_weighted_f1: float | None = None
+    full_valid_reward_margin: float | None = None
+    full_valid_reward_accuracy: float | None = None
 
 
 class Checkpoint(BaseModel):
