@@ -166,8 +166,8 @@ def _preference(obj: dict[str, Any]) -> Parsed:
         issues.append(Issue('"input.messages" is missing or empty', field="input.messages"))
         return Parsed("preference", None, issues)
     # The conversation so far: any roles, but it ends before the answer being judged.
-    for issue in check_chat(messages + [{"role": "assistant", "content": "-"}],
-                            tools=given.get("tools")):  # fmt: skip
+    answered = [*messages, {"role": "assistant", "content": "-"}]
+    for issue in check_chat(answered, tools=given.get("tools")):
         if issue.message_index is not None and issue.message_index <= len(messages):
             issue.field = f"input.messages[{issue.message_index - 1}]" + (
                 f".{issue.field}" if issue.field else ""
