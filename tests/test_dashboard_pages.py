@@ -9,8 +9,8 @@
   sampling the tiny model), pass rates per criterion and per model, per-item
   verdicts; a run's report_url opens that run; an eval the project does not have is
   an error on the page.
-- Batches: against endpoints that answer in the shapes of contract-2 §12 (a stand-in
-  router) the page shows batch counts and the output download.
+- Batches: real batches, run by the server's batch worker, show their counts and
+  their output downloads.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import APIRouter
 from playwright.sync_api import expect
 
 from tests.support import (
@@ -37,8 +36,6 @@ from tests.support import (
     wait_until,
 )
 from tests.tiny_models import TINY_CHAT, tiny_registry_entry
-from tunelab.api.app import create_app
-from tunelab.api.deps import ProjectDep
 from tunelab.jobs.tables import Job
 from tunelab.runtime import Runtime, build_runtime
 from tunelab.settings import Settings
@@ -214,84 +211,14 @@ def test_lists_page_through_1000_jobs_and_10000_files(
     assert not [u for u in asked if u.path.endswith("/events")]
 
 
-def test_no_evals_yet_and_an_unknown_eval(page: Any, url: str) -> None:
+def test_an_unknown_eval_is_an_error_on_its_page(page: Any, url: str) -> None:
     sign_in(page, url, "key-alpha")
-    page.get_by_test_id("nav-evals").click()
-    expect(page.get_by_test_id("evals-table")).to_have_count(0)  # none yet
     page.goto(url + "/dashboard/evals/eval_123?run_id=evalrun_456")  # a report_url
     expect(page.get_by_test_id("error")).to_contain_text("eval_123")
 
 
 # --------------------------------------------------------------------------------------
-# A stand-in for the Batch API, answering in the contract's shapes; the real Evals API.
-
-
-def _page(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": items,
-        "first_id": items[0]["id"] if items else None,
-        "last_id": items[-1]["id"] if items else None,
-        "has_more": False,
-    }
-
-
-def contract_router(output_file: str) -> APIRouter:
-    router = APIRouter()
-
-    @router.get("/batches")
-    def list_batches(project: ProjectDep) -> dict[str, Any]:
-        base = {
-            "object": "batch",
-            "endpoint": "/v1/chat/completions",
-            "input_file_id": "file-input",
-            "completion_window": "24h",
-            "created_at": 1_700_000_000,
-            "error_file_id": None,
-            "errors": None,
-            "metadata": None,
-        }
-        return _page(
-            [
-                {
-                    **base,
-                    "id": "batch_running",
-                    "status": "in_progress",
-                    "output_file_id": None,
-                    "request_counts": {"total": 10, "completed": 4, "failed": 1},
-                },
-                {
-                    **base,
-                    "id": "batch_done",
-                    "status": "completed",
-                    "output_file_id": output_file,
-                    "request_counts": {"total": 2, "completed": 2, "failed": 0},
-                },
-            ]
-        )
-
-    return router
-
-
-@pytest.fixture(scope="module")
-def contract_url(
-    tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_chat_dir: Path
-) -> Iterator[tuple[str, str]]:
-    root = tmp_path_factory.mktemp("dashboard-contract")
-    rt = build_runtime(settings_for(root, model_cache, tiny_chat_dir), embedded_worker=False)
-    output = rt.files.create_from_bytes(
-        project="alpha", filename="out.jsonl", purpose="batch_output", data=b'{"custom_id": "1"}\n'
-    )
-    app = create_app(rt)
-    app.include_router(contract_router(output.id), prefix="/v1")
-    with run_server(app) as base:
-        runner = rt.new_eval_runner()
-        runner.start()
-        try:
-            yield base, output.id
-        finally:
-            runner.close()
-
+# The real Evals and Batch APIs, their work done by the runtime's own runners.
 
 CAPITALS = [("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid")]
 
@@ -356,10 +283,14 @@ def capitals_eval(url: str) -> tuple[str, list[dict[str, Any]]]:
 
 
 def test_evals_page_shows_rates_per_criterion_model_and_item(
-    page: Any, contract_url: tuple[str, str]
+    page: Any, url: str, runtime: Runtime
 ) -> None:
-    url, _ = contract_url
-    eval_id, (given, sampled) = capitals_eval(url)
+    runner = runtime.new_eval_runner()  # this server has no embedded worker
+    runner.start()
+    try:
+        eval_id, (given, sampled) = capitals_eval(url)
+    finally:
+        runner.close()
     assert given["report_url"] == f"{url}/dashboard/evals/{eval_id}?run_id={given['id']}"
     sign_in(page, url, "key-alpha")
     page.get_by_test_id("nav-evals").click()
@@ -388,18 +319,58 @@ def test_evals_page_shows_rates_per_criterion_model_and_item(
     expect(items.first).to_contain_text("London")
 
 
-def test_batches_page_shows_counts_and_downloads_output(
-    page: Any, contract_url: tuple[str, str]
-) -> None:
-    url, _ = contract_url
+def _batch(api: httpx.Client, lines: list[dict[str, Any]]) -> dict[str, Any]:
+    data = "".join(json.dumps(x) + "\n" for x in lines).encode()
+    up = api.post("/files", data={"purpose": "batch"}, files={"file": ("in.jsonl", data)})
+    up.raise_for_status()
+    body = {
+        "input_file_id": up.json()["id"],
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+    }
+    created = api.post("/batches", json=body)
+    created.raise_for_status()
+    return created.json()  # type: ignore[no-any-return]
+
+
+def test_batches_page_shows_counts_and_downloads_output(page: Any, url: str) -> None:
+    api = httpx.Client(base_url=url + "/v1", headers={"Authorization": "Bearer key-alpha"})
+    hello = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    done = _batch(
+        api,
+        [
+            {
+                "custom_id": "ok",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"model": TINY_CHAT, **hello},
+            },
+            {
+                "custom_id": "too-long",  # fails when it runs: past the context length
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"model": TINY_CHAT, **hello, "max_tokens": 10**6},
+            },
+        ],
+    )
+
+    def finished() -> dict[str, Any] | None:
+        b = api.get(f"/batches/{done['id']}").json()
+        assert b["status"] not in ("failed", "expired", "cancelled"), b["errors"]
+        return b if b["status"] == "completed" else None
+
+    batch = wait_until(finished, timeout=120, every=0.2, what="the batch to complete")
+    assert batch["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
+    expected = api.get(f"/files/{batch['output_file_id']}/content").content
+    assert [json.loads(x)["custom_id"] for x in expected.splitlines()] == ["ok"]
+
     sign_in(page, url, "key-alpha")
     page.get_by_test_id("nav-batches").click()
-    rows = page.get_by_test_id("batch-row")
-    expect(rows).to_have_count(2)
-    expect(rows.first).to_contain_text("4 done, 1 failed of 10")
+    row = page.locator(f'[data-testid="batch-row"]:has-text("{done["id"]}")')
+    expect(row).to_contain_text("1 done, 1 failed of 2")
+    expect(row).to_have_attribute("data-status", "completed")
     screenshot(page, "batches")
     with page.expect_download() as download:
-        rows.nth(1).get_by_test_id("batch-output").click()
-    saved = Path(download.value.path())
-    assert saved.read_bytes() == b'{"custom_id": "1"}\n'
-    assert download.value.suggested_filename == "batch_done-output.jsonl"
+        row.get_by_test_id("batch-output").click()
+    assert Path(download.value.path()).read_bytes() == expected
+    assert download.value.suggested_filename == f"{done['id']}-output.jsonl"
