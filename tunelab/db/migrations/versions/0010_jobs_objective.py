@@ -17,12 +17,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(
-            sa.Column("objective", sa.String(16), nullable=False, server_default="supervised")
-        )
+    op.add_column(
+        "jobs",
+        sa.Column("objective", sa.String(16), nullable=False, server_default="supervised"),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("objective")
+    op.drop_column("jobs", "objective")  # SQLite >= 3.35 drops columns in place
