@@ -249,12 +249,12 @@ def test_the_supervised_object_form_trains(served) -> None:
         (
             {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}},
             "method.dpo.hyperparameters.beta",
-            "from 0 to 2",
+            "at most 2",
         ),
         (
             {"type": "dpo", "dpo": {"hyperparameters": {"beta": 3}}},
             "method.dpo.hyperparameters.beta",
-            "from 0 to 2",
+            "at most 2",
         ),
         (
             {"type": "supervised", "dpo": {"hyperparameters": {"beta": 0.1}}},

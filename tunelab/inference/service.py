@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from tunelab import limits
 from tunelab.errors import InvalidRequest, TunelabError
 from tunelab.inference.handle import Delta, Failed, Finished, Generation, TokenLogprob
 from tunelab.inference.params import SamplingRequest, sampling_params
@@ -139,8 +140,10 @@ def chat_messages(messages: Sequence[Mapping[str, object]]) -> list[dict[str, st
         raise InvalidRequest("'messages' must contain at least one message.", param="messages")
     out = []
     for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise InvalidRequest(f"messages[{i}] must be an object.", param=f"messages[{i}]")
         role = m.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise InvalidRequest(
                 f"messages[{i}].role is {role!r}; "
                 "supported roles are system, developer, user and assistant "
@@ -160,13 +163,15 @@ def chat_messages(messages: Sequence[Mapping[str, object]]) -> list[dict[str, st
                         "only text parts are supported.",
                         param=f"messages[{i}].content",
                     )
-                parts.append(str(part.get("text", "")))
+                parts.append(limits.text(part.get("text", ""), f"messages[{i}].content"))
             content = "".join(parts)
         elif not isinstance(content, str):
             raise InvalidRequest(
                 f"messages[{i}].content must be a string or a list of text parts.",
                 param=f"messages[{i}].content",
             )
+        else:
+            limits.text(content, f"messages[{i}].content")  # valid Unicode (batches skip the API)
         out.append({"role": "system" if role == "developer" else role, "content": content})
     return out
 

@@ -14,6 +14,13 @@ Every running sequence advances one token per step, so a long generation never
 starves a short one, and a request waits at most for the prefill of the
 requests admitted just before it. Requests beyond `max_queued` waiting ones are
 refused with `Overloaded` (503 + Retry-After) instead of waiting unboundedly.
+A request is admitted when its `n` choices fit in the batch (one alone always
+does), so the sequences held in memory never pass max(max_batch, n).
+
+Requests of different projects share a batch, so one request's failure is kept
+to that request: choosing its next token, starting it, attaching its adapter or
+prefilling its group fails only the requests involved, and the others keep going.
+Only a failed decode step (the one forward over everyone) fails the whole batch.
 """
 
 from __future__ import annotations
@@ -118,6 +125,12 @@ class GenerationWorker:
             self._cond.notify()
 
     @property
+    def depth(self) -> tuple[int, int]:
+        """Generations waiting to be admitted, and sequences decoding now."""
+        with self._cond:
+            return len(self._pending), len(self._active)
+
+    @property
     def idle(self) -> bool:
         with self._cond:
             return not self._pending and not self._active
@@ -138,8 +151,7 @@ class GenerationWorker:
                     self._cond.wait()
                 if self._stopping:
                     break
-                room = self.max_batch - len(self._active)
-                admitted = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
+                admitted = self._admissible()
             try:
                 with torch.inference_mode():
                     if admitted:
@@ -156,6 +168,27 @@ class GenerationWorker:
             gen.put(Failed(RuntimeError("the server is shutting down")))
         for seq in self._active:
             seq.gen.put(Failed(RuntimeError("the server is shutting down")))
+
+    def _admissible(self) -> list[Generation]:
+        """Waiting requests whose choices fit in the batch now (called holding the lock)."""
+        admitted: list[Generation] = []
+        seqs = len(self._active)
+        while self._pending:
+            n = max(1, self._pending[0].params.n)
+            if seqs and seqs + n > self.max_batch:
+                break
+            admitted.append(self._pending.popleft())
+            seqs += n
+        return admitted
+
+    def _fail(self, gen: Generation, error: Exception) -> None:
+        """End one request with `error`, and only it: its running choices stop."""
+        log.warning("generation failed on %s: %r", self.name, error)
+        self.stats["failed"] += 1
+        gen.put(Failed(error))
+        for seq in self._active:
+            if seq.gen is gen:
+                seq.done = True
 
     def _admit(self, gens: list[Generation]) -> None:
         """Attach adapters, prefill the prompts together, start each request's choices."""
@@ -182,9 +215,12 @@ class GenerationWorker:
                     gen.put(Failed(e))
                 continue
             for row, gen in enumerate(group):
-                self._start(
-                    gen, logits[row], [(k[row : row + 1], v[row : row + 1]) for k, v in layers]
-                )
+                try:
+                    self._start(
+                        gen, logits[row], [(k[row : row + 1], v[row : row + 1]) for k, v in layers]
+                    )
+                except Exception as e:
+                    self._fail(gen, e)
 
     def _start(
         self, gen: Generation, logits: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]
@@ -253,11 +289,16 @@ class GenerationWorker:
         logits = out.logits[:, -1]
         self.stats["decode_steps"] += 1
         for row, seq in enumerate(self._active):
+            if seq.done:  # a sibling choice of a request that failed in this step
+                continue
             if seq.gen.cancelled:
                 seq.done = True
                 self.stats["cancelled"] += 1
                 continue
-            self._advance(seq, logits[row])
+            try:
+                self._advance(seq, logits[row])
+            except Exception as e:
+                self._fail(seq.gen, e)
         keep = [i for i, s in enumerate(self._active) if not s.done]
         self._kv.keep(keep)
         self._active = [self._active[i] for i in keep]

@@ -13,10 +13,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from pydantic import ValidationError
+
+from tunelab import limits
 from tunelab.errors import InvalidRequest, NotFound
 from tunelab.ids import new_id
 from tunelab.inference.params import SamplingRequest
-from tunelab.inference.service import ChatStream, InferenceService
+from tunelab.inference.service import ChatStream, Choice, InferenceService, Submitted
 from tunelab.protocol.responses import (
     CreateResponse,
     FileCitation,
@@ -29,6 +32,7 @@ from tunelab.protocol.responses import (
     Response,
     Usage,
 )
+from tunelab.protocol.vector_stores import RankingOptions
 from tunelab.responses.store import ResponseStore, input_items
 from tunelab.retrieval.grounding import Passage, build_grounded_messages, find_citations
 from tunelab.retrieval.search import Hit, Searcher
@@ -49,12 +53,12 @@ class Prepared:
 
 def _text_of(content: object, where: str) -> str:
     if isinstance(content, str):
-        return content
+        return limits.text(content, where)
     if isinstance(content, list):
         parts = [p.get("text", "") if isinstance(p, dict) else None for p in content]
         texts = [p for p in parts if isinstance(p, str)]
         if len(texts) == len(parts):
-            return "".join(texts)
+            return limits.text("".join(texts), where)
     raise InvalidRequest(f"'{where}' must be a string or a list of text parts.", param=where)
 
 
@@ -64,6 +68,8 @@ def parse_input(value: str | list[dict[str, object]]) -> list[dict[str, str]]:
         return [{"role": "user", "content": value}]
     messages = []
     for n, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"input[{n}] must be an object.", param=f"input[{n}]")
         role_given = item.get("role", "")
         role = _ROLES.get(role_given) if isinstance(role_given, str) else None
         if role is None or item.get("type", "message") != "message":
@@ -89,7 +95,15 @@ def parse_tools(tools: list[dict[str, object]]) -> FileSearchTool | None:
             )
         if found is not None:
             raise InvalidRequest("Pass at most one file_search tool.", param=f"tools[{n}]")
-        found = FileSearchTool.model_validate(tool)
+        try:
+            found = FileSearchTool.model_validate(tool)
+        except ValidationError as e:
+            first = e.errors(include_url=False)[0]
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+            raise InvalidRequest(
+                f"Invalid value for 'tools[{n}]{where}': {first['msg']}.",
+                param=f"tools[{n}]{where}",
+            ) from None
     return found
 
 
@@ -155,21 +169,29 @@ def prepare(
         system = [{"role": "system", "content": req.instructions}] if req.instructions else []
         return Prepared(system + messages)
     question = messages[-1]["content"]
-    ranking = tool.ranking_options or {}
+    ranking = tool.ranking_options or RankingOptions()
     hits = searcher.search_stores(
         project,
         tool.vector_store_ids,
         [question],
         max_results=tool.max_num_results,
         filters=tool.filters,
-        ranker=ranking.get("ranker"),
-        score_threshold=float(ranking.get("score_threshold", 0.0)),
+        ranker=ranking.ranker,
+        score_threshold=ranking.score_threshold,
     )
     passages = [Passage(h.file_id, h.filename, h.text) for h in hits]
     grounded = build_grounded_messages(question, passages, req.instructions)
     # Earlier turns of a conversation sit between the instructions and the question.
     history = [m for m in messages[:-1] if m["role"] != "system"]
     return Prepared(grounded[:1] + history + grounded[1:], tool, [question], hits)
+
+
+@dataclass(frozen=True)
+class Started:
+    """A response whose generation is queued."""
+
+    prepared: Prepared
+    submitted: Submitted
 
 
 def file_search_item(p: Prepared, include: list[str]) -> FileSearchCall:
@@ -351,20 +373,32 @@ class ResponsesService:
         if req.store and self.store is not None:
             self.store.save(project, body, input_items(req.input), req.previous_response_id)
 
-    def create(self, project: str, req: CreateResponse) -> Response:
-        """Answer in one piece."""
+    def start(self, project: str, req: CreateResponse) -> Started:
+        """Search, lay out the prompt and queue the generation (400/404/503 here)."""
         p = self._prepare(project, req)
-        result = self.inference.complete_chat(project, req.model, p.messages, _sampling(req))
+        sub = self.inference.start_chat(project, req.model, p.messages, _sampling(req))
+        return Started(p, sub)
+
+    def finish(
+        self, project: str, req: CreateResponse, started: Started, choice: Choice
+    ) -> Response:
+        """The Response for a generation that `start` queued (stored if asked)."""
         response = build_response(
             req,
-            p,
+            started.prepared,
             response_id=new_id("resp_"),
-            text=result.text,
-            finish_reason=result.finish_reason,
-            usage=_usage(result.prompt_tokens, result.completion_tokens),
+            text=choice.text,
+            finish_reason=choice.finish_reason or "stop",
+            usage=_usage(started.submitted.prompt_tokens, choice.completion_tokens),
         )
         self._keep(project, req, response.model_dump())
         return response
+
+    def create(self, project: str, req: CreateResponse) -> Response:
+        """Answer in one piece (blocking; the route awaits `start`'s generation itself,
+        so that a client that leaves cancels it)."""
+        started = self.start(project, req)
+        return self.finish(project, req, started, started.submitted.collect()[0])
 
     def stream(self, project: str, req: CreateResponse) -> Iterator[dict[str, object]]:
         """Streaming events. Generation is queued before this returns, so a bad model
