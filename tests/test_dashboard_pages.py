@@ -5,9 +5,10 @@
 - With 1,000 jobs and 10,000 files a page holds one page of rows and pages through
   them by cursor (the rows are written straight into the database: only the lists
   are under test here).
-- Evals: on a server without that API the page says so; against endpoints that
-  answer in the shapes of contract-2 §15 (a stand-in router, until the evals service
-  is merged) it shows runs, pass rates per criterion and per model, per-item verdicts.
+- Evals, against the real Evals API: runs (one graded from given samples, one
+  sampling the tiny model), pass rates per criterion and per model, per-item
+  verdicts; a run's report_url opens that run; an eval the project does not have is
+  an error on the page.
 - Batches: real batches, run by the server's batch worker, show their counts and
   their output downloads.
 """
@@ -22,7 +23,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import APIRouter
 from playwright.sync_api import expect
 
 from tests.support import (
@@ -36,8 +36,6 @@ from tests.support import (
     wait_until,
 )
 from tests.tiny_models import TINY_CHAT, tiny_registry_entry
-from tunelab.api.app import create_app
-from tunelab.api.deps import ProjectDep
 from tunelab.jobs.tables import Job
 from tunelab.runtime import Runtime, build_runtime
 from tunelab.settings import Settings
@@ -213,159 +211,112 @@ def test_lists_page_through_1000_jobs_and_10000_files(
     assert not [u for u in asked if u.path.endswith("/events")]
 
 
-def test_evals_page_without_the_evals_api(page: Any, url: str) -> None:
+def test_an_unknown_eval_is_an_error_on_its_page(page: Any, url: str) -> None:
     sign_in(page, url, "key-alpha")
-    page.get_by_test_id("nav-evals").click()
-    expect(page.get_by_test_id("unavailable")).to_be_visible()
     page.goto(url + "/dashboard/evals/eval_123?run_id=evalrun_456")  # a report_url
-    expect(page.get_by_test_id("unavailable")).to_be_visible()
+    expect(page.get_by_test_id("error")).to_contain_text("eval_123")
 
 
 # --------------------------------------------------------------------------------------
-# A stand-in for the Evals API, answering in the contract's shapes.
+# The real Evals and Batch APIs, their work done by the runtime's own runners.
 
-EVAL_ID, RUN_A, RUN_B = "eval_" + "a" * 32, "evalrun_" + "a" * 32, "evalrun_" + "b" * 32
-CRITERIA = [
-    {"name": "exact", "id": "exact-1b2c3d4e-0000-4000-8000-000000000001", "type": "string_check"},
-    {"name": "polite", "id": "polite-1b2c3d4e-0000-4000-8000-000000000002", "type": "string_check"},
-]
+CAPITALS = [("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid")]
 
 
-def _page(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": items,
-        "first_id": items[0]["id"] if items else None,
-        "last_id": items[-1]["id"] if items else None,
-        "has_more": False,
-    }
-
-
-def _run(run_id: str, model: str, passed: int) -> dict[str, Any]:
-    return {
-        "object": "eval.run",
-        "id": run_id,
-        "eval_id": EVAL_ID,
-        "name": f"run-{model}",
-        "model": model,
-        "created_at": 1_700_000_000,
-        "status": "completed",
-        "data_source": {"type": "completions", "model": model},
-        "metadata": {},
-        "error": None,
-        "report_url": f"/dashboard/evals/{EVAL_ID}?run_id={run_id}",
-        "result_counts": {"total": 3, "errored": 0, "failed": 3 - passed, "passed": passed},
-        "per_model_usage": [
-            {
-                "model_name": model,
-                "invocation_count": 3,
-                "prompt_tokens": 30,
-                "completion_tokens": 12,
-                "total_tokens": 42,
-                "cached_tokens": 0,
-            }
-        ],
-        "per_testing_criteria_results": [
-            {"testing_criteria": CRITERIA[0]["id"], "passed": passed, "failed": 3 - passed},
-            {"testing_criteria": CRITERIA[1]["id"], "passed": 3, "failed": 0},
-        ],
-    }
-
-
-def _item(run_id: str, i: int, passed: bool) -> dict[str, Any]:
-    return {
-        "object": "eval.run.output_item",
-        "id": f"outputitem_{run_id[-4:]}{i:028d}",
-        "created_at": 1_700_000_000,
-        "run_id": run_id,
-        "eval_id": EVAL_ID,
-        "status": "pass" if passed else "fail",
-        "datasource_item_id": i,
-        "datasource_item": {"question": f"capital {i}?", "answer": "Paris"},
-        "results": [
-            {"name": "exact", "type": "string_check", "passed": passed, "score": float(passed)},
-            {"name": "polite", "type": "string_check", "passed": True, "score": 1.0},
-        ],
-        "sample": {
-            "input": [{"role": "user", "content": f"capital {i}?"}],
-            "output": [{"role": "assistant", "content": "Paris" if passed else "London"}],
-            "finish_reason": "stop",
+def capitals_eval(url: str) -> tuple[str, list[dict[str, Any]]]:
+    """An eval with two criteria and two finished runs: one graded from given samples
+    (two of three right), one sampling the tiny model. (eval id, runs)"""
+    with api(url, "key-alpha") as c:
+        ev = c.post(
+            "/evals",
+            json={
+                "name": "capitals",
+                "data_source_config": {
+                    "type": "custom",
+                    "item_schema": {
+                        "type": "object",
+                        "properties": {"country": {"type": "string"}, "answer": {"type": "string"}},
+                        "required": ["country", "answer"],
+                    },
+                    "include_sample_schema": True,
+                },
+                "testing_criteria": [
+                    {"type": "string_check", "name": "exact", "operation": "eq",
+                     "input": "{{sample.output_text}}", "reference": "{{item.answer}}"},
+                    {"type": "string_check", "name": "answered", "operation": "ne",
+                     "input": "{{sample.output_text}}", "reference": ""},
+                ],
+            },
+        ).json()  # fmt: skip
+        given = ["Paris", "Rome", "London"]
+        rows = [
+            {"item": {"country": c, "answer": a}, "sample": {"output_text": g}}
+            for (c, a), g in zip(CAPITALS, given, strict=True)
+        ]
+        sampled = {
+            "type": "completions",
             "model": TINY_CHAT,
-            "usage": {"total_tokens": 14, "completion_tokens": 4, "prompt_tokens": 10},
-            "error": None,
-        },
-    }
+            "source": {"type": "file_content", "content": [{"item": r["item"]} for r in rows]},
+            "input_messages": {
+                "type": "template",
+                "template": [{"role": "user", "content": "Capital of {{item.country}}?"}],
+            },
+            "sampling_params": {"temperature": 0, "max_completion_tokens": 4},
+        }
+        ids = [
+            c.post(
+                f"/evals/{ev['id']}/runs",
+                json={"name": name, "data_source": source},
+            ).json()["id"]
+            for name, source in (
+                ("given answers",
+                 {"type": "jsonl", "source": {"type": "file_content", "content": rows}}),
+                ("tiny model", sampled),
+            )
+        ]  # fmt: skip
+
+        def finished() -> list[dict[str, Any]] | None:
+            runs = [c.get(f"/evals/{ev['id']}/runs/{i}").json() for i in ids]
+            return runs if all(r["status"] == "completed" for r in runs) else None
+
+        return ev["id"], wait_until(finished, timeout=120, every=0.3, what="both eval runs")
 
 
-def contract_router() -> APIRouter:
-    router = APIRouter()
-    runs = {RUN_A: _run(RUN_A, TINY_CHAT, 1), RUN_B: _run(RUN_B, "ft:tiny-chat:alpha::x", 2)}
-
-    @router.get("/evals")
-    def list_evals(project: ProjectDep) -> dict[str, Any]:
-        return _page(
-            [
-                {
-                    "object": "eval",
-                    "id": EVAL_ID,
-                    "name": "capitals",
-                    "created_at": 1_700_000_000,
-                    "data_source_config": {"type": "custom", "schema": {"type": "object"}},
-                    "testing_criteria": CRITERIA,
-                    "metadata": {},
-                }
-            ]
-        )
-
-    @router.get("/evals/{eval_id}")
-    def get_eval(eval_id: str, project: ProjectDep) -> dict[str, Any]:
-        return list_evals(project)["data"][0]  # type: ignore[no-any-return]
-
-    @router.get("/evals/{eval_id}/runs")
-    def list_runs(eval_id: str, project: ProjectDep) -> dict[str, Any]:
-        return _page(list(runs.values()))
-
-    @router.get("/evals/{eval_id}/runs/{run_id}/output_items")
-    def items(eval_id: str, run_id: str, project: ProjectDep, status: str = "") -> dict[str, Any]:
-        passes = runs[run_id]["result_counts"]["passed"]
-        found = [_item(run_id, i, i < passes) for i in range(3)]
-        return _page([x for x in found if not status or x["status"] == status])
-
-    return router
-
-
-@pytest.fixture(scope="module")
-def contract_url(
-    tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_chat_dir: Path
-) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("dashboard-contract")
-    rt = build_runtime(settings_for(root, model_cache, tiny_chat_dir), embedded_worker=False)
-    app = create_app(rt)
-    app.include_router(contract_router(), prefix="/v1")
-    with run_server(app) as base:
-        yield base
-
-
-def test_evals_page_shows_rates_per_criterion_model_and_item(page: Any, contract_url: str) -> None:
-    url = contract_url
+def test_evals_page_shows_rates_per_criterion_model_and_item(
+    page: Any, url: str, runtime: Runtime
+) -> None:
+    runner = runtime.new_eval_runner()  # this server has no embedded worker
+    runner.start()
+    try:
+        eval_id, (given, sampled) = capitals_eval(url)
+    finally:
+        runner.close()
+    assert given["report_url"] == f"{url}/dashboard/evals/{eval_id}?run_id={given['id']}"
     sign_in(page, url, "key-alpha")
     page.get_by_test_id("nav-evals").click()
     page.get_by_role("link", name="capitals").click()
     expect(page.get_by_test_id("run-row")).to_have_count(2)
     expect(page.get_by_test_id("per-model").locator("canvas").first).to_be_visible()
-    # A run's report_url opens that run.
-    page.goto(f"{url}/dashboard/evals/{EVAL_ID}?run_id={RUN_B}")
+    # The sampled run: what the page says is what the API counted.
+    page.goto(sampled["report_url"])
+    counts = sampled["result_counts"]
     run = page.get_by_test_id("run")
+    expect(run.get_by_test_id("pass-rate")).to_contain_text(
+        f"{counts['passed']} of {counts['total']} passed"
+    )
+    # A run's report_url opens that run.
+    page.goto(given["report_url"])
     expect(run.get_by_test_id("pass-rate")).to_contain_text("2 of 3 passed (66.7%)")
     expect(run.get_by_test_id("per-criterion").locator("canvas").first).to_be_visible()
     items = page.get_by_test_id("eval-item")
     expect(items).to_have_count(3)
-    expect(items.nth(2)).to_have_attribute("data-status", "fail")
-    expect(items.nth(2)).to_contain_text("London")
-    expect(items.nth(2)).to_contain_text("✗ exact")
+    wrong = items.filter(has_text="London")
+    expect(wrong).to_have_attribute("data-status", "fail")
+    expect(wrong).to_contain_text("✗ exact")
     screenshot(page, "evals")
-    page.get_by_test_id("run").locator("select").select_option("fail")
+    run.locator("select").select_option("fail")
     expect(items).to_have_count(1)
+    expect(items.first).to_contain_text("London")
 
 
 def _batch(api: httpx.Client, lines: list[dict[str, Any]]) -> dict[str, Any]:

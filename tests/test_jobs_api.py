@@ -95,7 +95,13 @@ def test_job_trains_to_succeeded_with_checkpoints_results_and_model(client: open
     assert {c.fine_tuned_model_checkpoint for c in checkpoints} <= model_ids
 
     csv = client.files.content(done.result_files[0]).text.splitlines()
-    assert csv[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
+    assert csv[0] == (
+        "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy,"
+        "full_valid_loss,full_valid_mean_token_accuracy"
+    )
+    # The whole validation set is measured at every epoch end: each checkpoint's metrics.
+    assert [r.split(",")[0] for r in csv[1:] if r.split(",")[5]] == ["3", "6", "9"]
+    assert all(c.metrics.full_valid_loss is not None for c in checkpoints)
     assert len(csv) == 10
     losses = [float(r.split(",")[1]) for r in csv[1:]]
     assert losses[-1] < losses[0]

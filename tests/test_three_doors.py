@@ -65,3 +65,48 @@ def test_same_verdict_at_every_door(tiny_settings, tmp_path) -> None:
             model=TINY_CHAT, training_file=ok.id, hyperparameters={"n_epochs": 1, "batch_size": 4}
         )
         assert wait_for(client, job.id, TERMINAL).status == "succeeded"
+
+
+def _preference_lines(path: Path, bad_line: str | None) -> Path:
+    lines = [
+        json.dumps(
+            {
+                "input": {"messages": [{"role": "user", "content": f"What is {i} + 1?"}]},
+                "preferred_output": [{"role": "assistant", "content": f"{i + 1}."}],
+                "non_preferred_output": [
+                    {"role": "assistant", "content": f"Let me think carefully... it is {i + 1}."}
+                ],
+            }
+        )
+        for i in range(12)
+    ]
+    if bad_line is not None:
+        lines[4] = bad_line
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_preference_pairs_get_the_same_verdict_at_prepare_and_upload(settings, tmp_path) -> None:
+    bad = _preference_lines(
+        tmp_path / "bad.jsonl",
+        json.dumps(
+            {
+                "input": {"messages": [{"role": "user", "content": "hi"}]},
+                "preferred_output": [{"role": "user", "content": "x"}],
+                "non_preferred_output": [{"role": "assistant", "content": "y"}],
+            }
+        ),
+    )
+    good = _preference_lines(tmp_path / "good.jsonl", None)
+    verdict = 'Line 5, field "preferred_output": "preferred_output" must be a list of exactly one'
+
+    local = CliRunner().invoke(cli, ["prepare-data", "-f", str(bad), "-q", "--no-stats"])
+    assert local.exit_code == 1 and verdict in local.output
+    ok = CliRunner().invoke(cli, ["prepare-data", "-f", str(good), "-q", "--no-stats"])
+    assert ok.exit_code == 0 and "12 preference pairs" in ok.output
+
+    with run_server(settings) as url:
+        client = sdk(url)
+        uploaded = client.files.create(file=bad.open("rb"), purpose="fine-tune")
+        assert uploaded.status == "error" and uploaded.status_details.startswith(verdict)
+        assert client.files.create(file=good.open("rb"), purpose="fine-tune").status == "processed"

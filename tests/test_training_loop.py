@@ -20,6 +20,7 @@ from tunelab.training.config import (
 )
 from tunelab.training.data import encode_dataset, pack
 from tunelab.training.events import (
+    CheckpointEvent,
     CheckpointRemovedEvent,
     Control,
     Event,
@@ -215,8 +216,15 @@ def test_classification_validation_set_gets_accuracy_and_f1(
         for i, label in enumerate(["positive", "negative"] * 5)
     ]
     valid.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-    cfg = make_config(tmp_path, tiny_chat_dir, n_epochs=1, validation_file=str(valid))
+    cfg = make_config(tmp_path, tiny_chat_dir, n_epochs=2, validation_file=str(valid))
     _, events = run(cfg, tmp_path / "job")
+    # Every epoch end measures the whole set, so each checkpoint carries its metrics.
+    saved = [e.metrics for e in events if isinstance(e, CheckpointEvent)]
+    assert len(saved) == 2
+    for m in saved:
+        assert m is not None and m.full_valid_loss is not None
+        assert m.classification_accuracy is not None
+        assert m.full_valid_mean_token_accuracy is not None
     last = [e.metrics for e in events if isinstance(e, MetricsEvent)][-1]
     assert last.classification_accuracy is not None
     assert 0.0 <= last.classification_accuracy <= 1.0

@@ -29,6 +29,9 @@ from tunelab.batches.worker import BatchWorker
 from tunelab.blobs import BlobStore, LocalBlobStore
 from tunelab.db.base import Database, migrate
 from tunelab.embeddings.protocol import Embedder
+from tunelab.evals.judging import Judge, MaskedJudge
+from tunelab.evals.runner import EvalRunner
+from tunelab.evals.service import EvalService
 from tunelab.files import FileStore
 from tunelab.inference.protocol import ChatEngine
 from tunelab.inference.service import InferenceService
@@ -64,11 +67,14 @@ class Runtime:
     reports: FileReports
     retrieval: Retrieval
     responses: ResponsesService
+    evals: EvalService
     batches: BatchService
     uploads: UploadStore
     legacy: LegacyFineTunes
     # The job worker that runs inside this process, when settings.embedded_worker.
     worker: Worker | None
+    # The eval runner that runs inside this process, when settings.embedded_worker.
+    eval_runner: EvalRunner | None
     # Runs batches in the background, below interactive traffic, in the serving
     # process (it uses the same loaded models).
     batch_worker: BatchWorker
@@ -79,14 +85,24 @@ class Runtime:
         it in the foreground)."""
         return Worker(self.db, self.settings, self.catalog, self.files)
 
+    def new_eval_runner(self) -> EvalRunner:
+        """An eval runner on this runtime's services (`tunelab worker` runs one next to
+        its job worker, so eval runs progress without an embedded worker too)."""
+        return _eval_runner(
+            self.settings, self.registry, self.db, self.files, self.inference, self.embeddings
+        )
+
     def start(self) -> None:
         """Begin background work: ingestion (re-queueing interrupted files) and,
-        when embedded, the job worker."""
+        when embedded, the job worker and the eval runner."""
         self.retrieval.start()
         self._running.callback(self.retrieval.close)
         self._running.enter_context(self.batch_worker.running())
         if self.worker is not None:
             self._running.enter_context(background_worker(self.worker))
+        if self.eval_runner is not None:
+            self.eval_runner.start()
+            self._running.callback(self.eval_runner.close)
 
     def close(self) -> None:
         """Stop background work (the worker hands its job back to the queue),
@@ -116,12 +132,14 @@ def build_runtime(
     embedder: Embedder | None = None,
     blobs: BlobStore | None = None,
     embedded_worker: bool | None = None,
+    judge: Judge | None = None,
 ) -> Runtime:
     """Build every service; nothing starts running until `start()`.
 
     `chat_engine`, `embedder` and `blobs` replace the defaults (transformers,
     sentence-transformers, a local directory). `embedded_worker` overrides
     `settings.embedded_worker` (a standalone `tunelab worker` runs its own).
+    `judge` replaces the model judge of label_model/score_model graders.
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate(settings.db_url)
@@ -147,6 +165,14 @@ def build_runtime(
         ),
     )
     run_worker = settings.embedded_worker if embedded_worker is None else embedded_worker
+    eval_runner = (
+        _eval_runner(settings, registry, db, files, inference, embeddings, judge)
+        if run_worker
+        else None
+    )
+    evals = EvalService(
+        db, files, inference, on_run_created=eval_runner.wake if eval_runner else None
+    )
     jobs = JobService(db, registry, catalog, files)
     responses = ResponsesService(inference, retrieval.searcher, ResponseStore(db))
     # What a batch can run: each endpoint's own code, reached without HTTP.
@@ -169,11 +195,34 @@ def build_runtime(
         reports=FileReports(files, catalog, settings.model_cache_dir),
         retrieval=retrieval,
         responses=responses,
+        evals=evals,
         batches=BatchService(db, files, tuple(executors)),
         uploads=UploadStore(db, files, settings.data_dir / "uploads"),
         legacy=LegacyFineTunes(jobs, files),
         worker=Worker(db, settings, catalog, files) if run_worker else None,
+        eval_runner=eval_runner,
         batch_worker=BatchWorker(db, files, executors),
+    )
+
+
+def _eval_runner(
+    settings: Settings,
+    registry: Registry,
+    db: Database,
+    files: FileStore,
+    inference: InferenceService,
+    embeddings: Embedder,
+    judge: Judge | None = None,
+) -> EvalRunner:
+    return EvalRunner(
+        db,
+        files,
+        inference,
+        embeddings,
+        judge or MaskedJudge(inference),
+        embedding_model=registry.default_embedding_model,
+        poll_seconds=settings.worker_poll_seconds,
+        stale_seconds=settings.worker_stale_seconds,
     )
 
 

@@ -19,6 +19,7 @@ from fastapi import Depends, FastAPI, Request
 from tunelab.batches.service import BatchService
 from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import Unauthorized
+from tunelab.evals.service import EvalService
 from tunelab.files import FileStore
 from tunelab.inference.service import InferenceService
 from tunelab.jobs.preview import FileReports
@@ -145,6 +146,10 @@ def _legacy(rt: RuntimeDep) -> LegacyFineTunes:
     return rt.legacy
 
 
+def _evals(rt: RuntimeDep) -> EvalService:
+    return rt.evals
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 CatalogDep = Annotated[Catalog, Depends(_catalog)]
@@ -159,3 +164,4 @@ ResponsesDep = Annotated[ResponsesService, Depends(_responses)]
 BatchesDep = Annotated[BatchService, Depends(_batches)]
 UploadsDep = Annotated[UploadStore, Depends(_uploads)]
 LegacyDep = Annotated[LegacyFineTunes, Depends(_legacy)]
+EvalsDep = Annotated[EvalService, Depends(_evals)]

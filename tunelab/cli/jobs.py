@@ -274,14 +274,17 @@ def worker(data_dir: Path | None) -> None:
     settings = Settings.from_env(data_dir=data_dir)
     runtime = build_runtime(settings, embedded_worker=False)
     w = runtime.new_worker()
+    evals = runtime.new_eval_runner()  # eval runs, in a thread beside the job worker
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     click.echo(f"tunelab worker {w.id} polling {settings.db_url}", err=True)
+    evals.start()
     try:
         w.run(stop)
     except KeyboardInterrupt:
         w.shutdown()
     finally:
+        evals.close()
         runtime.close()
 
 

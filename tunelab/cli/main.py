@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "tunelab.cli.models",
     "tunelab.cli.data",
     "tunelab.cli.jobs",
+    "tunelab.cli.evals",
     "tunelab.cli.chat",
     "tunelab.cli.stores",
     "tunelab.cli.batches",

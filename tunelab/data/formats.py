@@ -8,6 +8,10 @@ Accepted shapes of one example (one JSONL line, CSV row or JSON array item):
                       "history"?: [[user, assistant], ...]}
   sharegpt           {"conversations": [{"from": "human"|"gpt"|"system"|..., "value": str}],
                       "system"?: str}
+  preference         {"input": {"messages": [...], "tools"?: [...]},
+                      "preferred_output": [assistant message],
+                      "non_preferred_output": [assistant message]}   (for method "dpo";
+                      the older spelling *_completion is read as *_output)
 
 Alpaca and ShareGPT examples are converted to chat messages, so everything past
 this module sees only chat or prompt/completion. The chat checks are the
@@ -42,7 +46,8 @@ _PLAIN_KEYS = frozenset({"role", "content"})
 _PLAIN_ROLES = frozenset({"system", "user", "assistant", "developer"})
 UNKNOWN_FORMAT = (
     "Unexpected file format, expected either prompt/completion pairs or chat messages "
-    '({"messages": [...]}; Alpaca instruction/output and ShareGPT conversations are converted).'
+    '({"messages": [...]}; Alpaca instruction/output and ShareGPT conversations are converted), '
+    "or preference pairs for DPO (input, preferred_output, non_preferred_output)."
 )
 
 
@@ -65,10 +70,12 @@ class Parsed:
 
     @property
     def kind(self) -> str | None:
-        """What training sees: "chat" or "prompt_completion"."""
+        """What training sees: "chat", "prompt_completion" or "preference"."""
         if self.format is None:
             return None
-        return "prompt_completion" if self.format == "prompt_completion" else "chat"
+        if self.format in ("prompt_completion", "preference"):
+            return self.format
+        return "chat"
 
 
 def json_type(value: Any) -> str:
@@ -94,6 +101,8 @@ def detect_format(obj: Any) -> str | None:
         return "alpaca"
     if "conversations" in obj:
         return "sharegpt"
+    if "input" in obj and any(k in obj for k in PREFERENCE_KEYS):
+        return "preference"
     return None
 
 
@@ -112,6 +121,8 @@ def parse_example(obj: Any) -> Parsed:
         ]
         example = {"prompt": obj["prompt"], "completion": obj["completion"]}
         return Parsed(fmt, None if issues else example, issues)
+    if fmt == "preference":
+        return _preference(obj)
     if fmt == "alpaca":
         messages, issues = _alpaca_messages(obj)
     elif fmt == "sharegpt":
@@ -124,6 +135,98 @@ def parse_example(obj: Any) -> Parsed:
     if fmt == "chat" and "tools" in obj:
         example["tools"] = obj["tools"]
     return Parsed(fmt, None if issues else example, issues)
+
+
+PREFERENCE_KEYS = (
+    "preferred_output",
+    "non_preferred_output",
+    "preferred_completion",
+    "non_preferred_completion",
+)
+
+
+def _preference(obj: dict[str, Any]) -> Parsed:
+    """A DPO pair: one input conversation, a preferred and a non-preferred answer to it."""
+    issues: list[Issue] = []
+    unknown = sorted(set(obj) - {"input", *PREFERENCE_KEYS})
+    for key in unknown:
+        issues.append(
+            Issue(
+                f"unrecognised key {key!r}; a preference example has input, preferred_output "
+                "and non_preferred_output",
+                field=key,
+            )
+        )
+    given = obj["input"]
+    if not isinstance(given, dict) or "messages" not in given:
+        issues.append(Issue('"input" must be an object with "messages"', field="input"))
+        return Parsed("preference", None, issues)
+    messages = given["messages"]
+    if not isinstance(messages, list) or not messages:
+        issues.append(Issue('"input.messages" is missing or empty', field="input.messages"))
+        return Parsed("preference", None, issues)
+    # The conversation so far: any roles, but it ends before the answer being judged.
+    answered = [*messages, {"role": "assistant", "content": "-"}]
+    for issue in check_chat(answered, tools=given.get("tools")):
+        if issue.message_index is not None and issue.message_index <= len(messages):
+            issue.field = f"input.messages[{issue.message_index - 1}]" + (
+                f".{issue.field}" if issue.field else ""
+            )
+            issue.message_index = None
+            issues.append(issue)
+        elif issue.message_index is None and issue.field == "tools":
+            issue.field = "input.tools"
+            issues.append(issue)
+    if isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant":
+        issues.append(
+            Issue(
+                "the input ends with an assistant message; the answers being compared are the "
+                "next assistant turn, so end the input with the user's message",
+                field=f"input.messages[{len(messages) - 1}]",
+            )
+        )
+    outputs = {}
+    for key in ("preferred_output", "non_preferred_output"):
+        old = key.replace("_output", "_completion")
+        value = obj.get(key, obj.get(old))
+        where = key if key in obj or old not in obj else old
+        if (
+            not isinstance(value, list)
+            or len(value) != 1
+            or not isinstance(value[0], dict)
+            or value[0].get("role") != "assistant"
+        ):
+            issues.append(
+                Issue(
+                    f'"{where}" must be a list of exactly one assistant message '
+                    '([{"role": "assistant", "content": "..."}])',
+                    field=where,
+                )
+            )
+            continue
+        content = value[0].get("content")
+        if not isinstance(content, str) or not content.strip():
+            issues.append(
+                Issue(
+                    f'"{where}[0].content" must be non-empty text (preference pairs are text only)',
+                    field=f"{where}[0].content",
+                )
+            )
+            continue
+        outputs[key] = [{"role": "assistant", "content": content}]
+    if not issues and outputs["preferred_output"] == outputs["non_preferred_output"]:
+        issues.append(
+            Issue(
+                "the preferred and non-preferred answers are the same; a pair must differ",
+                field="non_preferred_output",
+            )
+        )
+    if issues:
+        return Parsed("preference", None, issues)
+    example: dict[str, Any] = {"input": {"messages": messages}, **outputs}
+    if "tools" in given:
+        example["input"]["tools"] = given["tools"]
+    return Parsed("preference", example, issues)
 
 
 def prompt_completion_to_chat(prompt: str, completion: str) -> dict[str, Any]:

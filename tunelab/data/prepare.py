@@ -95,6 +95,7 @@ class _Run:
         self.remediations: list[Remediation] = []
         self.classification: Rows | None = None
         self.separator = self.stop = ""
+        self.preference = False  # a DPO file: no SFT statistics or masks
 
     def run(self) -> Outcome:
         c = self.c
@@ -201,6 +202,13 @@ class _Run:
 
     def _chat(self, examples: Examples[Record], report: ValidationReport) -> Examples[Record]:
         c = self.c
+        if report.format == "preference":
+            self.preference = True
+            c.echo(
+                f"- Your file contains {len(examples)} preference pairs: train them with "
+                'method {"type": "dpo"}'
+            )
+            return examples
         c.echo(f"- Your file contains {len(examples)} chat examples")
         for fmt, n in report.source_formats.items():
             if fmt in SOURCE_NAMES:
@@ -318,6 +326,9 @@ class _Run:
 
     def _statistics(self, final: Sequence[dict[str, Any]] | Examples[dict[str, Any]]) -> None:
         c = self.c
+        if self.preference:
+            c.echo("\n(Token statistics and loss masks are shown for supervised formats only.)")
+            return
         tokenizer, context = self._load_tokenizer(self.opts.model)
         if not self.opts.stats:
             self._show_masks(tokenizer, final)
@@ -372,6 +383,11 @@ class _Run:
             cmd += f' -v "{valid}"'
         cmd += f" -m {self.opts.model}"
         c.echo(f"\nNow use that file when fine-tuning:\n> {cmd}")
+        if self.preference:
+            c.echo(
+                'Preference pairs train with method {"type": "dpo"} (SDK: '
+                'method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}}).'
+            )
         if self.separator:
             c.echo(
                 f"\nAfter you've fine-tuned a model, remember that your prompt has to end with the "

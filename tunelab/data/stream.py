@@ -46,7 +46,8 @@ class Examples(Generic[T]):
 
 
 def is_chat_jsonl(path: Path) -> bool:
-    """A .jsonl file whose first example is chat-like (chat, Alpaca or ShareGPT)."""
+    """A .jsonl file whose first example is chat-like (chat, Alpaca or ShareGPT) or a
+    preference pair: files that are validated and analysed as a stream."""
     if path.suffix.lower() != ".jsonl" or not path.is_file():
         return False
     try:
@@ -54,7 +55,7 @@ def is_chat_jsonl(path: Path) -> bool:
             if ln.text is None:
                 return False
             if ln.text.strip():
-                return detect_format(json.loads(ln.text)) in CHAT_FORMATS
+                return detect_format(json.loads(ln.text)) in (*CHAT_FORMATS, "preference")
     except (UnreadableFile, ValueError):
         return False
     return False

@@ -23,7 +23,11 @@ MIN_EXAMPLES = 10
 # bad lines still validates in bounded memory.
 MAX_PROBLEMS = 100
 _decode = json.JSONDecoder().decode  # json.loads minus its per-call argument handling
-FORMAT_NAMES = {"chat": "chat messages", "prompt_completion": "prompt/completion pairs"}
+FORMAT_NAMES = {
+    "chat": "chat messages",
+    "prompt_completion": "prompt/completion pairs",
+    "preference": "preference pairs (input, preferred_output, non_preferred_output)",
+}
 
 
 @dataclass
@@ -50,7 +54,7 @@ class Problem:
 @dataclass
 class ValidationReport:
     n_examples: int = 0  # examples that passed every check
-    format: str | None = None  # "chat" | "prompt_completion"
+    format: str | None = None  # "chat" | "prompt_completion" | "preference"
     problems: list[Problem] = field(default_factory=list)  # the first MAX_PROBLEMS
     problem_count: int = 0
     source_formats: Counter[str] = field(default_factory=Counter)  # chat/alpaca/sharegpt/...

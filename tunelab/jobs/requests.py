@@ -1,8 +1,11 @@
 """Checking a create-job request: every bad value is a 400 that names its parameter.
 
-Hyperparameters come either in the deprecated top-level `hyperparameters` or in
-`method.supervised.hyperparameters`; each is "auto" or a number in its range
-(contract §2.2). tunelab adds one field there, `method`: "lora" (default) or "full".
+Hyperparameters come either in the deprecated top-level `hyperparameters`, in
+`method.supervised.hyperparameters`, or for preference fine-tuning in
+`method.dpo.hyperparameters` (which adds `beta`); each is "auto" or a number in its
+range (contract §2.2, §14). tunelab adds one field there, `method`: "lora" (default)
+or "full". `method.type` "reinforcement" needs graders that run during training,
+which tunelab does not offer: it is refused by name.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunelab.errors import InvalidRequest
-from tunelab.protocol.fine_tuning import JobCreate
+from tunelab.protocol.fine_tuning import DpoHyperparameters, Hyperparameters, JobCreate
 
 MAX_SUFFIX = 64
 MAX_METADATA = 16
+# DPO's beta: how far the policy may move from its reference (OpenAI accepts up to 2).
+MAX_BETA = 2.0
 # Times the method's base learning rate (tunelab.training.config.BASE_LR): beyond
 # this, training only diverges, and a huge value overflows into NaN weights.
 MAX_LEARNING_RATE_MULTIPLIER = 1000.0
@@ -30,6 +35,19 @@ class Requested:
     batch_size: int | str
     learning_rate_multiplier: float | str
     method: str  # "lora" | "full"
+    objective: str = "supervised"  # "supervised" | "dpo"
+    beta: float | str | None = None  # "auto" or a number, for dpo only
+
+    def as_dict(self) -> dict[str, Any]:
+        """The job's stored hyperparameters (beta only for dpo)."""
+        hp: dict[str, Any] = {
+            "n_epochs": self.n_epochs,
+            "batch_size": self.batch_size,
+            "learning_rate_multiplier": self.learning_rate_multiplier,
+        }
+        if self.objective == "dpo":
+            hp["beta"] = self.beta
+        return hp
 
 
 def slug(text: str) -> str:
@@ -73,25 +91,50 @@ def _whole(value: Any, param: str, *, lo: int, hi: int) -> int | str:
 
 def hyperparameters(req: JobCreate) -> Requested:
     where = "hyperparameters"
-    hp = req.hyperparameters
+    hp: Hyperparameters | None = req.hyperparameters
+    objective = "supervised"
     if req.method is not None:
-        if req.method.type != "supervised":
+        objective = req.method.type
+        if objective == "reinforcement":
             raise InvalidRequest(
-                f"Training method '{req.method.type}' is not supported; use 'supervised'.",
+                "Training method 'reinforcement' is not supported: tunelab trains with "
+                "'supervised' (examples) or 'dpo' (preference pairs).",
                 param="method.type",
                 code="invalid_value",
             )
-        if req.method.supervised is not None and req.method.supervised.hyperparameters is not None:
+        if objective not in ("supervised", "dpo"):
+            raise InvalidRequest(
+                f"Training method '{objective}' is not supported; use 'supervised' or 'dpo'.",
+                param="method.type",
+                code="invalid_value",
+            )
+        other = "dpo" if objective == "supervised" else "supervised"
+        if getattr(req.method, other) is not None:
+            raise InvalidRequest(
+                f"method.{other} was given but method.type is '{objective}'; "
+                f"put the hyperparameters under method.{objective}.",
+                param=f"method.{other}",
+                code="invalid_value",
+            )
+        section = req.method.supervised if objective == "supervised" else req.method.dpo
+        if section is not None and section.hyperparameters is not None:
             if hp is not None:
                 raise InvalidRequest(
                     "Give hyperparameters either at the top level or under "
-                    "method.supervised, not both.",
+                    f"method.{objective}, not both.",
                     param="hyperparameters",
                 )
-            hp = req.method.supervised.hyperparameters
-            where = "method.supervised.hyperparameters"
+            hp = section.hyperparameters
+            where = f"method.{objective}.hyperparameters"
+    if hp is not None and objective == "dpo" and where == "hyperparameters":
+        raise InvalidRequest(
+            "A DPO job takes its hyperparameters under method.dpo.hyperparameters.",
+            param="hyperparameters",
+        )
     if hp is None:
-        return Requested("auto", "auto", "auto", "lora")
+        return Requested(
+            "auto", "auto", "auto", "lora", objective, "auto" if objective == "dpo" else None
+        )
     method = hp.method if hp.method not in (None, "auto") else "lora"
     if method not in ("lora", "full"):
         raise InvalidRequest(
@@ -99,6 +142,9 @@ def hyperparameters(req: JobCreate) -> Requested:
             param=f"{where}.method",
             code="invalid_value",
         )
+    beta: float | str | None = None
+    if isinstance(hp, DpoHyperparameters):
+        beta = _number(hp.beta, f"{where}.beta", integer=False, lo=0, hi=MAX_BETA)
     return Requested(
         n_epochs=_whole(hp.n_epochs, f"{where}.n_epochs", lo=1, hi=50),
         batch_size=_whole(hp.batch_size, f"{where}.batch_size", lo=1, hi=256),
@@ -110,6 +156,8 @@ def hyperparameters(req: JobCreate) -> Requested:
             hi=MAX_LEARNING_RATE_MULTIPLIER,
         ),
         method=method,
+        objective=objective,
+        beta=beta,
     )
 
 

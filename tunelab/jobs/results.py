@@ -6,7 +6,10 @@ The results CSV of a finished job (contract §2.7) has one row per step:
     1,1.52347,0.0,,
 
 Validation columns are empty on steps without a validation batch; values are
-rounded to 5 decimals. Built from the job's metrics events, so it matches them.
+rounded to 5 decimals. Columns that OpenAI's file does not have follow, only when a
+step measured them: the whole validation set's metrics at each epoch end (so each
+checkpoint's), the label accuracy of a classification set, and DPO's rewards.
+Built from the job's metrics events, so it matches them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,15 @@ from tunelab.jobs.tables import JobEvent
 from tunelab.training.events import StepMetrics
 
 COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
+EXTRA_COLUMNS = (
+    "full_valid_loss",
+    "full_valid_mean_token_accuracy",
+    "classification_accuracy",
+    "train_reward_margin",
+    "train_reward_accuracy",
+    "full_valid_reward_margin",
+    "full_valid_reward_accuracy",
+)
 _SOURCE = {"train_accuracy": "train_mean_token_accuracy"}
 
 
@@ -34,11 +46,14 @@ def results_csv(db: Database, job_id: str) -> str:
         by_step = {int(d["step"]): d for d in rows if d}  # a resumed step keeps its latest values
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    columns = COLUMNS + tuple(
+        c for c in EXTRA_COLUMNS if any(d.get(c) is not None for d in by_step.values())
+    )
+    writer.writerow(columns)
     for step in sorted(by_step):
         d = by_step[step]
         cells = [str(step)]
-        for col in COLUMNS[1:]:
+        for col in columns[1:]:
             v = d.get(_SOURCE.get(col, col))
             cells.append("" if v is None else f"{round(float(v), 5)}")
         writer.writerow(cells)
@@ -51,6 +66,13 @@ def metrics_message(m: StepMetrics) -> str:
         text += f", validation loss={m.valid_loss:.2f}"
     if m.full_valid_loss is not None:
         text += f", full validation loss={m.full_valid_loss:.2f}"
+    if m.train_reward_margin is not None and m.train_reward_accuracy is not None:
+        text += (
+            f", reward margin={m.train_reward_margin:.3f}, "
+            f"reward accuracy={m.train_reward_accuracy:.2f}"
+        )
+    if m.full_valid_reward_accuracy is not None:
+        text += f", validation reward accuracy={m.full_valid_reward_accuracy:.2f}"
     if m.classification_accuracy is not None:
         text += f", classification accuracy={m.classification_accuracy:.2f}"
         if m.classification_weighted_f1 is not None:

@@ -74,12 +74,9 @@ class JobService:
             parent_path=None if resolved.path is None else str(resolved.path),
             training_file=req.training_file,
             validation_file=req.validation_file,
-            hyperparameters={
-                "n_epochs": hp.n_epochs,
-                "batch_size": hp.batch_size,
-                "learning_rate_multiplier": hp.learning_rate_multiplier,
-            },
+            hyperparameters=hp.as_dict(),
             training_method=hp.method,
+            objective=hp.objective,
             suffix=suffix,
             seed=seed,
             metadata_=metadata,
@@ -237,7 +234,15 @@ def _int(t: float | None) -> int | None:
 
 
 def to_wire(job: Job) -> wire.Job:
-    hp = wire.ResolvedHyperparameters(**job.hyperparameters)
+    hp: wire.ResolvedHyperparameters | None = None
+    if job.objective == "dpo":
+        method = wire.MethodOut(
+            type="dpo",
+            dpo=wire.DpoOut(hyperparameters=wire.DpoHyperparametersOut(**job.hyperparameters)),
+        )
+    else:
+        hp = wire.ResolvedHyperparameters(**job.hyperparameters)
+        method = wire.MethodOut(supervised=wire.SupervisedOut(hyperparameters=hp))
     error = wire.JobError(**job.error) if job.error else None
     return wire.Job(
         id=job.id,
@@ -247,7 +252,7 @@ def to_wire(job: Job) -> wire.Job:
         validation_file=job.validation_file,
         status=job.status,
         hyperparameters=hp,
-        method=wire.MethodOut(supervised=wire.SupervisedOut(hyperparameters=hp)),
+        method=method,
         fine_tuned_model=job.fine_tuned_model,
         finished_at=_int(job.finished_at),
         trained_tokens=job.trained_tokens,

@@ -2,16 +2,18 @@
 
 Validation uses the same validator as `tunelab prepare-data` and file upload, so a
 file that passes there passes here. "auto" hyperparameters are resolved once the
-number of examples is known (rules in tunelab.training.config, documented in
-docs/fine-tuning.md) and stored on the job with that number, so the job shows the
-numbers it trains with. The config uses the model the job's creation resolved
+data is known (rules in tunelab.training.auto: the number of examples, whether the
+answers are labels and how balanced; documented in docs/fine-tuning.md) and stored on
+the job with that number, so the job shows the numbers it trains with; the reasons
+for each choice become job events. A DPO job needs preference pairs, a supervised
+job anything else. The config uses the model the job's creation resolved
 (stored on the job), never the catalog's current answer for its name.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +23,8 @@ from tunelab.files import FileStore
 from tunelab.jobs.tables import Job
 from tunelab.models.registry import Registry
 from tunelab.settings import Settings
-from tunelab.training.config import (
-    CPU_MAX_LENGTH,
-    TrainConfig,
-    auto_batch_size,
-    auto_learning_rate_multiplier,
-    auto_n_epochs,
-    steps_per_epoch,
-)
+from tunelab.training import auto
+from tunelab.training.config import CPU_MAX_LENGTH, TrainConfig, steps_per_epoch
 from tunelab.training.events import CONFIG_FILE, CONTROL_FILE, EVENTS_FILE
 
 
@@ -49,6 +45,7 @@ class Verdict:
     hyperparameters: dict[str, Any]
     n_examples: int | None = None
     error: Failure | None = None
+    reasons: list[str] = field(default_factory=list)  # why "auto" chose each value
 
 
 def _file_path(files: FileStore, project: str, file_id: str) -> Path | None:
@@ -88,6 +85,9 @@ def validate(files: FileStore, job: Job) -> Verdict:
             f"Training file has {report.n_examples} example(s), "
             f"but must have at least {MIN_EXAMPLES} examples",
         )
+    mismatch = _format_mismatch(job.objective, report.format)
+    if mismatch:
+        return fail("invalid_training_file", "training_file", mismatch)
     if job.validation_file:
         valid = _file_path(files, job.project, job.validation_file)
         vreport = validate_file(valid) if valid else None
@@ -100,15 +100,30 @@ def validate(files: FileStore, job: Job) -> Verdict:
                 "validation_file",
                 f"The job failed due to an invalid validation file. {detail}",
             )
+        mismatch = _format_mismatch(job.objective, vreport.format)
+        if mismatch:
+            return fail("invalid_validation_file", "validation_file", mismatch)
 
-    n = report.n_examples
-    if hp["n_epochs"] == "auto":
-        hp["n_epochs"] = auto_n_epochs(n)
-    if hp["batch_size"] == "auto":
-        hp["batch_size"] = auto_batch_size(n)
-    if hp["learning_rate_multiplier"] == "auto":
-        hp["learning_rate_multiplier"] = auto_learning_rate_multiplier(hp["batch_size"])
-    return Verdict(started, hp, n_examples=n)
+    chosen = auto.choose(
+        auto.profile(train), hp, method=job.objective, training=job.training_method
+    )
+    return Verdict(started, chosen.values, n_examples=report.n_examples, reasons=chosen.reasons)
+
+
+def _format_mismatch(objective: str, fmt: str | None) -> str | None:
+    """Why a file of format `fmt` cannot train `objective`, or None."""
+    if objective == "dpo" and fmt != "preference":
+        return (
+            "A DPO job needs preference pairs (input, preferred_output, "
+            f"non_preferred_output); this file holds {fmt or 'no examples'}. "
+            "Train it with method 'supervised', or upload preference pairs."
+        )
+    if objective != "dpo" and fmt == "preference":
+        return (
+            "This file holds preference pairs; train it with "
+            'method={"type": "dpo"} (supervised fine-tuning needs examples with answers).'
+        )
+    return None
 
 
 def write_config(
@@ -153,6 +168,8 @@ def write_config(
         n_epochs=hp["n_epochs"],
         batch_size=hp["batch_size"],
         learning_rate_multiplier=float(hp["learning_rate_multiplier"]),
+        objective=job.objective,
+        beta=float(hp.get("beta", auto.DPO_BETA)),
         seed=job.seed,
         max_length=max_length,
         device=settings.device,

@@ -1,7 +1,8 @@
 """Fine-tuning tables: jobs (also the work queue) and their events.
 
-Every row carries `project`; every query filters on it. Migrations `0002_jobs` and
-`0004_jobs_resolved_model` create exactly these tables. A job's checkpoints are rows of
+Every row carries `project`; every query filters on it. Migrations `0002_jobs`,
+`0004_jobs_resolved_model` and `0010_jobs_objective` create exactly these tables. A
+job's checkpoints are rows of
 the catalog's `fine_tuned_models` table (see `tunelab.db.tables.FineTunedModelRow`).
 Only `tunelab.jobs.states` writes `status` and the worker bookkeeping columns.
 """
@@ -37,6 +38,9 @@ class Job(Base):
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON)
     n_examples: Mapped[int | None] = mapped_column(Integer)  # counted by file validation
     training_method: Mapped[str] = mapped_column(String(16))  # "lora" | "full"
+    # What the job optimises: "supervised" (next-token loss on the answers) or "dpo"
+    # (preference pairs; its beta is in hyperparameters). Migration 0010 adds it.
+    objective: Mapped[str] = mapped_column(String(16), default="supervised")
     suffix: Mapped[str | None] = mapped_column(String(64))
     seed: Mapped[int] = mapped_column(Integer)
     metadata_: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON)

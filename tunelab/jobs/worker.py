@@ -182,7 +182,11 @@ class Worker:
                     "hyperparameters": verdict.hyperparameters,
                     "n_examples": verdict.n_examples,
                 },
-                notes=[started, Note("Files validated, moving job to queued state")],
+                notes=[
+                    started,
+                    *(Note(f"Hyperparameter auto: {r}") for r in verdict.reasons),
+                    Note("Files validated, moving job to queued state"),
+                ],
             )
         return True
 

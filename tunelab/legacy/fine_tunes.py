@@ -189,6 +189,9 @@ class LegacyFineTunes:
 
     def _view(self, project: str, job: jobs_wire.Job, *, with_events: bool = True) -> FineTune:
         hp = job.hyperparameters
+        if hp is None:  # only supervised jobs carry the top-level field (contract §14.2)
+            assert job.method.dpo is not None
+            hp = job.method.dpo.hyperparameters
         events = self._events(project, job) if with_events else []
         updated = max([job.created_at, job.finished_at or 0, *(e.created_at for e in events)])
         return FineTune(

@@ -27,11 +27,24 @@ class SupervisedMethod(BaseModel):
     hyperparameters: Hyperparameters | None = None
 
 
+class DpoHyperparameters(Hyperparameters):
+    """DPO's: the supervised ones plus beta ("auto" or 0 < beta <= 2)."""
+
+    beta: Any = "auto"
+
+
+class DpoMethod(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hyperparameters: DpoHyperparameters | None = None
+
+
 class Method(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: str = "supervised"
     supervised: SupervisedMethod | None = None
+    dpo: DpoMethod | None = None
 
 
 class JobCreate(BaseModel):
@@ -64,9 +77,18 @@ class SupervisedOut(BaseModel):
     hyperparameters: ResolvedHyperparameters
 
 
+class DpoHyperparametersOut(ResolvedHyperparameters):
+    beta: float | Auto
+
+
+class DpoOut(BaseModel):
+    hyperparameters: DpoHyperparametersOut
+
+
 class MethodOut(BaseModel):
-    type: Literal["supervised"] = "supervised"
-    supervised: SupervisedOut
+    type: Literal["supervised", "dpo"] = "supervised"
+    supervised: SupervisedOut | None = None
+    dpo: DpoOut | None = None
 
 
 class Job(BaseModel):
@@ -77,7 +99,8 @@ class Job(BaseModel):
     training_file: str
     validation_file: str | None
     status: str
-    hyperparameters: ResolvedHyperparameters
+    # Mirrors method.supervised.hyperparameters; null for other methods (contract §14.2).
+    hyperparameters: ResolvedHyperparameters | None
     method: MethodOut
     fine_tuned_model: str | None
     finished_at: int | None
@@ -112,6 +135,12 @@ class CheckpointMetrics(BaseModel):
     valid_mean_token_accuracy: float | None = None
     full_valid_loss: float | None = None
     full_valid_mean_token_accuracy: float | None = None
+    # tunelab: the label accuracy of a classification validation set, and DPO's
+    # validation reward margin and accuracy, measured at the checkpoint's step.
+    classification_accuracy: float | None = None
+    classification_weighted_f1: float | None = None
+    full_valid_reward_margin: float | None = None
+    full_valid_reward_accuracy: float | None = None
 
 
 class Checkpoint(BaseModel):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 METHODS = ("lora", "full")
+OBJECTIVES = ("supervised", "dpo")
 SCHEDULES = ("linear", "cosine")
 
 # Base learning rates that `learning_rate_multiplier` scales. LoRA trains a few
@@ -80,6 +81,10 @@ class TrainConfig:
         default="linear", metadata={"help": "linear | cosine decay after warmup"}
     )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    objective: str = field(
+        default="supervised", metadata={"help": "supervised | dpo (preference pairs)"}
+    )
+    beta: float = field(default=0.1, metadata={"help": "DPO: strength of the reference anchor"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
 
     # Execution
@@ -123,10 +128,13 @@ class TrainConfig:
         _check_int(self, "seed", 0, 2**31 - 1)
         if self.method not in METHODS:
             raise ConfigError("method", f"must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError("objective", f"must be one of {', '.join(OBJECTIVES)}")
         if self.lr_schedule not in SCHEDULES:
             raise ConfigError("lr_schedule", f"must be one of {', '.join(SCHEDULES)}")
         _check_positive(self, "learning_rate_multiplier")
         _check_positive(self, "lora_alpha")
+        _check_positive(self, "beta")
         for name, hi in (("lora_dropout", 1.0), ("warmup_ratio", 1.0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < hi:

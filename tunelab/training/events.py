@@ -53,8 +53,8 @@ class StepMetrics(_Record):
 
     step: int
     total_steps: int
-    train_loss: float
-    train_mean_token_accuracy: float
+    train_loss: float  # for DPO, the DPO loss
+    train_mean_token_accuracy: float | None = None  # supervised only
     learning_rate: float | None = None  # the rate this step applied
     valid_loss: float | None = None
     valid_mean_token_accuracy: float | None = None
@@ -62,6 +62,16 @@ class StepMetrics(_Record):
     full_valid_mean_token_accuracy: float | None = None
     classification_accuracy: float | None = None
     classification_weighted_f1: float | None = None
+    # DPO: the implicit rewards beta * (log pi - log ref) of the preferred and
+    # rejected answers, their mean margin, and the fraction of pairs where the
+    # preferred answer is rewarded more (train: this step's pairs; full_valid: every
+    # validation pair, at each epoch end).
+    train_chosen_reward: float | None = None
+    train_rejected_reward: float | None = None
+    train_reward_margin: float | None = None
+    train_reward_accuracy: float | None = None
+    full_valid_reward_margin: float | None = None
+    full_valid_reward_accuracy: float | None = None
 
     def data(self) -> dict[str, float | int]:
         """The fields that were measured at this step (absent ones left out)."""

@@ -4,14 +4,17 @@ Reads top to bottom like a recipe:
   1. threads, seeds, bf16 support;
   2. tokenizer and model (LoRA adapter on top of the base by default, or the whole
      model for method "full"; an existing adapter continues training);
-  3. data: every example encoded once with the base model's chat template;
+  3. data: every example encoded once with the base model's chat template (for DPO,
+     both answers of every pair, and the reference log-probabilities: tunelab.training.dpo);
   4. AdamW + warmup and linear/cosine decay, resumed from the newest checkpoint if any;
   5. per step: the step's examples packed into micro-batches, loss summed over trained
      tokens and divided by the step's trained-token count (gradient accumulation that
-     weighs every token equally), clip, step; a metrics event;
-  6. every epoch end a checkpoint (the last `keep_checkpoints` are kept); a pause
-     saves one mid-epoch; the end runs the full validation set (and, for a
-     classification set, accuracy and weighted F1 of generated labels).
+     weighs every token equally), clip, step; a metrics event (DPO: the mean DPO loss
+     of the step's pairs, with reward margin and accuracy);
+  6. every epoch end runs the full validation set (loss, token accuracy and, for a
+     classification set, accuracy and weighted F1 of generated labels; DPO: loss,
+     reward margin and accuracy) and saves a checkpoint carrying those metrics (the
+     last `keep_checkpoints` are kept); a pause saves one mid-epoch.
 
 Logits are computed only where a token is trained (`logits_to_keep` with indices):
 the vocabulary projection is a large share of a small model's compute, and prompt
@@ -35,7 +38,8 @@ from tunelab.hardware import bf16_fast
 from tunelab.training import checkpoints
 from tunelab.training.classification import classification_metrics
 from tunelab.training.config import TrainConfig, steps_per_epoch
-from tunelab.training.data import Dataset, MicroBatch, encode_dataset, epoch_steps, pack
+from tunelab.training.data import Dataset, MicroBatch, Sample, encode_dataset, epoch_steps, pack
+from tunelab.training.dpo import REFERENCE_FILE, Preferences, encode_pairs
 from tunelab.training.events import (
     CheckpointEvent,
     CheckpointRemovedEvent,
@@ -174,24 +178,19 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
     )
 
     # -- 3. data
-    train_data = encode_dataset(tokenizer, Path(cfg.training_file), cfg.max_length)
-    valid_data = (
-        encode_dataset(tokenizer, Path(cfg.validation_file), cfg.max_length)
-        if cfg.validation_file
-        else None
+    train_data: Dataset | None = None
+    valid_data: Dataset | None = None
+    prefs: Preferences | None = None
+    valid_prefs: Preferences | None = None
+    if cfg.objective == "dpo":
+        prefs, valid_prefs = _preferences(cfg, model, tokenizer, output_dir, bf16, resume is None)
+        n = len(prefs.pairs)
+    else:
+        train_data, valid_data = _examples(cfg, tokenizer, events)
+        n = len(train_data.samples)
+    n_valid = (
+        len(valid_prefs.pairs) if valid_prefs else len(valid_data.samples) if valid_data else 0
     )
-    for name, d in (("training", train_data), ("validation", valid_data)):
-        if d and d.n_truncated:
-            events.message(
-                f"{d.n_truncated} {name} example(s) longer than {cfg.max_length} tokens "
-                "were truncated",
-                level="warn",
-            )
-        if d and d.n_untrained:
-            events.message(
-                f"{d.n_untrained} {name} example(s) have no trained tokens", level="warn"
-            )
-    n = len(train_data.samples)
     per_epoch = steps_per_epoch(n, cfg.batch_size)
     total_steps = per_epoch * cfg.n_epochs
 
@@ -237,15 +236,21 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
             if request == "cancel":
                 return Outcome("cancelled", step, None, trained_tokens)
 
-            micro = pack([train_data.samples[i] for i in batch], cfg.micro_batch_tokens)
-            n_targets = max(1, sum(mb.n_targets for mb in micro))
-            loss_sum, correct = 0.0, 0
-            for mb in micro:
-                if mb.n_targets == 0:
-                    continue
-                loss, c = forward_loss(model, mb, cfg.device, bf16)
-                torch.autograd.backward(loss / n_targets)
-                loss_sum, correct = loss_sum + float(loss.detach()), correct + c
+            if prefs is not None:
+                stats = prefs.step(model, batch)
+                measured = {
+                    "train_loss": stats.loss,
+                    "train_chosen_reward": stats.chosen_reward,
+                    "train_rejected_reward": stats.rejected_reward,
+                    "train_reward_margin": stats.margin,
+                    "train_reward_accuracy": stats.accuracy,
+                }
+                step_tokens = prefs.n_tokens(batch)
+            else:
+                assert train_data is not None
+                measured, step_tokens = _supervised_step(
+                    model, [train_data.samples[i] for i in batch], cfg, bf16
+                )
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             # The rate this step applies (the schedule moves on after it).
             learning_rate = float(optimizer.param_groups[0]["lr"])
@@ -253,34 +258,28 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            trained_tokens += sum(mb.n_tokens for mb in micro)
+            trained_tokens += step_tokens
 
-            valid = full = None
-            classification: dict[str, float] = {}
-            if valid_data and valid_data.samples and step % cfg.eval_interval == 0:
-                m = len(valid_data.samples)
-                idx = [(valid_cursor + i) % m for i in range(min(cfg.eval_batch_examples, m))]
-                valid_cursor = (valid_cursor + len(idx)) % m
-                valid = evaluate(model, valid_data, idx, cfg, bf16)
-            if step == total_steps and valid_data and valid_data.samples:
-                full = evaluate(model, valid_data, list(range(len(valid_data.samples))), cfg, bf16)
-                assert cfg.validation_file is not None
-                classification = (
-                    classification_metrics(model, tokenizer, Path(cfg.validation_file), cfg.device)
-                    or {}
+            # A validation batch every eval_interval steps; the whole validation set
+            # at each epoch end, so every checkpoint carries its validation metrics.
+            if n_valid and step % cfg.eval_interval == 0:
+                idx = [
+                    (valid_cursor + i) % n_valid
+                    for i in range(min(cfg.eval_batch_examples, n_valid))
+                ]
+                valid_cursor = (valid_cursor + len(idx)) % n_valid
+                if valid_prefs is not None:
+                    measured["valid_loss"] = valid_prefs.evaluate(model, idx).loss
+                else:
+                    assert valid_data is not None
+                    loss, acc = evaluate(model, valid_data, idx, cfg, bf16)
+                    measured.update(valid_loss=loss, valid_mean_token_accuracy=acc)
+            if n_valid and step % per_epoch == 0:
+                measured.update(
+                    _full_validation(cfg, model, tokenizer, valid_data, valid_prefs, bf16)
                 )
             metrics = StepMetrics(
-                step=step,
-                total_steps=total_steps,
-                train_loss=loss_sum / n_targets,
-                train_mean_token_accuracy=correct / n_targets,
-                learning_rate=learning_rate,
-                valid_loss=valid[0] if valid else None,
-                valid_mean_token_accuracy=valid[1] if valid else None,
-                full_valid_loss=full[0] if full else None,
-                full_valid_mean_token_accuracy=full[1] if full else None,
-                classification_accuracy=classification.get("classification_accuracy"),
-                classification_weighted_f1=classification.get("classification_weighted_f1"),
+                step=step, total_steps=total_steps, learning_rate=learning_rate, **measured
             )
             events.emit(
                 MetricsEvent(
@@ -301,3 +300,94 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
     final = checkpoints.checkpoint_dir(output_dir, step)
     events.emit(DoneEvent(step=step, path=str(final), trained_tokens=trained_tokens))
     return Outcome("succeeded", step, final, trained_tokens)
+
+
+def _examples(
+    cfg: TrainConfig, tokenizer: Any, events: EventWriter
+) -> tuple[Dataset, Dataset | None]:
+    """The encoded training and validation examples, with a warning per lossy case."""
+    train_data = encode_dataset(tokenizer, Path(cfg.training_file), cfg.max_length)
+    valid_data = (
+        encode_dataset(tokenizer, Path(cfg.validation_file), cfg.max_length)
+        if cfg.validation_file
+        else None
+    )
+    for name, d in (("training", train_data), ("validation", valid_data)):
+        if d and d.n_truncated:
+            events.message(
+                f"{d.n_truncated} {name} example(s) longer than {cfg.max_length} tokens "
+                "were truncated",
+                level="warn",
+            )
+        if d and d.n_untrained:
+            events.message(
+                f"{d.n_untrained} {name} example(s) have no trained tokens", level="warn"
+            )
+    return train_data, valid_data
+
+
+def _preferences(
+    cfg: TrainConfig, model: Any, tokenizer: Any, output_dir: Path, bf16: bool, fresh: bool
+) -> tuple[Preferences, Preferences | None]:
+    """The training (and validation) pairs with their reference log-probabilities.
+
+    The reference is the model before its first step: for a new LoRA adapter the
+    base with the adapter disabled, when continuing a fine-tune that fine-tune."""
+    fresh_adapter = fresh and cfg.method == "lora" and cfg.init_adapter is None
+
+    def load(path: str, name: str) -> Preferences:
+        return Preferences.prepare(
+            model,
+            encode_pairs(tokenizer, Path(path), cfg.max_length),
+            output_dir / f"{name}_{REFERENCE_FILE}",
+            beta=cfg.beta,
+            micro_batch_tokens=cfg.micro_batch_tokens,
+            device=cfg.device,
+            bf16=bf16,
+            fresh_adapter=fresh_adapter,
+        )
+
+    train_prefs = load(cfg.training_file, "train")
+    return train_prefs, load(cfg.validation_file, "valid") if cfg.validation_file else None
+
+
+def _supervised_step(
+    model: Any, samples: list[Sample], cfg: TrainConfig, bf16: bool
+) -> tuple[dict[str, float], int]:
+    """Forward and backward over one step's examples: (metrics, tokens seen)."""
+    micro = pack(samples, cfg.micro_batch_tokens)
+    n_targets = max(1, sum(mb.n_targets for mb in micro))
+    loss_sum, correct = 0.0, 0
+    for mb in micro:
+        if mb.n_targets == 0:
+            continue
+        loss, c = forward_loss(model, mb, cfg.device, bf16)
+        torch.autograd.backward(loss / n_targets)
+        loss_sum, correct = loss_sum + float(loss.detach()), correct + c
+    measured = {
+        "train_loss": loss_sum / n_targets,
+        "train_mean_token_accuracy": correct / n_targets,
+    }
+    return measured, sum(mb.n_tokens for mb in micro)
+
+
+def _full_validation(
+    cfg: TrainConfig,
+    model: Any,
+    tokenizer: Any,
+    valid_data: Dataset | None,
+    valid_prefs: Preferences | None,
+    bf16: bool,
+) -> dict[str, float]:
+    """Every validation example's metrics (an epoch end's, so its checkpoint's)."""
+    if valid_prefs is not None:
+        stats = valid_prefs.evaluate(model, list(range(len(valid_prefs.pairs))))
+        return {
+            "full_valid_loss": stats.loss,
+            "full_valid_reward_margin": stats.margin,
+            "full_valid_reward_accuracy": stats.accuracy,
+        }
+    assert valid_data is not None and cfg.validation_file is not None
+    loss, acc = evaluate(model, valid_data, list(range(len(valid_data.samples))), cfg, bf16)
+    labels = classification_metrics(model, tokenizer, Path(cfg.validation_file), cfg.device)
+    return {"full_valid_loss": loss, "full_valid_mean_token_accuracy": acc, **(labels or {})}

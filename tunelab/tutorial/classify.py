@@ -133,16 +133,22 @@ def job_validation_metrics(client: Any, job_id: str) -> dict[str, Any]:
 
 
 def step_classify(session: Session) -> None:
+    from rich.table import Table
+
+    from tunelab.tutorial.compare import compare
     from tunelab.tutorial.data import prepare
     from tunelab.tutorial.finetune import run_job
     from tunelab.tutorial.session import read_jsonl
 
     session.title(8, "classification: fine-tune a classifier, or embeddings + logistic regression?")
     session.show(
-        "tunelab prepare-data -f examples/tickets.csv -q      # classification detected: train/valid split\n"
-        f"tunelab jobs create -t tickets_prepared_train.jsonl -v tickets_prepared_valid.jsonl -m {session.chat_model} "
-        "--suffix tickets --n-epochs 3 --learning-rate-multiplier 4\n"
-        "tunelab classify --train tickets_prepared_train.jsonl --test tickets_prepared_valid.jsonl",
+        "tunelab prepare-data -f examples/tickets.csv -q  # classification: train/valid split\n"
+        "tunelab jobs create -t tickets_prepared_train.jsonl -v tickets_prepared_valid.jsonl "
+        f"-m {session.chat_model} --suffix tickets --n-epochs 3 --learning-rate-multiplier 4\n"
+        "tunelab classify --train tickets_prepared_train.jsonl "
+        "--test tickets_prepared_valid.jsonl\n"
+        f"tunelab evals run --models {session.chat_model},ft:... "
+        "--data tickets_prepared_valid.jsonl --grader exact",
         f"""
 import numpy as np, json
 from sklearn.linear_model import LogisticRegression
@@ -161,7 +167,7 @@ print((predicted == np.array([r["completion"].strip() for r in valid])).mean())
     if len(written) != 2:
         raise StepUnavailable("prepare-data did not split tickets.csv into train and valid files")
     train_path, valid_path = written
-    emb_scores, _ = embedding_classifier(
+    emb_scores, emb_predicted = embedding_classifier(
         session.client,
         session.embedding_model,
         read_labelled(train_path),
@@ -190,7 +196,22 @@ print((predicted == np.array([r["completion"].strip() for r in valid])).mean())
                 f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in reported.items()
             )
         )
-    ft_scores = fine_tuned_classifier(session.client, job.fine_tuned_model, read_jsonl(valid_path))
-    session.console.print(f"[bold]fine-tuned {session.chat_model}[/bold]: {ft_scores}")
-    session.console.print(f"[bold]embeddings + logistic regression[/bold]: {emb_scores}")
-    session.results["classification"]["fine-tuned accuracy"] = round(ft_scores.accuracy, 3)
+    # The comparison itself is an eval: one string_check criterion, one run per contender.
+    valid_rows = read_jsonl(valid_path)
+    completion_of = {r["completion"].strip(): r["completion"] for r in read_jsonl(train_path)}
+    answers = [completion_of.get(p, p) for p in emb_predicted]
+    results = compare(
+        session,
+        valid_rows,
+        {f"base {session.chat_model}": session.chat_model,
+         f"fine-tuned {session.chat_model}": job.fine_tuned_model},
+        answers,
+    )  # fmt: skip
+    table = Table(title="fine-tune or embeddings? (an eval over the held-out tickets)")
+    for column in ("contender", "correct", "accuracy", "report"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(r.name, f"{r.passed}/{r.total}", f"{r.accuracy:.3f}", r.report_url)
+    session.console.print(table)
+    session.results["classification"]["base accuracy"] = round(results[0].accuracy, 3)
+    session.results["classification"]["fine-tuned accuracy"] = round(results[1].accuracy, 3)

@@ -4,6 +4,7 @@ from tunelab.api.routes import (
     batches,
     chat,
     embeddings,
+    evals,
     files,
     fine_tuning,
     health,
@@ -25,6 +26,7 @@ V1_ROUTERS = [
     legacy.router,
     batches.router,
     uploads.router,
+    evals.router,
 ]
 
 __all__ = ["V1_ROUTERS", "health"]

@@ -92,6 +92,8 @@ function perCriterionOption(evalObj, run) {
 }
 
 function outputText(item) {
+  // A jsonl run's rows may give only output_text (nothing was generated).
+  if (!item.sample?.output?.length && item.sample?.output_text) return item.sample.output_text;
   const out = item.sample?.output || [];
   return out.map((m) => (typeof m.content === "string" ? m.content : JSON.stringify(m.content))).join("\n");
 }

@@ -218,13 +218,15 @@ function Checkpoints({ job, version }) {
 }
 
 function Details({ job }) {
-  const hp = job.hyperparameters;
+  // A DPO job's hyperparameters (with beta) live under method.dpo only.
+  const hp = job.hyperparameters || job.method?.dpo?.hyperparameters || {};
   const rows = [
     [t("job.base"), job.model],
     [t("job.method"), `${job.method?.type || "supervised"} · ${job.training_method || "lora"}`],
     [t("hp.n_epochs"), hp.n_epochs],
     [t("hp.batch_size"), hp.batch_size],
     [t("hp.learning_rate_multiplier"), hp.learning_rate_multiplier],
+    ...(hp.beta !== undefined ? [["beta", hp.beta]] : []),
     [t("job.seed"), job.seed],
     [t("job.suffix"), job.user_provided_suffix || "—"],
     [t("job.training_file"), html`<a href=${`files/${job.training_file}`}>${job.training_file}</a>`],
