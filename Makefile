@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install serve test compat test-browser browser-deps screenshots lint demo bench clean
+.PHONY: install serve test compat test-browser browser-deps system-deps screenshots lint demo bench clean
 
 # The web dashboard's browser libraries (tunelab/api/dashboard): `npm ci` installs
 # the exact versions and hashes of package-lock.json, and their ES modules are
@@ -40,7 +40,7 @@ $(VENDOR)/.installed: $(DASH)/package-lock.json
 serve: install
 	$(VENV)/bin/tunelab serve --host $(HOST) --port $(PORT)
 
-test: install browser-deps
+test: install system-deps
 	$(PY) -m pytest
 	$(PY) compat/run.py
 
@@ -57,12 +57,17 @@ test-browser: install browser-deps
 screenshots: install browser-deps
 	DASHBOARD_SCREENSHOTS=$(CURDIR)/docs/dashboard $(PY) -m pytest -m browser -q
 
-# Debian's Chromium for the browser tests, and a CJK font: without one Chromium
-# draws the Chinese pages as empty boxes.
-browser-deps:
-	@dpkg -s chromium fonts-noto-cjk >/dev/null 2>&1 || { apt-get update -q && \
+# What the tests need from Debian: Chromium for the browser tests and a CJK font
+# (without one Chromium draws the Chinese pages as empty boxes), PostgreSQL for the
+# tests on a real PostgreSQL, WordNet for the METEOR grader.
+SYSTEM_PKGS := chromium fonts-noto-cjk postgresql wordnet-base
+
+system-deps:
+	@dpkg -s $(SYSTEM_PKGS) >/dev/null 2>&1 || { apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-	  chromium fonts-noto-cjk; }
+	  $(SYSTEM_PKGS); }
+
+browser-deps: system-deps
 
 # Lint, format check, strict types on the package, and the layer contracts of
 # docs/architecture.md (.importlinter).
