@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 
-from tunelab.errors import Overloaded
+from tunelab.errors import Overloaded, TunelabError
 from tunelab.inference.adapters import AdapterSet
+from tunelab.inference.constrained import ConstraintFailed, TokenConstraint, blocked_tokens
 from tunelab.inference.handle import Delta, Failed, Finished, Generation, TokenLogprob
-from tunelab.inference.json_mode import JsonConstraint
 from tunelab.inference.kvbatch import KVBatch
 from tunelab.inference.sampling import (
     adjust_logits,
@@ -68,7 +68,7 @@ class _Sequence:
     detok: IncrementalDetokenizer
     stopper: StopMatcher
     generator: torch.Generator
-    constraint: JsonConstraint | None
+    constraint: TokenConstraint | None
     counts: Counter[int] = field(default_factory=Counter)
     n_generated: int = 0
     last_token: int = 0
@@ -98,6 +98,7 @@ class GenerationWorker:
         self._pending: deque[Generation] = deque()
         self._active: list[_Sequence] = []
         self._kv = KVBatch()
+        self._blocked: dict[frozenset[int], torch.Tensor] = {}
         self._cond = threading.Condition()
         self._stopping = False
         self.stats: Counter[str] = Counter()
@@ -186,22 +187,36 @@ class GenerationWorker:
                     gen, logits[row], [(k[row : row + 1], v[row : row + 1]) for k, v in layers]
                 )
 
+    def _constraint(self, gen: Generation) -> TokenConstraint | None:
+        if gen.params.grammar is None:
+            return None
+        blocked = self._blocked.get(gen.stop_token_ids)
+        if blocked is None:
+            blocked = self._blocked[gen.stop_token_ids] = blocked_tokens(
+                self.tokenizer, gen.stop_token_ids
+            )
+        return TokenConstraint(self.tokenizer, gen.params.grammar, blocked)
+
     def _start(
         self, gen: Generation, logits: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]
     ) -> None:
         seqs = []
-        for i in range(gen.params.n):
-            seq = _Sequence(
-                gen=gen,
-                index=i,
-                detok=IncrementalDetokenizer(self.tokenizer),
-                stopper=StopMatcher(list(gen.params.stop)),
-                generator=make_generator(gen.params.seed, i),
-                constraint=JsonConstraint(self.tokenizer) if gen.params.json_mode else None,
-            )
-            self._advance(seq, logits)
-            if not seq.done:
-                seqs.append(seq)
+        try:
+            for i in range(gen.params.n):
+                seq = _Sequence(
+                    gen=gen,
+                    index=i,
+                    detok=IncrementalDetokenizer(self.tokenizer),
+                    stopper=StopMatcher(list(gen.params.stop)),
+                    generator=make_generator(gen.params.seed, i),
+                    constraint=self._constraint(gen),
+                )
+                self._advance(seq, logits)
+                if not seq.done:
+                    seqs.append(seq)
+        except ConstraintFailed as e:
+            self._fail(gen, e)
+            return
         if seqs:
             # the prompt's own columns only: left padding from the prefill batch is cut off
             n = len(gen.prompt_ids)
@@ -253,21 +268,46 @@ class GenerationWorker:
         logits = out.logits[:, -1]
         self.stats["decode_steps"] += 1
         for row, seq in enumerate(self._active):
+            if seq.done:  # its request failed earlier in this step
+                continue
             if seq.gen.cancelled:
                 seq.done = True
                 self.stats["cancelled"] += 1
                 continue
-            self._advance(seq, logits[row])
+            if seq.gen.choice_stopped(seq.index):
+                self._finish(seq, "", [], "stop")
+                continue
+            try:
+                self._advance(seq, logits[row])
+            except ConstraintFailed as e:
+                self._fail(seq.gen, e)
         keep = [i for i, s in enumerate(self._active) if not s.done]
         self._kv.keep(keep)
         self._active = [self._active[i] for i in keep]
+
+    def _fail(self, gen: Generation, error: ConstraintFailed) -> None:
+        """End one request whose grammar failed; the batch's other requests go on."""
+        log.warning("constrained generation failed on %s: %s", self.name, error)
+        self.stats["constraint_failures"] += 1
+        for seq in self._active:
+            if seq.gen is gen:
+                seq.done = True
+        gen.put(
+            Failed(
+                TunelabError(
+                    f"The output could not be kept to the requested format: {error}",
+                    code="constraint_failed",
+                )
+            )
+        )
+        gen.cancel()
 
     def _advance(self, seq: _Sequence, logits: torch.Tensor) -> None:
         """Choose the next token of `seq` and tell its consumer what text it adds."""
         params = seq.gen.params
         adjusted = adjust_logits(logits, params, seq.counts)
         if seq.constraint is not None:
-            adjusted = seq.constraint.mask(adjusted, seq.gen.stop_token_ids)
+            adjusted = seq.constraint.mask(adjusted)
         token = choose(adjusted, params, seq.generator)
         seq.n_generated += 1
         seq.counts[token] += 1
@@ -286,8 +326,8 @@ class GenerationWorker:
         if hit:
             self._emit(seq, text, lps)
             self._finish(seq, "", [], "stop")
-        elif seq.constraint is not None and seq.constraint.complete:
-            self._finish(seq, text, lps, "stop")
+        elif seq.constraint is not None and seq.constraint.done:
+            self._finish(seq, text + seq.detok.flush(), lps, "stop")
         elif seq.n_generated >= params.max_tokens:
             self._finish(seq, text + seq.detok.flush(), lps, "length")
         elif text or lps:
@@ -302,8 +342,6 @@ class GenerationWorker:
         text, hit = seq.stopper.feed(tail)
         if not hit:
             text += seq.stopper.flush()
-        if seq.constraint is not None:
-            text += seq.constraint.closing()
         self._emit(seq, text, lps)
         seq.gen.put(Finished(seq.index, "stop" if hit else reason, seq.n_generated))
         seq.done = True

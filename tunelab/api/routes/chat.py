@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Iterator
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
@@ -23,7 +23,8 @@ from tunelab.api.deps import InferenceDep, ProjectDep
 from tunelab.errors import InvalidRequest, TunelabError
 from tunelab.ids import new_id
 from tunelab.inference import openai_format as fmt
-from tunelab.inference.handle import Delta, Failed, Finished
+from tunelab.inference.chat_output import ChoiceStream, chat_message, chat_plan
+from tunelab.inference.handle import Delta, Failed, Finished, TokenLogprob
 from tunelab.inference.params import SamplingRequest
 from tunelab.inference.service import Choice, Submitted
 from tunelab.protocol import chat as c
@@ -98,16 +99,6 @@ def _sse(chunks: AsyncGenerator[BaseModel, None]) -> StreamingResponse:
 
 
 def _chat_sampling(body: c.ChatCompletionRequest) -> SamplingRequest:
-    if body.tools:
-        raise InvalidRequest(
-            "Tool calling is not supported by tunelab models; remove 'tools'.", param="tools"
-        )
-    fmt_type = body.response_format.type if body.response_format else "text"
-    if fmt_type not in ("text", "json_object"):
-        raise InvalidRequest(
-            f"response_format type {fmt_type!r} is not supported; use 'text' or 'json_object'.",
-            param="response_format",
-        )
     if body.top_logprobs is not None and not body.logprobs:
         raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs")
     use_mct = body.max_completion_tokens is not None
@@ -124,7 +115,6 @@ def _chat_sampling(body: c.ChatCompletionRequest) -> SamplingRequest:
         logit_bias=body.logit_bias,
         logprobs=bool(body.logprobs),
         top_logprobs=body.top_logprobs,
-        json_mode=fmt_type == "json_object",
     )
 
 
@@ -133,8 +123,9 @@ async def create_chat_completion(
     body: c.ChatCompletionRequest, request: Request, inference: InferenceDep, project: ProjectDep
 ) -> c.ChatCompletion | Response:
     sampling = _chat_sampling(body)
+    plan = await run_in_threadpool(chat_plan, body)
     sub = await run_in_threadpool(
-        inference.start_chat, project, body.model, body.messages, sampling
+        inference.start_chat, project, body.model, body.messages, sampling, plan
     )
     cid, created = new_id("chatcmpl-"), int(time.time())
     if body.stream:
@@ -144,19 +135,18 @@ async def create_chat_completion(
         choices = await _unless_disconnected(request, sub.acollect(), [sub])
     except _ClientGone:
         return Response(status_code=499)  # nobody is listening; nginx's "client closed request"
+    out = []
+    for ch in choices:
+        message, reason = chat_message(sub.plan, ch)
+        lps = fmt.chat_logprobs(sub.tokenizer, ch.logprobs) if body.logprobs else None
+        out.append(
+            c.ChatChoice(index=ch.index, message=message, finish_reason=reason, logprobs=lps)
+        )
     return c.ChatCompletion(
         id=cid,
         created=created,
         model=sub.model,
-        choices=[
-            c.ChatChoice(
-                index=ch.index,
-                message=c.ChatMessage(content=ch.text),
-                finish_reason=ch.finish_reason or "stop",
-                logprobs=fmt.chat_logprobs(sub.tokenizer, ch.logprobs) if body.logprobs else None,
-            )
-            for ch in choices
-        ],
+        choices=out,
         usage=fmt.usage(sub.prompt_tokens, sum(ch.completion_tokens for ch in choices)),
     )
 
@@ -169,10 +159,29 @@ async def _chat_chunks(
             id=cid, created=created, model=sub.model, choices=choices, usage=usage
         )
 
-    n = sub.generation.params.n
-    yield chunk(
-        [c.ChunkChoice(index=i, delta=c.ChunkDelta(role="assistant", content="")) for i in range(n)]
-    )
+    streams = [ChoiceStream(sub.plan, i) for i in range(sub.generation.params.n)]
+
+    def choice_chunks(
+        s: ChoiceStream, deltas: list[c.ChunkDelta], lps: list[TokenLogprob]
+    ) -> Iterator[c.ChatCompletionChunk]:
+        s.pending_logprobs.extend(lps)
+        for d in deltas:
+            logprobs = None
+            if s.pending_logprobs:
+                logprobs = fmt.chat_logprobs(sub.tokenizer, s.pending_logprobs)
+                s.pending_logprobs = []
+            yield chunk([c.ChunkChoice(index=s.index, delta=d, logprobs=logprobs)])
+
+    eager = [s for s in streams if s.eager]
+    if eager:  # free text: the role chunk goes out before the first token
+        for s in eager:
+            s.started = True
+        yield chunk(
+            [
+                c.ChunkChoice(index=s.index, delta=c.ChunkDelta(role="assistant", content=""))
+                for s in eager
+            ]
+        )
     completion_tokens = 0
     try:
         async for event in sub.generation.aevents():
@@ -182,23 +191,22 @@ async def _chat_chunks(
                     if isinstance(event.error, TunelabError)
                     else TunelabError(str(event.error))
                 )
+            s = streams[event.index]
             if isinstance(event, Delta):
-                lps = fmt.chat_logprobs(sub.tokenizer, event.logprobs) if event.logprobs else None
-                yield chunk(
-                    [
-                        c.ChunkChoice(
-                            index=event.index, delta=c.ChunkDelta(content=event.text), logprobs=lps
-                        )
-                    ]
-                )
+                for ch in choice_chunks(s, s.feed(event.text), event.logprobs):
+                    yield ch
+                if s.parser.repeated:  # the model repeats a call: end this choice
+                    sub.generation.stop_choice(s.index)
             elif isinstance(event, Finished):
                 completion_tokens += event.completion_tokens
+                for ch in choice_chunks(s, s.finish(), []):
+                    yield ch
                 yield chunk(
                     [
                         c.ChunkChoice(
                             index=event.index,
                             delta=c.ChunkDelta(),
-                            finish_reason=event.finish_reason,
+                            finish_reason=s.finish_reason(event.finish_reason),
                         )
                     ]
                 )
