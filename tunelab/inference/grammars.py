@@ -38,8 +38,11 @@ def _llg() -> Any:
 
 
 def check_schema(schema: object, param: str) -> dict[str, Any]:
+    """A JSON schema constrained decoding can enforce, or a 400 naming `param` and
+    what it cannot (e.g. `Unimplemented keys: ["if"]`)."""
     if not isinstance(schema, dict):
         raise InvalidRequest(f"'{param}' must be a JSON schema object.", param=param)
+    validate(_llg().LLMatcher.grammar_from_json_schema(_styled(schema)), param)
     return schema
 
 
@@ -50,7 +53,6 @@ def _styled(schema: dict[str, Any]) -> dict[str, Any]:
 def json_schema_grammar(schema: dict[str, Any], *, param: str = "schema") -> str:
     """Any JSON value that validates against `schema`."""
     grammar: str = _llg().LLMatcher.grammar_from_json_schema(_styled(check_schema(schema, param)))
-    validate(grammar, param)
     return grammar
 
 
