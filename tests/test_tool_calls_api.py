@@ -193,7 +193,11 @@ def test_legacy_functions_answer_with_function_call(client: openai.OpenAI) -> No
     assert message.function_call is not None and message.function_call.name == "get_weather"
     _weather_args(message.function_call.arguments)
     chunks = list(client.chat.completions.create(**kw, stream=True))
-    fcs = [c.choices[0].delta.function_call for c in chunks if c.choices and c.choices[0].delta.function_call]
+    fcs = [
+        c.choices[0].delta.function_call
+        for c in chunks
+        if c.choices and c.choices[0].delta.function_call
+    ]
     assert fcs[0].name == "get_weather" and fcs[0].arguments == ""  # type: ignore[union-attr]
     assert "".join(f.arguments or "" for f in fcs) == message.function_call.arguments
     assert chunks[-1].choices[0].finish_reason == "function_call"
@@ -219,7 +223,9 @@ def test_tool_messages_in_the_conversation(client: openai.OpenAI) -> None:
     assert "must be a response to a preceeding message with 'tool_calls'" in str(e.value)
     assert e.value.body["param"] == "messages.[1].role"  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model=TINY_CHAT, messages=[*ASK, convo[1], *ASK], max_tokens=5)
+        client.chat.completions.create(
+            model=TINY_CHAT, messages=[*ASK, convo[1], *ASK], max_tokens=5
+        )
     assert "did not have response messages: call_1" in str(e.value)
 
 
@@ -227,8 +233,14 @@ def test_tool_messages_in_the_conversation(client: openai.OpenAI) -> None:
     ("kwargs", "param"),
     [
         ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools[0].type"),
-        ({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "tools[0].function.name"),
-        ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "bad name"}}]},
+            "tools[0].function.name",
+        ),
+        (
+            {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice",
+        ),
         ({"tool_choice": "required"}, "tool_choice"),
         ({"tools": [WEATHER], "functions": [WEATHER["function"]]}, "functions"),
     ],
