@@ -145,9 +145,10 @@ def test_developer_role_and_text_parts(client: openai.OpenAI) -> None:
         ({"top_logprobs": 2}, "top_logprobs"),
         ({"logit_bias": {"999999": 5}}, "logit_bias"),
         (
-            {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
-            "response_format",
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "a b"}}},
+            "response_format.json_schema.name",
         ),
+        ({"response_format": {"type": "grammar"}}, "response_format.type"),
         ({"messages": [{"role": "user", "content": "word " * 600}]}, "messages"),
         (
             {

@@ -133,7 +133,7 @@ def chat_response_format(
         schema = spec.get("schema", {"type": "object"})
         return check_schema(schema, "response_format.json_schema.schema")
     raise InvalidRequest(
-        f"response_format type {kind!r} is not supported; use 'text', 'json_object' or "
+        f"'response_format.type' {kind!r} is not supported; use 'text', 'json_object' or "
         "'json_schema'.",
         param="response_format.type",
     )
