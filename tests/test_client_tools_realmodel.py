@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-import openai
 import pytest
 from pydantic import BaseModel
 
