@@ -1,206 +1,298 @@
-"""Retrieval quality and speed: hybrid vs dense-only vs keyword-only, and exact search vs FAISS.
+"""Retrieval quality on real corpora, ingestion speed and search latency, in one run.
 
-1. Quality. Indexes the Brewmaster K2 manual (benchmarks/data/manual.md, written for
-   this project) plus generated distractor manuals of other appliances, then asks the
-   54 paraphrased questions of benchmarks/data/questions.jsonl; a question is a hit
-   when a returned chunk contains its known answer sentence. Reports hit@1 / hit@5
-   for each ranker and ingestion speed (chunks/s, end to end: extract, chunk,
-   embed, index).
-2. Latency. Dense top-10 search over 10k and 100k synthetic 384-d unit vectors with
-   tunelab's DenseIndex and with FAISS IndexFlatIP (exact) over the same vectors in
-   this run, p50/p95 per query, and the achieved memory bandwidth next to a plain
-   numpy copy (the machine's limit for a scan). Also the full hybrid search latency
-   (query embedding + dense + FTS5 + fusion) on the real corpus.
+1. Quality. For each registered embedding model (or --models) a live `tunelab serve`
+   is started with that model as the default, and for each corpus of
+   benchmarks/corpora.py (Debian man pages in English and Chinese, the Python library
+   reference; built from the packages with apt-get download) a vector store is
+   filled through the openai SDK (`file_batches.upload_and_poll`, default chunking)
+   and the reported questions of benchmarks/questions/ are searched through the SDK
+   with each ranker. A question is a hit at k when one of the first k results comes
+   from its answer page. Next to tunelab, in this process and with the same model
+   and prefixes: the naive baseline a user would write (sentence-transformers
+   brute-force cosine over plain ~460-word chunks of the same extracted text) and
+   BM25 (rank_bm25) over the same naive chunks (words; jieba for Chinese).
+2. Ingestion: chunks/s end to end through the API (upload, extract, chunk, embed,
+   index) against `SentenceTransformer.encode` of the same chunk texts, same model.
+3. Latency, one query at a time: the whole per-store scoring path (dense + BM25 +
+   fusion over every chunk) and exact dense top-10 next to FAISS IndexFlatIP, at
+   10k and 100k chunks (real chunk texts repeated, random unit vectors), plus the
+   SDK round trip p50/p95 of the quality run.
 
-    .venv/bin/python benchmarks/retrieval.py [--distractors 60] [--queries 200]
+    .venv/bin/python benchmarks/retrieval.py [--models all-minilm-l6-v2,...]
+        [--corpora man-en,python-doc,man-zh,man-zh-xl] [--sizes 10000,100000]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import random
+import os
+import re
+import socket
+import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
+from corpora import Corpus, Question, build
 
-from tunelab.retrieval.index import DenseIndex, StoreMatrix
-from tunelab.runtime import Runtime, build_runtime
-from tunelab.settings import Settings
+from tunelab.models.registry import Registry
+from tunelab.retrieval.documents import extract_text
 
-DATA = Path(__file__).resolve().parent / "data"
-APPLIANCES = ["toaster", "blender", "air fryer", "rice cooker", "kettle", "stand mixer", "juicer"]
-PARTS = ["lid", "base", "blade", "basket", "display", "power cord", "seal", "timer", "dial"]
-ACTIONS = [
-    "Wipe the {p} with a soft cloth after every use.",
-    "Check that the {p} is locked before pressing start.",
-    "The {p} can be replaced by an authorised dealer.",
-    "If the {p} feels loose, stop using the {a} and contact support.",
-    "Do not immerse the {p} in water.",
-    "The {p} of the {a} is made of recycled plastic.",
-    "Press and hold the {p} for two seconds to pause the programme.",
-    "A blinking {p} indicates that the {a} is cooling down.",
-]
-
-
-def distractor_manual(n: int, rng: random.Random) -> str:
-    """A plausible but irrelevant appliance manual: same vocabulary, other facts."""
-    a = APPLIANCES[n % len(APPLIANCES)]
-    sections = []
-    for s in range(12):
-        body = " ".join(rng.choice(ACTIONS).format(p=rng.choice(PARTS), a=a) for _ in range(5))
-        sections.append(f"## {s + 1}. {rng.choice(PARTS).title()} care\n\n{body}")
-    return f"# {a.title()} model {n} manual\n\n" + "\n\n".join(sections)
-
-
-def wait_indexed(stores, project: str, store_id: str) -> None:
-    while stores.get(project, store_id).counts["in_progress"]:
-        time.sleep(0.05)
+CACHE = Path.home() / ".cache" / "tunelab-bench"
+NAIVE_WORDS = 460
+RANKERS = ("hybrid", "dense", "keyword")
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
     return float(np.percentile(samples, 50)) * 1000, float(np.percentile(samples, 95)) * 1000
 
 
-def quality(services: Runtime, distractors: int) -> None:
-    project = "bench"
-    stores = services.retrieval.stores
-    rng = random.Random(0)
-    docs = [("manual.md", (DATA / "manual.md").read_bytes())]
-    docs += [(f"appliance-{n}.md", distractor_manual(n, rng).encode()) for n in range(distractors)]
-    vs = stores.create(
-        project,
-        name="bench",
-        description=None,
-        file_ids=[],
-        chunking_strategy=None,
-        expires_after=None,
-        metadata=None,
-    )
-    services.embeddings.embed(services.settings.default_embedding_model, ["warm up"])
+class Scores:
+    """hit@1, hit@5 and MRR (first 10 results) of ranked page lists."""
+
+    def __init__(self) -> None:
+        self.ranks: list[int] = []  # 0 = not in the first 10
+
+    def add(self, pages: list[str], answer: str) -> None:
+        self.ranks.append(next((i + 1 for i, p in enumerate(pages[:10]) if p == answer), 0))
+
+    def row(self) -> str:
+        r = np.array(self.ranks)
+        mrr = float(np.mean([1 / x if x else 0.0 for x in r]))
+        return f"{np.mean(r == 1):>7.2f}{np.mean((r > 0) & (r <= 5)):>7.2f}{mrr:>7.2f}"
+
+
+# ------------------------------------------------------------------ tunelab over HTTP
+
+
+@contextmanager
+def live_server(model: str, cache: Path) -> Iterator[str]:
+    """`tunelab serve` in its own process, data in a temp dir, `model` the default."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = {
+            **os.environ, "TUNELAB_DEFAULT_EMBEDDING_MODEL": model,
+            "TUNELAB_CACHE_DIR": str(cache / "models"), "HF_HUB_OFFLINE": "1",
+        }  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tunelab", "serve", "--port", str(port), "--data-dir", tmp],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            import httpx
+
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    httpx.get(url + "/v1/models", timeout=2)
+                    break
+                except httpx.TransportError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        err = proc.stderr.read().decode() if proc.stderr else ""
+                        raise SystemExit(f"tunelab serve did not start:\n{err[-2000:]}") from None
+                    time.sleep(0.5)
+            yield url + "|" + tmp
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+
+def chunk_texts(data_dir: str, store_id: str) -> list[str]:
+    with sqlite3.connect(Path(data_dir) / "tunelab.db") as db:
+        rows = db.execute(
+            "SELECT text FROM vector_store_chunks WHERE vector_store_id = ?", (store_id,)
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def tunelab_rows(client, data_dir: str, corpus: Corpus, model, prefix: str) -> dict[str, Scores]:  # type: ignore[no-untyped-def]
+    """Index `corpus` through the API and score the rankers; prints ingestion speed."""
+    vs = client.vector_stores.create(name=corpus.name)
+    files = [(d.filename, d.data) for d in corpus.documents]
     t = time.perf_counter()
-    for name, data in docs:
-        row = services.files.create_from_bytes(
-            project=project, filename=name, purpose="assistants", data=data
+    for start in range(0, len(files), 100):  # the SDK uploads a batch's files concurrently
+        batch = client.vector_stores.file_batches.upload_and_poll(
+            vector_store_id=vs.id, files=files[start : start + 100], max_concurrency=4
         )
-        stores.attach(project, vs.row.id, row.id, attributes=None, chunking=(800, 400))
-    wait_indexed(stores, project, vs.row.id)
+        assert batch.file_counts.failed == 0, batch.file_counts
     elapsed = time.perf_counter() - t
-    n_chunks = stores.chunk_count(vs.row.id)
-    n_bytes = sum(len(d) for _, d in docs)
-    print(
-        f"corpus: {len(docs)} documents, {n_bytes / 1e3:.0f} kB, {n_chunks} chunks "
-        f"(static 800/400 clamped to 254/127 for all-minilm-l6-v2)"
-    )
-    # Baseline: the embedding model alone on the same chunk texts, in this run.
-    with services.db() as s:
-        from sqlalchemy import select
-
-        from tunelab.retrieval.tables import ChunkRow
-
-        texts = list(s.execute(select(ChunkRow.text)).scalars())
-    from tunelab.models.loading import load_sentence_transformer
-
-    model = load_sentence_transformer(
-        services.registry.get(services.settings.default_embedding_model)
-    )
+    texts = chunk_texts(data_dir, vs.id)
     t = time.perf_counter()
-    model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+    model.encode([prefix + x for x in texts], batch_size=64, show_progress_bar=False)
     floor = time.perf_counter() - t
-    print(
-        f"ingestion: {n_chunks / elapsed:.1f} chunks/s ({elapsed:.1f} s end to end); "
-        f"plain SentenceTransformer.encode of the same chunks: {n_chunks / floor:.1f} chunks/s "
-        f"-> tunelab at {floor / elapsed:.0%} of the model-only speed\n"
-    )
-
-    questions = [
-        json.loads(line) for line in (DATA / "questions.jsonl").read_text().splitlines() if line
-    ]
-    print(
-        f"{'ranker':<10}{'hit@1':>8}{'hit@5':>8}{'p50 ms':>9}{'p95 ms':>9}   ({len(questions)} questions)"
-    )
-    for ranker in ("hybrid", "dense", "keyword"):
-        h1 = h5 = 0
-        times = []
-        for q in questions:
+    print(f"  ingestion: {len(texts)} chunks in {elapsed:.0f} s = {len(texts) / elapsed:.1f} "
+          f"chunks/s; plain encode of the same chunks {len(texts) / floor:.1f} chunks/s "
+          f"-> {floor / elapsed:.0%} of model-only speed")  # fmt: skip
+    page_of = {d.filename: d.name for d in corpus.documents}
+    out = {r: Scores() for r in RANKERS}
+    times: list[float] = []
+    for q in corpus.questions():
+        for ranker in RANKERS:
             t = time.perf_counter()
-            hits = services.retrieval.searcher.search_stores(
-                project, [vs.row.id], [q["question"]], max_results=5, ranker=ranker
+            page = client.vector_stores.search(
+                vs.id, query=q.question, max_num_results=10, ranking_options={"ranker": ranker}
             )
             times.append(time.perf_counter() - t)
-            found = [q["answer"] in " ".join(h.text.split()) for h in hits]
-            h1 += bool(found[:1] and found[0])
-            h5 += any(found)
-        p50, p95 = percentiles(times)
-        print(
-            f"{ranker:<10}{h1 / len(questions):>8.2f}{h5 / len(questions):>8.2f}{p50:>9.1f}{p95:>9.1f}"
-        )
-    print("(latency includes embedding the query with MiniLM for hybrid and dense)\n")
+            out[ranker].add([page_of[r.filename] for r in page.data], q.page)
+    p50, p95 = percentiles(times)
+    print(f"  SDK search round trip over {len(texts)} chunks: p50 {p50:.0f} ms, p95 {p95:.0f} ms")
+    return out
 
 
-def memory_bandwidth() -> float:
-    """Bytes/s of a large numpy copy (read + write): the ceiling for a scan."""
-    src = np.ones(64 * 1024 * 1024 // 4, dtype=np.float32)
-    dst = np.empty_like(src)
-    np.copyto(dst, src)
-    t = time.perf_counter()
-    for _ in range(5):
-        np.copyto(dst, src)
-    return 2 * src.nbytes * 5 / (time.perf_counter() - t)
+# ------------------------------------------------------------------ baselines in-process
 
 
-def latency(sizes: list[int], n_queries: int) -> None:
+def naive_chunks(corpus: Corpus) -> tuple[list[str], list[str]]:
+    """(chunk text, page) of plain NAIVE_WORDS-word chunks; CJK text counts characters."""
+    texts, pages = [], []
+    for d in corpus.documents:
+        text = extract_text(d.filename, d.data)
+        words = re.findall(r"[\u4e00-\u9fff]|[^\s\u4e00-\u9fff]+", text)
+        for i in range(0, len(words), NAIVE_WORDS):
+            part = words[i : i + NAIVE_WORDS]
+            texts.append("".join(w if re.match(r"[\u4e00-\u9fff]", w) else f" {w}" for w in part))
+            pages.append(d.name)
+    return texts, pages
+
+
+def bm25_tokens(text: str) -> list[str]:
+    import jieba
+
+    words = []
+    for run in re.findall(r"[\u4e00-\u9fff]+|\w+", text.lower()):
+        words.extend(jieba.lcut(run) if re.match(r"[\u4e00-\u9fff]", run) else [run])
+    return words
+
+
+def baseline_rows(corpus: Corpus, model, qprefix: str, pprefix: str) -> dict[str, Scores]:  # type: ignore[no-untyped-def]
+    from rank_bm25 import BM25Okapi
+
+    texts, pages = naive_chunks(corpus)
+    matrix = model.encode([pprefix + t for t in texts], batch_size=64,
+                          normalize_embeddings=True, show_progress_bar=False)  # fmt: skip
+    bm25 = BM25Okapi([bm25_tokens(t) for t in texts])
+    questions: list[Question] = corpus.questions()
+    vecs = model.encode([qprefix + q.question for q in questions], normalize_embeddings=True)
+    out = {"naive dense": Scores(), "naive BM25": Scores()}
+    for q, v in zip(questions, vecs, strict=True):
+        lexical = bm25.get_scores(bm25_tokens(q.question))
+        for name, scores in (("naive dense", matrix @ v), ("naive BM25", lexical)):
+            out[name].add([pages[i] for i in np.argsort(-scores, kind="stable")[:10]], q.page)
+    return out
+
+
+# ------------------------------------------------------------------ latency
+
+
+def latency(sizes: list[int], n_queries: int, texts: list[str], questions: list[str]) -> None:
     import faiss
 
-    bandwidth = memory_bandwidth()
-    print(
-        f"memory bandwidth (numpy copy): {bandwidth / 1e9:.1f} GB/s; dim 384, top-10, one query at a time"
-    )
-    print(
-        f"{'chunks':>8}{'tunelab p50':>13}{'p95':>8}{'faiss p50':>11}{'p95':>8}{'faiss/ours':>12}{'scan GB/s':>11}"
-    )
+    from tunelab.retrieval.index import DenseIndex, StoreMatrix, StorePostings
+    from tunelab.retrieval.ranking import dense_scores, hybrid_scores
+    from tunelab.retrieval.terms import decode_terms, encode_terms
+
+    print(f"\nsearch latency, one query at a time, dim 384 (chunk texts: {len(texts)} real ones "
+          "repeated; vectors random)")  # fmt: skip
+    print(f"{'chunks':>8}{'full p50':>10}{'p95':>8}{'dense top10':>13}{'faiss':>8}"
+          f"{'faiss/ours':>12}{'BM25 build s':>14}")  # fmt: skip
     rng = np.random.default_rng(0)
+    encoded = [decode_terms(encode_terms(t)) for t in texts]
     for n in sizes:
         vecs = rng.standard_normal((n, 384), dtype=np.float32)
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-        queries = vecs[rng.integers(0, n, n_queries)] + 0.01
         m = StoreMatrix(1, np.arange(n, dtype=np.int64), np.zeros(n, np.int32), ["f"], vecs)
+        t = time.perf_counter()
+        postings = StorePostings.build(
+            1, m.chunk_ids, [encoded[i % len(encoded)] for i in range(n)]
+        )
+        build_s = time.perf_counter() - t
         index = faiss.IndexFlatIP(384)
         index.add(vecs)
-        ours, theirs = [], []
-        for q in queries:
+        full, ours, theirs = [], [], []
+        for i in range(n_queries):
+            q = vecs[rng.integers(0, n)] + 0.01
+            t = time.perf_counter()
+            rows, kw = postings.scores(questions[i % len(questions)])
+            keyword = np.zeros(n, dtype=np.float32)
+            keyword[rows] = kw
+            scores = hybrid_scores(dense_scores(m.matrix @ q, 0.1), keyword)
+            np.argpartition(-scores, 10)[:10]
+            full.append(time.perf_counter() - t)
             t = time.perf_counter()
             mine = DenseIndex.search(m, q, 10)
             ours.append(time.perf_counter() - t)
             t = time.perf_counter()
             _, ids = index.search(q[None, :], 10)
             theirs.append(time.perf_counter() - t)
-            assert [c for c, _ in mine] == ids[0].tolist()  # same exact answer
-        o50, o95 = percentiles(ours)
-        f50, f95 = percentiles(theirs)
-        scan = vecs.nbytes / (o50 / 1000)
-        print(
-            f"{n:>8}{o50:>11.2f}ms{o95:>8.2f}{f50:>9.2f}ms{f95:>8.2f}{f50 / o50:>12.2f}{scan / 1e9:>11.1f}"
-        )
-    print("(faiss/ours > 1 means tunelab's exact search is faster)")
+            assert [c for c, _ in mine] == ids[0].tolist()  # the same exact answer
+        f50, f95 = percentiles(full)
+        o50, _ = percentiles(ours)
+        x50, _ = percentiles(theirs)
+        print(f"{n:>8}{f50:>8.1f}ms{f95:>8.1f}{o50:>11.1f}ms{x50:>6.1f}ms{x50 / o50:>12.2f}"
+              f"{build_s:>14.2f}")  # fmt: skip
+    print(
+        "(full = BM25 + dense + fusion over every chunk, as a search of one store does; "
+        "BM25 build = loading a store's postings after a change)"
+    )
 
 
 def main() -> None:
+    from openai import OpenAI
+
+    from tunelab.models.loading import load_sentence_transformer
+
+    registry = Registry.load()
+    embedding_models = [s.id for s in registry.all() if s.kind == "embedding"]
     ap = argparse.ArgumentParser()
-    ap.add_argument("--distractors", type=int, default=60, help="generated irrelevant manuals")
-    ap.add_argument("--queries", type=int, default=200, help="queries per latency size")
+    ap.add_argument("--models", default=",".join(embedding_models))
+    ap.add_argument("--corpora", default="man-en,python-doc,man-zh,man-zh-xl")
     ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--cache", type=Path, default=CACHE)
+    ap.add_argument("--pages", type=int, default=0, help="keep N pages per corpus (quick run)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp) / "data")
-        with build_runtime(settings, embedded_worker=False) as services:
-            quality(services, args.distractors)
-    latency([int(s) for s in args.sizes.split(",")], args.queries)
+    corpora, versions = build(args.cache)
+    chosen = [c for c in corpora if c.name in args.corpora.split(",")]
+    if args.pages:
+        chosen = [c.smaller(args.pages) for c in chosen]
+    load = os.getloadavg()[0]
+    print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at start "
+          f"({'shared' if load > 1.5 else 'idle'}); packages: "
+          + ", ".join(f"{p} {v}" for p, v in versions.items()))  # fmt: skip
+    for c in chosen:
+        print(f"corpus {c.name}: {len(c.documents)} pages, "
+              f"{sum(len(d.data) for d in c.documents) / 1e6:.1f} MB, "
+              f"{len(c.questions())} questions ({c.language})")  # fmt: skip
+    for model_id in args.models.split(","):
+        spec = registry.get(model_id)
+        qprefix, pprefix = getattr(spec, "query_prefix", ""), getattr(spec, "passage_prefix", "")
+        model = load_sentence_transformer(spec)
+        with live_server(model_id, args.cache) as both:
+            url, data_dir = both.split("|")
+            client = OpenAI(base_url=url + "/v1", api_key="bench", timeout=600)
+            for corpus in chosen:
+                print(f"\n{model_id} / {corpus.name}")
+                rows = tunelab_rows(client, data_dir, corpus, model, pprefix)
+                rows.update(baseline_rows(corpus, model, qprefix, pprefix))
+                print(f"  {'ranker':<22}{'hit@1':>7}{'hit@5':>7}{'MRR':>7}")
+                for name, scores in rows.items():
+                    label = f"tunelab {name}" if name in RANKERS else name
+                    print(f"  {label:<22}{scores.row()}", flush=True)
+    man = next(c for c in corpora if c.name == "man-en")
+    texts, _ = naive_chunks(man)
+    latency([int(s) for s in args.sizes.split(",")], args.queries, texts,
+            [q.question for q in man.questions()])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ from tunelab.retrieval.chunking import StaticStrategy, chunk_text
 from tunelab.retrieval.documents import DocumentError, extract_text
 from tunelab.retrieval.filters import matches, validate_filter
 from tunelab.retrieval.grounding import Passage, build_grounded_messages, find_citations
-from tunelab.retrieval.index import DenseIndex, StoreMatrix, keyword_terms, reciprocal_rank_fusion
+from tunelab.retrieval.index import DenseIndex, StoreMatrix, StorePostings
+from tunelab.retrieval.ranking import dense_scores, hybrid_scores
+from tunelab.retrieval.terms import decode_terms, encode_terms, terms
 
 DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data"
 
@@ -129,14 +131,59 @@ def test_filters():
     assert e.value.param == "filters.filters[0].type"
 
 
-def test_keyword_terms_handle_english_and_chinese():
-    long_terms, short = keyword_terms("How do I reset the R7 router? 如何恢复出厂设置")
-    assert "reset" in long_terms and "router" in long_terms and "how" not in long_terms
-    assert "出厂设" in long_terms and "恢复出" in long_terms
-    assert keyword_terms("电池") == ([], ["电池"])
+def test_terms_are_words_in_english_and_chinese():
+    assert terms("How do I remove the Descaling agents?") == ["remove", "descaling", "agents"]
+    # Chinese is segmented into words, long words also into the words inside them.
+    assert terms("如何恢复出厂设置") == ["如何", "恢复", "出厂", "设置"]
+    assert terms("检查文件系统") == ["检查", "文件", "系统", "文件系统"]
+    assert terms("R7路由器") == ["r7", "路由", "路由器"]
+    # Full-width letters and digits (common in Chinese text) are the ASCII ones.
+    assert terms("ＵＳＢ接口３") == ["usb", "接口", "3"]
+    # Kana and hangul, which jieba does not segment, become character bigrams.
+    assert terms("コーヒー") == ["コー", "ーヒ", "ヒー"] and terms("ア") == ["ア"]
 
 
-def test_dense_search_and_fusion():
+def postings(texts: list[str]) -> StorePostings:
+    ids = np.arange(len(texts), dtype=np.int64) * 10
+    return StorePostings.build(1, ids, [decode_terms(encode_terms(t)) for t in texts])
+
+
+def test_bm25_prefers_rare_words_and_normalises_per_query():
+    p = postings([
+        "Remove the bean hopper by turning it anticlockwise.",
+        "Descale the boiler every three months to remove limescale.",
+        "The warranty lasts two years.",
+        "Remove the drip tray and empty it.",
+    ])  # fmt: skip
+    rows, scores = p.scores("how often should I remove limescale")
+    ranked = [int(p.chunk_ids[r]) for r in rows[np.argsort(-scores)]]
+    assert ranked[0] == 10  # the only chunk with the rare word
+    assert set(ranked) == {0, 10, 30}  # "remove" matches; the warranty chunk does not
+    assert all(0 < s <= 1 for s in scores)
+    # One common word of a three-word question is a small share of its weight.
+    assert max(s for r, s in zip(rows, scores, strict=True) if r != 1) < 0.35
+    # Matching every query word of an average chunk once scores (about) 1.
+    full_rows, full = p.scores("warranty years")
+    assert list(full_rows) == [2] and full[0] > 0.9
+    assert p.scores("nothing matches xyzzy")[0].size == 0
+    assert p.scores("")[0].size == 0
+
+
+def test_bm25_finds_chinese_words():
+    p = postings(
+        [
+            "路由器的保修期为三年。",
+            "忘记密码时，用针按住复位孔十秒恢复出厂设置。",
+            "电池续航十小时。",
+        ]
+    )
+    rows, _ = p.scores("保修多久")
+    assert list(rows) == [0]
+    rows, scores = p.scores("怎么恢复出厂设置")
+    assert rows[np.argmax(scores)] == 1
+
+
+def test_dense_search_and_hybrid_scores():
     rng = np.random.default_rng(0)
     vecs = rng.normal(size=(100, 8)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
@@ -153,9 +200,12 @@ def test_dense_search_and_fusion():
     only_b = DenseIndex.search(m, vecs[10], 5, m.mask({"file-b"}))
     assert all(m.file_of([cid])[0] == "file-b" for cid, _ in only_b)
 
-    fused = reciprocal_rank_fusion([[1, 2, 3], [1, 3], []])
-    assert fused[0] == (1, pytest.approx(1.0))
-    assert [c for c, _ in fused] == [1, 3, 2] and all(0 < s <= 1 for _, s in fused)
+    # Dense: the model's floor maps to 0, an identical vector to 1.
+    d = dense_scores(np.array([0.7, 0.85, 1.0, 0.2]), floor=0.7)
+    assert d == pytest.approx([0.0, 0.5, 1.0, 0.0])
+    # Hybrid is the convex combination, so it stays in [0, 1].
+    h = hybrid_scores(np.array([1.0, 0.5, 0.0]), np.array([0.0, 1.0, 1.0]), 0.3)
+    assert h == pytest.approx([0.7, 0.65, 0.3])
 
 
 def test_grounded_prompt_and_citations():

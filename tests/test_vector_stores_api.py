@@ -124,6 +124,43 @@ def test_rankers_and_score_threshold(client, manual_store):
     assert e.value.body["param"] == "ranking_options.ranker"
 
 
+# A small manual, one section per file, as a support knowledge base is often kept.
+SECTIONS = {
+    "descaling.md": "# Descaling\n\nHard water leaves mineral deposits in the boiler and the "
+    "pipes. Run the descaling programme every three months, or every month if your water "
+    "is very hard, with one sachet of descaling agent dissolved in a litre of water.",
+    "hopper.md": "# Bean hopper\n\nTo remove the bean hopper, turn it anticlockwise until "
+    "the arrow points at the open padlock and lift it off. Empty the beans into an airtight "
+    "tin before you remove it.",
+    "milk.md": "# Milk system\n\nPurge the steam wand after every drink and wipe it with a "
+    "damp cloth so that milk does not dry on it.",
+    "warranty.md": "# Warranty\n\nThe machine has a two-year limited warranty from the "
+    "date of purchase; keep the receipt.",
+}
+
+
+def test_a_lone_common_word_does_not_outvote_meaning(client):
+    """The question shares only "remove" with the hopper section and no word with the
+    descaling one: keyword evidence that thin must not beat the semantic match."""
+    vs = client.vector_stores.create(name="lone-word")
+    batch = client.vector_stores.file_batches.upload_and_poll(
+        vector_store_id=vs.id, files=[(name, text.encode()) for name, text in SECTIONS.items()]
+    )
+    assert batch.file_counts.completed == len(SECTIONS)
+    for ranker in ("auto", "hybrid", "dense"):
+        page = client.vector_stores.search(
+            vs.id,
+            query="how often should I remove limescale",
+            ranking_options={"ranker": ranker},
+        )
+        assert [r.filename for r in page.data[:1]] == ["descaling.md"], ranker
+    # The keyword ranker alone only has the common word to go on.
+    page = client.vector_stores.search(
+        vs.id, query="how often should I remove limescale", ranking_options={"ranker": "keyword"}
+    )
+    assert [r.filename for r in page.data] == ["hopper.md"]
+
+
 def test_attribute_filters_and_updates(client):
     vs = client.vector_stores.create(name="filters")
     a = client.files.create(

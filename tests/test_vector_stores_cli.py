@@ -1,5 +1,5 @@
 """`tunelab stores ...` and `tunelab ask` against a running server; and the same
-vector-store flow on PostgreSQL (keyword index in a side SQLite file)."""
+vector-store flow on PostgreSQL (keyword terms on the chunk rows there too)."""
 
 from __future__ import annotations
 
@@ -69,4 +69,3 @@ def test_vector_stores_on_postgres(settings, postgres_url) -> None:
             beta.vector_stores.search(vs.id, query="保修")
         alpha.files.delete(zh.id)
         assert alpha.vector_stores.search(vs.id, query="保修").data == []
-    assert (settings.vectors_dir / "keywords.sqlite").exists()

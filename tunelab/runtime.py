@@ -112,7 +112,6 @@ def build_runtime(
         db,
         files,
         embeddings,
-        vectors_dir=settings.vectors_dir,
         default_embedding_model=settings.default_embedding_model,
     )
     run_worker = settings.embedded_worker if embedded_worker is None else embedded_worker

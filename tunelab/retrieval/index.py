@@ -1,127 +1,40 @@
-"""The two indexes behind search: dense vectors and keywords, and their fusion.
+"""The two indexes behind search, dense vectors and BM25 keywords, both exact and in RAM.
 
 Dense: each store's chunk vectors (float32, L2-normalised, stored as blobs in
 `vector_store_chunks`) are stacked into one matrix cached in RAM and searched exactly
-(one matrix-vector product, then argpartition). Exact search over a few hundred
-thousand 384-d vectors is a few milliseconds, close to the memory-bandwidth limit, and
-never misses; `benchmarks/retrieval.py` measures it next to FAISS IndexFlatIP. The
-cache is keyed by the store's `index_version`, which every write bumps, so several
-server processes sharing a database never search a stale matrix.
+(one matrix-vector product). Exact search over a few hundred thousand 384-d vectors
+is a few milliseconds, close to the memory-bandwidth limit, and never misses;
+`benchmarks/retrieval.py` measures it next to FAISS IndexFlatIP.
 
-Keywords: SQLite FTS5 with the `trigram` tokenizer, which indexes every 3-character
-substring and so works for Chinese (no word segmentation needed) as well as for
-English. Queries are split into words (English) and character runs (CJK, cut into
-trigrams), OR-ed and ranked by bm25; for CJK queries the matches are reranked by how
-many of the query's character bigrams they contain (most Chinese words are two
-characters, below what a trigram index can match on its own). A query with no term of 3+ characters (e.g. the
-2-character Chinese word "电池") falls back to a LIKE scan of the store's chunks.
-When the database is SQLite the FTS table lives in it and is written in the same
-transaction as the chunks; on PostgreSQL it is a separate SQLite file under
-`vectors_dir` (written right after the chunk rows commit).
+Keywords: Okapi BM25 (k1=1.2, b=0.75, Lucene's idf) over the chunks' keyword terms
+(`terms.py`: stemmed English words, CJK character bigrams), with the statistics
+(document frequencies, average length) of the store alone, so one project's
+documents never change another's ranking. Each store's postings are one sorted
+array of term hashes with the chunk row and count of each occurrence, loaded from
+`vector_store_chunks.keyword_terms` in one query.
 
-Fusion: reciprocal rank fusion (k=60) of the ranked lists, normalised so that a chunk
-ranked first in every non-empty list scores 1.0.
+Both caches are keyed by the store's `index_version`, which every write bumps in the
+same transaction as the chunks, so several server processes sharing a database never
+search a stale index, and a restart rebuilds from the rows.
 """
 
 from __future__ import annotations
 
-import re
+import math
 import threading
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from functools import cached_property
 
 import numpy as np
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
 from tunelab.retrieval.tables import ChunkRow
+from tunelab.retrieval.terms import TERM_DTYPE, decode_terms, encode_terms, query_terms
 
-FTS_DDL = (
-    "CREATE VIRTUAL TABLE IF NOT EXISTS vector_store_chunks_fts USING fts5("
-    "text, vector_store_id UNINDEXED, tokenize='trigram')"
-)
-RRF_K = 60
-
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-_TERMS = re.compile(rf"[{_CJK}]+|[^\W{_CJK}]+")
-_IS_CJK = re.compile(rf"[{_CJK}]")
-# Trigram matching is substring matching, so very common words would match almost
-# every chunk ("the" is inside "there", "other", ...): they carry no signal.
-_STOPWORDS = frozenset(
-    [
-        "the",
-        "and",
-        "for",
-        "are",
-        "but",
-        "not",
-        "you",
-        "your",
-        "yours",
-        "with",
-        "this",
-        "that",
-        "these",
-        "those",
-        "from",
-        "have",
-        "has",
-        "had",
-        "was",
-        "were",
-        "will",
-        "would",
-        "can",
-        "could",
-        "should",
-        "does",
-        "did",
-        "how",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "whom",
-        "why",
-        "into",
-        "about",
-        "there",
-        "their",
-        "them",
-        "they",
-        "its",
-        "any",
-        "all",
-        "our",
-        "out",
-        "may",
-        "might",
-        "must",
-        "shall",
-        "than",
-        "then",
-        "too",
-        "very",
-        "just",
-        "also",
-        "get",
-        "got",
-        "use",
-        "used",
-        "using",
-        "some",
-        "such",
-        "only",
-        "own",
-        "same",
-        "each",
-        "both",
-    ]
-)
+BM25_K1 = 1.2
+BM25_B = 0.75
 
 
 # ---------------------------------------------------------------- dense
@@ -141,10 +54,18 @@ class StoreMatrix:
         ids = np.fromiter(chunk_ids, dtype=np.int64)
         pos = np.searchsorted(self.chunk_ids, ids)
         out: list[str | None] = []
-        for cid, p in zip(ids, pos):
+        for cid, p in zip(ids, pos, strict=True):
             found = p < len(self.chunk_ids) and self.chunk_ids[p] == cid
             out.append(self.files[self.file_codes[p]] if found else None)
         return out
+
+    @cached_property
+    def first_rows(self) -> np.ndarray:
+        """For each row, the row of its file's first chunk (ids ascend with position)."""
+        codes, first = np.unique(self.file_codes, return_index=True)
+        lookup = np.zeros(len(self.files), dtype=np.int64)
+        lookup[codes] = first
+        return lookup[self.file_codes]
 
     def mask(self, allowed_files: set[str]) -> np.ndarray:
         ok = np.array([f in allowed_files for f in self.files], dtype=bool)
@@ -217,115 +138,94 @@ class DenseIndex:
 # ---------------------------------------------------------------- keywords
 
 
-def keyword_terms(query: str) -> tuple[list[str], list[str]]:
-    """(terms FTS5 trigram can match, terms too short for it) of a query."""
-    long_terms: list[str] = []
-    short_terms: list[str] = []
-    for run in _TERMS.findall(query.lower()):
-        if _IS_CJK.match(run):
-            if len(run) < 3:
-                short_terms.append(run)
-            else:
-                long_terms.extend(run[i : i + 3] for i in range(len(run) - 2))
-        elif len(run) >= 3 and run not in _STOPWORDS:
-            long_terms.append(run)
-        elif len(run) == 2 and run.isdigit():
-            short_terms.append(run)
-    return list(dict.fromkeys(long_terms)), list(dict.fromkeys(short_terms))
+@dataclass(frozen=True)
+class StorePostings:
+    """One store's BM25 postings: for each (term, chunk) pair, sorted by term."""
 
+    version: int
+    chunk_ids: np.ndarray  # int64, ascending: the store's chunks
+    lengths: np.ndarray  # float32 [n_chunks]: terms per chunk
+    terms: np.ndarray  # uint32 [n_pairs], sorted
+    rows: np.ndarray  # int32 [n_pairs]: index into chunk_ids
+    tfs: np.ndarray  # float32 [n_pairs]
 
-def cjk_bigrams(query: str) -> list[str]:
-    runs = [r for r in _TERMS.findall(query) if _IS_CJK.match(r)]
-    return list(dict.fromkeys(r[i : i + 2] for r in runs for i in range(len(r) - 1)))
+    @classmethod
+    def build(
+        cls, version: int, chunk_ids: np.ndarray, per_chunk: list[np.ndarray]
+    ) -> StorePostings:
+        counts = np.fromiter((len(a) for a in per_chunk), dtype=np.int64, count=len(per_chunk))
+        pairs = np.concatenate(per_chunk) if per_chunk else np.zeros(0, dtype=TERM_DTYPE)
+        rows = np.repeat(np.arange(len(per_chunk), dtype=np.int32), counts)
+        tf = pairs["tf"].astype(np.float32)
+        lengths = np.bincount(rows, weights=tf, minlength=len(per_chunk)).astype(np.float32)
+        order = np.argsort(pairs["term"], kind="stable")
+        return cls(version, chunk_ids, lengths, pairs["term"][order], rows[order], tf[order])
+
+    def scores(self, query: str) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, score) of the chunks that contain a query term; score in [0, 1].
+
+        The score is BM25 divided by the BM25 of an average-length chunk holding each
+        query term once, capped at 1: roughly the share of the query's (idf-weighted)
+        words that the chunk contains. A query term absent from the store still counts
+        in the divisor, so a chunk that shares one common word with a long question
+        scores low however the store is made up.
+        """
+        hashes = query_terms(query)
+        n = len(self.chunk_ids)
+        if not hashes or n == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        avgdl = float(self.lengths.mean()) or 1.0
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * self.lengths / avgdl)
+        total = np.zeros(n, dtype=np.float32)
+        full = 0.0
+        for h in hashes:
+            lo, hi = np.searchsorted(self.terms, [h, h + 1])
+            df = int(hi - lo)
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            full += idf
+            if df:
+                rows, tf = self.rows[lo:hi], self.tfs[lo:hi]
+                total[rows] += idf * tf * (BM25_K1 + 1) / (tf + norm[rows])
+        hit = np.flatnonzero(total)
+        return hit, np.minimum(total[hit] / full, 1.0)
 
 
 class KeywordIndex:
-    """FTS5 trigram index of chunk texts; `separate_file` is used when the DB is not SQLite."""
+    """Per-store BM25 postings cached in RAM, rebuilt when the store's version moves.
 
-    def __init__(self, separate_file: Path | None = None) -> None:
-        self._engine = None
-        if separate_file is not None:
-            separate_file.parent.mkdir(parents=True, exist_ok=True)
-            self._engine = create_engine(
-                f"sqlite:///{separate_file}", connect_args={"check_same_thread": False}
+    The terms of a chunk are computed once, at ingestion (`encode`), and stored on
+    its row; rows from before they were stored are tokenised when loaded.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[str, StorePostings] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def encode(text: str) -> bytes:
+        """The keyword terms of a chunk, as stored in `vector_store_chunks.keyword_terms`."""
+        return encode_terms(text)
+
+    def postings(self, s: Session, store_id: str, version: int) -> StorePostings:
+        cached = self._cache.get(store_id)
+        if cached is not None and cached.version == version:
+            return cached
+        rows = s.execute(
+            select(
+                ChunkRow.id,
+                ChunkRow.keyword_terms,
+                case((ChunkRow.keyword_terms.is_(None), ChunkRow.text), else_=None),
             )
-            with self._engine.begin() as c:
-                c.exec_driver_sql(FTS_DDL)
+            .where(ChunkRow.vector_store_id == store_id)
+            .order_by(ChunkRow.id)
+        ).all()
+        per_chunk = [decode_terms(t if t is not None else encode_terms(x)) for _, t, x in rows]
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        loaded = StorePostings.build(version, ids, per_chunk)
+        with self._lock:
+            self._cache[store_id] = loaded
+        return loaded
 
-    def _run(self, s: Session, sql: str, params: Any = None) -> list[Any]:
-        if self._engine is None:
-            result = s.execute(text(sql), params or {})
-            return list(result) if result.returns_rows else []
-        with self._engine.begin() as c:
-            result = c.execute(text(sql), params or {})
-            return list(result) if result.returns_rows else []
-
-    def add(self, s: Session, store_id: str, chunks: list[tuple[int, str]]) -> None:
-        if chunks:
-            self._run(
-                s,
-                "INSERT INTO vector_store_chunks_fts(rowid, text, vector_store_id) "
-                "VALUES (:id, :text, :vs)",
-                [{"id": cid, "text": t, "vs": store_id} for cid, t in chunks],
-            )
-
-    def remove(self, s: Session, chunk_ids: list[int]) -> None:
-        for start in range(0, len(chunk_ids), 500):
-            part = chunk_ids[start : start + 500]
-            marks = ",".join(str(int(c)) for c in part)
-            self._run(s, f"DELETE FROM vector_store_chunks_fts WHERE rowid IN ({marks})")
-
-    def search(self, s: Session, store_id: str, query: str, k: int) -> list[tuple[int, float]]:
-        """(chunk id, score in [0, 1)) of the best keyword matches, best first."""
-        long_terms, short_terms = keyword_terms(query)
-        if long_terms:
-            match = " OR ".join('"' + t.replace('"', '""') + '"' for t in long_terms)
-            rows = self._run(
-                s,
-                "SELECT rowid, bm25(vector_store_chunks_fts), text FROM vector_store_chunks_fts "
-                "WHERE vector_store_chunks_fts MATCH :q AND vector_store_id = :vs "
-                "ORDER BY bm25(vector_store_chunks_fts) LIMIT :k",
-                {"q": match, "vs": store_id, "k": k},
-            )
-            # bm25() is negative, more negative is better; squash into [0, 1).
-            scored = [(int(r[0]), -r[1] / (1.0 - r[1]), r[2]) for r in rows]
-            bigrams = cjk_bigrams(query)
-            if not bigrams:
-                return [(cid, sc) for cid, sc, _ in scored]
-            # Chinese words are mostly two characters, which trigrams cannot see:
-            # rerank the matches by how many of the query's bigrams each contains.
-            reranked = [
-                (cid, 0.5 * sc + 0.5 * sum(b in t for b in bigrams) / len(bigrams))
-                for cid, sc, t in scored
-            ]
-            return sorted(reranked, key=lambda x: (-x[1], x[0]))
-        if not short_terms:
-            return []
-        hits: dict[int, int] = defaultdict(int)
-        for term in short_terms:
-            escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            for (cid,) in self._run(
-                s,
-                "SELECT rowid FROM vector_store_chunks_fts WHERE vector_store_id = :vs "
-                "AND text LIKE :p ESCAPE '\\'",
-                {"vs": store_id, "p": f"%{escaped}%"},
-            ):
-                hits[int(cid)] += 1
-        ranked = sorted(hits.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-        return [(cid, n / (len(short_terms) + 1)) for cid, n in ranked]
-
-
-# ---------------------------------------------------------------- fusion
-
-
-def reciprocal_rank_fusion(rankings: list[list[int]], k: int = RRF_K) -> list[tuple[int, float]]:
-    """Fuse ranked id lists; scores are in [0, 1], 1 = first in every non-empty list."""
-    lists = [r for r in rankings if r]
-    if not lists:
-        return []
-    scores: dict[int, float] = defaultdict(float)
-    for ranking in lists:
-        for rank, cid in enumerate(ranking):
-            scores[cid] += 1.0 / (k + rank + 1)
-    best = len(lists) / (k + 1)
-    return sorted(((cid, s / best) for cid, s in scores.items()), key=lambda x: (-x[1], x[0]))
+    def forget(self, store_id: str) -> None:
+        with self._lock:
+            self._cache.pop(store_id, None)

@@ -38,14 +38,13 @@ log = logging.getLogger(__name__)
 EMBED_BATCH = 256
 
 
-def drop_chunks(s: Session, keyword: KeywordIndex, store_id: str, file_id: str | None) -> int:
+def drop_chunks(s: Session, store_id: str, file_id: str | None) -> int:
     """Delete a file's (or, with None, the whole store's) chunks; returns how many."""
     where = [ChunkRow.vector_store_id == store_id]
     if file_id is not None:
         where.append(ChunkRow.file_id == file_id)
     ids = list(s.execute(select(ChunkRow.id).where(*where)).scalars())
     if ids:
-        keyword.remove(s, ids)
         s.execute(delete(ChunkRow).where(*where))
         s.execute(
             update(VectorStoreRow)
@@ -62,6 +61,7 @@ class _Job:
     attempt: int
     model: str = ""
     chunks: list[Chunk] = field(default_factory=list)
+    terms: list[bytes] = field(default_factory=list)  # each chunk's keyword terms
     vectors: list[np.ndarray] = field(default_factory=list)
 
 
@@ -179,6 +179,7 @@ class Ingestor:
         window = self.embeddings.max_tokens(job.model) - tokenizer.num_special_tokens_to_add()
         strategy = StaticStrategy(row.max_chunk_tokens, row.chunk_overlap_tokens).clamped(window)
         job.chunks = chunk_text(text_, tokenizer, strategy)
+        job.terms = [self.keyword.encode(c.text) for c in job.chunks]
         return True
 
     def _embed(self, group: list[_Job]) -> None:
@@ -211,7 +212,7 @@ class Ingestor:
             row = s.get(VectorStoreFileRow, (job.store_id, job.file_id))
             if row is None or row.attempt != job.attempt or row.status != "in_progress":
                 return False
-            drop_chunks(s, self.keyword, job.store_id, job.file_id)
+            drop_chunks(s, job.store_id, job.file_id)
             rows = [
                 ChunkRow(
                     vector_store_id=job.store_id,
@@ -222,12 +223,11 @@ class Ingestor:
                     end_char=c.end,
                     n_tokens=c.n_tokens,
                     embedding=job.vectors[n].tobytes(),
+                    keyword_terms=job.terms[n],
                 )
                 for n, c in enumerate(job.chunks)
             ]
             s.add_all(rows)
-            s.flush()
-            self.keyword.add(s, job.store_id, [(r.id, r.text) for r in rows])
             row.status = "completed"
             row.last_error_code = row.last_error_message = None
             row.usage_bytes = sum(len(r.text.encode()) + len(r.embedding) for r in rows)

@@ -1,13 +1,10 @@
 """Search over one or more vector stores: dense, keyword or hybrid, with filters.
 
-Rankers (`ranking_options.ranker`):
-  auto, default-2024-11-15, hybrid  dense + keyword lists fused by reciprocal rank
-  none, dense                       dense cosine only (score = cosine clipped to [0, 1])
-  keyword                           FTS5 bm25 only (score = bm25 squashed into [0, 1))
-
-A list of queries is searched query by query and every list is fused together (the
-dense / keyword rankers keep each chunk's best score). Only files whose ingestion
-completed and whose attributes pass `filters` take part.
+Every chunk of each searched store is scored by the ranker (`ranking.py` defines the
+scores, all in [0, 1]): exact cosine over the store's matrix, BM25 over its
+postings, or their convex combination. A list of queries is searched query by
+query and each chunk keeps its best score. Only files whose ingestion completed and
+whose attributes pass `filters` take part; `score_threshold` drops weaker chunks.
 """
 
 from __future__ import annotations
@@ -16,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -23,22 +21,17 @@ from tunelab.db.base import Database
 from tunelab.embeddings.protocol import Embedder, Vectors
 from tunelab.errors import InvalidRequest
 from tunelab.retrieval.filters import matches, validate_filter
-from tunelab.retrieval.index import DenseIndex, KeywordIndex, reciprocal_rank_fusion
+from tunelab.retrieval.index import DenseIndex, KeywordIndex, StoreMatrix, top_k
+from tunelab.retrieval.ranking import (
+    UNRELATED,
+    dense_scores,
+    hybrid_scores,
+    resolve_ranker,
+    similarity_floor,
+    with_document,
+)
 from tunelab.retrieval.stores import VectorStores
 from tunelab.retrieval.tables import ChunkRow, VectorStoreFileRow, VectorStoreRow
-
-RANKERS = {
-    "auto": "hybrid",
-    "default-2024-11-15": "hybrid",
-    "hybrid": "hybrid",
-    "none": "dense",
-    "dense": "dense",
-    "keyword": "keyword",
-}
-# Each list contributes this many candidates to the fusion; filters that exclude
-# most of a store get a deeper keyword list so matches are not cut off early.
-POOL = 50
-FILTERED_POOL = 500
 
 
 @dataclass
@@ -50,17 +43,6 @@ class Hit:
     attributes: dict[str, Any]
     text: str = ""
     vector_store_id: str = ""
-
-
-def resolve_ranker(ranker: str | None) -> str:
-    if ranker is None:
-        return "hybrid"
-    if ranker not in RANKERS:
-        raise InvalidRequest(
-            f"ranking_options.ranker must be one of {', '.join(RANKERS)}, not {ranker!r}.",
-            param="ranking_options.ranker",
-        )
-    return RANKERS[ranker]
 
 
 class Searcher:
@@ -77,6 +59,7 @@ class Searcher:
         self.embeddings = embeddings
         self.dense = dense
         self.keyword = keyword
+        self._floors: dict[str, float] = {}
 
     def search_stores(
         self,
@@ -141,80 +124,94 @@ class Searcher:
         score_threshold: float = 0.0,
     ) -> list[Hit]:
         """The best chunks for `queries` across `stores` (already checked for access)."""
-        # One dense and one keyword list per query, each merged across the stores.
-        dense_lists: list[list[tuple[int, float]]] = [[] for _ in queries]
-        keyword_lists: list[list[tuple[int, float]]] = [[] for _ in queries]
-        owner: dict[int, tuple[str, str]] = {}  # chunk id -> (store id, file id)
+        found: list[tuple[float, int, str, str]] = []  # (score, chunk id, store id, file id)
         eligible: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
         # Queries are embedded before the read session opens: no model work while
         # a database snapshot is held.
         vectors: dict[str, Vectors] = {}
-        if ranker in ("hybrid", "dense"):
+        floors: dict[str, float] = {}
+        if ranker != "keyword":
             for model in dict.fromkeys(store.embedding_model for store in stores):
                 vectors[model] = self.embeddings.embed(model, queries)
+                floors[model] = self._floor(model)
         with self.db() as s:
             for store in stores:
                 allowed = self._eligible(s, store, filters)
                 eligible.update({(store.id, f): v for f, v in allowed.items()})
                 if not allowed:
                     continue
-                # The version read in this session's snapshot, so the matrix, the
-                # keyword index and the eligible files all describe the same state.
+                # The version read in this session's snapshot, so the indexes and the
+                # eligible files all describe the same state.
                 version = s.execute(
                     select(VectorStoreRow.index_version).where(VectorStoreRow.id == store.id)
                 ).scalar_one()
                 m = self.dense.matrix(s, store.id, version)
-                narrowed = len(allowed) < len(m.files)
-                mask = m.mask(set(allowed)) if narrowed else None
-                found: list[tuple[int, list[tuple[int, float]]]] = []  # (list no, hits)
-                if ranker in ("hybrid", "dense"):
-                    for qi, q in enumerate(vectors[store.embedding_model]):
-                        found.append((qi, self.dense.search(m, q, POOL, mask)))
-                if ranker in ("hybrid", "keyword"):
-                    pool = FILTERED_POOL if narrowed else POOL
-                    for qi, query in enumerate(queries):
-                        found.append(
-                            (len(queries) + qi, self.keyword.search(s, store.id, query, pool))
-                        )
-                for list_no, hits in found:
-                    files = m.file_of(cid for cid, _ in hits)
-                    kept = [(h, f) for h, f in zip(hits, files) if f in allowed]
-                    owner.update((cid, (store.id, f)) for (cid, _), f in kept if f is not None)
-                    target = dense_lists if list_no < len(queries) else keyword_lists
-                    target[list_no % len(queries)].extend(h for h, _ in kept)
-            ranked = self._rank(_best(dense_lists), _best(keyword_lists), ranker)
-            ranked = [(cid, sc) for cid, sc in ranked if sc >= score_threshold][:max_results]
+                model = store.embedding_model
+                floor = floors.get(model, 0.0)
+                scores = self._score(
+                    s, store.id, version, m, queries, vectors.get(model), floor, ranker
+                )
+                if len(allowed) < len(m.files):
+                    scores = np.where(m.mask(set(allowed)), scores, -np.inf)
+                for i in top_k(scores, max_results):
+                    if scores[i] > 0 and scores[i] >= score_threshold:
+                        cid = int(m.chunk_ids[i])
+                        found.append((float(scores[i]), cid, store.id, m.files[m.file_codes[i]]))
+            found.sort(key=lambda x: (-x[0], x[1]))
+            found = found[:max_results]
             texts = dict(
                 s.execute(
-                    select(ChunkRow.id, ChunkRow.text).where(
-                        ChunkRow.id.in_([cid for cid, _ in ranked])
-                    )
+                    select(ChunkRow.id, ChunkRow.text).where(ChunkRow.id.in_([x[1] for x in found]))
                 ).all()
             )
         hits = []
-        for cid, score in ranked:
-            store_id, file_id = owner[cid]
+        for score, cid, store_id, file_id in found:
             filename, attrs = eligible[(store_id, file_id)]
             hits.append(Hit(cid, file_id, filename, score, attrs, texts.get(cid, ""), store_id))
         return hits
 
-    @staticmethod
-    def _rank(
-        dense_lists: list[list[tuple[int, float]]],
-        keyword_lists: list[list[tuple[int, float]]],
-        ranker: str,
-    ) -> list[tuple[int, float]]:
-        if ranker == "hybrid":
-            return reciprocal_rank_fusion(
-                [[cid for cid, _ in lst] for lst in dense_lists + keyword_lists]
+    def _floor(self, model: str) -> float:
+        """The model's similarity floor (`ranking.similarity_floor`), computed once."""
+        if model not in self._floors:
+            self._floors[model] = similarity_floor(
+                self.embeddings.embed(model, UNRELATED), self.embeddings.embed(model, UNRELATED)
             )
-        best: dict[int, float] = {}
-        for lst in dense_lists if ranker == "dense" else keyword_lists:
-            for cid, sc in lst:
-                best[cid] = max(best.get(cid, 0.0), min(max(sc, 0.0), 1.0))
-        return sorted(best.items(), key=lambda x: (-x[1], x[0]))
+        return self._floors[model]
 
-
-def _best(lists: list[list[tuple[int, float]]]) -> list[list[tuple[int, float]]]:
-    """Each list sorted best first and cut to the pool size (lists span several stores)."""
-    return [sorted(lst, key=lambda x: -x[1])[:POOL] for lst in lists]
+    def _score(
+        self,
+        s: Session,
+        store_id: str,
+        version: int,
+        m: StoreMatrix,
+        queries: list[str],
+        vectors: np.ndarray | None,
+        floor: float,
+        ranker: str,
+    ) -> np.ndarray:
+        """Each chunk's best score over the queries, aligned with the matrix rows."""
+        best = np.zeros(len(m.chunk_ids), dtype=np.float32)
+        if len(m.chunk_ids) == 0:
+            return best
+        postings = self.keyword.postings(s, store_id, version) if ranker != "dense" else None
+        first_rows = m.first_rows if ranker != "keyword" else None
+        for qi, query in enumerate(queries):
+            keyword = np.zeros(len(m.chunk_ids), dtype=np.float32)
+            if postings is not None:
+                rows, kw = postings.scores(query)
+                # The postings were loaded by their own query: map their rows onto
+                # the matrix's by chunk id (the same ids unless a write came between).
+                ids = postings.chunk_ids[rows]
+                pos = np.minimum(np.searchsorted(m.chunk_ids, ids), len(m.chunk_ids) - 1)
+                ok = m.chunk_ids[pos] == ids
+                keyword[pos[ok]] = kw[ok]
+            if ranker == "keyword":
+                scores = keyword
+            else:
+                assert vectors is not None
+                q = vectors[qi]
+                assert first_rows is not None
+                dense = with_document(dense_scores(m.matrix @ q, floor), first_rows)
+                scores = dense if ranker == "dense" else hybrid_scores(dense, keyword)
+            np.maximum(best, scores, out=best)
+        return best

@@ -7,7 +7,6 @@ same indexes, ingestion and search).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from tunelab.db.base import Database
 from tunelab.embeddings.protocol import Embedder
@@ -37,16 +36,13 @@ def build_retrieval(
     files: FileStore,
     embedder: Embedder,
     *,
-    vectors_dir: Path,
     default_embedding_model: str,
 ) -> Retrieval:
     """Indexes, ingestion and search over `db`, `files` and `embedder`.
 
-    The keyword index shares the main database when it is SQLite; otherwise it is a
-    SQLite file under `vectors_dir`. Deleting a File drops its chunks from every store.
+    Deleting a File drops its chunks from every store.
     """
-    shared = db.dialect == "sqlite"
-    keyword = KeywordIndex(None if shared else vectors_dir / "keywords.sqlite")
+    keyword = KeywordIndex()
     dense = DenseIndex()
     ingestor = Ingestor(db, files, embedder, keyword)
     stores = VectorStores(db, files, ingestor, dense, keyword, default_embedding_model)

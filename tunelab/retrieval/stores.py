@@ -174,7 +174,7 @@ class VectorStores:
     def delete(self, project: str, store_id: str) -> None:
         with self.db.begin() as s:
             row = self._store(s, project, store_id)
-            drop_chunks(s, self.keyword, store_id, None)
+            drop_chunks(s, store_id, None)
             s.execute(
                 delete(VectorStoreFileRow).where(VectorStoreFileRow.vector_store_id == store_id)
             )
@@ -184,6 +184,7 @@ class VectorStores:
             s.execute(delete(FileBatchRow).where(FileBatchRow.vector_store_id == store_id))
             s.delete(row)
         self.dense.forget(store_id)
+        self.keyword.forget(store_id)
 
     def touch_for_search(self, project: str, store_ids: list[str]) -> list[VectorStoreRow]:
         """The stores to search (404 for unknown ones); refreshes their last_active_at."""
@@ -309,7 +310,7 @@ class VectorStores:
     def detach(self, project: str, store_id: str, file_id: str) -> None:
         with self.db.begin() as s:
             row = self._file(s, project, store_id, file_id)
-            drop_chunks(s, self.keyword, store_id, file_id)
+            drop_chunks(s, store_id, file_id)
             s.delete(row)
 
     def file_text(self, project: str, store_id: str, file_id: str) -> str:
@@ -339,7 +340,7 @@ class VectorStores:
                 )
             ).scalars()
             for row in list(rows):
-                drop_chunks(s, self.keyword, row.vector_store_id, file_id)
+                drop_chunks(s, row.vector_store_id, file_id)
                 s.delete(row)
 
     # ------------------------------------------------------------ batches

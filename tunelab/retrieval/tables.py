@@ -2,8 +2,9 @@
 
 Chunk vectors are float32 blobs next to their text (`vector_store_chunks.embedding`),
 so a store lives and dies transactionally with its rows, on SQLite and PostgreSQL
-alike; `index.DenseIndex` caches each store's matrix in RAM. The keyword index is an
-FTS5 table (`vector_store_chunks_fts`, see `index.KeywordIndex`) keyed by chunk id.
+alike; `index.DenseIndex` caches each store's matrix in RAM. Each chunk also carries
+its keyword terms (`keyword_terms`, see `terms.py`), from which `index.KeywordIndex`
+builds the store's BM25 index in RAM.
 """
 
 from __future__ import annotations
@@ -83,3 +84,5 @@ class ChunkRow(Base):
     end_char: Mapped[int] = mapped_column(Integer)
     n_tokens: Mapped[int] = mapped_column(Integer)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, L2-normalised
+    # (term hash, count) pairs; NULL on rows written before migration 0005.
+    keyword_terms: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)

@@ -1,0 +1,157 @@
+"""Choose the ranking constants on the development questions (in-process, no server).
+
+For each corpus (benchmarks/corpora.py), embedding model and chunking setting, the
+documents are extracted and chunked exactly as ingestion does (tunelab's
+extract_text and chunk_text), embedded with the model (cached under the cache
+directory), and the development questions (benchmarks/questions/dev/) are ranked
+with tunelab's own dense, keyword and fusion functions. Prints MRR / hit@1 / hit@5
+for a sweep of keyword weights and dense normalisations, and for each chunk size;
+`benchmarks/retrieval.py` then reports the chosen defaults on the other questions
+through the API.
+
+    .venv/bin/python benchmarks/ranking_dev.py [--models all-minilm-l6-v2] \
+        [--chunks 254/127,254/64,192/48,128/32] [--split dev]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
+from corpora import Corpus, build
+
+from tunelab.models.registry import Registry
+from tunelab.retrieval.chunking import StaticStrategy, chunk_text
+from tunelab.retrieval.documents import extract_text
+from tunelab.retrieval.index import StorePostings
+from tunelab.retrieval.ranking import (
+    UNRELATED,
+    dense_scores,
+    hybrid_scores,
+    similarity_floor,
+    with_document,
+)
+from tunelab.retrieval.terms import decode_terms, encode_terms
+
+CACHE = Path.home() / ".cache" / "tunelab-bench"
+
+
+@dataclass
+class Indexed:
+    pages: np.ndarray  # page number of each chunk
+    names: list[str]
+    matrix: np.ndarray
+    postings: StorePostings
+
+
+def load_model(model_id: str):  # type: ignore[no-untyped-def]
+    from tunelab.models.loading import load_sentence_transformer
+
+    spec = Registry.load().get(model_id)
+    model = load_sentence_transformer(spec)
+    return model, getattr(spec, "query_prefix", ""), getattr(spec, "passage_prefix", "")
+
+
+def index(corpus: Corpus, model_id: str, model, prefix: str, size: int, overlap: int) -> Indexed:  # type: ignore[no-untyped-def]
+    tok = model.tokenizer
+    window = model.max_seq_length - tok.num_special_tokens_to_add()
+    strategy = StaticStrategy(size, overlap).clamped(window)
+    texts, pages = [], []
+    for n, doc in enumerate(corpus.documents):
+        for c in chunk_text(extract_text(doc.filename, doc.data), tok, strategy):
+            texts.append(c.text)
+            pages.append(n)
+    size, overlap = strategy.max_tokens, strategy.overlap_tokens
+    key = f"{corpus.name.removesuffix('-xl')}-{model_id}-{size}-{overlap}"
+    path = CACHE / "vectors" / f"{key}.npy"
+    if path.exists():
+        matrix = np.load(path)
+    else:
+        t = time.perf_counter()
+        matrix = model.encode(
+            [prefix + x for x in texts], batch_size=64, normalize_embeddings=True,
+            show_progress_bar=False,
+        ).astype(np.float32)  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, matrix)
+        print(f"  embedded {len(texts)} chunks of {key} in {time.perf_counter() - t:.0f} s")
+    ids = np.arange(len(texts), dtype=np.int64)
+    postings = StorePostings.build(0, ids, [decode_terms(encode_terms(x)) for x in texts])
+    return Indexed(np.array(pages), [d.name for d in corpus.documents], matrix, postings)
+
+
+def evaluate(
+    ix: Indexed, corpus: Corpus, queries: np.ndarray, split: str,
+    rank: Callable[[np.ndarray, np.ndarray], np.ndarray], floor: float | None,
+) -> tuple[float, float, float]:  # fmt: skip
+    """(MRR, hit@1, hit@5) with chunk rankings from rank(dense, keyword) scores.
+
+    floor: the dense normalisation's floor; None = the store's mean cosine to the query.
+    """
+    centroid = ix.matrix.mean(axis=0)
+    first = np.array([np.flatnonzero(ix.pages == p)[0] for p in range(len(ix.names))])
+    rr, h1, h5 = [], 0, 0
+    for q, vec in zip(corpus.questions(split), queries, strict=True):
+        base = float(centroid @ vec) if floor is None else floor
+        dense = with_document(dense_scores(ix.matrix @ vec, base), first[ix.pages])
+        rows, kw = ix.postings.scores(q.question)
+        keyword = np.zeros(len(ix.pages), dtype=np.float32)
+        keyword[rows] = kw
+        order = np.argsort(-rank(dense, keyword), kind="stable")[:50]
+        target = ix.names.index(q.page)
+        hits = np.flatnonzero(ix.pages[order] == target)
+        rank_ = int(hits[0]) + 1 if len(hits) else 0
+        rr.append(1 / rank_ if rank_ else 0.0)
+        h1 += rank_ == 1
+        h5 += 0 < rank_ <= 5
+    n = len(rr)
+    return float(np.mean(rr)), h1 / n, h5 / n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="all-minilm-l6-v2")
+    ap.add_argument("--corpora", default="man-en,python-doc,man-zh")
+    ap.add_argument("--chunks", default="800/400")
+    ap.add_argument("--weights", default="0,0.1,0.2,0.3,0.4,0.5,0.7,1")
+    ap.add_argument("--split", default="dev")
+    args = ap.parse_args()
+    corpora, _ = build(CACHE)
+    chosen = [c for c in corpora if c.name in args.corpora.split(",")]
+    weights = [float(w) for w in args.weights.split(",")]
+    for model_id in args.models.split(","):
+        model, qprefix, pprefix = load_model(model_id)
+        floor = similarity_floor(
+            model.encode([qprefix + t for t in UNRELATED], normalize_embeddings=True),
+            model.encode([pprefix + t for t in UNRELATED], normalize_embeddings=True),
+        )
+        print(f"{model_id}: similarity floor {floor:.3f}; MRR per keyword weight {args.weights}")
+        for corpus in chosen:
+            queries = model.encode(
+                [qprefix + q.question for q in corpus.questions(args.split)],
+                normalize_embeddings=True, show_progress_bar=False,
+            )  # fmt: skip
+            for setting in args.chunks.split(","):
+                size, overlap = (int(x) for x in setting.split("/"))
+                ix = index(corpus, model_id, model, pprefix, size, overlap)
+                for norm, fl in (("floor", floor), ("mean", None), ("raw", 0.0)):
+                    row = [f"{model_id:<18}{corpus.name:<11}{setting:>8} {norm:<6}"]
+                    for w in weights:
+                        mrr, _, _ = evaluate(
+                            ix, corpus, queries, args.split,
+                            lambda d, k, w=w: hybrid_scores(d, k, w), fl,
+                        )  # fmt: skip
+                        row.append(f"{mrr:6.3f}")
+                    print(" ".join(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
