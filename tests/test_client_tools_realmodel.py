@@ -3,9 +3,9 @@ unmodified clients: the openai SDK (`.parse()` with a pydantic model, a streamed
 tool call), LangChain (`with_structured_output` both ways, `bind_tools`) and
 LlamaIndex (structured prediction).
 
-LangChain and LlamaIndex run in a virtualenv of their own, built once from
-tests/clients/requirements.txt and cached under .tunelab/client-venvs, keyed by
-the requirements' hash and the Python version.
+LangChain and LlamaIndex each run in a virtualenv of their own (their openai
+requirements differ), built once from tests/clients/NAME.txt and cached under
+.tunelab/client-venvs, keyed by the requirements' hash and the Python version.
 """
 
 from __future__ import annotations
@@ -95,16 +95,16 @@ def test_sdk_tool_call_streams_and_reassembles_like_the_plain_one(url: str) -> N
     assert final.message.tool_calls[0].function.parsed_arguments == args  # type: ignore[index, union-attr]
 
 
-def client_python() -> Path:
-    """The clients' virtualenv (built on first use; rebuilt when requirements change)."""
-    reqs = (CLIENTS / "requirements.txt").read_bytes()
-    key = hashlib.sha256(reqs + sys.version.encode()).hexdigest()[:12]
-    venv = ROOT / ".tunelab" / "client-venvs" / key
+def client_python(name: str) -> Path:
+    """A client's virtualenv (built on first use; rebuilt when its requirements change)."""
+    reqs = CLIENTS / f"{name}.txt"
+    key = hashlib.sha256(reqs.read_bytes() + sys.version.encode()).hexdigest()[:12]
+    venv = ROOT / ".tunelab" / "client-venvs" / f"{name}-{key}"
     python = venv / "bin" / "python"
     if not (venv / ".ready").exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
         subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "-r", str(CLIENTS / "requirements.txt")],
+            [str(python), "-m", "pip", "install", "-q", "-r", str(reqs)],
             check=True,
             timeout=1800,
         )
@@ -112,7 +112,7 @@ def client_python() -> Path:
     return python
 
 
-def run_client(url: str, script: str) -> dict[str, Any]:
+def run_client(url: str, name: str, script: str) -> dict[str, Any]:
     env = {
         **os.environ,
         "OPENAI_BASE_URL": url + "/v1",
@@ -120,7 +120,7 @@ def run_client(url: str, script: str) -> dict[str, Any]:
         "CLIENT_MODEL": SMOLLM2,
     }
     done = subprocess.run(
-        [str(client_python()), str(CLIENTS / script)],
+        [str(client_python(name)), str(CLIENTS / script)],
         env=env,
         capture_output=True,
         text=True,
@@ -133,7 +133,7 @@ def run_client(url: str, script: str) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_langchain_structured_output_and_bind_tools_round_trip(url: str) -> None:
-    out = run_client(url, "langchain_tools.py")
+    out = run_client(url, "langchain", "langchain_tools.py")
     for method in ("json_schema", "function_calling"):
         assert isinstance(out[method], dict), out[method]
         assert out[method]["country"] in COUNTRIES and "Paris" in out[method]["city"]
@@ -144,7 +144,7 @@ def test_langchain_structured_output_and_bind_tools_round_trip(url: str) -> None
 
 @pytest.mark.slow
 def test_llamaindex_structured_prediction(url: str) -> None:
-    out = run_client(url, "llamaindex_structured.py")
+    out = run_client(url, "llamaindex", "llamaindex_structured.py")
     for key in ("structured_predict", "as_structured_llm"):
         assert out[key]["country"] in COUNTRIES, out
     assert "Paris" in out["structured_predict"]["city"]
