@@ -84,7 +84,7 @@ def main() -> None:
             worker_poll_seconds=0.5,
         )
         with run_server(settings) as url:
-            client = sdk(url)
+            client = sdk(url).with_options(timeout=3600)  # the machine may be busy
             t = time.perf_counter()
             base_right, base_calls, base_answers = rate(client, SMOLLM2)
             model = fine_tune(client, args.epochs, args.lr)
