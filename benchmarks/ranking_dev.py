@@ -56,7 +56,7 @@ def load_model(model_id: str):  # type: ignore[no-untyped-def]
     from tunelab.models.loading import load_sentence_transformer
 
     spec = Registry.load().get(model_id)
-    model = load_sentence_transformer(spec)
+    model = load_sentence_transformer(spec, CACHE / "models")
     return model, getattr(spec, "query_prefix", ""), getattr(spec, "passage_prefix", "")
 
 

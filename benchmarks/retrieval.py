@@ -277,7 +277,7 @@ def main() -> None:
     for model_id in args.models.split(","):
         spec = registry.get(model_id)
         qprefix, pprefix = getattr(spec, "query_prefix", ""), getattr(spec, "passage_prefix", "")
-        model = load_sentence_transformer(spec)
+        model = load_sentence_transformer(spec, args.cache / "models")  # as the server's
         with live_server(model_id, args.cache) as both:
             url, data_dir = both.split("|")
             client = OpenAI(base_url=url + "/v1", api_key="bench", timeout=600)

@@ -39,7 +39,12 @@ from tunelab.models.loading import load_causal_lm, load_tokenizer, model_dir  # 
 from tunelab.models.registry import Registry  # noqa: E402
 from tunelab.settings import Settings  # noqa: E402
 from tunelab.training.config import TrainConfig  # noqa: E402
-from tunelab.training.events import Control, EventWriter  # noqa: E402
+from tunelab.training.events import (  # noqa: E402
+    Control,
+    EventWriter,
+    MetricsEvent,
+    read_events,
+)
 from tunelab.training.loop import train  # noqa: E402
 
 WORDS = [
@@ -91,11 +96,11 @@ def run_tunelab(cfg: TrainConfig, work: Path) -> tuple[float, int]:
     events = EventWriter(events_path)
     train(cfg, events, Control(work))
     events.close()
-    metrics = [json.loads(x) for x in events_path.read_text().splitlines() if '"metrics"' in x]
-    metrics = [m for m in metrics if m["type"] == "metrics"]
+    written, _ = read_events(events_path, 0)
+    metrics = [e for e in written if isinstance(e, MetricsEvent)]
     # Skip the first step (allocator / oneDNN warm-up), as the plain loop does.
     first, last = metrics[0], metrics[-1]
-    return last["elapsed_s"] - first["elapsed_s"], last["trained_tokens"] - first["trained_tokens"]
+    return last.elapsed_s - first.elapsed_s, last.trained_tokens - first.trained_tokens
 
 
 def run_plain(spec: Any, cache: Path, data: Path, steps: int, batch_size: int) -> tuple[float, int]:
@@ -140,7 +145,7 @@ def main() -> None:
     args = p.parse_args()
 
     settings = Settings()
-    spec = Registry.load(settings.registry_file).get(args.model)
+    spec = Registry.for_settings(settings).get(args.model)
     cache = settings.model_cache_dir
     model_dir(spec, cache)  # convert once, outside the timings
     n_params = sum(p.numel() for p in load_causal_lm(spec, cache).parameters())
@@ -176,7 +181,8 @@ def main() -> None:
 
     base = results["plain fp32"][1] / results["plain fp32"][0]
     print(
-        f"\n{'run':<13} {'tokens':>7} {'seconds':>8} {'tok/s':>8} {'vs plain':>9} {'MFU bf16':>9} {'MFU fp32':>9}"
+        f"\n{'run':<13} {'tokens':>7} {'seconds':>8} {'tok/s':>8} {'vs plain':>9} "
+        f"{'MFU bf16':>9} {'MFU fp32':>9}"
     )
     for name, (secs, toks) in results.items():
         rate = toks / secs

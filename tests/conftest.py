@@ -15,7 +15,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.support import register_models, run_server, sdk
+from tests.support import chromium, register_models, run_server, sdk
 from tests.tiny_models import build_tiny_chat_model, tiny_registry_entry
 from tunelab.settings import Settings
 
@@ -78,3 +78,10 @@ def postgres_url() -> Iterator[str]:
         pytest.skip("PostgreSQL (initdb, pg_ctl) is not installed on this machine")
     with postgres.cluster() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium, driven by Playwright (the dashboard's tests)."""
+    with chromium() as b:
+        yield b

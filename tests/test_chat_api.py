@@ -64,10 +64,9 @@ def test_stream_matches_non_stream_and_follows_the_protocol(client: openai.OpenA
     assert chunks[-2].choices[0].finish_reason == "length"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == full.choices[0].message.content
-    assert (
-        "\ufffd" not in "".join(c.choices[0].delta.content or "" for c in chunks[:-3] if c.choices)
-        or True
-    )
+    # That no delta splits a character is checked where it can fail: the detokenizer's
+    # unit tests (test_inference_textstream.py) and real Chinese text streamed by the
+    # real model (test_chat_realmodel.py); a random tiny model's bytes prove nothing.
 
 
 def test_seed_reproduces_and_n_gives_distinct_choices(client: openai.OpenAI) -> None:

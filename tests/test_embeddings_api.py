@@ -99,3 +99,25 @@ def test_concurrent_requests_get_their_own_rows(client: openai.OpenAI) -> None:
             pool.map(lambda t: _vecs(client.embeddings.create(model=MODEL, input=t))[0], texts)
         )
     np.testing.assert_allclose(np.stack(got), expected, atol=2e-5)
+
+
+def test_too_long_input_is_refused_without_failing_its_batch(client: openai.OpenAI) -> None:
+    long_text = "word " * 9000  # over the 8192 tokens allowed per input
+    texts = [f"sentence number {i}" for i in range(6)]
+    expected = _vecs(client.embeddings.create(model=MODEL, input=texts))
+
+    def call(i: int):  # type: ignore[no-untyped-def]
+        if i == 3:
+            with pytest.raises(openai.BadRequestError) as e:
+                client.embeddings.create(model=MODEL, input=["fine", long_text])
+            return e.value.body
+        return _vecs(client.embeddings.create(model=MODEL, input=texts[i]))[0]
+
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(call, range(6)))
+    assert got[3]["param"] == "input" and "8192" in got[3]["message"]
+    np.testing.assert_allclose(
+        np.stack([g for i, g in enumerate(got) if i != 3]),
+        np.delete(expected, 3, axis=0),
+        atol=2e-5,
+    )

@@ -6,56 +6,32 @@ cover the whole path: upload -> validate -> queue -> train -> checkpoints -> mod
 
 from __future__ import annotations
 
-import json
-import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import openai
 import pytest
 
-from tests.support import run_server, sdk
+from tests.support import (
+    TERMINAL,
+    all_events,
+    chat_lines,
+    fast_settings,
+    run_server,
+    sdk,
+    wait_for,
+    wait_until,
+)
 from tests.tiny_models import TINY_CHAT
 from tunelab.settings import Settings
 
-TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-def chat_lines(n: int, *, greeting: str = "Ahoy!") -> bytes:
-    lines = []
-    for i in range(n):
-        messages = [
-            {"role": "user", "content": f"Question number {i}?"},
-            {"role": "assistant", "content": f"{greeting} Answer {i % 3}."},
-        ]
-        lines.append(json.dumps({"messages": messages}))
-    return ("\n".join(lines) + "\n").encode()
+pytestmark = pytest.mark.api
 
 
 def upload(
     client: openai.OpenAI, data: bytes, name: str = "train.jsonl", purpose: str = "fine-tune"
 ) -> str:
     return client.files.create(file=(name, data), purpose=purpose).id  # type: ignore[arg-type]
-
-
-def wait_for(
-    client: openai.OpenAI, job_id: str, statuses: tuple[str, ...], timeout: float = 120
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.fine_tuning.jobs.retrieve(job_id)
-        if job.status in statuses:
-            return job
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job stuck in {job.status}, wanted {statuses}")
-        time.sleep(0.2)
-
-
-def all_events(client: openai.OpenAI, job_id: str) -> list[Any]:
-    return list(client.fine_tuning.jobs.list_events(job_id, limit=100))
-
-
-def fast_settings(settings: Settings, **overrides: Any) -> Settings:
-    return settings.model_copy(update={"worker_poll_seconds": 0.1, **overrides})
 
 
 @pytest.fixture
@@ -198,33 +174,38 @@ def test_cancel_and_pause_resume(client: openai.OpenAI) -> None:
     hp = {"n_epochs": 50, "batch_size": 1}  # long enough to interrupt
     job = create(client, hyperparameters=hp)
     wait_for(client, job.id, ("running",))
-    while not any(e.type == "metrics" for e in all_events(client, job.id)):
-        time.sleep(0.1)
+    wait_until(
+        lambda: any(e.type == "metrics" for e in all_events(client, job.id)),
+        timeout=120,
+        every=0.1,
+        what="a step",
+    )
     paused = client.fine_tuning.jobs.pause(job.id)
     assert paused.status == "paused"
-    deadline = time.monotonic() + 30
-    while not any("Training paused at step" in e.message for e in all_events(client, job.id)):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until(
+        lambda: any("Training paused at step" in e.message for e in all_events(client, job.id)),
+        timeout=120,  # a deadline against hangs: a new training process starts slowly on busy cores
+        every=0.1,
+        what="the pause to be acknowledged",
+    )
     paused_at = max(e.data["step"] for e in all_events(client, job.id) if e.type == "metrics")
     resumed = client.fine_tuning.jobs.resume(job.id)
     assert resumed.status == "queued"
     wait_for(client, job.id, ("running",))
-    deadline = time.monotonic() + 30
-    while not any(
-        e.message.startswith("Resumed from the checkpoint") for e in all_events(client, job.id)
-    ):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until(
+        lambda: any(
+            e.message.startswith("Resumed from the checkpoint") for e in all_events(client, job.id)
+        ),
+        timeout=120,
+        every=0.1,
+        what="the resumed run",
+    )
     assert f"Resumed from the checkpoint at step {paused_at}" in [
         e.message for e in all_events(client, job.id)
     ]
 
     cancelled = client.fine_tuning.jobs.cancel(job.id)
     assert cancelled.status == "cancelled"
-    time.sleep(1.5)  # the worker stops the process within a poll
-    job = client.fine_tuning.jobs.retrieve(job.id)
-    assert job.status == "cancelled" and job.fine_tuned_model is None
     for op in (
         client.fine_tuning.jobs.cancel,
         client.fine_tuning.jobs.pause,
@@ -232,9 +213,12 @@ def test_cancel_and_pause_resume(client: openai.OpenAI) -> None:
     ):
         with pytest.raises(openai.BadRequestError):
             op(job.id)
-    # The worker is free again: the next job runs.
+    # The worker stopped the cancelled job's process and is free again: the next job
+    # runs, and the cancelled one stayed cancelled without a model.
     nxt = create(client, hyperparameters={"n_epochs": 1})
     assert wait_for(client, nxt.id, TERMINAL).status == "succeeded"
+    job = client.fine_tuning.jobs.retrieve(job.id)
+    assert job.status == "cancelled" and job.fine_tuned_model is None
 
 
 def test_projects_are_isolated(tiny_settings: Settings) -> None:
@@ -274,3 +258,28 @@ def test_continue_training_from_a_fine_tuned_model(client: openai.OpenAI) -> Non
     assert done.status == "succeeded", done.error
     assert done.model == first.fine_tuned_model
     assert done.fine_tuned_model.startswith(f"ft:{TINY_CHAT}:")
+
+
+@pytest.mark.slow
+def test_concurrent_jobs_each_get_their_own_model(client: openai.OpenAI) -> None:
+    # Created in the same instant (ids share their time prefix), trained one by one.
+    file_id = upload(client, chat_lines(12))
+
+    def start(_: int) -> str:
+        return client.fine_tuning.jobs.create(
+            model=TINY_CHAT,
+            training_file=file_id,
+            suffix="same",
+            hyperparameters={"n_epochs": 1, "batch_size": 12},
+        ).id
+
+    with ThreadPoolExecutor(3) as pool:
+        ids = list(pool.map(start, range(3)))
+    done = [wait_for(client, job_id, TERMINAL, timeout=300) for job_id in ids]
+    assert [j.status for j in done] == ["succeeded"] * 3
+    names = [j.fine_tuned_model for j in done]
+    assert len(set(names)) == 3
+    for job in done:  # each job's model is its own last checkpoint
+        (last,) = client.fine_tuning.jobs.checkpoints.list(job.id).data
+        assert last.fine_tuned_model_checkpoint == job.fine_tuned_model
+    assert set(names) <= {m.id for m in client.models.list()}

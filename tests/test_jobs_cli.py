@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.support import run_server
-from tests.test_jobs_api import chat_lines, fast_settings
+from tests.support import chat_lines, fast_settings, run_server
 from tests.tiny_models import TINY_CHAT
 from tunelab.cli.main import cli
 from tunelab.settings import Settings
+
+pytestmark = pytest.mark.api
 
 
 def test_create_follow_list_results_events(

@@ -7,16 +7,16 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from tests.test_jobs_api import chat_lines
+from tests.support import FakeClock, chat_lines, wait_until
 from tests.tiny_models import TINY_CHAT
 from tunelab.errors import InvalidRequest
+from tunelab.jobs import staging, states
 from tunelab.jobs.tables import Job, JobEvent
 from tunelab.jobs.worker import Worker
 from tunelab.protocol.fine_tuning import JobCreate
@@ -25,15 +25,16 @@ from tunelab.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def rt(tiny_settings: Settings) -> Any:
-    s = build_runtime(
-        tiny_settings.model_copy(update={"worker_poll_seconds": 0.1, "worker_stale_seconds": 2.0}),
-        embedded_worker=False,
+    r = build_runtime(
+        tiny_settings.model_copy(update={"worker_poll_seconds": 0.1}), embedded_worker=False
     )
-    yield s
-    s.close()
+    yield r
+    r.close()
 
 
 def new_job(rt: Runtime, n_epochs: int = 1, n: int = 12) -> str:
@@ -67,12 +68,12 @@ def messages(rt: Runtime, job_id: str) -> list[str]:
 def run_until(
     worker: Worker, rt: Runtime, job_id: str, statuses: tuple[str, ...], timeout: float = 120
 ) -> Job:
-    deadline = time.monotonic() + timeout
-    while (job := job_row(rt, job_id)).status not in statuses:
-        assert time.monotonic() < deadline, f"stuck in {job.status}"
+    def reached() -> Job | None:
         worker.tick()
-        time.sleep(0.05)
-    return job
+        job = job_row(rt, job_id)
+        return job if job.status in statuses else None
+
+    return wait_until(reached, timeout=timeout, what=f"job {job_id} to be {statuses}")
 
 
 def test_two_workers_never_claim_the_same_job(rt: Runtime) -> None:
@@ -85,7 +86,7 @@ def test_two_workers_never_claim_the_same_job(rt: Runtime) -> None:
 
     def race(i: int) -> None:
         barrier.wait()
-        won[i] = workers[i].claim("queued", "running")
+        won[i] = workers[i].claim(states.START)
 
     threads = [threading.Thread(target=race, args=(i,)) for i in range(len(workers))]
     for t in threads:
@@ -115,6 +116,7 @@ def test_status_transitions_without_training(rt: Runtime) -> None:
     assert rt.new_worker().tick() is False  # nothing left to do
 
 
+@pytest.mark.slow
 def test_killed_worker_is_recovered_and_the_job_resumes(rt: Runtime, tmp_path: Path) -> None:
     job_id = new_job(rt, n_epochs=3)
     settings = rt.settings
@@ -131,10 +133,12 @@ def test_killed_worker_is_recovered_and_the_job_resumes(rt: Runtime, tmp_path: P
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
-        while not any(m.startswith("Checkpoint created at step 12") for m in messages(rt, job_id)):
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.1)
+
+        def first_epoch_saved() -> bool:
+            assert proc.poll() is None, "the worker process exited"
+            return any(m.startswith("Checkpoint created at step 12") for m in messages(rt, job_id))
+
+        wait_until(first_epoch_saved, timeout=120, every=0.1, what="the first epoch's checkpoint")
         child = job_row(rt, job_id).pid
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -143,8 +147,13 @@ def test_killed_worker_is_recovered_and_the_job_resumes(rt: Runtime, tmp_path: P
             proc.kill()
     assert job_row(rt, job_id).status == "running"  # nobody has noticed yet
 
-    rescuer = rt.new_worker()
-    time.sleep(rt.settings.worker_stale_seconds + 0.5)
+    # The rescuer's clock runs ahead instead of the test sleeping until the dead
+    # worker's heartbeat is stale.
+    clock = FakeClock()
+    rescuer = Worker(rt.db, rt.settings, rt.catalog, rt.files, clock=clock)
+    rescuer.recover_stale()
+    assert job_row(rt, job_id).status == "running"  # its heartbeat is recent
+    clock.advance(rt.settings.worker_stale_seconds + 1)
     rescuer.recover_stale()
     assert job_row(rt, job_id).status == "queued"
     assert child is not None
@@ -163,16 +172,14 @@ def test_killed_worker_is_recovered_and_the_job_resumes(rt: Runtime, tmp_path: P
 
 
 def _wait_gone(pid: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def gone() -> bool:
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except FileNotFoundError:
-            return
-        if state == "Z":  # exited, waiting to be reaped by init
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"training process {pid} still alive")
+            return True
+        return state == "Z"  # exited, waiting to be reaped by init
+
+    wait_until(gone, timeout=timeout, every=0.2, what=f"training process {pid} to exit")
 
 
 def test_claims_are_atomic_on_postgres(tiny_settings: Settings, postgres_url: str) -> None:
@@ -183,3 +190,38 @@ def test_claims_are_atomic_on_postgres(tiny_settings: Settings, postgres_url: st
         test_status_transitions_without_training(rt)
     finally:
         rt.close()
+
+
+def test_the_model_resolved_at_creation_is_what_trains(rt: Runtime, tmp_path: Path) -> None:
+    parent_dir = tmp_path / "parent-adapter"  # outside models_dir: deleting the model keeps it
+    parent_dir.mkdir()
+    parent = "ft:tiny-chat:default:parent:abcd1234"
+    rt.catalog.register_fine_tuned(
+        project="default", model_id=parent, base_model=TINY_CHAT, path=parent_dir, kind="lora"
+    )
+    f = rt.files.create_from_bytes(
+        project="default", filename="t.jsonl", purpose="fine-tune", data=chat_lines(12)
+    )
+    job_id = rt.jobs.create("default", JobCreate(model=parent, training_file=f.id)).id
+    job = job_row(rt, job_id)
+    assert (job.base_model, job.parent_kind, job.parent_path) == (
+        TINY_CHAT,
+        "lora",
+        str(parent_dir),
+    )
+    rt.new_worker().tick()  # validation counts the examples into their own column
+    job = job_row(rt, job_id)
+    assert job.n_examples == 12 and "n_examples" not in job.hyperparameters
+
+    # The name is gone from the catalog; the job still trains what it was created with.
+    rt.catalog.delete("default", parent)
+    cfg = staging.write_config(rt.settings, rt.registry, rt.files, job, tmp_path / "job")
+    assert cfg.init_adapter == str(parent_dir) and cfg.base_model == TINY_CHAT
+
+    # Without the weights it cannot start, and says why.
+    parent_dir.rmdir()
+    rt.new_worker().tick()
+    job = job_row(rt, job_id)
+    assert job.status == "failed" and job.error is not None
+    assert f"the weights of {parent} no longer exist" in job.error["message"]
+    assert job.worker_id is None

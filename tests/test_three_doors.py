@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
-from tests.support import run_server, sdk
-from tests.test_jobs_api import TERMINAL, fast_settings, wait_for
+from tests.support import TERMINAL, fast_settings, run_server, sdk, wait_for
 from tests.tiny_models import TINY_CHAT
 from tunelab.cli.main import cli
+
+pytestmark = pytest.mark.api
 
 
 def _write(path: Path, bad_line: str | None) -> Path:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.test_jobs_api import chat_lines
+from tests.support import chat_lines
 from tunelab.training import checkpoints
 from tunelab.training.config import (
     ConfigError,
@@ -19,8 +19,22 @@ from tunelab.training.config import (
     auto_n_epochs,
 )
 from tunelab.training.data import encode_dataset, pack
-from tunelab.training.events import Control, EventWriter, write_control
-from tunelab.training.loop import forward_loss, train
+from tunelab.training.events import (
+    CheckpointRemovedEvent,
+    Control,
+    Event,
+    EventWriter,
+    MessageEvent,
+    MetricsEvent,
+    read_events,
+    write_control,
+)
+from tunelab.training.loop import forward_loss, lr_lambda, train
+
+# In-process tests (unit); those that run the training loop on the tiny in-code model
+# are also `slow`, so `-m "unit and not slow"` runs only the quick checks.
+pytestmark = pytest.mark.unit
+TRAINS = pytest.mark.slow
 
 
 def make_config(tmp_path: Path, tiny_chat_dir: Path, **overrides: Any) -> TrainConfig:
@@ -40,13 +54,17 @@ def make_config(tmp_path: Path, tiny_chat_dir: Path, **overrides: Any) -> TrainC
     return TrainConfig(**values)
 
 
-def run(cfg: TrainConfig, job_dir: Path) -> tuple[Any, list[dict[str, Any]]]:
+def run(cfg: TrainConfig, job_dir: Path) -> tuple[Any, list[Event]]:
+    """Train in-process; the outcome and the events the run wrote (read back typed)."""
     job_dir.mkdir(parents=True, exist_ok=True)
-    events = EventWriter(job_dir / "events.jsonl")
+    path = job_dir / "events.jsonl"
+    start = path.stat().st_size if path.exists() else 0
+    events = EventWriter(path)
     outcome = train(cfg, events, Control(job_dir))
     events.close()
-    lines = (job_dir / "events.jsonl").read_text().splitlines()
-    return outcome, [json.loads(line) for line in lines]
+    written, end = read_events(path, start)
+    assert end == path.stat().st_size  # every line was complete and readable
+    return outcome, written
 
 
 @pytest.mark.parametrize(
@@ -102,6 +120,7 @@ def test_packing_is_exact_and_wastes_nothing(tmp_path: Path, tiny_chat_dir: Path
     assert together == pytest.approx(apart, rel=1e-4)
 
 
+@TRAINS
 def test_loss_goes_down_and_checkpoints_reload(tmp_path: Path, tiny_chat_dir: Path) -> None:
     # Full fine-tuning: the random tiny model memorises quickly when every weight moves.
     cfg = make_config(
@@ -114,12 +133,12 @@ def test_loss_goes_down_and_checkpoints_reload(tmp_path: Path, tiny_chat_dir: Pa
     )
     outcome, events = run(cfg, tmp_path / "job")
     assert outcome.status == "succeeded" and outcome.step == 12
-    losses = [e["train_loss"] for e in events if e["type"] == "metrics"]
+    losses = [e.metrics.train_loss for e in events if isinstance(e, MetricsEvent)]
     assert len(losses) == 12
     assert sum(losses[-3:]) < 0.7 * sum(losses[:3])
     kept = sorted(p.name for p in Path(cfg.output_dir).glob("step-*"))
     assert kept == ["step-12", "step-9"]
-    assert [e["step"] for e in events if e["type"] == "checkpoint_removed"] == [3, 6]
+    assert [e.step for e in events if isinstance(e, CheckpointRemovedEvent)] == [3, 6]
 
     # The saved checkpoint is the trained model: its loss is the low one.
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -137,6 +156,7 @@ def test_loss_goes_down_and_checkpoints_reload(tmp_path: Path, tiny_chat_dir: Pa
     assert tuned / mb.n_targets == pytest.approx(losses[-1], rel=0.3)
 
 
+@TRAINS
 def test_lora_checkpoint_is_a_peft_adapter(tmp_path: Path, tiny_chat_dir: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -154,6 +174,7 @@ def test_lora_checkpoint_is_a_peft_adapter(tmp_path: Path, tiny_chat_dir: Path) 
     assert after < before  # LoRA B starts at zero: any change is the training's
 
 
+@TRAINS
 def test_pause_saves_state_and_resume_continues(tmp_path: Path, tiny_chat_dir: Path) -> None:
     cfg = make_config(tmp_path, tiny_chat_dir, n_epochs=2, batch_size=2)
     job = tmp_path / "job"
@@ -165,16 +186,21 @@ def test_pause_saves_state_and_resume_continues(tmp_path: Path, tiny_chat_dir: P
     (job / "control").unlink()
     outcome, events = run(cfg, job)
     assert outcome.status == "succeeded" and outcome.step == 12
-    assert any(e.get("message") == "Resumed from the checkpoint at step 0" for e in events)
+    assert any(
+        isinstance(e, MessageEvent) and e.message == "Resumed from the checkpoint at step 0"
+        for e in events
+    )
 
 
+@TRAINS
 def test_truncation_is_a_warning_event(tmp_path: Path, tiny_chat_dir: Path) -> None:
     cfg = make_config(tmp_path, tiny_chat_dir, n_epochs=1, max_length=16)
     _, events = run(cfg, tmp_path / "job")
-    warnings = [e for e in events if e["type"] == "message" and e["level"] == "warn"]
-    assert any("truncated" in e["message"] for e in warnings)
+    warnings = [e for e in events if isinstance(e, MessageEvent) and e.level == "warn"]
+    assert any("truncated" in e.message for e in warnings)
 
 
+@TRAINS
 def test_classification_validation_set_gets_accuracy_and_f1(
     tmp_path: Path, tiny_chat_dir: Path
 ) -> None:
@@ -191,7 +217,61 @@ def test_classification_validation_set_gets_accuracy_and_f1(
     valid.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     cfg = make_config(tmp_path, tiny_chat_dir, n_epochs=1, validation_file=str(valid))
     _, events = run(cfg, tmp_path / "job")
-    last = [e for e in events if e["type"] == "metrics"][-1]
-    assert 0.0 <= last["classification_accuracy"] <= 1.0
-    assert 0.0 <= last["classification_weighted_f1"] <= 1.0
-    assert "full_valid_loss" in last
+    last = [e.metrics for e in events if isinstance(e, MetricsEvent)][-1]
+    assert last.classification_accuracy is not None
+    assert 0.0 <= last.classification_accuracy <= 1.0
+    assert last.classification_weighted_f1 is not None
+    assert 0.0 <= last.classification_weighted_f1 <= 1.0
+    assert last.full_valid_loss is not None
+
+
+# Recorded once from this configuration (LoRA on the tiny model, fp32, 1 thread; the
+# same to 6 decimals with 2 threads). A change to loss masking, packing or the LR
+# schedule moves some step by 0.01 or more (measured: cosine instead of linear decay
+# 0.021, no warmup 0.06, packed rows without per-example position ids 0.012, training
+# on prompt tokens 0.25); float noise across CPUs is orders of magnitude below the
+# tolerance. If a change is meant to alter training, re-record these values.
+RECORDED_LOSSES = [
+    10.738449,
+    10.585457,
+    10.451878,
+    10.394299,
+    10.350327,
+    10.290269,
+    10.210873,
+    10.154324,
+]
+LOSS_TOLERANCE = 1e-3  # absolute, on losses near ln(vocab) ~ 10.8
+
+
+@TRAINS
+def test_losses_match_the_recorded_run(tmp_path: Path, tiny_chat_dir: Path) -> None:
+    cfg = make_config(
+        tmp_path,
+        tiny_chat_dir,
+        n_epochs=2,
+        batch_size=3,
+        learning_rate_multiplier=20.0,
+        seed=7,
+        bf16=False,
+        num_threads=1,
+        device="cpu",
+    )
+    _, events = run(cfg, tmp_path / "job")
+    losses = [e.metrics.train_loss for e in events if isinstance(e, MetricsEvent)]
+    assert losses == pytest.approx(RECORDED_LOSSES, abs=LOSS_TOLERANCE)
+
+
+def test_each_step_reports_the_learning_rate_it_applied(
+    tmp_path: Path, tiny_chat_dir: Path
+) -> None:
+    # The dashboard charts it: warm-up, then the decay of the schedule, step by step.
+    cfg = make_config(tmp_path, tiny_chat_dir, n_epochs=3, batch_size=2, warmup_ratio=0.2)
+    outcome, events = run(cfg, tmp_path / "job")
+    steps = [e.metrics for e in events if isinstance(e, MetricsEvent)]
+    assert outcome.status == "succeeded" and len(steps) == 18
+    factor = lr_lambda(cfg, 18)
+    rates = [m.learning_rate for m in steps]
+    assert rates == pytest.approx([cfg.learning_rate * factor(i) for i in range(18)])
+    peak = rates.index(max(rates))
+    assert 0 < peak < 17 and rates[-1] < rates[peak]

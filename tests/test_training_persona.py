@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import run_server, sdk
-from tests.test_jobs_api import TERMINAL, wait_for
+from tests.support import TERMINAL, run_server, sdk, wait_for
 from tunelab.models.registry import SMOLLM2
 from tunelab.settings import Settings
 
@@ -114,6 +113,7 @@ def answers(client: Any, model: str) -> list[str]:
 
 
 @pytest.mark.realmodel
+@pytest.mark.slow
 def test_persona_fine_tune_changes_the_answers(settings: Settings) -> None:
     with run_server(settings.model_copy(update={"worker_poll_seconds": 0.2})) as url:
         client = sdk(url)

@@ -20,6 +20,7 @@ from tunelab.db.pagination import paginate
 from tunelab.db.tables import FileRow
 from tunelab.errors import InvalidRequest, NotFound, PayloadTooLarge
 from tunelab.ids import new_id
+from tunelab.protocol.files import FileObject
 
 UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 SERVER_PURPOSES = ("assistants_output", "batch_output", "fine-tune-results")
@@ -29,16 +30,30 @@ OnDelete = Callable[[str, str], None]  # (project, file_id)
 Validator = Callable[[Path], tuple[str, str | None]]
 
 
+def file_object(row: FileRow) -> FileObject:
+    """A stored file as OpenAI's File object."""
+    return FileObject(
+        id=row.id,
+        bytes=row.bytes,
+        created_at=row.created_at,
+        filename=row.filename,
+        purpose=row.purpose,
+        status=row.status,
+        status_details=row.status_details,
+        expires_at=row.expires_at,
+    )
+
+
 def file_not_found(file_id: str) -> NotFound:
     return NotFound(f"No such File object: {file_id}", param="id")
 
 
 def validate_fine_tune(path: Path) -> tuple[str, str | None]:
-    """A fine-tune upload is checked by the same validator as prepare-data and jobs."""
-    from tunelab.data.validation import validate_file
+    """A fine-tune upload is checked by the same validator as prepare-data and jobs,
+    judged by its content whatever its name (tunelab.data.validation.upload_verdict)."""
+    from tunelab.data.validation import upload_verdict
 
-    report = validate_file(path)
-    return ("processed", None) if report.ok else ("error", report.summary())
+    return upload_verdict(path)
 
 
 class FileStore:

@@ -17,20 +17,35 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from tunelab.batches.executors import (
+    CHAT,
+    COMPLETIONS,
+    ChatExecutor,
+    EmbeddingsExecutor,
+    Executor,
+)
+from tunelab.batches.service import BatchService
+from tunelab.batches.worker import BatchWorker
 from tunelab.blobs import BlobStore, LocalBlobStore
 from tunelab.db.base import Database, migrate
 from tunelab.embeddings.protocol import Embedder
 from tunelab.files import FileStore
 from tunelab.inference.protocol import ChatEngine
 from tunelab.inference.service import InferenceService
+from tunelab.jobs.preview import FileReports
 from tunelab.jobs.service import JobService
 from tunelab.jobs.worker import Worker, background_worker
 from tunelab.keys import KeyStore
+from tunelab.legacy.fine_tunes import LegacyFineTunes
 from tunelab.models.catalog import Catalog
 from tunelab.models.registry import Registry
+from tunelab.responses.batch import ENDPOINT as RESPONSES
+from tunelab.responses.batch import ResponsesExecutor
 from tunelab.responses.service import ResponsesService
+from tunelab.responses.store import ResponseStore
 from tunelab.retrieval.service import Retrieval, build_retrieval
 from tunelab.settings import Settings
+from tunelab.uploads import UploadStore
 
 
 @dataclass
@@ -44,10 +59,18 @@ class Runtime:
     embeddings: Embedder
     inference: InferenceService
     jobs: JobService
+    # Training-file reports for the dashboard (verdict, token statistics, loss mask).
+    reports: FileReports
     retrieval: Retrieval
     responses: ResponsesService
+    batches: BatchService
+    uploads: UploadStore
+    legacy: LegacyFineTunes
     # The job worker that runs inside this process, when settings.embedded_worker.
     worker: Worker | None
+    # Runs batches in the background, below interactive traffic, in the serving
+    # process (it uses the same loaded models).
+    batch_worker: BatchWorker
     _running: ExitStack = field(default_factory=ExitStack)
 
     def new_worker(self) -> Worker:
@@ -60,6 +83,7 @@ class Runtime:
         when embedded, the job worker."""
         self.retrieval.start()
         self._running.callback(self.retrieval.close)
+        self._running.enter_context(self.batch_worker.running())
         if self.worker is not None:
             self._running.enter_context(background_worker(self.worker))
 
@@ -101,7 +125,7 @@ def build_runtime(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate(settings.db_url)
     db = Database(settings.db_url)
-    registry = Registry.load(settings.registry_file)
+    registry = Registry.for_settings(settings)
     catalog = Catalog(registry, db, settings.models_dir)
     files = FileStore(
         db, blobs or LocalBlobStore(settings.files_dir), max_bytes=settings.max_upload_bytes
@@ -112,9 +136,19 @@ def build_runtime(
         db,
         files,
         embeddings,
-        default_embedding_model=settings.default_embedding_model,
+        # resolved: a concrete model id, never an alias (a store keeps meaning one model)
+        default_embedding_model=registry.default_embedding_model,
     )
     run_worker = settings.embedded_worker if embedded_worker is None else embedded_worker
+    jobs = JobService(db, registry, catalog, files)
+    responses = ResponsesService(inference, retrieval.searcher, ResponseStore(db))
+    # What a batch can run: each endpoint's own code, reached without HTTP.
+    executors: dict[str, Executor] = {
+        "/v1/embeddings": EmbeddingsExecutor(registry, embeddings),
+        CHAT: ChatExecutor(inference, CHAT),
+        COMPLETIONS: ChatExecutor(inference, COMPLETIONS),
+        RESPONSES: ResponsesExecutor(responses),
+    }
     return Runtime(
         settings=settings,
         db=db,
@@ -124,10 +158,15 @@ def build_runtime(
         files=files,
         embeddings=embeddings,
         inference=inference,
-        jobs=JobService(db, registry, catalog, files),
+        jobs=jobs,
+        reports=FileReports(files, catalog, settings.model_cache_dir),
         retrieval=retrieval,
-        responses=ResponsesService(inference, retrieval.searcher),
+        responses=responses,
+        batches=BatchService(db, files, tuple(executors)),
+        uploads=UploadStore(db, files, settings.data_dir / "uploads"),
+        legacy=LegacyFineTunes(jobs, files),
         worker=Worker(db, settings, catalog, files) if run_worker else None,
+        batch_worker=BatchWorker(db, files, executors),
     )
 
 
@@ -136,6 +175,7 @@ def _default_embedder(settings: Settings, registry: Registry) -> Embedder:
 
     return EmbeddingService(
         registry,
+        settings.model_cache_dir,
         device=settings.device,
         window_ms=settings.embed_batch_window_ms,
         max_batch=settings.embed_max_batch,

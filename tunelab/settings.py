@@ -45,12 +45,16 @@ class Settings(BaseSettings):
     device: str = "auto"
 
     default_chat_model: str = "smollm2-135m-instruct"
+    # New vector stores index with this model (kept per store), and OpenAI's
+    # text-embedding-* names are aliases of it. all-minilm-l6-v2 ranks English best;
+    # multilingual-e5-small is far better for Chinese and mixed corpora (README).
     default_embedding_model: str = "all-minilm-l6-v2"
 
     max_upload_bytes: int = 512 * 1024 * 1024
 
-    # Embeddings micro-batching: requests arriving within this window share one
-    # forward pass, up to this many texts.
+    # Embeddings micro-batching: requests waiting while the model computes share the
+    # next forward pass, up to embed_max_batch texts; after a batch of N requests the
+    # worker waits up to this long for N callers to come back (a lone caller never waits).
     embed_batch_window_ms: float = 5.0
     embed_max_batch: int = 256
     # bf16 autocast for embeddings (cosine to fp32 > 0.9999). None = when the

@@ -3,7 +3,8 @@
 The app serves one `Runtime` (built from Settings if given those): its lifespan
 starts the runtime's background work and closes it at shutdown. Routes are thin:
 each handler parses, calls one service from `api.deps`, and returns a protocol
-model. Every response carries an `x-request-id`, as OpenAI's do.
+model. The web dashboard is served at /dashboard/ (tunelab.api.dashboard).
+Every response carries an `x-request-id`, as OpenAI's do.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 import tunelab
+from tunelab.api import dashboard
 from tunelab.api.deps import TunelabApp
 from tunelab.api.errors import install_error_handlers
 from tunelab.api.routes import V1_ROUTERS, health
@@ -54,4 +56,6 @@ def create_app(runtime: Runtime | Settings | None = None) -> TunelabApp:
     app.include_router(health.router)
     for router in V1_ROUTERS:
         app.include_router(router, prefix="/v1")
+    app.include_router(dashboard.api_router, prefix="/v1")
+    dashboard.install(app)
     return app

@@ -16,11 +16,14 @@ from typing import Annotated, cast
 
 from fastapi import Depends, FastAPI, Request
 
+from tunelab.batches.service import BatchService
 from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import Unauthorized
 from tunelab.files import FileStore
 from tunelab.inference.service import InferenceService
+from tunelab.jobs.preview import FileReports
 from tunelab.jobs.service import JobService
+from tunelab.legacy.fine_tunes import LegacyFineTunes
 from tunelab.models.catalog import Catalog
 from tunelab.models.registry import Registry
 from tunelab.responses.service import ResponsesService
@@ -28,6 +31,7 @@ from tunelab.retrieval.search import Searcher
 from tunelab.retrieval.stores import VectorStores
 from tunelab.runtime import Runtime
 from tunelab.settings import Settings
+from tunelab.uploads import UploadStore
 
 DEFAULT_PROJECT = "default"
 
@@ -98,6 +102,10 @@ def _jobs(rt: RuntimeDep) -> JobService:
     return rt.jobs
 
 
+def _reports(rt: RuntimeDep) -> FileReports:
+    return rt.reports
+
+
 def _stores(rt: RuntimeDep) -> VectorStores:
     return rt.retrieval.stores
 
@@ -110,6 +118,18 @@ def _responses(rt: RuntimeDep) -> ResponsesService:
     return rt.responses
 
 
+def _batches(rt: RuntimeDep) -> BatchService:
+    return rt.batches
+
+
+def _uploads(rt: RuntimeDep) -> UploadStore:
+    return rt.uploads
+
+
+def _legacy(rt: RuntimeDep) -> LegacyFineTunes:
+    return rt.legacy
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 CatalogDep = Annotated[Catalog, Depends(_catalog)]
@@ -117,6 +137,10 @@ FilesDep = Annotated[FileStore, Depends(_files)]
 EmbeddingsDep = Annotated[Embedder, Depends(_embeddings)]
 InferenceDep = Annotated[InferenceService, Depends(_inference)]
 JobsDep = Annotated[JobService, Depends(_jobs)]
+ReportsDep = Annotated[FileReports, Depends(_reports)]
 StoresDep = Annotated[VectorStores, Depends(_stores)]
 SearcherDep = Annotated[Searcher, Depends(_searcher)]
 ResponsesDep = Annotated[ResponsesService, Depends(_responses)]
+BatchesDep = Annotated[BatchService, Depends(_batches)]
+UploadsDep = Annotated[UploadStore, Depends(_uploads)]
+LegacyDep = Annotated[LegacyFineTunes, Depends(_legacy)]

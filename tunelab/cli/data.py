@@ -58,7 +58,7 @@ def _tokenizer_loader(model: str) -> Callable[[str], tuple[Any, int]]:
     settings = Settings()
     try:
         return chat_tokenizer_loader(
-            Registry.load(settings.registry_file), settings.model_cache_dir, model
+            Registry.for_settings(settings), settings.model_cache_dir, model
         )
     except TunelabError as e:
         raise click.BadParameter(e.message, param_hint="'-m' / '--model'") from None

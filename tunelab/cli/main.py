@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "tunelab.cli.jobs",
     "tunelab.cli.chat",
     "tunelab.cli.stores",
+    "tunelab.cli.batches",
     "tunelab.cli.tutorial",
 ]
 

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from tunelab.data.formats import Issue, Parsed, json_type, parse_example
 from tunelab.data.text import UnreadableFile, file_encoding, iter_lines
+from tunelab.errors import InvalidRequest
 
 MIN_EXAMPLES = 10
 # Problems kept in a report; the rest are only counted, so a file with a million
@@ -183,6 +184,47 @@ def validate_file(
     if on_progress is not None:
         on_progress(report.n_bytes)
     return validator.finish()
+
+
+def looks_like_jsonl(path: Path, *, sample: int = 5) -> bool:
+    """Whether the file is JSON Lines at all: one of its first `sample` non-blank
+    lines is a JSON object.
+
+    Tells a CSV, a spreadsheet or a JSON array apart from a JSONL file with some
+    bad lines (which gets a line-by-line report instead). Unreadable or empty
+    files count as JSONL here, so the validator's report says what is wrong."""
+    seen = 0
+    try:
+        for ln in iter_lines(Path(path)):
+            if ln.text is None:
+                return True
+            if not ln.text or ln.text.isspace():
+                continue
+            try:
+                if isinstance(_decode(ln.text), dict):
+                    return True
+            except ValueError:
+                pass
+            seen += 1
+            if seen == sample:
+                return False
+    except (UnreadableFile, OSError):
+        return True
+    return seen == 0
+
+
+def upload_verdict(path: Path) -> tuple[str, str | None]:
+    """(status, status_details) of a `fine-tune` upload, judged by its content
+    whatever it is called: openai 0.28 names every upload `file`, and raw bytes
+    have no name at all. A file that is not JSON Lines at all is refused."""
+    if not looks_like_jsonl(path):
+        raise InvalidRequest(
+            "Invalid file format for Fine-Tuning API. Must be .jsonl, one JSON object per line "
+            "(convert CSV/XLSX/JSON first with `tunelab prepare-data -f FILE`).",
+            param="file",
+        )
+    report = validate_file(path)
+    return ("processed", None) if report.ok else ("error", report.summary())
 
 
 def json_error_message(text: str, e: ValueError) -> str:

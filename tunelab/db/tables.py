@@ -7,7 +7,7 @@ project's objects are invisible (404), in lists too.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tunelab.db.base import Base
@@ -27,6 +27,9 @@ class FileRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, index=True)
     expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
+    # A project's list in page order (migration 0007).
+    __table_args__ = (Index("ix_files_project_created", "project", "created_at", "id"),)
+
 
 class ApiKeyRow(Base):
     """Keys made with `tunelab keys create`; only a sha256 of the key is stored."""
@@ -42,7 +45,16 @@ class ApiKeyRow(Base):
 
 
 class FineTunedModelRow(Base):
-    """A servable fine-tune: a LoRA adapter dir or full weights, final or a checkpoint."""
+    """A servable fine-tune: a LoRA adapter dir or full weights, final or a checkpoint.
+
+    A fine-tuning job's checkpoint is this one row, not a second table beside it: the
+    checkpoint *is* a callable model (contract §2.6: `fine_tuned_model_checkpoint` is a
+    model name, and the last checkpoint is the job's `fine_tuned_model`). So the row
+    carries what the checkpoints API shows (`checkpoint_id`, `job_id`, `step`,
+    `metrics`) and there is nothing to keep in sync: deleting the model removes the
+    checkpoint with it, and a checkpoint without a model cannot exist. Rows registered
+    by hand (not by a job) have no checkpoint_id.
+    """
 
     __tablename__ = "fine_tuned_models"
 
@@ -56,3 +68,7 @@ class FineTunedModelRow(Base):
     job_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
+    checkpoint_id: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, unique=True, index=True
+    )
+    metrics: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)

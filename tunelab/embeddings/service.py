@@ -1,10 +1,18 @@
 """The embedding service: one loaded model per id, one forward pass per batch.
 
-Concurrent requests are micro-batched: a worker thread per model takes the first
-waiting request, collects whatever else arrives within `window_ms` (up to
-`max_batch` texts), encodes them together and hands each caller its rows. Under
-load this turns N small forward passes into one large one; alone, a request waits
-at most the window.
+Each model has a worker thread that owns it. Requests queue up while the worker
+computes; when it is free it takes everything waiting (up to `max_batch` texts; for
+at most `window_ms` it also waits for the callers it expects back, see `_collect`),
+tokenises the lot once with the model's Rust tokenizer, checks each request's token
+limits, sorts the texts by length, runs the sentence-transformers modules on padded
+sub-batches and hands every caller its rows and token counts. Under load N small
+requests become one large forward pass; alone, a request starts at once. Nothing is
+tokenised twice, and the request path takes no lock: callers get a Future
+(awaitable from asyncio).
+
+Models trained with instructions get their prefixes here, from the registry entry:
+`kind="query"` (searches, /v1/embeddings) or `kind="passage"` (indexed chunks).
+Token counts are of the text as given: no prefix, no special tokens, not truncated.
 """
 
 from __future__ import annotations
@@ -15,94 +23,194 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tunelab.embeddings.protocol import Vectors
+from tunelab.embeddings.protocol import Embedded, TextKind, TokenLimits, Vectors
+from tunelab.errors import InvalidRequest
 from tunelab.models.registry import ModelSpec, Registry
+
+FORWARD_BATCH = 64  # texts per forward pass: larger stops paying on a CPU
 
 
 @dataclass
 class _Request:
     texts: list[str]
-    future: Future[Vectors] = field(default_factory=Future)
+    kind: TextKind
+    limits: TokenLimits | None
+    future: Future[Embedded] = field(default_factory=Future)
 
 
 class _ModelWorker:
-    def __init__(self, spec: ModelSpec, device: str, window_s: float, max_batch: int, bf16: bool):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        cache_dir: Path,
+        device: str,
+        window_s: float,
+        max_batch: int,
+        bf16: bool,
+    ):
         from tunelab.models.loading import load_sentence_transformer
 
-        self.model = load_sentence_transformer(spec, device=device)
-        # A fast tokenizer is not thread-safe (encode() changes its padding and
-        # truncation state), so request threads count and decode with their own
-        # copy, one at a time, while the worker thread encodes with the model's.
+        self.model = load_sentence_transformer(spec, cache_dir, device=device).eval()
+        # A private copy of the Rust tokenizer with no truncation or padding state:
+        # the worker alone uses it, for every text, once.
+        self.encoder = copy.deepcopy(self.model.tokenizer.backend_tokenizer)
+        self.encoder.no_truncation()
+        self.encoder.no_padding()
+        self.pad_id = int(self.model.tokenizer.pad_token_id or 0)
+        self.type_ids = "token_type_ids" in self.model.tokenizer.model_input_names
+        self.max_len = int(self.model.max_seq_length or self.model.tokenizer.model_max_length)
+        dims = self.model.get_embedding_dimension()
+        if dims is None:
+            raise ValueError(f"{spec.id}: the model does not say how long its vectors are")
+        self.dims = int(dims)
+        self.prefix: dict[TextKind, str] = {
+            "query": spec.query_prefix,
+            "passage": spec.passage_prefix,
+        }
+        self.prefix_tokens: dict[TextKind, int] = {
+            kind: len(self.encoder.encode(p.rstrip(), add_special_tokens=False).ids) if p else 0
+            for kind, p in self.prefix.items()
+        }
+        # The HF tokenizer is not thread-safe (calls change its padding and truncation
+        # state): request threads count and decode with their own copy, one at a time.
         self.tokenizer = copy.deepcopy(self.model.tokenizer)
         self.tokenizer_lock = threading.Lock()
         self.window_s = window_s
         self.max_batch = max_batch
+        self.expected = 1  # requests in the last batch
         self.bf16 = bf16
         self.device = device
         self.queue: queue.Queue[_Request | None] = queue.Queue()
         self.thread = threading.Thread(target=self._run, name=f"embed-{spec.id}", daemon=True)
         self.thread.start()
 
-    def submit(self, texts: list[str]) -> Vectors:
-        req = _Request(texts)
+    def submit(
+        self, texts: list[str], kind: TextKind, limits: TokenLimits | None
+    ) -> Future[Embedded]:
+        req = _Request(texts, kind, limits)
         self.queue.put(req)
-        return req.future.result()
+        return req.future
 
     def stop(self) -> None:
         self.queue.put(None)
 
     def _collect(self, first: _Request) -> list[_Request]:
+        """Everything already waiting; then, up to the window, the callers expected back.
+
+        Callers just served tend to send again at once (concurrent clients in a loop,
+        ingestion), so while fewer requests are here than the last batch had, waiting a
+        few ms for them keeps batches full. A lone caller (last batch: 1 request) never
+        waits.
+        """
         batch, n = [first], len(first.texts)
         deadline = time.monotonic() + self.window_s
         while n < self.max_batch:
-            timeout = deadline - time.monotonic()
             try:
-                nxt = (
-                    self.queue.get(timeout=max(timeout, 0))
-                    if timeout > 0
-                    else self.queue.get_nowait()
-                )
+                nxt = self.queue.get_nowait()
             except queue.Empty:
-                break
+                timeout = deadline - time.monotonic()
+                if len(batch) >= self.expected or timeout <= 0:
+                    break
+                try:
+                    nxt = self.queue.get(timeout=timeout)
+                except queue.Empty:
+                    break
             if nxt is None:
                 self.queue.put(None)  # let the loop see the stop after this batch
                 break
             batch.append(nxt)
             n += len(nxt.texts)
+        self.expected = len(batch)
         return batch
 
     def _run(self) -> None:
-        import torch
-
         while (first := self.queue.get()) is not None:
-            batch = self._collect(first)
-            texts = [t for r in batch for t in r.texts]
+            # A caller that went away (its awaiting task was cancelled) is dropped here;
+            # from now on its Future can no longer be cancelled under us.
+            batch = [r for r in self._collect(first) if r.future.set_running_or_notify_cancel()]
+            if not batch:
+                continue
             try:
-                with (
-                    torch.inference_mode(),
-                    torch.autocast(
-                        self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.bf16
-                    ),
-                ):
-                    vecs = self.model.encode(
-                        texts,
-                        batch_size=64,
-                        normalize_embeddings=True,
-                        convert_to_numpy=True,
-                        show_progress_bar=False,
-                    ).astype(np.float32, copy=False)
+                self._serve(batch)
             except Exception as e:  # hand the failure to every waiting caller
                 for r in batch:
+                    if not r.future.done():
+                        r.future.set_exception(e)
+
+    def _serve(self, batch: list[_Request]) -> None:
+        encodings = self.encoder.encode_batch(
+            [self.prefix[r.kind] + t for r in batch for t in r.texts], add_special_tokens=True
+        )
+        ids: list[list[int]] = []
+        accepted: list[tuple[_Request, list[int]]] = []
+        start = 0
+        for r in batch:
+            mine = encodings[start : start + len(r.texts)]
+            start += len(r.texts)
+            skip = self.prefix_tokens[r.kind]
+            counts = [max(len(e.ids) - sum(e.special_tokens_mask) - skip, 0) for e in mine]
+            if r.limits is not None:
+                try:
+                    r.limits.check(counts)
+                except InvalidRequest as e:
                     r.future.set_exception(e)
-                continue
-            start = 0
-            for r in batch:
-                r.future.set_result(vecs[start : start + len(r.texts)])
-                start += len(r.texts)
+                    continue
+            accepted.append((r, counts))
+            ids.extend(self._truncated(e) for e in mine)
+        if not accepted:
+            return
+        vectors = self._forward(ids)
+        start = 0
+        for r, counts in accepted:
+            r.future.set_result(Embedded(vectors[start : start + len(r.texts)], counts))
+            start += len(r.texts)
+
+    def _truncated(self, encoding: Any) -> list[int]:
+        """At most the model's window, keeping the closing special tokens (as
+        sentence-transformers' truncation does)."""
+        ids: list[int] = encoding.ids
+        if len(ids) <= self.max_len:
+            return ids
+        mask = encoding.special_tokens_mask
+        tail = 0
+        while tail < len(mask) and mask[len(mask) - 1 - tail]:
+            tail += 1
+        return ids[: self.max_len - tail] + ids[len(ids) - tail :]
+
+    def _forward(self, ids: list[list[int]]) -> np.ndarray:
+        """Embeddings for token id lists, longest first in padded groups of FORWARD_BATCH."""
+        import torch
+
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        out = np.empty((len(ids), self.dims), dtype=np.float32)
+        device_type = self.device.split(":")[0]
+        for s in range(0, len(order), FORWARD_BATCH):
+            group = order[s : s + FORWARD_BATCH]
+            width = len(ids[group[0]])
+            input_ids = np.full((len(group), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(group), width), dtype=np.int64)
+            for row, i in enumerate(group):
+                input_ids[row, : len(ids[i])] = ids[i]
+                mask[row, : len(ids[i])] = 1
+            features = {
+                "input_ids": torch.from_numpy(input_ids).to(self.device),
+                "attention_mask": torch.from_numpy(mask).to(self.device),
+            }
+            if self.type_ids:
+                features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+            with (
+                torch.inference_mode(),
+                torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.bf16),
+            ):
+                emb = self.model(features)["sentence_embedding"]
+            out[group] = emb.float().cpu().numpy()
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
 
 
 class EmbeddingService:
@@ -111,6 +219,7 @@ class EmbeddingService:
     def __init__(
         self,
         registry: Registry,
+        cache_dir: Path,
         *,
         device: str = "cpu",
         window_ms: float = 5.0,
@@ -119,8 +228,10 @@ class EmbeddingService:
     ) -> None:
         """`device` may be "auto" (cuda when available) and `bf16` None (when the
         hardware has native bf16): both are decided when the first model loads, so
-        building the service imports no torch."""
+        building the service imports no torch. Converted models are cached in
+        `cache_dir`."""
         self.registry = registry
+        self.cache_dir = cache_dir
         self.device = device
         self.window_s = window_ms / 1000
         self.max_batch = max_batch
@@ -140,9 +251,16 @@ class EmbeddingService:
             if spec.id not in self._workers:
                 device, bf16 = self._resolve_hardware()
                 self._workers[spec.id] = _ModelWorker(
-                    spec, device, self.window_s, self.max_batch, bf16
+                    spec, self.cache_dir, device, self.window_s, self.max_batch, bf16
                 )
             return self._workers[spec.id]
+
+    def loaded(self, model: str) -> bool:
+        """Whether the model is in memory (the first use loads it, which takes seconds)."""
+        return self.registry.get_kind(model, "embedding").id in self._workers
+
+    def load(self, model: str) -> None:
+        self._worker(model)
 
     def tokenizer(self, model: str) -> Any:
         """A private copy of the model's tokenizer, for a caller to use from one thread."""
@@ -159,21 +277,33 @@ class EmbeddingService:
             return [worker.tokenizer.decode(x, skip_special_tokens=True) for x in ids]
 
     def max_tokens(self, model: str) -> int:
-        """The model's window: longer inputs are truncated to it."""
-        return int(self._worker(model).model.max_seq_length)
+        """The longest passage (special tokens included) embedded whole: the model's
+        window less what the passage prefix takes. Longer inputs are truncated."""
+        worker = self._worker(model)
+        return worker.max_len - worker.prefix_tokens["passage"]
 
     def dimensions(self, model: str) -> int:
-        return int(self._worker(model).model.get_embedding_dimension())
+        return self._worker(model).dims
 
     def count_tokens(self, model: str, texts: list[str]) -> list[int]:
         worker = self._worker(model)
-        with worker.tokenizer_lock:
-            enc = worker.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        return [len(ids) for ids in enc]
+        enc = worker.encoder.encode_batch(texts, add_special_tokens=False)
+        return [len(e.ids) for e in enc]
 
-    def embed(self, model: str, texts: list[str]) -> Vectors:
+    def submit(
+        self,
+        model: str,
+        texts: list[str],
+        *,
+        kind: TextKind = "query",
+        limits: TokenLimits | None = None,
+    ) -> Future[Embedded]:
+        """Queue texts for embedding; the Future raises InvalidRequest over `limits`."""
+        return self._worker(model).submit(texts, kind, limits)
+
+    def embed(self, model: str, texts: list[str], *, kind: TextKind = "query") -> Vectors:
         """L2-normalised float32 vectors, one row per text, in order."""
-        return self._worker(model).submit(texts)
+        return self.submit(model, texts, kind=kind).result().vectors
 
     def close(self) -> None:
         with self._lock:

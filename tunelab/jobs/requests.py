@@ -30,7 +30,10 @@ class Requested:
 
 
 def slug(text: str) -> str:
-    """Lowercase; every run of punctuation or whitespace becomes one '-' (`first finetune!` -> `first-finetune`)."""
+    """Lowercase; every run of punctuation or whitespace becomes one '-'.
+
+    `first finetune!` -> `first-finetune`
+    """
     return re.sub(r"[^0-9a-z]+", "-", text.lower()).strip("-")
 
 
@@ -63,6 +66,11 @@ def _number(
     return int(value) if integer else float(value)
 
 
+def _whole(value: Any, param: str, *, lo: int, hi: int) -> int | str:
+    n = _number(value, param, integer=True, lo=lo, hi=hi)
+    return n if isinstance(n, str) else int(n)
+
+
 def hyperparameters(req: JobCreate) -> Requested:
     where = "hyperparameters"
     hp = req.hyperparameters
@@ -76,7 +84,8 @@ def hyperparameters(req: JobCreate) -> Requested:
         if req.method.supervised is not None and req.method.supervised.hyperparameters is not None:
             if hp is not None:
                 raise InvalidRequest(
-                    "Give hyperparameters either at the top level or under method.supervised, not both.",
+                    "Give hyperparameters either at the top level or under "
+                    "method.supervised, not both.",
                     param="hyperparameters",
                 )
             hp = req.method.supervised.hyperparameters
@@ -91,9 +100,9 @@ def hyperparameters(req: JobCreate) -> Requested:
             code="invalid_value",
         )
     return Requested(
-        n_epochs=_number(hp.n_epochs, f"{where}.n_epochs", integer=True, lo=1, hi=50),  # type: ignore[arg-type]
-        batch_size=_number(hp.batch_size, f"{where}.batch_size", integer=True, lo=1, hi=256),  # type: ignore[arg-type]
-        learning_rate_multiplier=_number(  # type: ignore[arg-type]
+        n_epochs=_whole(hp.n_epochs, f"{where}.n_epochs", lo=1, hi=50),
+        batch_size=_whole(hp.batch_size, f"{where}.batch_size", lo=1, hi=256),
+        learning_rate_multiplier=_number(
             hp.learning_rate_multiplier,
             f"{where}.learning_rate_multiplier",
             integer=False,
@@ -124,7 +133,8 @@ def metadata(value: dict[str, Any] | None) -> dict[str, str] | None:
     for k, v in value.items():
         if not isinstance(v, str) or len(k) > 64 or len(v) > 512:
             raise InvalidRequest(
-                f"Invalid metadata[{k!r}]: keys are strings up to 64 characters, values strings up to 512.",
+                f"Invalid metadata[{k!r}]: keys are strings up to 64 characters, "
+                "values strings up to 512.",
                 param="metadata",
                 code="invalid_value",
             )

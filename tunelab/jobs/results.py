@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any
 
 from sqlalchemy import select
 
 from tunelab.db.base import Database
 from tunelab.jobs.tables import JobEvent
+from tunelab.training.events import StepMetrics
 
 COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
 _SOURCE = {"train_accuracy": "train_mean_token_accuracy"}
@@ -45,31 +45,14 @@ def results_csv(db: Database, job_id: str) -> str:
     return out.getvalue()
 
 
-def metrics_data(ev: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        "step",
-        "total_steps",
-        "train_loss",
-        "train_mean_token_accuracy",
-        "valid_loss",
-        "valid_mean_token_accuracy",
-        "full_valid_loss",
-        "full_valid_mean_token_accuracy",
-        "classification_accuracy",
-        "classification_weighted_f1",
-    )
-    return {k: ev[k] for k in keys if k in ev}
-
-
-def metrics_message(ev: dict[str, Any]) -> str:
-    text = f"Step {ev['step']}/{ev['total_steps']}: training loss={ev['train_loss']:.2f}"
-    if "valid_loss" in ev:
-        text += f", validation loss={ev['valid_loss']:.2f}"
-    if "full_valid_loss" in ev:
-        text += f", full validation loss={ev['full_valid_loss']:.2f}"
-    if "classification_accuracy" in ev:
-        text += (
-            f", classification accuracy={ev['classification_accuracy']:.2f}"
-            f", weighted F1={ev['classification_weighted_f1']:.2f}"
-        )
+def metrics_message(m: StepMetrics) -> str:
+    text = f"Step {m.step}/{m.total_steps}: training loss={m.train_loss:.2f}"
+    if m.valid_loss is not None:
+        text += f", validation loss={m.valid_loss:.2f}"
+    if m.full_valid_loss is not None:
+        text += f", full validation loss={m.full_valid_loss:.2f}"
+    if m.classification_accuracy is not None:
+        text += f", classification accuracy={m.classification_accuracy:.2f}"
+        if m.classification_weighted_f1 is not None:
+            text += f", weighted F1={m.classification_weighted_f1:.2f}"
     return text

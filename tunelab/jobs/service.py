@@ -1,80 +1,52 @@
 """The jobs service: create, read and steer fine-tuning jobs (the API's side of the queue).
 
-Status machine (contract §2.4):
-
-    validating_files -> queued -> running -> succeeded | failed | cancelled
-                          ^         |
-                          +- paused <+      (pause / resume; resume re-queues)
-
-The API only moves jobs between states; a worker (tunelab.jobs.worker) picks up
-what changed: it validates files, claims queued jobs, and signals the training
-process when a running job is cancelled or paused. Every write is one short
-transaction, so the API stays responsive while workers write events.
+Creating a job resolves the requested model once (a base model, or a project's
+fine-tune to continue) and stores the result on the job; nothing resolves it again.
+The API only moves jobs between states, through the transition table of
+`tunelab.jobs.states`; a worker (tunelab.jobs.worker) picks up what changed: it
+validates files, claims queued jobs, and signals the training process when a running
+job is cancelled or paused. Every write is one short transaction, so the API stays
+responsive while workers write events.
 """
 
 from __future__ import annotations
 
+import builtins
 import secrets
-import time
-from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tunelab.clock import SYSTEM_CLOCK, Clock
 from tunelab.db.base import Database
 from tunelab.db.pagination import check_limit, paginate
+from tunelab.db.tables import FineTunedModelRow
 from tunelab.errors import InvalidRequest, NotFound
 from tunelab.files import FileStore
 from tunelab.ids import new_id
-from tunelab.jobs import requests
-from tunelab.jobs.tables import TERMINAL, Job, JobCheckpoint, JobEvent
-from tunelab.models.catalog import Catalog
+from tunelab.jobs import requests, states
+from tunelab.jobs.eventlog import add_event
+from tunelab.jobs.tables import Job, JobEvent
+from tunelab.models.catalog import Catalog, ResolvedModel
 from tunelab.models.registry import Registry
 from tunelab.protocol import fine_tuning as wire
 
 
-def add_event(
-    s: Session,
-    job: Job,
-    message: str,
-    *,
-    level: str = "info",
-    type_: str = "message",
-    data: dict[str, Any] | None = None,
-    at: float | None = None,
-) -> None:
-    s.add(
-        JobEvent(
-            id=new_id("ftevent-"),
-            project=job.project,
-            job_id=job.id,
-            created_at=at or time.time(),
-            level=level,
-            type=type_,
-            message=message,
-            data=data,
-        )
-    )
-
-
-def model_name(job: Job, id8: str) -> str:
-    """`ft:{base}:{project}:{suffix}:{id8}` (contract §2.8)."""
-    return f"ft:{job.base_model}:{requests.slug(job.project) or 'default'}:{job.suffix or ''}:{id8}"
-
-
-def final_model_name(job: Job) -> str:
-    # The job id is random base62, so its head is a stable, unique id8.
-    return model_name(job, job.id.removeprefix("ftjob-")[:8])
-
-
 class JobService:
     def __init__(
-        self, db: Database, registry: Registry, catalog: Catalog, files: FileStore
+        self,
+        db: Database,
+        registry: Registry,
+        catalog: Catalog,
+        files: FileStore,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.db = db
         self.registry = registry
         self.catalog = catalog
         self.files = files
+        self.clock = clock
 
     # -- create
 
@@ -83,17 +55,23 @@ class JobService:
         suffix = requests.suffix(req.suffix)
         metadata = requests.metadata(req.metadata)
         seed = requests.seed(req.seed, secrets.randbelow(2**31))
-        base_model, method = self._check_model(project, req.model, hp.method)
+        resolved = self._check_model(project, req.model, hp.method)
         self._check_file(project, req.training_file, "training_file")
         if req.validation_file is not None:
             self._check_file(project, req.validation_file, "validation_file")
+        at = self.clock.time()
+        # An OpenAI name (gpt-4o-mini-2024-07-18, davinci) trains the model it stands
+        # for; the job reports that model, so nobody mistakes what was trained.
+        aliased = self.registry.is_alias(req.model)
         job = Job(
             id=new_id("ftjob-"),
             project=project,
-            created_at=time.time(),
+            created_at=at,
             status="validating_files",
-            model=req.model,
-            base_model=base_model,
+            model=resolved.base.id if aliased else req.model,
+            base_model=resolved.base.id,
+            parent_kind=None if resolved.kind == "base" else resolved.kind,
+            parent_path=None if resolved.path is None else str(resolved.path),
             training_file=req.training_file,
             validation_file=req.validation_file,
             hyperparameters={
@@ -101,7 +79,7 @@ class JobService:
                 "batch_size": hp.batch_size,
                 "learning_rate_multiplier": hp.learning_rate_multiplier,
             },
-            training_method=method,
+            training_method=hp.method,
             suffix=suffix,
             seed=seed,
             metadata_=metadata,
@@ -111,14 +89,22 @@ class JobService:
         with self.db.begin() as s:
             s.add(job)
             s.flush()
-            add_event(s, job, f"Created fine-tuning job: {job.id}")
+            add_event(s, job, f"Created fine-tuning job: {job.id}", at=at)
+            if aliased:
+                add_event(
+                    s,
+                    job,
+                    f"Model {req.model} resolves to {resolved.base.id}: training {resolved.base.id}",
+                    at=at,
+                )
         return to_wire(job)
 
-    def _check_model(self, project: str, model: str, method: str) -> tuple[str, str]:
-        """(base registry id, method) for a base model or a project's ft: model to continue."""
+    def _check_model(self, project: str, model: str, method: str) -> ResolvedModel:
+        """The base model, or the project's ft: model to continue, that `model` names."""
+        tunable = ", ".join(s.id for s in self.registry.all() if s.fine_tunable)
         unavailable = InvalidRequest(
             f"Model {model} is not available for fine-tuning or does not exist. "
-            f"Fine-tunable models: {', '.join(s.id for s in self.registry.all() if s.fine_tunable)}.",
+            f"Fine-tunable models: {tunable}.",
             param="model",
             code="model_not_available",
         )
@@ -130,11 +116,12 @@ class JobService:
             raise unavailable
         if resolved.kind != "base" and resolved.kind != method:
             raise InvalidRequest(
-                f"{model} is a {resolved.kind} fine-tune; continue it with method '{resolved.kind}'.",
+                f"{model} is a {resolved.kind} fine-tune; "
+                f"continue it with method '{resolved.kind}'.",
                 param="method",
                 code="invalid_value",
             )
-        return resolved.base.id, method
+        return resolved
 
     def _check_file(self, project: str, file_id: str, param: str) -> None:
         try:
@@ -148,8 +135,8 @@ class JobService:
             ) from None
         if row.purpose != "fine-tune":
             raise InvalidRequest(
-                f"invalid {param}: {file_id} has purpose '{row.purpose}', but fine-tuning needs a file "
-                "uploaded with purpose 'fine-tune'.",
+                f"invalid {param}: {file_id} has purpose '{row.purpose}', but fine-tuning "
+                "needs a file uploaded with purpose 'fine-tune'.",
                 param=param,
                 code="invalid_file_purpose",
             )
@@ -184,7 +171,7 @@ class JobService:
 
     def events(
         self, project: str, job_id: str, *, after: str | None, limit: int
-    ) -> tuple[list[wire.JobEvent], bool]:
+    ) -> tuple[builtins.list[wire.JobEvent], bool]:
         check_limit(limit, 1000)
         with self.db() as s:
             self._get(s, project, job_id)
@@ -201,53 +188,39 @@ class JobService:
 
     def checkpoints(
         self, project: str, job_id: str, *, after: str | None, limit: int
-    ) -> tuple[list[wire.Checkpoint], bool]:
+    ) -> tuple[builtins.list[wire.Checkpoint], bool]:
         check_limit(limit, 100)
         with self.db() as s:
             self._get(s, project, job_id)
-            stmt = select(JobCheckpoint).where(JobCheckpoint.job_id == job_id)
-            rows, more = paginate(s, stmt, JobCheckpoint, after=after, limit=limit)
+        rows, more = self.catalog.job_checkpoints(project, job_id, after=after, limit=limit)
         return [checkpoint_to_wire(c) for c in rows], more
 
     # -- steer
 
-    def _transition(
-        self, project: str, job_id: str, allowed: tuple[str, ...], to: str, message: str
-    ) -> wire.Job:
+    def _move(self, project: str, job_id: str, t: states.Transition, message: str) -> wire.Job:
         with self.db.begin() as s:
             job = self._get(s, project, job_id)
-            result = s.execute(
-                update(Job).where(Job.id == job_id, Job.status.in_(allowed)).values(status=to)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                what = "finished" if job.status in TERMINAL else job.status
+            moved = states.apply(s, job_id, t, now=self.clock.time(), notes=[states.Note(message)])
+            if moved is None:
+                current = s.get(Job, job_id, populate_existing=True)
+                status = current.status if current is not None else job.status
+                what = "finished" if status in states.TERMINAL else status
                 raise InvalidRequest(
-                    f"Job {job_id} is {what} ({job.status}); it can be {_verb(to)} only when "
-                    f"{' or '.join(allowed)}.",
+                    f"Job {job_id} is {what} ({status}); it can be {_verb(t.target)} only when "
+                    f"{' or '.join(t.source)}.",
                     param="fine_tuning_job_id",
                     code="invalid_job_status",
                 )
-            job.status = to
-            job.estimated_finish = None
-            add_event(s, job, message)
-        return self.get(project, job_id)
+            return to_wire(moved)
 
     def cancel(self, project: str, job_id: str) -> wire.Job:
-        return self._transition(
-            project,
-            job_id,
-            ("validating_files", "queued", "running", "paused"),
-            "cancelled",
-            "Job cancelled",
-        )
+        return self._move(project, job_id, states.CANCEL, "Job cancelled")
 
     def pause(self, project: str, job_id: str) -> wire.Job:
-        return self._transition(project, job_id, ("running", "queued"), "paused", "Job paused")
+        return self._move(project, job_id, states.PAUSE, "Job paused")
 
     def resume(self, project: str, job_id: str) -> wire.Job:
-        return self._transition(
-            project, job_id, ("paused",), "queued", "Job resumed, moving job to queued state"
-        )
+        return self._move(project, job_id, states.RESUME, "Job resumed, moving job to queued state")
 
 
 def _verb(status: str) -> str:
@@ -299,14 +272,16 @@ def event_to_wire(e: JobEvent) -> wire.JobEvent:
     )
 
 
-def checkpoint_to_wire(c: JobCheckpoint) -> wire.Checkpoint:
+def checkpoint_to_wire(c: FineTunedModelRow) -> wire.Checkpoint:
+    assert c.checkpoint_id is not None and c.job_id is not None and c.step is not None
+    metrics = c.metrics or {}
     return wire.Checkpoint(
-        id=c.id,
-        created_at=int(c.created_at),
-        fine_tuned_model_checkpoint=c.fine_tuned_model_checkpoint,
+        id=c.checkpoint_id,
+        created_at=c.created_at,
+        fine_tuned_model_checkpoint=c.id,
         fine_tuning_job_id=c.job_id,
         step_number=c.step,
         metrics=wire.CheckpointMetrics(
-            **{k: v for k, v in c.metrics.items() if k in wire.CheckpointMetrics.model_fields}
+            **{k: v for k, v in metrics.items() if k in wire.CheckpointMetrics.model_fields}
         ),
     )

@@ -3,8 +3,9 @@
 Validation uses the same validator as `tunelab prepare-data` and file upload, so a
 file that passes there passes here. "auto" hyperparameters are resolved once the
 number of examples is known (rules in tunelab.training.config, documented in
-docs/fine-tuning.md) and stored on the job, so the job shows the numbers it trains
-with.
+docs/fine-tuning.md) and stored on the job with that number, so the job shows the
+numbers it trains with. The config uses the model the job's creation resolved
+(stored on the job), never the catalog's current answer for its name.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from tunelab.data.validation import MIN_EXAMPLES, validate_file
 from tunelab.errors import NotFound
 from tunelab.files import FileStore
 from tunelab.jobs.tables import Job
-from tunelab.models.catalog import Catalog
+from tunelab.models.registry import Registry
 from tunelab.settings import Settings
 from tunelab.training.config import (
     CPU_MAX_LENGTH,
@@ -31,11 +32,23 @@ from tunelab.training.config import (
 from tunelab.training.events import CONFIG_FILE, CONTROL_FILE, EVENTS_FILE
 
 
+@dataclass(frozen=True)
+class Failure:
+    code: str
+    param: str
+    message: str
+
+    def as_dict(self) -> dict[str, str | None]:
+        """The job's `error` object (contract §2.10)."""
+        return {"code": self.code, "message": self.message, "param": self.param}
+
+
 @dataclass
 class Verdict:
     started_message: str
     hyperparameters: dict[str, Any]
-    error: dict[str, Any] | None = None
+    n_examples: int | None = None
+    error: Failure | None = None
 
 
 def _file_path(files: FileStore, project: str, file_id: str) -> Path | None:
@@ -52,7 +65,7 @@ def validate(files: FileStore, job: Job) -> Verdict:
     hp = dict(job.hyperparameters)
 
     def fail(code: str, param: str, message: str) -> Verdict:
-        return Verdict(started, hp, {"code": code, "message": message, "param": param})
+        return Verdict(started, hp, error=Failure(code, param, message))
 
     train = _file_path(files, job.project, job.training_file)
     if train is None:
@@ -72,7 +85,8 @@ def validate(files: FileStore, job: Job) -> Verdict:
         return fail(
             "invalid_n_examples",
             "training_file",
-            f"Training file has {report.n_examples} example(s), but must have at least {MIN_EXAMPLES} examples",
+            f"Training file has {report.n_examples} example(s), "
+            f"but must have at least {MIN_EXAMPLES} examples",
         )
     if job.validation_file:
         valid = _file_path(files, job.project, job.validation_file)
@@ -94,27 +108,33 @@ def validate(files: FileStore, job: Job) -> Verdict:
         hp["batch_size"] = auto_batch_size(n)
     if hp["learning_rate_multiplier"] == "auto":
         hp["learning_rate_multiplier"] = auto_learning_rate_multiplier(hp["batch_size"])
-    hp["n_examples"] = n  # kept for the step count; not part of the wire shape
-    return Verdict(started, hp)
+    return Verdict(started, hp, n_examples=n)
 
 
 def write_config(
-    settings: Settings, catalog: Catalog, files: FileStore, job: Job, job_dir: Path
+    settings: Settings, registry: Registry, files: FileStore, job: Job, job_dir: Path
 ) -> TrainConfig:
     """The job's TrainConfig in job_dir/config.json; stale events and control files moved aside."""
-    resolved = catalog.resolve(job.project, job.model)
-    base = resolved.base
+    base = registry.find(job.base_model)
+    if base is None:
+        raise LookupError(f"the base model {job.base_model} is no longer in the model registry")
     source, gguf, adapter = base.source, base.gguf_file, None
-    if resolved.kind == "lora":
-        adapter = str(resolved.path)
-    elif resolved.kind == "full":
-        source, gguf = str(resolved.path), None
+    if job.parent_kind is not None:
+        # Continuing a fine-tune: its weights as they were when the job was created.
+        if job.parent_path is None or not Path(job.parent_path).exists():
+            raise FileNotFoundError(f"the weights of {job.model} no longer exist")
+        if job.parent_kind == "lora":
+            adapter = job.parent_path
+        else:
+            source, gguf = job.parent_path, None
     train = _file_path(files, job.project, job.training_file)
     if train is None:
         raise FileNotFoundError(f"training file {job.training_file} no longer exists")
     valid = _file_path(files, job.project, job.validation_file) if job.validation_file else None
     hp = job.hyperparameters
-    total_steps = steps_per_epoch(hp["n_examples"], hp["batch_size"]) * hp["n_epochs"]
+    if job.n_examples is None:
+        raise ValueError(f"job {job.id} has not been validated")
+    total_steps = steps_per_epoch(job.n_examples, hp["batch_size"]) * hp["n_epochs"]
     on_cpu = settings.device == "cpu" or (settings.device == "auto" and not _cuda_visible())
     max_length = base.context_length or CPU_MAX_LENGTH
     if on_cpu:

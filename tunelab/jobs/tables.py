@@ -1,7 +1,9 @@
-"""Fine-tuning tables: jobs (also the work queue), their events and checkpoints.
+"""Fine-tuning tables: jobs (also the work queue) and their events.
 
-Every row carries `project`; every query filters on it. The migration
-`0002_jobs` creates exactly these tables.
+Every row carries `project`; every query filters on it. Migrations `0002_jobs` and
+`0004_jobs_resolved_model` create exactly these tables. A job's checkpoints are rows of
+the catalog's `fine_tuned_models` table (see `tunelab.db.tables.FineTunedModelRow`).
+Only `tunelab.jobs.states` writes `status` and the worker bookkeeping columns.
 """
 
 from __future__ import annotations
@@ -13,9 +15,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from tunelab.db.base import Base
 
-ACTIVE = ("validating_files", "queued", "running", "paused")
-TERMINAL = ("succeeded", "failed", "cancelled")
-
 
 class Job(Base):
     __tablename__ = "jobs"
@@ -25,11 +24,18 @@ class Job(Base):
     created_at: Mapped[float] = mapped_column(Float)
     status: Mapped[str] = mapped_column(String(32), index=True)
     model: Mapped[str] = mapped_column(String(256))  # as requested (may be an ft: model)
-    base_model: Mapped[str] = mapped_column(String(256))  # registry id of the base
+    # What creation resolved `model` to, stored so that nothing resolves it again:
+    # the registry id of the base, and when `model` is a fine-tune to continue, its
+    # kind ("lora" | "full") and weights directory. parent_path is None with a
+    # parent_kind only for jobs migrated after their parent was deleted.
+    base_model: Mapped[str] = mapped_column(String(256))
+    parent_kind: Mapped[str | None] = mapped_column(String(16))
+    parent_path: Mapped[str | None] = mapped_column(Text)
     training_file: Mapped[str] = mapped_column(String(64))
     validation_file: Mapped[str | None] = mapped_column(String(64))
     # Requested hyperparameters ("auto" allowed) until validation, then resolved numbers.
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    n_examples: Mapped[int | None] = mapped_column(Integer)  # counted by file validation
     training_method: Mapped[str] = mapped_column(String(16))  # "lora" | "full"
     suffix: Mapped[str | None] = mapped_column(String(64))
     seed: Mapped[int] = mapped_column(Integer)
@@ -63,16 +69,3 @@ class JobEvent(Base):
     type: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-
-
-class JobCheckpoint(Base):
-    __tablename__ = "job_checkpoints"
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    project: Mapped[str] = mapped_column(String(128))
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
-    created_at: Mapped[float] = mapped_column(Float)
-    step: Mapped[int] = mapped_column(Integer)
-    fine_tuned_model_checkpoint: Mapped[str] = mapped_column(String(512))
-    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
-    path: Mapped[str] = mapped_column(Text)

@@ -2,17 +2,16 @@
 
 The jobs table is the queue. Each `tick()`:
   1. re-queues (or fails) jobs whose worker stopped heart-beating (crash recovery);
-  2. supervises the job it is running: copies new lines of the child's events.jsonl
-     into job_events, registers each checkpoint in the catalog (so it is callable at
-     once), relays cancel/pause from the DB to the child, heart-beats, and on exit
-     writes the results CSV and the final status;
+  2. supervises the job it is running: copies the child's new events (typed records,
+     tunelab.training.events) into job_events, registers each checkpoint in the
+     catalog (so it is callable at once), relays cancel/pause from the DB to the
+     child, heart-beats, and on exit writes the results CSV and the final status;
   3. otherwise validates one job's files, or claims one queued job and spawns
      `python -m tunelab.training JOB_DIR` for it.
 
-Claims are one conditional UPDATE (`... WHERE status='queued' AND worker_id IS NULL`),
-atomic on SQLite and PostgreSQL alike, so two workers never take the same job.
-The training process runs in its own session: the API and this thread stay
-responsive, and cancel is a signal.
+Every status change is a transition of tunelab.jobs.states (claims too: a
+conditional UPDATE that only one worker can win). The training process runs in its
+own session: the API and this thread stay responsive, and cancel is a signal.
 """
 
 from __future__ import annotations
@@ -23,28 +22,41 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 import tunelab
+from tunelab.clock import SYSTEM_CLOCK, Clock
 from tunelab.db.base import Database
-from tunelab.errors import NotFound
 from tunelab.files import FileStore
 from tunelab.ids import random_token
-from tunelab.jobs import staging
+from tunelab.jobs import checkpoints, staging, states
+from tunelab.jobs.eventlog import add_event
 from tunelab.jobs.recovery import recover_stale
-from tunelab.jobs.results import metrics_data, metrics_message, results_csv
-from tunelab.jobs.service import add_event, final_model_name, model_name
-from tunelab.jobs.tables import Job, JobCheckpoint
+from tunelab.jobs.results import metrics_message, results_csv
+from tunelab.jobs.states import Note
+from tunelab.jobs.tables import Job
 from tunelab.models.catalog import Catalog
 from tunelab.settings import Settings
-from tunelab.training.events import EVENTS_FILE, read_events, write_control
+from tunelab.training.events import (
+    EVENTS_FILE,
+    CheckpointEvent,
+    CheckpointRemovedEvent,
+    DoneEvent,
+    ErrorEvent,
+    Event,
+    MessageEvent,
+    MetricsEvent,
+    Outcome,
+    PausedEvent,
+    read_events,
+    write_control,
+)
 
 log = logging.getLogger("tunelab.worker")
 
@@ -59,8 +71,8 @@ class Running:
     job_dir: Path
     offset: int = 0
     stopping: str | None = None  # "cancel" | "pause" once requested
-    stop_sent: float = 0.0
-    outcome: dict[str, Any] = field(default_factory=dict)  # the done/paused/error event
+    stop_sent: float = 0.0  # clock.monotonic() when it was
+    outcome: Outcome | None = None  # the done/paused/error event, once seen
 
 
 class Worker:
@@ -72,11 +84,13 @@ class Worker:
         files: FileStore,
         *,
         worker_id: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.db = db
         self.settings = settings
         self.catalog = catalog
         self.files = files
+        self.clock = clock
         self.id = worker_id or f"{os.uname().nodename}:{os.getpid()}:{random_token(6)}"
         self.current: Running | None = None
 
@@ -89,10 +103,8 @@ class Worker:
             except Exception:  # a database hiccup must not end the worker; the next tick retries
                 log.exception("worker tick failed")
                 busy = False
-            if not busy:
-                stop.wait(self.settings.worker_poll_seconds)
-            else:
-                stop.wait(min(0.2, self.settings.worker_poll_seconds))
+            poll = self.settings.worker_poll_seconds
+            self.clock.wait(stop, min(0.2, poll) if busy else poll)
         self.shutdown()
 
     def tick(self) -> bool:
@@ -115,84 +127,68 @@ class Worker:
             cur.proc.kill()
             cur.proc.wait()
         self._drain(cur)
-        with self.db.begin() as s:
-            job = s.get(Job, cur.job_id)
-            if job is not None and job.worker_id == self.id:
-                if job.status == "running":
-                    job.status = "queued"
-                    add_event(
-                        s,
-                        job,
-                        "The worker shut down; the job is queued and resumes from its last checkpoint",
-                    )
-                job.worker_id, job.pid = None, None
+        note = Note("The worker shut down; the job is queued and resumes from its last checkpoint")
+        self._move_or_release(cur.job_id, states.REQUEUE, notes=[note])
         self.current = None
 
     # -- recovery
 
     def recover_stale(self) -> None:
-        recover_stale(self.db, self.id, self.settings.worker_stale_seconds)
+        recover_stale(self.db, self.id, self.settings.worker_stale_seconds, self.clock)
 
     # -- validating_files -> queued | failed
 
     def _validate_one(self) -> bool:
-        job_id = self.claim("validating_files", "validating_files")
+        job_id = self.claim(states.TAKE_FOR_VALIDATION)
         if job_id is None:
             return False
         with self.db() as s:
             job = s.get(Job, job_id)
         assert job is not None
         verdict = staging.validate(self.files, job)
-        with self.db.begin() as s:
-            job = s.get(Job, job_id)
-            assert job is not None
-            job.worker_id = None
-            if job.status != "validating_files":  # cancelled meanwhile
-                return True
-            add_event(s, job, verdict.started_message)
-            if verdict.error is not None:
-                job.status, job.error = "failed", verdict.error
-                add_event(s, job, verdict.error["message"], level="error")
-            else:
-                job.status, job.hyperparameters = "queued", verdict.hyperparameters
-                add_event(s, job, "Files validated, moving job to queued state")
+        started = Note(verdict.started_message)
+        if verdict.error is not None:
+            self._move_or_release(
+                job_id,
+                states.INVALID_FILES,
+                changes={"error": verdict.error.as_dict()},
+                notes=[started, Note(verdict.error.message, level="error")],
+            )
+        else:
+            assert verdict.n_examples is not None
+            self._move_or_release(
+                job_id,
+                states.VALIDATED,
+                changes={
+                    "hyperparameters": verdict.hyperparameters,
+                    "n_examples": verdict.n_examples,
+                },
+                notes=[started, Note("Files validated, moving job to queued state")],
+            )
         return True
 
     # -- queued -> running
 
-    def claim(self, status: str, to: str) -> str | None:
-        """Atomically take the oldest unheld job in `status`; its id, or None."""
+    def claim(self, t: states.Transition) -> str | None:
+        """Atomically take the oldest unheld job `t` starts from; its id, or None."""
+        assert t.holding == "take", f"{t.name} does not take a job"
         with self.db() as s:
-            candidates = (
+            candidates: list[str] = list(
                 s.execute(
                     select(Job.id)
-                    .where(Job.status == status, Job.worker_id.is_(None))
+                    .where(Job.status.in_(t.source), Job.worker_id.is_(None))
                     .order_by(Job.created_at)
                     .limit(5)
-                )
-                .scalars()
-                .all()
+                ).scalars()
             )
         for job_id in candidates:
             with self.db.begin() as s:
-                values: dict[str, Any] = {
-                    "status": to,
-                    "worker_id": self.id,
-                    "heartbeat_at": time.time(),
-                }
-                if to == "running":
-                    values["attempts"] = Job.attempts + 1
-                result = s.execute(
-                    update(Job)
-                    .where(Job.id == job_id, Job.status == status, Job.worker_id.is_(None))
-                    .values(**values)
-                )
-                if result.rowcount == 1:  # type: ignore[attr-defined]
+                if states.apply(s, job_id, t, now=self.clock.time(), worker_id=self.id):
                     return job_id
         return None
 
     def _claim_and_start(self) -> bool:
-        job_id = self.claim("queued", "running")
+        job_id = self.claim(states.START)
         if job_id is None:
             return False
         job_dir = self.settings.jobs_dir / job_id
@@ -200,26 +196,22 @@ class Worker:
             with self.db() as s:
                 job = s.get(Job, job_id)
                 assert job is not None
-            staging.write_config(self.settings, self.catalog, self.files, job, job_dir)
+            staging.write_config(self.settings, self.catalog.registry, self.files, job, job_dir)
             proc = self._spawn(job_dir)
-        except (
-            Exception
-        ) as e:  # a job that cannot start fails with the reason, the worker carries on
+        except Exception as e:  # a job that cannot start fails with the reason; the worker goes on
             self._fail(job_id, f"The job could not start: {type(e).__name__}: {e}")
             return True
         self.current = Running(job_id, job.project, proc, job_dir)
         with self.db.begin() as s:
-            job = s.get(Job, job_id)
+            states.record_pid(s, job_id, self.id, proc.pid)
+            job = s.get(Job, job_id, populate_existing=True)
             assert job is not None
-            job.pid = proc.pid
-            first = job.attempts <= 1
-            add_event(
-                s,
-                job,
+            started = (
                 "Fine-tuning job started"
-                if first
-                else f"Fine-tuning job restarted (attempt {job.attempts})",
+                if job.attempts <= 1
+                else f"Fine-tuning job restarted (attempt {job.attempts})"
             )
+            add_event(s, job, started, at=self.clock.time())
         return True
 
     def _spawn(self, job_dir: Path) -> subprocess.Popen[bytes]:
@@ -230,39 +222,35 @@ class Worker:
         # (the server, other jobs), spinning threads made training steps ~4x slower
         # on the 2-core CI machine. A user's own OMP_WAIT_POLICY wins.
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        log = open(job_dir / "train.log", "ab")
-        try:
+        with open(job_dir / "train.log", "ab") as train_log:  # the child keeps its own copy
             return subprocess.Popen(
                 [sys.executable, "-m", "tunelab.training", str(job_dir)],
                 env=env,
-                stdout=log,
+                stdout=train_log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C on the server is not a cancel
             )
-        finally:
-            log.close()
 
     # -- running
 
     def _supervise(self, cur: Running) -> None:
         self._drain(cur)
         with self.db.begin() as s:
-            job = s.get(Job, cur.job_id)
-            if job is None or job.worker_id != self.id:
-                # Someone else recovered this job (we were too slow to heart-beat): let go.
-                self._kill(cur)
-                self.current = None
-                return
-            job.heartbeat_at = time.time()
-            status = job.status
+            held = states.heartbeat(s, cur.job_id, self.id, self.clock.time())
+            status = s.execute(select(Job.status).where(Job.id == cur.job_id)).scalar()
+        if not held:
+            # Someone else recovered this job (we were too slow to heart-beat): let go.
+            self._kill(cur)
+            self.current = None
+            return
         if cur.stopping is None and status == "cancelled":
-            cur.stopping, cur.stop_sent = "cancel", time.monotonic()
+            cur.stopping, cur.stop_sent = "cancel", self.clock.monotonic()
             cur.proc.send_signal(signal.SIGTERM)
         elif cur.stopping is None and status in ("paused", "queued"):
-            cur.stopping, cur.stop_sent = "pause", time.monotonic()
+            cur.stopping, cur.stop_sent = "pause", self.clock.monotonic()
             write_control(cur.job_dir, "pause")
-        elif cur.stopping and time.monotonic() - cur.stop_sent > KILL_AFTER_S:
+        elif cur.stopping and self.clock.monotonic() - cur.stop_sent > KILL_AFTER_S:
             cur.proc.kill()
         code = cur.proc.poll()
         if code is not None:
@@ -277,161 +265,139 @@ class Worker:
     def _drain(self, cur: Running) -> None:
         events, cur.offset = read_events(cur.job_dir / EVENTS_FILE, cur.offset)
         for event in events:
-            if event["type"] in ("done", "paused", "error"):
+            if isinstance(event, PausedEvent | DoneEvent | ErrorEvent):
                 cur.outcome = event
             self._ingest(cur, event)
 
-    def _ingest(self, cur: Running, ev: dict[str, Any]) -> None:
-        kind = ev["type"]
+    def _ingest(self, cur: Running, ev: Event) -> None:
         with self.db() as s:
             job = s.get(Job, cur.job_id)
         assert job is not None
-        if kind == "checkpoint":
+        if isinstance(ev, CheckpointEvent):
             self._checkpoint(job, ev)
-            return
-        if kind == "checkpoint_removed":
-            self._checkpoint_removed(job, ev["step"])
-            return
-        with self.db.begin() as s:
-            job = s.get(Job, cur.job_id)
-            assert job is not None
-            if kind == "message":
-                add_event(s, job, ev["message"], level=ev.get("level", "info"), at=ev["time"])
-            elif kind == "metrics":
-                add_event(
-                    s,
-                    job,
-                    metrics_message(ev),
-                    type_="metrics",
-                    data=metrics_data(ev),
-                    at=ev["time"],
-                )
-                job.trained_tokens = ev["trained_tokens"]
-                per_step = ev["elapsed_s"] / max(1, ev["steps_this_run"])
-                job.estimated_finish = time.time() + per_step * (ev["total_steps"] - ev["step"])
-            elif kind == "paused":
-                add_event(
-                    s, job, f"Training paused at step {ev['step']}; resuming continues from there"
-                )
+        elif isinstance(ev, CheckpointRemovedEvent):
+            self.catalog.remove_job_checkpoint(job.project, job.id, ev.step)
+        elif isinstance(ev, MessageEvent | MetricsEvent | PausedEvent):
+            with self.db.begin() as s:
+                job = s.get(Job, cur.job_id)
+                assert job is not None
+                self._log(s, job, ev)
+        # Done and error events end the process; _finish acts on them.
 
-    def _checkpoint(self, job: Job, ev: dict[str, Any]) -> None:
-        metrics = ev.get("metrics") or {}
-        final = metrics.get("step") == metrics.get("total_steps")
-        name = (
-            final_model_name(job)
-            if final
-            else f"{model_name(job, random_token(8))}:ckpt-step-{ev['step']}"
-        )
-        self.catalog.register_fine_tuned(
-            project=job.project,
-            model_id=name,
-            base_model=job.base_model,
-            path=Path(ev["path"]),
-            kind="full" if job.training_method == "full" else "lora",
-            job_id=job.id,
-            step=ev["step"],
-        )
-        with self.db.begin() as s:
-            s.add(
-                JobCheckpoint(
-                    id="ftckpt_" + random_token(24),
-                    project=job.project,
-                    job_id=job.id,
-                    created_at=ev["time"],
-                    step=ev["step"],
-                    fine_tuned_model_checkpoint=name,
-                    metrics={k: v for k, v in metrics.items() if k != "total_steps"},
-                    path=ev["path"],
-                )
-            )
-            if not final:
-                add_event(
-                    s, job, f"Checkpoint created at step {ev['step']} with Snapshot ID: {name}"
-                )
+    def _log(self, s: Session, job: Job, ev: MessageEvent | MetricsEvent | PausedEvent) -> None:
+        if isinstance(ev, MessageEvent):
+            add_event(s, job, ev.message, level=ev.level, at=ev.time)
+        elif isinstance(ev, MetricsEvent):
+            m = ev.metrics
+            add_event(s, job, metrics_message(m), type_="metrics", data=m.data(), at=ev.time)
+            job.trained_tokens = ev.trained_tokens
+            per_step = ev.elapsed_s / max(1, ev.steps_this_run)
+            job.estimated_finish = self.clock.time() + per_step * (m.total_steps - m.step)
+        else:
+            message = f"Training paused at step {ev.step}; resuming continues from there"
+            add_event(s, job, message, at=ev.time)
 
-    def _checkpoint_removed(self, job: Job, step: int) -> None:
-        with self.db.begin() as s:
-            rows = (
-                s.execute(
-                    select(JobCheckpoint).where(
-                        JobCheckpoint.job_id == job.id, JobCheckpoint.step == step
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            names = [r.fine_tuned_model_checkpoint for r in rows]
-            for r in rows:
-                s.delete(r)
-        for name in names:
-            try:
-                self.catalog.delete(job.project, name)
-            except NotFound:
-                pass
+    def _checkpoint(self, job: Job, ev: CheckpointEvent) -> None:
+        metrics = ev.metrics.data() if ev.metrics is not None else None
+        if metrics is not None:
+            metrics.pop("total_steps", None)
+        name = checkpoints.register(
+            self.catalog,
+            job,
+            step=ev.step,
+            path=Path(ev.path),
+            metrics=metrics,
+            at=ev.time,
+            final=ev.is_final,
+        )
+        if not ev.is_final:
+            with self.db.begin() as s:
+                message = f"Checkpoint created at step {ev.step} with Snapshot ID: {name}"
+                add_event(s, job, message, at=ev.time)
 
     # -- exit
 
     def _finish(self, cur: Running, code: int) -> None:
-        kind = cur.outcome.get("type")
-        if kind == "done":
-            self._succeed(cur)
-            return
-        with self.db.begin() as s:
-            job = s.get(Job, cur.job_id)
-            assert job is not None
-            job.worker_id, job.pid, job.estimated_finish = None, None, None
-            if job.status != "running":
-                return  # cancelled or paused as asked
-            if kind == "paused":  # paused on shutdown of a previous owner: back to the queue
-                job.status = "queued"
-                return
-        reason = cur.outcome.get("message") or f"the training process exited with code {code}"
-        self._fail(cur.job_id, f"Training failed: {reason}")
+        if isinstance(cur.outcome, DoneEvent):
+            self._succeed(cur, cur.outcome)
+        elif isinstance(cur.outcome, PausedEvent):
+            # Paused as asked (the job is paused or queued now): just let go. Paused
+            # while still running (a previous owner shut down): back to the queue.
+            self._move_or_release(cur.job_id, states.REQUEUE)
+        else:
+            reason = (
+                cur.outcome.message
+                if isinstance(cur.outcome, ErrorEvent)
+                else f"the training process exited with code {code}"
+            )
+            self._fail(cur.job_id, f"Training failed: {reason}")
 
-    def _succeed(self, cur: Running) -> None:
+    def _succeed(self, cur: Running, done: DoneEvent) -> None:
         with self.db() as s:
             job = s.get(Job, cur.job_id)
         assert job is not None
-        name = final_model_name(job)
+        # The final checkpoint is registered already, unless the process that wrote
+        # it died before we read it (the job then resumed at the end): register it now.
+        name = checkpoints.register(
+            self.catalog,
+            job,
+            step=done.step,
+            path=Path(done.path),
+            metrics=None,
+            at=done.time,
+            final=True,
+        )
         result = self.files.create_from_bytes(
             project=job.project,
             filename=f"{job.id}_results.csv",
             purpose="fine-tune-results",
             data=results_csv(self.db, job.id).encode(),
         )
-        with self.db.begin() as s:
-            done = s.execute(
-                update(Job)
-                .where(Job.id == cur.job_id, Job.status == "running")
-                .values(
-                    status="succeeded",
-                    fine_tuned_model=name,
-                    finished_at=time.time(),
-                    trained_tokens=cur.outcome["trained_tokens"],
-                    result_files=[result.id],
-                    worker_id=None,
-                    pid=None,
-                    estimated_finish=None,
-                )
-            )
-            job = s.get(Job, cur.job_id)
-            assert job is not None
-            if done.rowcount != 1:  # type: ignore[attr-defined]
-                job.worker_id, job.pid = None, None
-                return
-            add_event(s, job, f"New fine-tuned model created: {name}")
-            add_event(s, job, "The job has successfully completed")
+        self._move_or_release(
+            cur.job_id,
+            states.SUCCEED,
+            changes={
+                "fine_tuned_model": name,
+                "finished_at": self.clock.time(),
+                "trained_tokens": done.trained_tokens,
+                "result_files": [result.id],
+            },
+            notes=[
+                Note(f"New fine-tuned model created: {name}"),
+                Note("The job has successfully completed"),
+            ],
+        )
 
     def _fail(self, job_id: str, message: str) -> None:
+        self._move_or_release(
+            job_id,
+            states.FAIL,
+            changes={"error": {"code": "server_error", "message": message, "param": None}},
+            notes=[Note(message, level="error")],
+        )
+
+    def _move_or_release(
+        self,
+        job_id: str,
+        t: states.Transition,
+        *,
+        changes: states.JobChanges | None = None,
+        notes: list[Note] | None = None,
+    ) -> None:
+        """Move a job we hold along `t`; if its status no longer allows that (it was
+        cancelled or paused meanwhile), just let go of it."""
         with self.db.begin() as s:
-            job = s.get(Job, job_id)
-            assert job is not None
-            job.worker_id, job.pid, job.estimated_finish = None, None, None
-            if job.status in ("succeeded", "failed", "cancelled"):
-                return
-            job.status = "failed"
-            job.error = {"code": "server_error", "message": message, "param": None}
-            add_event(s, job, message, level="error")
+            moved = states.apply(
+                s,
+                job_id,
+                t,
+                now=self.clock.time(),
+                worker_id=self.id,
+                changes=changes,
+                notes=notes or [],
+            )
+            if moved is None:
+                states.release(s, job_id, self.id)
 
 
 @contextmanager

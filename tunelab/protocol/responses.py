@@ -20,7 +20,9 @@ class FileSearchTool(BaseModel):
 
 
 class CreateResponse(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # Extra fields are kept so that tunelab.retrieval.answers can refuse, by name,
+    # the ones it does not implement instead of ignoring them.
+    model_config = ConfigDict(extra="allow")
 
     model: str
     input: str | list[dict[str, Any]]
@@ -35,6 +37,8 @@ class CreateResponse(BaseModel):
     include: list[str] = Field(default_factory=list)
     stream: bool = False
     metadata: dict[str, str] | None = None
+    store: bool = True
+    previous_response_id: str | None = None
 
 
 class FileSearchResult(BaseModel):
@@ -125,3 +129,5 @@ class Response(BaseModel):
     incomplete_details: IncompleteDetails | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     usage: Usage | None = None
+    previous_response_id: str | None = None
+    store: bool = True

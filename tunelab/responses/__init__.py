@@ -1,1 +1,2 @@
-"""The Responses API service: grounded answers (file_search) over the chat engine."""
+"""The Responses API's services: grounded answers (file_search) over the chat engine,
+and stored responses with their conversation chains."""

@@ -44,6 +44,16 @@ def parse_input(value: str | list[dict[str, object]]) -> list[dict[str, object]]
     """The input as chat messages (user/assistant/system/tool; assistant tool_calls)."""
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
+    messages = as_chat(value)
+    if not messages or messages[-1]["role"] not in ("user", "tool"):
+        raise InvalidRequest(
+            "The input must end with a user message or a function_call_output.", param="input"
+        )
+    return messages
+
+
+def as_chat(value: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Items (messages, function_call, function_call_output) as chat messages."""
     messages: list[dict[str, object]] = []
     for n, item in enumerate(value):
         kind = item.get("type", "message")
@@ -77,10 +87,6 @@ def parse_input(value: str | list[dict[str, object]]) -> list[dict[str, object]]
             )
         messages.append(
             {"role": role, "content": text_of(item.get("content"), f"input[{n}].content")}
-        )
-    if not messages or messages[-1]["role"] not in ("user", "tool"):
-        raise InvalidRequest(
-            "The input must end with a user message or a function_call_output.", param="input"
         )
     return messages
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from tunelab.errors import TunelabError
+from tunelab.errors import InvalidRequest, NotFound, TunelabError
 from tunelab.ids import new_id
 from tunelab.inference.handle import Failed, Finished
 from tunelab.inference.output_plan import FREE_TEXT, OutputPlan, output_plan, responses_text_format
@@ -36,6 +36,7 @@ from tunelab.protocol.responses import (
     Usage,
 )
 from tunelab.responses.items import parse_input, parse_tools
+from tunelab.responses.store import ResponseStore, input_items
 from tunelab.retrieval.grounding import Passage, build_grounded_messages, find_citations
 from tunelab.retrieval.search import Hit, Searcher
 
@@ -53,9 +54,45 @@ class Prepared:
     hits: list[Hit] = field(default_factory=list)
 
 
-def prepare(searcher: Searcher, project: str, req: CreateResponse) -> Prepared:
-    """Parse the request, run file_search when asked, and lay out the prompt."""
-    messages = parse_input(req.input)
+# Request fields that change nothing here, whatever their value (or whose default
+# is all tunelab does); every other unknown field is refused by name.
+_HARMLESS = {"user", "service_tier", "prompt_cache_key", "safety_identifier"}
+_DEFAULTS: dict[str, tuple[object, ...]] = {  # fields accepted only with these values
+    "truncation": ("disabled", None),
+    "background": (False, None),
+    "conversation": (None,),
+    "reasoning": (None,),
+    "prompt": (None,),
+}
+
+
+def refuse_unsupported(req: CreateResponse) -> None:
+    """400 naming the first request field tunelab would otherwise ignore."""
+    for name, value in (req.model_extra or {}).items():
+        if name in _HARMLESS or (name in _DEFAULTS and value in _DEFAULTS[name]):
+            continue
+        raise InvalidRequest(
+            f"'{name}' is not supported by tunelab's Responses API yet; remove it.", param=name
+        )
+
+
+def prepare(
+    searcher: Searcher,
+    project: str,
+    req: CreateResponse,
+    history: list[dict[str, object]] | None = None,
+) -> Prepared:
+    """Parse the request, run file_search when asked, and lay out the prompt.
+
+    `history` is the conversation of `previous_response_id` (from the response
+    store); without a store to read it from, the field is refused."""
+    refuse_unsupported(req)
+    if req.previous_response_id is not None and history is None:
+        raise InvalidRequest(
+            "previous_response_id needs stored responses, which this server does not keep.",
+            param="previous_response_id",
+        )
+    messages = [*(history or []), *parse_input(req.input)]
     tools = parse_tools(req)
     schema = responses_text_format(req.text, messages)
     plan = output_plan(tools=tools.functions, schema=schema, param="text.format.schema")
@@ -165,6 +202,8 @@ def build_response(
         incomplete_details=IncompleteDetails() if incomplete else None,
         metadata=req.metadata or {},
         usage=usage,
+        previous_response_id=req.previous_response_id,
+        store=req.store,
     )
 
 
@@ -214,7 +253,10 @@ def stream_events(sub: Submitted, req: CreateResponse, p: Prepared) -> Iterator[
     yield event("response.in_progress", response=shell)
     if search_call is not None:
         item = search_call.model_dump()
-        yield event("response.output_item.added", output_index=0, item=item)
+        started = {**item, "status": "in_progress", "queries": [], "results": None}
+        yield event("response.output_item.added", output_index=0, item=started)
+        for stage in ("in_progress", "searching", "completed"):
+            yield event(f"response.file_search_call.{stage}", output_index=0, item_id=item["id"])
         yield event("response.output_item.done", output_index=0, item=item)
         index = 1
     reason, completion_tokens = "stop", 0
@@ -276,6 +318,13 @@ def stream_events(sub: Submitted, req: CreateResponse, p: Prepared) -> Iterator[
         text = "".join(pieces)
         final = response(text, reason, usage)
         message = final.output[-1].model_dump()
+        for i, annotation in enumerate(message["content"][0].get("annotations") or []):
+            yield event(
+                "response.output_text.annotation.added",
+                **where(),
+                annotation_index=i,
+                annotation=annotation,
+            )
         yield event("response.output_text.done", **where(), text=text, logprobs=[])
         yield event("response.content_part.done", **where(), part=message["content"][0])
         yield event("response.output_item.done", output_index=index, item=message)
@@ -301,14 +350,27 @@ def _sampling(req: CreateResponse) -> SamplingRequest:
 
 
 class ResponsesService:
-    def __init__(self, inference: InferenceService, searcher: Searcher) -> None:
+    """Answers, and (with `store`, the default) keeps them for retrieval and for
+    continuing the conversation with `previous_response_id`."""
+
+    def __init__(
+        self, inference: InferenceService, searcher: Searcher, store: ResponseStore | None = None
+    ) -> None:
         self.inference = inference
         self.searcher = searcher
+        self.store = store
 
     def _start(self, project: str, req: CreateResponse) -> tuple[Prepared, Submitted]:
-        p = prepare(self.searcher, project, req)
+        history = None
+        if req.previous_response_id is not None and self.store is not None:
+            history = self.store.history(project, req.previous_response_id)
+        p = prepare(self.searcher, project, req, history)
         sub = self.inference.start_chat(project, req.model, p.messages, _sampling(req), p.plan)
         return p, sub
+
+    def _keep(self, project: str, req: CreateResponse, body: dict[str, object]) -> None:
+        if req.store and self.store is not None:
+            self.store.save(project, body, input_items(req.input), req.previous_response_id)
 
     def create(self, project: str, req: CreateResponse) -> Response:
         """Answer in one piece."""
@@ -316,7 +378,7 @@ class ResponsesService:
         choice = sub.collect()[0]
         out = choice.output()
         reason = choice.finish_reason or "stop"
-        return build_response(
+        response = build_response(
             req,
             p,
             response_id=new_id("resp_"),
@@ -325,9 +387,40 @@ class ResponsesService:
             usage=_usage(sub.prompt_tokens, choice.completion_tokens),
             calls=call_items(out.calls, "incomplete" if reason == "length" else "completed"),
         )
+        self._keep(project, req, response.model_dump())
+        return response
 
     def stream(self, project: str, req: CreateResponse) -> Iterator[dict[str, object]]:
         """Streaming events. Generation is queued before this returns, so a bad model
         or parameter is an HTTP error, not a broken stream."""
         p, sub = self._start(project, req)
-        return stream_events(sub, req, p)
+        return self._kept(project, req, stream_events(sub, req, p))
+
+    def _kept(
+        self, project: str, req: CreateResponse, events: Iterator[dict[str, object]]
+    ) -> Iterator[dict[str, object]]:
+        """The events, storing the final response once it has been sent."""
+        for event in events:
+            yield event
+            if event["type"] in ("response.completed", "response.incomplete"):
+                final = event["response"]
+                assert isinstance(final, dict)
+                self._keep(project, req, final)
+
+    def get(self, project: str, response_id: str) -> dict[str, object]:
+        return self._store().get(project, response_id)
+
+    def delete(self, project: str, response_id: str) -> None:
+        self._store().delete(project, response_id)
+
+    def input_items(
+        self, project: str, response_id: str, *, after: str | None, limit: int, order: str
+    ) -> tuple[list[dict[str, object]], bool]:
+        return self._store().list_input_items(
+            project, response_id, after=after, limit=limit, order=order
+        )
+
+    def _store(self) -> ResponseStore:
+        if self.store is None:
+            raise NotFound("This server keeps no responses.", param="response_id")
+        return self.store

@@ -193,7 +193,9 @@ class Ingestor:
             for model in {job.model for job, _ in part}:
                 texts = [job.chunks[n].text for job, n in part if job.model == model]
                 try:
-                    vectors = np.asarray(self.embeddings.embed(model, texts), dtype=np.float32)
+                    vectors = np.asarray(
+                        self.embeddings.embed(model, texts, kind="passage"), dtype=np.float32
+                    )
                 except Exception as e:
                     log.exception("embedding chunks with %s failed", model)
                     for job in {job for job, _ in part if job.model == model}:

@@ -174,7 +174,8 @@ class Searcher:
         """The model's similarity floor (`ranking.similarity_floor`), computed once."""
         if model not in self._floors:
             self._floors[model] = similarity_floor(
-                self.embeddings.embed(model, UNRELATED), self.embeddings.embed(model, UNRELATED)
+                self.embeddings.embed(model, UNRELATED),
+                self.embeddings.embed(model, UNRELATED, kind="passage"),
             )
         return self._floors[model]
 

@@ -12,7 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from tunelab.training.events import CONFIG_FILE, EVENTS_FILE, Control, EventWriter
+from tunelab.training.events import CONFIG_FILE, EVENTS_FILE, Control, ErrorEvent, EventWriter
 
 
 def main(argv: list[str]) -> int:
@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
         return 0
     except Exception as e:  # the worker needs the reason as an event, whatever it is
         traceback.print_exc()
-        events.emit("error", message=f"{type(e).__name__}: {e}")
+        events.emit(ErrorEvent(message=f"{type(e).__name__}: {e}"))
         return 1
     finally:
         events.close()

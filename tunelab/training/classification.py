@@ -38,7 +38,8 @@ def _prompt_and_label(tokenizer: Any, example: dict[str, Any]) -> tuple[list[int
 def classification_metrics(
     model: Any, tokenizer: Any, path: Path, device: str
 ) -> dict[str, float] | None:
-    """{"classification_accuracy", "classification_weighted_f1"} or None if not a classification set."""
+    """{"classification_accuracy", "classification_weighted_f1"}, or None when the
+    validation set is not a classification set."""
     pairs = [
         p for p in (_prompt_and_label(tokenizer, ex) for ex in iter_examples(path)) if p is not None
     ]
@@ -65,7 +66,8 @@ def classification_metrics(
             predicted.append(tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True).strip())
     model.train(was_training)
     return {
-        "classification_accuracy": sum(p == t for p, t in zip(predicted, labels)) / len(labels),
+        "classification_accuracy": sum(p == t for p, t in zip(predicted, labels, strict=True))
+        / len(labels),
         "classification_weighted_f1": float(
             f1_score(labels, predicted, average="weighted", zero_division=0)
         ),

@@ -58,7 +58,7 @@ def encode_dataset(tokenizer: Any, path: Path, max_length: int) -> Dataset:
     for example in iter_examples(path):
         enc = encode_example(tokenizer, example, max_length=max_length)
         n_truncated += enc.truncated
-        sample = Sample(enc.input_ids, enc.labels[1:] + [IGNORE])
+        sample = Sample(enc.input_ids, [*enc.labels[1:], IGNORE])
         if sample.n_targets == 0:
             n_untrained += 1
         samples.append(sample)

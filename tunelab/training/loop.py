@@ -36,7 +36,16 @@ from tunelab.training import checkpoints
 from tunelab.training.classification import classification_metrics
 from tunelab.training.config import TrainConfig, steps_per_epoch
 from tunelab.training.data import Dataset, MicroBatch, encode_dataset, epoch_steps, pack
-from tunelab.training.events import Control, EventWriter
+from tunelab.training.events import (
+    CheckpointEvent,
+    CheckpointRemovedEvent,
+    Control,
+    DoneEvent,
+    EventWriter,
+    MetricsEvent,
+    PausedEvent,
+    StepMetrics,
+)
 
 
 @dataclass
@@ -84,17 +93,15 @@ def load_model(cfg: TrainConfig, resume_from: Path | None) -> tuple[Any, Any]:
     base = load_causal_lm(spec, cache, device=cfg.device)
     adapter = resume_from or (Path(cfg.init_adapter) if cfg.init_adapter else None)
     if adapter is not None:
-        model = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
-    else:
-        lora = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules=cfg.lora_target_modules,
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(base, lora)
-    return model.train(), tokenizer
+        return PeftModel.from_pretrained(base, str(adapter), is_trainable=True).train(), tokenizer
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(base, lora).train(), tokenizer
 
 
 def lr_lambda(cfg: TrainConfig, total_steps: int) -> Any:
@@ -176,7 +183,8 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
     for name, d in (("training", train_data), ("validation", valid_data)):
         if d and d.n_truncated:
             events.message(
-                f"{d.n_truncated} {name} example(s) longer than {cfg.max_length} tokens were truncated",
+                f"{d.n_truncated} {name} example(s) longer than {cfg.max_length} tokens "
+                "were truncated",
                 level="warn",
             )
         if d and d.n_untrained:
@@ -218,13 +226,13 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
     started = time.monotonic()
     start_step = step
     valid_cursor = 0
-    metrics: dict[str, Any] = {}
+    metrics: StepMetrics | None = None
     for epoch in range(step // per_epoch, cfg.n_epochs):
         for batch in epoch_steps(n, cfg.batch_size, cfg.seed, epoch)[step - epoch * per_epoch :]:
             request = control.request()
             if request == "pause":
                 path = save(step)
-                events.emit("paused", step=step, path=str(path))
+                events.emit(PausedEvent(step=step, path=str(path)))
                 return Outcome("paused", step, path, trained_tokens)
             if request == "cancel":
                 return Outcome("cancelled", step, None, trained_tokens)
@@ -236,52 +244,60 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
                 if mb.n_targets == 0:
                     continue
                 loss, c = forward_loss(model, mb, cfg.device, bf16)
-                (loss / n_targets).backward()
+                torch.autograd.backward(loss / n_targets)
                 loss_sum, correct = loss_sum + float(loss.detach()), correct + c
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            # The rate this step applies (the schedule moves on after it).
+            learning_rate = float(optimizer.param_groups[0]["lr"])
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             trained_tokens += sum(mb.n_tokens for mb in micro)
 
-            metrics = {
-                "step": step,
-                "total_steps": total_steps,
-                "train_loss": loss_sum / n_targets,
-                "train_mean_token_accuracy": correct / n_targets,
-            }
+            valid = full = None
+            classification: dict[str, float] = {}
             if valid_data and valid_data.samples and step % cfg.eval_interval == 0:
                 m = len(valid_data.samples)
                 idx = [(valid_cursor + i) % m for i in range(min(cfg.eval_batch_examples, m))]
                 valid_cursor = (valid_cursor + len(idx)) % m
-                metrics["valid_loss"], metrics["valid_mean_token_accuracy"] = evaluate(
-                    model, valid_data, idx, cfg, bf16
-                )
+                valid = evaluate(model, valid_data, idx, cfg, bf16)
             if step == total_steps and valid_data and valid_data.samples:
-                metrics["full_valid_loss"], metrics["full_valid_mean_token_accuracy"] = evaluate(
-                    model, valid_data, list(range(len(valid_data.samples))), cfg, bf16
-                )
+                full = evaluate(model, valid_data, list(range(len(valid_data.samples))), cfg, bf16)
                 assert cfg.validation_file is not None
-                metrics.update(
+                classification = (
                     classification_metrics(model, tokenizer, Path(cfg.validation_file), cfg.device)
                     or {}
                 )
+            metrics = StepMetrics(
+                step=step,
+                total_steps=total_steps,
+                train_loss=loss_sum / n_targets,
+                train_mean_token_accuracy=correct / n_targets,
+                learning_rate=learning_rate,
+                valid_loss=valid[0] if valid else None,
+                valid_mean_token_accuracy=valid[1] if valid else None,
+                full_valid_loss=full[0] if full else None,
+                full_valid_mean_token_accuracy=full[1] if full else None,
+                classification_accuracy=classification.get("classification_accuracy"),
+                classification_weighted_f1=classification.get("classification_weighted_f1"),
+            )
             events.emit(
-                "metrics",
-                **metrics,
-                trained_tokens=trained_tokens,
-                elapsed_s=time.monotonic() - started,
-                steps_this_run=step - start_step,
+                MetricsEvent(
+                    metrics=metrics,
+                    trained_tokens=trained_tokens,
+                    elapsed_s=time.monotonic() - started,
+                    steps_this_run=step - start_step,
+                )
             )
 
         # -- 6. epoch end: checkpoint, keep the last few
-        epoch_ckpts = (epoch_ckpts + [step])[-cfg.keep_checkpoints :]
+        epoch_ckpts = [*epoch_ckpts, step][-cfg.keep_checkpoints :]
         path = save(step)
-        events.emit("checkpoint", step=step, path=str(path), metrics=metrics)
+        events.emit(CheckpointEvent(step=step, path=str(path), metrics=metrics))
         for gone in checkpoints.prune(output_dir, epoch_ckpts):
-            events.emit("checkpoint_removed", step=gone.step, path=str(gone.path))
+            events.emit(CheckpointRemovedEvent(step=gone.step, path=str(gone.path)))
 
     final = checkpoints.checkpoint_dir(output_dir, step)
-    events.emit("done", step=step, path=str(final), trained_tokens=trained_tokens)
+    events.emit(DoneEvent(step=step, path=str(final), trained_tokens=trained_tokens))
     return Outcome("succeeded", step, final, trained_tokens)

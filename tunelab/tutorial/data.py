@@ -32,7 +32,7 @@ def prepare(session: Session, name: str, output: Path) -> list[Path]:
         Options(path=session.example(name), model=session.chat_model, output=output, stats=False),
         ClickConsole(quiet=True),
         chat_tokenizer_loader(
-            Registry.load(settings.registry_file), settings.model_cache_dir, session.chat_model
+            Registry.for_settings(settings), settings.model_cache_dir, session.chat_model
         ),
     )
     if outcome.exit_code != 0 or not outcome.written:

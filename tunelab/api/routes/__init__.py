@@ -1,13 +1,16 @@
 """One module per resource, each exposing `router`. All but health live under /v1."""
 
 from tunelab.api.routes import (
+    batches,
     chat,
     embeddings,
     files,
     fine_tuning,
     health,
+    legacy,
     models,
     responses,
+    uploads,
     vector_stores,
 )
 
@@ -19,6 +22,9 @@ V1_ROUTERS = [
     chat.router,
     vector_stores.router,
     responses.router,
+    legacy.router,
+    batches.router,
+    uploads.router,
 ]
 
 __all__ = ["V1_ROUTERS", "health"]

@@ -20,13 +20,13 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from tunelab.api.deps import InferenceDep, ProjectDep
-from tunelab.errors import InvalidRequest, TunelabError
+from tunelab.errors import TunelabError
 from tunelab.ids import new_id
 from tunelab.inference import openai_format as fmt
-from tunelab.inference.chat_output import ChoiceStream, chat_message, chat_plan
+from tunelab.inference import openai_requests as req
+from tunelab.inference.chat_output import ChoiceStream, chat_plan
 from tunelab.inference.handle import Delta, Failed, Finished, TokenLogprob
-from tunelab.inference.params import SamplingRequest
-from tunelab.inference.service import Choice, Submitted
+from tunelab.inference.service import Submitted
 from tunelab.protocol import chat as c
 from tunelab.protocol import completions as tc
 
@@ -80,11 +80,14 @@ class _EventStream(StreamingResponse):
             await self._body.aclose()
 
 
-def _sse(chunks: AsyncGenerator[BaseModel, None]) -> StreamingResponse:
+def _sse(chunks: AsyncGenerator[BaseModel, None], include_usage: bool) -> StreamingResponse:
+    # As OpenAI's: chunks carry `"usage": null` only when usage was asked for.
+    exclude = None if include_usage else {"usage"}
+
     async def body() -> AsyncGenerator[str, None]:
         try:
             async for chunk in chunks:
-                yield f"data: {chunk.model_dump_json()}\n\n"
+                yield f"data: {chunk.model_dump_json(exclude=exclude)}\n\n"
         except TunelabError as e:  # the SDK raises APIError for a data line with "error"
             yield f"data: {json.dumps(e.to_dict())}\n\n"
             return
@@ -98,31 +101,11 @@ def _sse(chunks: AsyncGenerator[BaseModel, None]) -> StreamingResponse:
 # -- chat ---------------------------------------------------------------------------
 
 
-def _chat_sampling(body: c.ChatCompletionRequest) -> SamplingRequest:
-    if body.top_logprobs is not None and not body.logprobs:
-        raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs")
-    use_mct = body.max_completion_tokens is not None
-    return SamplingRequest(
-        max_tokens=body.max_completion_tokens if use_mct else body.max_tokens,
-        max_tokens_param="max_completion_tokens" if use_mct else "max_tokens",
-        temperature=body.temperature,
-        top_p=body.top_p,
-        n=body.n,
-        stop=body.stop,
-        seed=body.seed,
-        presence_penalty=body.presence_penalty,
-        frequency_penalty=body.frequency_penalty,
-        logit_bias=body.logit_bias,
-        logprobs=bool(body.logprobs),
-        top_logprobs=body.top_logprobs,
-    )
-
-
 @router.post("/chat/completions", response_model=None)
 async def create_chat_completion(
     body: c.ChatCompletionRequest, request: Request, inference: InferenceDep, project: ProjectDep
 ) -> c.ChatCompletion | Response:
-    sampling = _chat_sampling(body)
+    sampling = req.chat_sampling(body)
     plan = await run_in_threadpool(chat_plan, body)
     sub = await run_in_threadpool(
         inference.start_chat, project, body.model, body.messages, sampling, plan
@@ -130,25 +113,12 @@ async def create_chat_completion(
     cid, created = new_id("chatcmpl-"), int(time.time())
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _sse(_chat_chunks(sub, cid, created, include_usage))
+        return _sse(_chat_chunks(sub, cid, created, include_usage), include_usage)
     try:
         choices = await _unless_disconnected(request, sub.acollect(), [sub])
     except _ClientGone:
         return Response(status_code=499)  # nobody is listening; nginx's "client closed request"
-    out = []
-    for ch in choices:
-        message, reason = chat_message(sub.plan, ch)
-        lps = fmt.chat_logprobs(sub.tokenizer, ch.logprobs) if body.logprobs else None
-        out.append(
-            c.ChatChoice(index=ch.index, message=message, finish_reason=reason, logprobs=lps)
-        )
-    return c.ChatCompletion(
-        id=cid,
-        created=created,
-        model=sub.model,
-        choices=out,
-        usage=fmt.usage(sub.prompt_tokens, sum(ch.completion_tokens for ch in choices)),
-    )
+    return req.chat_completion(body, sub, choices, cid, created)
 
 
 async def _chat_chunks(
@@ -219,55 +189,16 @@ async def _chat_chunks(
 # -- legacy completions -------------------------------------------------------------
 
 
-def _prompts(prompt: str | list[str] | list[int] | list[list[int]] | None) -> list[str | list[int]]:
-    if prompt is None or prompt == "" or prompt == []:
-        return [""]
-    if isinstance(prompt, str):
-        return [prompt]
-    if all(isinstance(p, int) for p in prompt):
-        return [list(prompt)]  # type: ignore[arg-type]
-    return list(prompt)  # type: ignore[arg-type]
-
-
-def _completion_sampling(body: tc.CompletionRequest) -> SamplingRequest:
-    if body.suffix:
-        raise InvalidRequest(
-            "'suffix' (insert mode) is not supported by tunelab models; put all the text in 'prompt'.",
-            param="suffix",
-        )
-    if body.best_of is not None and body.best_of != (body.n or 1):
-        raise InvalidRequest(
-            "'best_of' is not supported; leave it unset or equal to 'n'.", param="best_of"
-        )
-    if body.logprobs is not None and not 0 <= body.logprobs <= 5:
-        raise InvalidRequest(
-            f"'logprobs' must be between 0 and 5, got {body.logprobs}.", param="logprobs"
-        )
-    return SamplingRequest(
-        max_tokens=body.max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        n=body.n,
-        stop=body.stop,
-        seed=body.seed,
-        presence_penalty=body.presence_penalty,
-        frequency_penalty=body.frequency_penalty,
-        logit_bias=body.logit_bias,
-        logprobs=body.logprobs is not None,
-        top_logprobs=body.logprobs,
-    )
-
-
 @router.post("/completions", response_model=None)
 async def create_completion(
     body: tc.CompletionRequest, request: Request, inference: InferenceDep, project: ProjectDep
 ) -> tc.Completion | Response:
-    sampling = _completion_sampling(body)
+    sampling = req.completion_sampling(body)
 
     def start_all() -> list[Submitted]:
         subs: list[Submitted] = []
         try:
-            for p in _prompts(body.prompt):
+            for p in req.prompts(body.prompt):
                 subs.append(inference.start_completion(project, body.model, p, sampling))
         except TunelabError:
             for s in subs:
@@ -277,43 +208,20 @@ async def create_completion(
 
     subs = await run_in_threadpool(start_all)
     cid, created = new_id("cmpl-"), int(time.time())
-    n = body.n or 1
     echoes = [s.tokenizer.decode(s.prompt_ids) if body.echo else "" for s in subs]
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _sse(_completion_chunks(subs, echoes, cid, created, body.logprobs, include_usage))
+        return _sse(
+            _completion_chunks(subs, echoes, cid, created, body.logprobs, include_usage),
+            include_usage,
+        )
     try:
         per_prompt = await _unless_disconnected(
             request, asyncio.gather(*(s.acollect() for s in subs)), subs
         )
     except _ClientGone:
         return Response(status_code=499)
-
-    def choice(k: int, sub: Submitted, ch: Choice) -> tc.CompletionChoice:
-        lps = None
-        if body.logprobs is not None:
-            lps = fmt.completion_logprobs(sub.tokenizer, ch.logprobs, len(echoes[k]), body.logprobs)
-        return tc.CompletionChoice(
-            index=k * n + ch.index,
-            text=echoes[k] + ch.text,
-            finish_reason=ch.finish_reason,
-            logprobs=lps,
-        )
-
-    return tc.Completion(
-        id=cid,
-        created=created,
-        model=subs[0].model,
-        choices=[
-            choice(k, s, ch)
-            for k, (s, chs) in enumerate(zip(subs, per_prompt, strict=False))
-            for ch in chs
-        ],
-        usage=fmt.usage(
-            sum(s.prompt_tokens for s in subs),
-            sum(ch.completion_tokens for chs in per_prompt for ch in chs),
-        ),
-    )
+    return req.completion(body, subs, per_prompt, echoes, cid, created)
 
 
 async def _completion_chunks(

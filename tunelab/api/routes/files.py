@@ -52,12 +52,6 @@ def upload_file(
         )
     check_purpose(purpose)
     filename = Path(file.filename or "upload").name
-    if purpose == "fine-tune" and not filename.lower().endswith(".jsonl"):
-        raise InvalidRequest(
-            "Invalid file format for Fine-Tuning API. Must be .jsonl "
-            "(convert CSV/XLSX/JSON first with `tunelab prepare-data -f FILE`).",
-            param="file",
-        )
     expires_at = None
     if expires_after_seconds is not None:
         if expires_after_anchor not in (None, "created_at"):

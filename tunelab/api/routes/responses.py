@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from tunelab.api.deps import ProjectDep, ResponsesDep
+from tunelab.api.pagination import list_page
 from tunelab.errors import TunelabError
+from tunelab.protocol.common import Deleted
 from tunelab.protocol.responses import CreateResponse, Response
 
 router = APIRouter()
@@ -37,3 +39,29 @@ def create_response(
             _sse(responses.stream(project, body)), media_type="text/event-stream"
         )
     return responses.create(project, body)
+
+
+@router.get("/responses/{response_id}")
+def retrieve_response(
+    response_id: str, responses: ResponsesDep, project: ProjectDep
+) -> dict[str, Any]:
+    return responses.get(project, response_id)
+
+
+@router.delete("/responses/{response_id}")
+def delete_response(response_id: str, responses: ResponsesDep, project: ProjectDep) -> Deleted:
+    responses.delete(project, response_id)
+    return Deleted(id=response_id, object="response")
+
+
+@router.get("/responses/{response_id}/input_items")
+def list_input_items(
+    response_id: str,
+    responses: ResponsesDep,
+    project: ProjectDep,
+    after: str | None = None,
+    limit: Annotated[int, Query()] = 20,
+    order: str = "desc",
+) -> dict[str, Any]:
+    items, more = responses.input_items(project, response_id, after=after, limit=limit, order=order)
+    return list_page(items, more)

@@ -8,7 +8,7 @@ dropped (on PostgreSQL it was a side file, `vectors/keywords.sqlite`, which is n
 longer read). Downgrading recreates and refills the FTS5 table from the chunk texts.
 
 Revision ID: 0005_keyword_terms
-Revises: 0003_vector_stores
+Revises: 0004_jobs_resolved_model
 """
 
 import sqlalchemy as sa
@@ -26,7 +26,7 @@ FTS_FILL = (
 )
 
 revision = "0005_keyword_terms"
-down_revision = "0003_vector_stores"
+down_revision = "0004_jobs_resolved_model"
 branch_labels = None
 depends_on = None
 

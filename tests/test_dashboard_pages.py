@@ -1,0 +1,420 @@
+"""The dashboard's lists and the pages of the APIs still landing, in headless Chromium.
+
+- Another project's key sees none of the first project's resources, on any page or
+  at any direct address (with the first project seeing them, as the control).
+- With 1,000 jobs and 10,000 files a page holds one page of rows and pages through
+  them by cursor (the rows are written straight into the database: only the lists
+  are under test here).
+- Evals and Batches: on a server without those APIs the pages say so; against
+  endpoints that answer in the shapes of contract-2 §12 and §15 (a stand-in router,
+  until the evals and batch services are merged) they show runs, pass rates per
+  criterion and per model, per-item verdicts, batch counts and the output download.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import APIRouter
+from playwright.sync_api import expect
+
+from tests.support import (
+    dashboard_page,
+    is_local,
+    register_models,
+    run_server,
+    screenshot,
+    seed_lists,
+    sign_in,
+)
+from tests.tiny_models import TINY_CHAT, tiny_registry_entry
+from tunelab.api.app import create_app
+from tunelab.api.deps import ProjectDep
+from tunelab.jobs.tables import Job
+from tunelab.runtime import Runtime, build_runtime
+from tunelab.settings import Settings
+
+pytestmark = pytest.mark.browser
+
+KEYS = "key-alpha:alpha,key-beta:beta,key-gamma:gamma"
+
+
+def settings_for(root: Path, model_cache: Path, tiny_chat_dir: Path) -> Settings:
+    settings = Settings(data_dir=root / "data", cache_dir=model_cache, api_keys=KEYS)
+    register_models(settings, [tiny_registry_entry(tiny_chat_dir)])
+    return settings
+
+
+@pytest.fixture(scope="module")
+def runtime(
+    tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_chat_dir: Path
+) -> Runtime:
+    # No embedded worker: the jobs made here only have to exist, not train.
+    root = tmp_path_factory.mktemp("dashboard-pages")
+    return build_runtime(settings_for(root, model_cache, tiny_chat_dir), embedded_worker=False)
+
+
+@pytest.fixture(scope="module")
+def url(runtime: Runtime) -> Iterator[str]:
+    with run_server(runtime) as base:
+        yield base
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    page = dashboard_page(browser)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    elsewhere: list[str] = []  # the dashboard works offline: it loads nothing from elsewhere
+    page.on("request", lambda r: None if is_local(r.url) else elsewhere.append(r.url))
+    yield page
+    page.context.close()
+    assert not errors, f"script errors in the page: {errors}"
+    assert not elsewhere, f"requests to other hosts: {elsewhere}"
+
+
+def api(url: str, key: str) -> httpx.Client:
+    return httpx.Client(base_url=url + "/v1", headers={"Authorization": f"Bearer {key}"})
+
+
+def alpha_resources(url: str, runtime: Runtime) -> dict[str, str]:
+    """A file, a job, a vector store and a fine-tuned model of project alpha."""
+    with api(url, "key-alpha") as c:
+        example = {
+            "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+        }
+        lines = (json.dumps(example) + "\n").encode() * 10
+        file_id = c.post(
+            "/files", files={"file": ("alpha-secret.jsonl", lines)}, data={"purpose": "fine-tune"}
+        ).json()["id"]
+        job_id = c.post(
+            "/fine_tuning/jobs", json={"model": TINY_CHAT, "training_file": file_id}
+        ).json()["id"]
+        store_id = c.post("/vector_stores", json={"name": "alpha-store"}).json()["id"]
+    model = "ft:tiny-chat:alpha:secret:abcd1234"
+    runtime.catalog.register_fine_tuned(
+        project="alpha",
+        model_id=model,
+        base_model=TINY_CHAT,
+        path=Path("/nonexistent"),
+        kind="lora",
+    )
+    return {"file": file_id, "job": job_id, "store": store_id, "model": model}
+
+
+def test_another_projects_key_sees_nothing_of_it(page: Any, url: str, runtime: Runtime) -> None:
+    ids = alpha_resources(url, runtime)
+    secrets = [*ids.values(), "alpha-secret.jsonl", "alpha-store"]
+    # Each list page is read once it has loaded: its rows, or its "nothing here".
+    loaded = {
+        "jobs": "[data-testid=job-row], .empty",
+        "files": "[data-testid=file-row], .empty",
+        "stores": "[data-testid=store-row], .empty",
+    }
+
+    def visible(key: str) -> str:
+        """The text of every list page and the playground's model choices, for `key`."""
+        sign_in(page, url, key)
+        seen = []
+        for section, done in loaded.items():
+            page.get_by_test_id(f"nav-{section}").click()
+            page.locator(done).first.wait_for()
+            seen.append(page.locator("main").inner_text())
+        page.get_by_test_id("nav-playground").click()
+        options = page.get_by_test_id("pane-model-0").locator("option")
+        expect(options.filter(has_text=re.compile(f"^{TINY_CHAT}$"))).to_have_count(1)  # loaded
+        seen.append(" ".join(options.all_inner_texts()))
+        page.get_by_test_id("signout").click()
+        return "\n".join(seen)
+
+    alpha = visible("key-alpha")  # the control: the owner sees every one of them
+    assert all(s in alpha for s in secrets), alpha
+    beta = visible("key-beta")
+    assert not [s for s in secrets if s in beta], beta
+
+    # Direct addresses of alpha's objects are "not found" for beta.
+    sign_in(page, url, "key-beta")
+    for path in (f"jobs/{ids['job']}", f"files/{ids['file']}", f"stores/{ids['store']}"):
+        page.goto(f"{url}/dashboard/{path}")
+        expect(page.get_by_test_id("error")).to_contain_text("No ")
+        text = page.locator("main").inner_text()
+        assert not [s for s in ("alpha-secret.jsonl", "alpha-store", ids["model"]) if s in text]
+
+
+def test_job_actions_pause_resume_and_cancel(page: Any, url: str, runtime: Runtime) -> None:
+    # No worker runs here, so the job waits in the queue for the buttons.
+    with api(url, "key-alpha") as c:
+        example = {
+            "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+        }
+        data = (json.dumps(example) + "\n").encode() * 10
+        file_id = c.post(
+            "/files", files={"file": ("queue.jsonl", data)}, data={"purpose": "fine-tune"}
+        ).json()["id"]
+        job_id = c.post(
+            "/fine_tuning/jobs", json={"model": TINY_CHAT, "training_file": file_id}
+        ).json()["id"]
+    with runtime.db.begin() as s:
+        s.get(Job, job_id).status = "queued"  # as a worker leaves it after validation
+    sign_in(page, url, "key-alpha")
+    page.goto(f"{url}/dashboard/jobs/{job_id}")
+    job = page.get_by_test_id("job")
+    for button, status in (("pause", "paused"), ("resume", "queued"), ("cancel", "cancelled")):
+        page.get_by_test_id(button).click()
+        expect(job).to_have_attribute("data-status", status)
+    for button in ("pause", "resume", "cancel"):  # a finished job offers none of them
+        expect(page.get_by_test_id(button)).to_have_count(0)
+    expect(page.get_by_test_id("event-log")).to_contain_text("Job cancelled")
+
+
+def test_lists_page_through_1000_jobs_and_10000_files(
+    page: Any, url: str, runtime: Runtime
+) -> None:
+    seed_lists(runtime, "gamma", n_jobs=1000, n_files=10_000)
+    asked: list[httpx.URL] = []
+    page.on("request", lambda r: asked.append(httpx.URL(r.url)) if "/v1/" in r.url else None)
+    sign_in(page, url, "key-gamma")
+
+    rows = page.get_by_test_id("job-row")
+    expect(rows).to_have_count(25)
+    first = rows.evaluate_all("rs => rs.map(r => r.dataset.id)")
+    for n in (2, 3, 4):
+        page.get_by_test_id("next").click()
+        expect(page.get_by_test_id("page-number")).to_contain_text(str(n))
+    expect(rows).to_have_count(25)
+    fourth = rows.evaluate_all("rs => rs.map(r => r.dataset.id)")
+    assert not set(first) & set(fourth)
+    page.get_by_test_id("prev").click()
+    expect(page.get_by_test_id("page-number")).to_contain_text("3")
+    screenshot(page, "jobs-paged")
+
+    page.get_by_test_id("nav-files").click()
+    files = page.get_by_test_id("file-row")
+    expect(files).to_have_count(50)
+    expect(files.first).to_contain_text("seeded-09999.jsonl")  # newest first
+    page.get_by_test_id("next").click()
+    expect(files.first).to_contain_text("seeded-09949.jsonl")
+    expect(files).to_have_count(50)
+
+    # Every list call asked for one page; finished jobs cost no extra calls.
+    jobs_calls = [u for u in asked if u.path == "/v1/fine_tuning/jobs"]
+    files_calls = [u for u in asked if u.path == "/v1/files"]
+    assert len(jobs_calls) >= 5 and len(files_calls) >= 2
+    assert {u.params.get("limit") for u in jobs_calls} == {"25"}
+    assert {u.params.get("limit") for u in files_calls} == {"50"}
+    assert not [u for u in asked if u.path.endswith("/events")]
+
+
+def test_evals_and_batches_pages_without_those_apis(page: Any, url: str) -> None:
+    sign_in(page, url, "key-alpha")
+    for section in ("evals", "batches"):
+        page.get_by_test_id(f"nav-{section}").click()
+        expect(page.get_by_test_id("unavailable")).to_be_visible()
+    page.goto(url + "/dashboard/evals/eval_123?run_id=evalrun_456")  # a report_url
+    expect(page.get_by_test_id("unavailable")).to_be_visible()
+
+
+# --------------------------------------------------------------------------------------
+# Stand-ins for the Evals and Batch APIs, answering in the contract's shapes.
+
+EVAL_ID, RUN_A, RUN_B = "eval_" + "a" * 32, "evalrun_" + "a" * 32, "evalrun_" + "b" * 32
+CRITERIA = [
+    {"name": "exact", "id": "exact-1b2c3d4e-0000-4000-8000-000000000001", "type": "string_check"},
+    {"name": "polite", "id": "polite-1b2c3d4e-0000-4000-8000-000000000002", "type": "string_check"},
+]
+
+
+def _page(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": items,
+        "first_id": items[0]["id"] if items else None,
+        "last_id": items[-1]["id"] if items else None,
+        "has_more": False,
+    }
+
+
+def _run(run_id: str, model: str, passed: int) -> dict[str, Any]:
+    return {
+        "object": "eval.run",
+        "id": run_id,
+        "eval_id": EVAL_ID,
+        "name": f"run-{model}",
+        "model": model,
+        "created_at": 1_700_000_000,
+        "status": "completed",
+        "data_source": {"type": "completions", "model": model},
+        "metadata": {},
+        "error": None,
+        "report_url": f"/dashboard/evals/{EVAL_ID}?run_id={run_id}",
+        "result_counts": {"total": 3, "errored": 0, "failed": 3 - passed, "passed": passed},
+        "per_model_usage": [
+            {
+                "model_name": model,
+                "invocation_count": 3,
+                "prompt_tokens": 30,
+                "completion_tokens": 12,
+                "total_tokens": 42,
+                "cached_tokens": 0,
+            }
+        ],
+        "per_testing_criteria_results": [
+            {"testing_criteria": CRITERIA[0]["id"], "passed": passed, "failed": 3 - passed},
+            {"testing_criteria": CRITERIA[1]["id"], "passed": 3, "failed": 0},
+        ],
+    }
+
+
+def _item(run_id: str, i: int, passed: bool) -> dict[str, Any]:
+    return {
+        "object": "eval.run.output_item",
+        "id": f"outputitem_{run_id[-4:]}{i:028d}",
+        "created_at": 1_700_000_000,
+        "run_id": run_id,
+        "eval_id": EVAL_ID,
+        "status": "pass" if passed else "fail",
+        "datasource_item_id": i,
+        "datasource_item": {"question": f"capital {i}?", "answer": "Paris"},
+        "results": [
+            {"name": "exact", "type": "string_check", "passed": passed, "score": float(passed)},
+            {"name": "polite", "type": "string_check", "passed": True, "score": 1.0},
+        ],
+        "sample": {
+            "input": [{"role": "user", "content": f"capital {i}?"}],
+            "output": [{"role": "assistant", "content": "Paris" if passed else "London"}],
+            "finish_reason": "stop",
+            "model": TINY_CHAT,
+            "usage": {"total_tokens": 14, "completion_tokens": 4, "prompt_tokens": 10},
+            "error": None,
+        },
+    }
+
+
+def contract_router(output_file: str) -> APIRouter:
+    router = APIRouter()
+    runs = {RUN_A: _run(RUN_A, TINY_CHAT, 1), RUN_B: _run(RUN_B, "ft:tiny-chat:alpha::x", 2)}
+
+    @router.get("/evals")
+    def list_evals(project: ProjectDep) -> dict[str, Any]:
+        return _page(
+            [
+                {
+                    "object": "eval",
+                    "id": EVAL_ID,
+                    "name": "capitals",
+                    "created_at": 1_700_000_000,
+                    "data_source_config": {"type": "custom", "schema": {"type": "object"}},
+                    "testing_criteria": CRITERIA,
+                    "metadata": {},
+                }
+            ]
+        )
+
+    @router.get("/evals/{eval_id}")
+    def get_eval(eval_id: str, project: ProjectDep) -> dict[str, Any]:
+        return list_evals(project)["data"][0]  # type: ignore[no-any-return]
+
+    @router.get("/evals/{eval_id}/runs")
+    def list_runs(eval_id: str, project: ProjectDep) -> dict[str, Any]:
+        return _page(list(runs.values()))
+
+    @router.get("/evals/{eval_id}/runs/{run_id}/output_items")
+    def items(eval_id: str, run_id: str, project: ProjectDep, status: str = "") -> dict[str, Any]:
+        passes = runs[run_id]["result_counts"]["passed"]
+        found = [_item(run_id, i, i < passes) for i in range(3)]
+        return _page([x for x in found if not status or x["status"] == status])
+
+    @router.get("/batches")
+    def list_batches(project: ProjectDep) -> dict[str, Any]:
+        base = {
+            "object": "batch",
+            "endpoint": "/v1/chat/completions",
+            "input_file_id": "file-input",
+            "completion_window": "24h",
+            "created_at": 1_700_000_000,
+            "error_file_id": None,
+            "errors": None,
+            "metadata": None,
+        }
+        return _page(
+            [
+                {
+                    **base,
+                    "id": "batch_running",
+                    "status": "in_progress",
+                    "output_file_id": None,
+                    "request_counts": {"total": 10, "completed": 4, "failed": 1},
+                },
+                {
+                    **base,
+                    "id": "batch_done",
+                    "status": "completed",
+                    "output_file_id": output_file,
+                    "request_counts": {"total": 2, "completed": 2, "failed": 0},
+                },
+            ]
+        )
+
+    return router
+
+
+@pytest.fixture(scope="module")
+def contract_url(
+    tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_chat_dir: Path
+) -> Iterator[tuple[str, str]]:
+    root = tmp_path_factory.mktemp("dashboard-contract")
+    rt = build_runtime(settings_for(root, model_cache, tiny_chat_dir), embedded_worker=False)
+    output = rt.files.create_from_bytes(
+        project="alpha", filename="out.jsonl", purpose="batch_output", data=b'{"custom_id": "1"}\n'
+    )
+    app = create_app(rt)
+    app.include_router(contract_router(output.id), prefix="/v1")
+    with run_server(app) as base:
+        yield base, output.id
+
+
+def test_evals_page_shows_rates_per_criterion_model_and_item(
+    page: Any, contract_url: tuple[str, str]
+) -> None:
+    url, _ = contract_url
+    sign_in(page, url, "key-alpha")
+    page.get_by_test_id("nav-evals").click()
+    page.get_by_role("link", name="capitals").click()
+    expect(page.get_by_test_id("run-row")).to_have_count(2)
+    expect(page.get_by_test_id("per-model").locator("canvas").first).to_be_visible()
+    # A run's report_url opens that run.
+    page.goto(f"{url}/dashboard/evals/{EVAL_ID}?run_id={RUN_B}")
+    run = page.get_by_test_id("run")
+    expect(run.get_by_test_id("pass-rate")).to_contain_text("2 of 3 passed (66.7%)")
+    expect(run.get_by_test_id("per-criterion").locator("canvas").first).to_be_visible()
+    items = page.get_by_test_id("eval-item")
+    expect(items).to_have_count(3)
+    expect(items.nth(2)).to_have_attribute("data-status", "fail")
+    expect(items.nth(2)).to_contain_text("London")
+    expect(items.nth(2)).to_contain_text("✗ exact")
+    screenshot(page, "evals")
+    page.get_by_test_id("run").locator("select").select_option("fail")
+    expect(items).to_have_count(1)
+
+
+def test_batches_page_shows_counts_and_downloads_output(
+    page: Any, contract_url: tuple[str, str]
+) -> None:
+    url, _ = contract_url
+    sign_in(page, url, "key-alpha")
+    page.get_by_test_id("nav-batches").click()
+    rows = page.get_by_test_id("batch-row")
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_contain_text("4 done, 1 failed of 10")
+    screenshot(page, "batches")
+    with page.expect_download() as download:
+        rows.nth(1).get_by_test_id("batch-output").click()
+    saved = Path(download.value.path())
+    assert saved.read_bytes() == b'{"custom_id": "1"}\n'
+    assert download.value.suggested_filename == "batch_done-output.jsonl"

@@ -1,0 +1,1 @@
+"""The Batch API: many requests from one input file, run in the background."""
