@@ -1,4 +1,5 @@
-"""Validating a 1,000,000-line fine-tuning JSONL: tunelab's streaming validator vs the legacy approach.
+"""Validating a 1,000,000-line fine-tuning JSONL: tunelab's streaming validator vs
+the legacy approach.
 
 Usage: python benchmarks/prepare_data.py [--lines N]
 
@@ -102,21 +103,27 @@ def main() -> None:
         generate(path, args.lines)
         size_mb = path.stat().st_size / 1e6
         print(
-            f"Generated {args.lines:,} lines, {size_mb:.0f} MB in {time.perf_counter() - t0:.1f} s\n"
+            f"Generated {args.lines:,} lines, {size_mb:.0f} MB "
+            f"in {time.perf_counter() - t0:.1f} s\n"
         )
         results = {name: run_child(name, path) for name in CHILD}
     ours = results["validate_file"]
-    header = f"{'approach':<16} {'seconds':>8} {'MB/s':>7} {'lines/s':>10} {'peak RSS MB':>12} {'time vs ours':>13} {'RSS vs ours':>12}"
+    header = (
+        f"{'approach':<16} {'seconds':>8} {'MB/s':>7} {'lines/s':>10} {'peak RSS MB':>12} "
+        f"{'time vs ours':>13} {'RSS vs ours':>12}"
+    )
     print(header)
     print("-" * len(header))
     for name, r in results.items():
         print(
-            f"{name:<16} {r['seconds']:>8.2f} {size_mb / r['seconds']:>7.1f} {args.lines / r['seconds']:>10,.0f} "
-            f"{r['rss_mb']:>12.0f} {r['seconds'] / ours['seconds']:>12.2f}x {r['rss_mb'] / ours['rss_mb']:>11.2f}x"
+            f"{name:<16} {r['seconds']:>8.2f} {size_mb / r['seconds']:>7.1f} "
+            f"{args.lines / r['seconds']:>10,.0f} {r['rss_mb']:>12.0f} "
+            f"{r['seconds'] / ours['seconds']:>12.2f}x {r['rss_mb'] / ours['rss_mb']:>11.2f}x"
         )
     print(
-        f"\nvalidate_file runs at {results['json.loads']['seconds'] / ours['seconds']:.0%} of the bare "
-        f"json.loads speed and {results['read lines']['seconds'] / ours['seconds']:.1%} of the line-read "
+        f"\nvalidate_file runs at {results['json.loads']['seconds'] / ours['seconds']:.0%} "
+        "of the bare json.loads speed and "
+        f"{results['read lines']['seconds'] / ours['seconds']:.1%} of the line-read "
         "speed (the machine's I/O limit for this file), in bounded memory."
     )
 

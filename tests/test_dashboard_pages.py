@@ -5,10 +5,11 @@
 - With 1,000 jobs and 10,000 files a page holds one page of rows and pages through
   them by cursor (the rows are written straight into the database: only the lists
   are under test here).
-- Evals and Batches: on a server without those APIs the pages say so; against
-  endpoints that answer in the shapes of contract-2 §12 and §15 (a stand-in router,
-  until the evals and batch services are merged) they show runs, pass rates per
-  criterion and per model, per-item verdicts, batch counts and the output download.
+- Evals: on a server without that API the page says so; against endpoints that
+  answer in the shapes of contract-2 §15 (a stand-in router, until the evals service
+  is merged) it shows runs, pass rates per criterion and per model, per-item verdicts.
+- Batches: real batches, run by the server's batch worker, show their counts and
+  their output downloads.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tests.support import (
     screenshot,
     seed_lists,
     sign_in,
+    wait_until,
 )
 from tests.tiny_models import TINY_CHAT, tiny_registry_entry
 from tunelab.api.app import create_app
@@ -211,17 +213,16 @@ def test_lists_page_through_1000_jobs_and_10000_files(
     assert not [u for u in asked if u.path.endswith("/events")]
 
 
-def test_evals_and_batches_pages_without_those_apis(page: Any, url: str) -> None:
+def test_evals_page_without_the_evals_api(page: Any, url: str) -> None:
     sign_in(page, url, "key-alpha")
-    for section in ("evals", "batches"):
-        page.get_by_test_id(f"nav-{section}").click()
-        expect(page.get_by_test_id("unavailable")).to_be_visible()
+    page.get_by_test_id("nav-evals").click()
+    expect(page.get_by_test_id("unavailable")).to_be_visible()
     page.goto(url + "/dashboard/evals/eval_123?run_id=evalrun_456")  # a report_url
     expect(page.get_by_test_id("unavailable")).to_be_visible()
 
 
 # --------------------------------------------------------------------------------------
-# Stand-ins for the Evals and Batch APIs, answering in the contract's shapes.
+# A stand-in for the Evals API, answering in the contract's shapes.
 
 EVAL_ID, RUN_A, RUN_B = "eval_" + "a" * 32, "evalrun_" + "a" * 32, "evalrun_" + "b" * 32
 CRITERIA = [
@@ -296,7 +297,7 @@ def _item(run_id: str, i: int, passed: bool) -> dict[str, Any]:
     }
 
 
-def contract_router(output_file: str) -> APIRouter:
+def contract_router() -> APIRouter:
     router = APIRouter()
     runs = {RUN_A: _run(RUN_A, TINY_CHAT, 1), RUN_B: _run(RUN_B, "ft:tiny-chat:alpha::x", 2)}
 
@@ -330,59 +331,23 @@ def contract_router(output_file: str) -> APIRouter:
         found = [_item(run_id, i, i < passes) for i in range(3)]
         return _page([x for x in found if not status or x["status"] == status])
 
-    @router.get("/batches")
-    def list_batches(project: ProjectDep) -> dict[str, Any]:
-        base = {
-            "object": "batch",
-            "endpoint": "/v1/chat/completions",
-            "input_file_id": "file-input",
-            "completion_window": "24h",
-            "created_at": 1_700_000_000,
-            "error_file_id": None,
-            "errors": None,
-            "metadata": None,
-        }
-        return _page(
-            [
-                {
-                    **base,
-                    "id": "batch_running",
-                    "status": "in_progress",
-                    "output_file_id": None,
-                    "request_counts": {"total": 10, "completed": 4, "failed": 1},
-                },
-                {
-                    **base,
-                    "id": "batch_done",
-                    "status": "completed",
-                    "output_file_id": output_file,
-                    "request_counts": {"total": 2, "completed": 2, "failed": 0},
-                },
-            ]
-        )
-
     return router
 
 
 @pytest.fixture(scope="module")
 def contract_url(
     tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_chat_dir: Path
-) -> Iterator[tuple[str, str]]:
+) -> Iterator[str]:
     root = tmp_path_factory.mktemp("dashboard-contract")
     rt = build_runtime(settings_for(root, model_cache, tiny_chat_dir), embedded_worker=False)
-    output = rt.files.create_from_bytes(
-        project="alpha", filename="out.jsonl", purpose="batch_output", data=b'{"custom_id": "1"}\n'
-    )
     app = create_app(rt)
-    app.include_router(contract_router(output.id), prefix="/v1")
+    app.include_router(contract_router(), prefix="/v1")
     with run_server(app) as base:
-        yield base, output.id
+        yield base
 
 
-def test_evals_page_shows_rates_per_criterion_model_and_item(
-    page: Any, contract_url: tuple[str, str]
-) -> None:
-    url, _ = contract_url
+def test_evals_page_shows_rates_per_criterion_model_and_item(page: Any, contract_url: str) -> None:
+    url = contract_url
     sign_in(page, url, "key-alpha")
     page.get_by_test_id("nav-evals").click()
     page.get_by_role("link", name="capitals").click()
@@ -403,18 +368,58 @@ def test_evals_page_shows_rates_per_criterion_model_and_item(
     expect(items).to_have_count(1)
 
 
-def test_batches_page_shows_counts_and_downloads_output(
-    page: Any, contract_url: tuple[str, str]
-) -> None:
-    url, _ = contract_url
+def _batch(api: httpx.Client, lines: list[dict[str, Any]]) -> dict[str, Any]:
+    data = "".join(json.dumps(x) + "\n" for x in lines).encode()
+    up = api.post("/files", data={"purpose": "batch"}, files={"file": ("in.jsonl", data)})
+    up.raise_for_status()
+    body = {
+        "input_file_id": up.json()["id"],
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+    }
+    created = api.post("/batches", json=body)
+    created.raise_for_status()
+    return created.json()  # type: ignore[no-any-return]
+
+
+def test_batches_page_shows_counts_and_downloads_output(page: Any, url: str) -> None:
+    api = httpx.Client(base_url=url + "/v1", headers={"Authorization": "Bearer key-alpha"})
+    hello = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    done = _batch(
+        api,
+        [
+            {
+                "custom_id": "ok",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"model": TINY_CHAT, **hello},
+            },
+            {
+                "custom_id": "too-long",  # fails when it runs: past the context length
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"model": TINY_CHAT, **hello, "max_tokens": 10**6},
+            },
+        ],
+    )
+
+    def finished() -> dict[str, Any] | None:
+        b = api.get(f"/batches/{done['id']}").json()
+        assert b["status"] not in ("failed", "expired", "cancelled"), b["errors"]
+        return b if b["status"] == "completed" else None
+
+    batch = wait_until(finished, timeout=120, every=0.2, what="the batch to complete")
+    assert batch["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
+    expected = api.get(f"/files/{batch['output_file_id']}/content").content
+    assert [json.loads(x)["custom_id"] for x in expected.splitlines()] == ["ok"]
+
     sign_in(page, url, "key-alpha")
     page.get_by_test_id("nav-batches").click()
-    rows = page.get_by_test_id("batch-row")
-    expect(rows).to_have_count(2)
-    expect(rows.first).to_contain_text("4 done, 1 failed of 10")
+    row = page.locator(f'[data-testid="batch-row"]:has-text("{done["id"]}")')
+    expect(row).to_contain_text("1 done, 1 failed of 2")
+    expect(row).to_have_attribute("data-status", "completed")
     screenshot(page, "batches")
     with page.expect_download() as download:
-        rows.nth(1).get_by_test_id("batch-output").click()
-    saved = Path(download.value.path())
-    assert saved.read_bytes() == b'{"custom_id": "1"}\n'
-    assert download.value.suggested_filename == "batch_done-output.jsonl"
+        row.get_by_test_id("batch-output").click()
+    assert Path(download.value.path()).read_bytes() == expected
+    assert download.value.suggested_filename == f"{done['id']}-output.jsonl"

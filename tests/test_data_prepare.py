@@ -68,7 +68,8 @@ def test_csv_gets_every_necessary_and_recommended_fix_with_q(tmp_path: Path, run
     expected_in_order = [
         "Analyzing...",
         "your file is formatted as a CSV file",
-        "Your file contains 15 prompt-completion pairs. In general, we recommend having at least a few hundred",
+        "Your file contains 15 prompt-completion pairs. "
+        "In general, we recommend having at least a few hundred",
         "The `prompt` column/key should be lowercase",
         "The `completion` column/key should be lowercase",
         "Additional columns/keys present are: ['source']",
@@ -161,8 +162,8 @@ def test_long_examples_lowercase_completions_and_prompt_prefix(tmp_path: Path, r
     result = run(jsonl(tmp_path / "mix.jsonl", rows), "-q")
     out = result.output
     assert (
-        "There are 1 examples that are very long (over 10,000 characters). These are rows on lines: 5"
-        in out
+        "There are 1 examples that are very long (over 10,000 characters). "
+        "These are rows on lines: 5" in out
     )
     assert "More than a third of your `completion` column/key is uppercase" in out
     assert "All prompts start with prefix `Classify the sentiment of this text: `" in out
@@ -344,7 +345,8 @@ def test_gbk_chat_jsonl_is_streamed_converted_and_deduplicated(tmp_path: Path, r
         ),
         (
             "mixed.jsonl",
-            b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
+            b'{"messages": [{"role": "user", "content": "q"}, '
+            b'{"role": "assistant", "content": "a"}]}\n'
             b'{"prompt": "p", "completion": "c"}\n',
             ["Line 2: this example is prompt/completion pairs but line 1 is chat messages"],
         ),
@@ -360,7 +362,8 @@ def test_gbk_chat_jsonl_is_streamed_converted_and_deduplicated(tmp_path: Path, r
         ),
         (
             "role.jsonl",
-            b'{"messages": [{"role": "bot", "content": "q"}, {"role": "assistant", "content": "a"}]}\n',
+            b'{"messages": [{"role": "bot", "content": "q"}, '
+            b'{"role": "assistant", "content": "a"}]}\n',
             ["Line 1, message 1, field \"role\": unrecognised role 'bot'"],
         ),
         (
@@ -496,7 +499,8 @@ def test_statistics_and_show_masks_with_smollm2(tmp_path: Path, run: Run) -> Non
     assert "- Examples: 12" in out
     assert "- Messages per example: min 5, mean 5.0, max 5" in out
     assert re.search(
-        r"- Tokens per example \(smollm2-135m-instruct tokenizer\): min \d+, mean [\d.]+, p90 \d+, max \d+",
+        r"- Tokens per example \(smollm2-135m-instruct tokenizer\): "
+        r"min \d+, mean [\d.]+, p90 \d+, max \d+",
         out,
     )
     assert "- Epochs with n_epochs=auto: 8" in out  # 3 * 12 < 100 -> 100 // 12

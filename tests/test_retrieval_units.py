@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ def test_chunks_fit_the_window_cover_the_text_and_are_source_slices(tokenizer):
         assert len(tokenizer(c.text, add_special_tokens=False)["input_ids"]) <= 254
     assert chunks[0].start == 0 and chunks[-1].end == len(text.rstrip())
     # Consecutive chunks overlap, and most end at a sentence or paragraph end.
-    assert all(b.start < a.end for a, b in zip(chunks, chunks[1:]))
+    assert all(b.start < a.end for a, b in itertools.pairwise(chunks))
     assert sum(c.text.rstrip().endswith((".", ":")) for c in chunks) >= len(chunks) - 2
 
 
@@ -52,14 +53,17 @@ def test_chinese_without_spaces_is_chunked_at_sentence_ends(tokenizer):
     assert len(chunks) > 3
     assert all(c.text == text[c.start : c.end] for c in chunks)
     # Every cut is at a sentence end or just before a heading, never mid-sentence.
-    for a, b in zip(chunks, chunks[1:]):
+    for a, _ in itertools.pairwise(chunks):
         assert a.text[-1] in "。！？" or text[a.end :].lstrip().startswith("#"), a.text[-20:]
 
 
 def test_gbk_text_and_formats_are_extracted():
     zh = (DATA / "manual_zh.md").read_text(encoding="utf-8")
     assert "恢复出厂设置" in extract_text("说明书.txt", zh.encode("gbk"))
-    html = b"<html><head><style>p{}</style><script>var x</script></head><body><h1>Title</h1><p>Body text</p></body></html>"
+    html = (
+        b"<html><head><style>p{}</style><script>var x</script></head>"
+        b"<body><h1>Title</h1><p>Body text</p></body></html>"
+    )
     assert extract_text("a.html", html).split() == ["Title", "Body", "text"]
     assert "name: Widget\nprice: 3" in extract_text("a.json", b'[{"name": "Widget", "price": 3}]')
     assert "sku: A1\ncolor: red" in extract_text("a.csv", b"sku,color\nA1,red\nB2,blue\n")
@@ -80,7 +84,7 @@ def test_bad_documents_say_why():
     assert e.value.code == "unsupported_file" and ".pdf" in e.value.message
     with pytest.raises(DocumentError, match="no text"):
         extract_text("a.md", b"  \n\n ")
-    with pytest.raises(DocumentError, match="line 2|Line 2"):
+    with pytest.raises(DocumentError, match=r"line 2|Line 2"):
         extract_text("a.jsonl", b'{"a": 1}\n{oops\n')
 
     from pypdf import PdfWriter

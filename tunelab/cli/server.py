@@ -38,7 +38,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     \b
     Example:
       tunelab serve --port 8000
-      python -c "from openai import OpenAI; print(OpenAI(base_url='http://127.0.0.1:8000/v1', api_key='x').models.list())"
+      curl -s http://127.0.0.1:8000/v1/models
     """
     import uvicorn
 
@@ -50,10 +50,12 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     if not _is_loopback(settings.host) and not runtime.keys.any_configured():
         raise click.ClickException(
             f"Refusing to listen on {settings.host} without API keys: anyone could use it. "
-            "Set TUNELAB_API_KEYS=KEY:PROJECT (or run `tunelab keys create`), or use --host 127.0.0.1."
+            "Set TUNELAB_API_KEYS=KEY:PROJECT (or run `tunelab keys create`), "
+            "or use --host 127.0.0.1."
         )
     click.echo(
-        f"tunelab serving on http://{settings.host}:{settings.port}/v1 (data in {settings.data_dir})",
+        f"tunelab serving on http://{settings.host}:{settings.port}/v1 "
+        f"(data in {settings.data_dir})",
         err=True,
     )
     uvicorn.run(create_app(runtime), host=settings.host, port=settings.port, log_level="info")

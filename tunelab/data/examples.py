@@ -10,8 +10,9 @@ is one the trainer understands.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tunelab.data.formats import parse_example
 from tunelab.data.text import iter_lines

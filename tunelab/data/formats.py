@@ -80,7 +80,8 @@ def json_type(value: Any) -> str:
         return "boolean"
     if isinstance(value, (int, float)):
         return "number"
-    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {str: "string", list: "array", dict: "object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def detect_format(obj: Any) -> str | None:
@@ -131,7 +132,7 @@ def parse_example(obj: Any) -> Parsed:
 
 def prompt_completion_to_chat(prompt: str, completion: str) -> dict[str, Any]:
     messages = [{"role": "user", "content": prompt}] if prompt else []
-    return {"messages": messages + [{"role": "assistant", "content": completion}]}
+    return {"messages": [*messages, {"role": "assistant", "content": completion}]}
 
 
 def _require_str(obj: dict[str, Any], key: str, *, optional: bool = False) -> list[Issue]:
@@ -149,7 +150,9 @@ def _alpaca_messages(obj: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Is
     if not isinstance(history, list) or not all(
         isinstance(h, list) and len(h) == 2 and all(isinstance(t, str) for t in h) for h in history
     ):
-        issues.append(Issue('"history" must be a list of [user, assistant] string pairs', field="history"))
+        issues.append(
+            Issue('"history" must be a list of [user, assistant] string pairs', field="history")
+        )
     if issues:
         return [], issues
     messages: list[dict[str, Any]] = []
@@ -158,7 +161,10 @@ def _alpaca_messages(obj: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Is
     for user, assistant in history:
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
     prompt = obj["instruction"] + (f"\n\n{obj['input']}" if obj.get("input") else "")
-    messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": obj["output"]}]
+    messages += [
+        {"role": "user", "content": prompt},
+        {"role": "assistant", "content": obj["output"]},
+    ]
     return messages, []
 
 
@@ -175,11 +181,13 @@ def _sharegpt_messages(obj: dict[str, Any]) -> tuple[list[dict[str, Any]], list[
         speaker = turn.get("from")
         role = SHAREGPT_ROLES.get(speaker) if isinstance(speaker, str) else None
         if role is None:
-            issues.append(Issue(
-                f"unrecognised speaker {speaker!r}; use one of human, gpt, system", i, "from"
-            ))
+            issues.append(
+                Issue(f"unrecognised speaker {speaker!r}; use one of human, gpt, system", i, "from")
+            )
         if not isinstance(turn.get("value"), str):
-            issues.append(Issue(f'"value" must be a string, got {json_type(turn.get("value"))}', i, "value"))
+            issues.append(
+                Issue(f'"value" must be a string, got {json_type(turn.get("value"))}', i, "value")
+            )
         if not issues:
             messages.append({"role": role, "content": turn["value"]})
     return messages, issues
@@ -192,7 +200,12 @@ def check_chat(messages: Any, *, tools: Any = None) -> list[Issue]:
         return [Issue(f'"messages" is {what}', field="messages")]
     issues: list[Issue] = []
     if tools is not None and not _valid_tools(tools):
-        issues.append(Issue('"tools" must be a list of {"type": "function", "function": {"name": ...}}', field="tools"))
+        issues.append(
+            Issue(
+                '"tools" must be a list of {"type": "function", "function": {"name": ...}}',
+                field="tools",
+            )
+        )
     trained = assistants = 0
     for i, m in enumerate(messages, 1):
         if not isinstance(m, dict):
@@ -201,15 +214,24 @@ def check_chat(messages: Any, *, tools: Any = None) -> list[Issue]:
         role, content = m.get("role"), m.get("content")
         # Most messages are exactly {"role": plain role, "content": "..."}; checking
         # that shape inline keeps validation near json.loads speed.
-        if not (type(content) is str and content and role in _PLAIN_ROLES and m.keys() <= _PLAIN_KEYS):
+        if not (
+            type(content) is str and content and role in _PLAIN_ROLES and m.keys() <= _PLAIN_KEYS
+        ):
             issues += _check_message(m, i)
         if role == "assistant":
             assistants += 1
             trained += m.get("weight", 1) != 0
     if assistants == 0:
-        issues.append(Issue("no assistant message; each example needs at least one assistant reply to learn from"))
+        issues.append(
+            Issue(
+                "no assistant message; each example needs at least one assistant reply to "
+                "learn from"
+            )
+        )
     elif trained == 0:
-        issues.append(Issue("every assistant message has weight 0, so there is nothing to train on"))
+        issues.append(
+            Issue("every assistant message has weight 0, so there is nothing to train on")
+        )
     return issues
 
 
@@ -220,20 +242,35 @@ def _check_message(m: dict[str, Any], i: int) -> list[Issue]:
     if "role" not in m:
         issues.append(Issue('"role" is missing', i, "role"))
     elif role not in ROLES:
-        issues.append(Issue(f"unrecognised role {role!r}; use one of {', '.join(ROLES)}", i, "role"))
+        issues.append(
+            Issue(f"unrecognised role {role!r}; use one of {', '.join(ROLES)}", i, "role")
+        )
     for key in sorted(set(m) - MESSAGE_KEYS):
-        issues.append(Issue(
-            f"unrecognised key {key!r}; a message may only have {', '.join(sorted(MESSAGE_KEYS))}", i, key
-        ))
+        issues.append(
+            Issue(
+                f"unrecognised key {key!r}; a message may only have "
+                f"{', '.join(sorted(MESSAGE_KEYS))}",
+                i,
+                key,
+            )
+        )
     calls = m.get("tool_calls") or m.get("function_call")
     if content is None or content == "" or content == []:
         if not calls:
             issues.append(Issue('"content" is missing or empty', i, "content"))
     elif isinstance(content, list):
-        if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
-            issues.append(Issue(
-                'content parts must be {"type": "text", "text": "..."}; only text can be trained on', i, "content"
-            ))
+        if not all(
+            isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+            for p in content
+        ):
+            issues.append(
+                Issue(
+                    'content parts must be {"type": "text", "text": "..."}; only text can be '
+                    "trained on",
+                    i,
+                    "content",
+                )
+            )
     elif not isinstance(content, str):
         issues.append(Issue(f'"content" must be a string, got {json_type(content)}', i, "content"))
     if "weight" in m:
@@ -246,7 +283,13 @@ def _check_message(m: dict[str, Any], i: int) -> list[Issue]:
         if key in m and not isinstance(m[key], str):
             issues.append(Issue(f'"{key}" must be a string, got {json_type(m[key])}', i, key))
     if role == "tool" and "tool_call_id" not in m:
-        issues.append(Issue('a tool message needs "tool_call_id" (the id of the call it answers)', i, "tool_call_id"))
+        issues.append(
+            Issue(
+                'a tool message needs "tool_call_id" (the id of the call it answers)',
+                i,
+                "tool_call_id",
+            )
+        )
     if role == "function" and "name" not in m:
         issues.append(Issue('a function message needs "name"', i, "name"))
     if "tool_calls" in m:
@@ -270,20 +313,32 @@ def _check_tool_calls(calls: Any, role: Any, i: int) -> list[Issue]:
         if not isinstance(call.get("id"), str):
             issues.append(Issue('"id" must be a string', i, f"{where}.id"))
         if call.get("type") != "function":
-            issues.append(Issue(f'"type" must be "function", got {json.dumps(call.get("type"))}', i, f"{where}.type"))
+            issues.append(
+                Issue(
+                    f'"type" must be "function", got {json.dumps(call.get("type"))}',
+                    i,
+                    f"{where}.type",
+                )
+            )
         issues += _check_function(call.get("function"), i, f"{where}.function")
     return issues
 
 
 def _check_function(fn: Any, i: int, where: str) -> list[Issue]:
     if not isinstance(fn, dict):
-        return [Issue(f'must be an object with "name" and "arguments", got {json_type(fn)}', i, where)]
+        return [
+            Issue(f'must be an object with "name" and "arguments", got {json_type(fn)}', i, where)
+        ]
     issues = []
     if not isinstance(fn.get("name"), str) or not fn["name"]:
         issues.append(Issue('"name" must be a non-empty string', i, f"{where}.name"))
     args = fn.get("arguments")
     if not isinstance(args, str):
-        issues.append(Issue(f'"arguments" must be a JSON string, got {json_type(args)}', i, f"{where}.arguments"))
+        issues.append(
+            Issue(
+                f'"arguments" must be a JSON string, got {json_type(args)}', i, f"{where}.arguments"
+            )
+        )
     else:
         try:
             json.loads(args)
@@ -301,17 +356,23 @@ def _check_functions(obj: dict[str, Any]) -> list[Issue]:
         and 1 <= len(fns) <= 128
         and all(isinstance(f, dict) and isinstance(f.get("name"), str) for f in fns)
     ):
-        issues.append(Issue('"functions" must be a list of 1 to 128 {"name": ...} objects', field="functions"))
+        issues.append(
+            Issue('"functions" must be a list of 1 to 128 {"name": ...} objects', field="functions")
+        )
     if "tools" in obj and "functions" in obj:
         issues.append(Issue('give "tools" or the older "functions", not both', field="functions"))
     if "parallel_tool_calls" in obj and not isinstance(obj["parallel_tool_calls"], bool):
-        issues.append(Issue('"parallel_tool_calls" must be true or false', field="parallel_tool_calls"))
+        issues.append(
+            Issue('"parallel_tool_calls" must be true or false', field="parallel_tool_calls")
+        )
     return issues
 
 
 def _valid_tools(tools: Any) -> bool:
     return isinstance(tools, list) and all(
-        isinstance(t, dict) and t.get("type") == "function"
-        and isinstance(t.get("function"), dict) and isinstance(t["function"].get("name"), str)
+        isinstance(t, dict)
+        and t.get("type") == "function"
+        and isinstance(t.get("function"), dict)
+        and isinstance(t["function"].get("name"), str)
         for t in tools
     )

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable
 
 from tunelab.data.readers import Record
 
 Rows = list[Record]
 Fix = Callable[[Rows], Rows]
+# A recommended fix runs at the end, on the rows as loaded (a list) or on a
+# re-readable stream of a chat JSONL file (data.stream.Examples).
+OptionalFix = Callable[[Iterable[Record]], Iterable[Record]]
 
 MIN_RECOMMENDED_EXAMPLES = 100
 CLASSIFICATION_THRESHOLD = 3  # fewer distinct completions than rows/3 -> classification
@@ -25,7 +28,14 @@ LONG_EXAMPLE_CHARS = 10_000
 MAX_PROMPT_PREFIX = 12
 MIN_COMPLETION_PREFIX = 5
 LONG_XFIX = 10
-PROMPT_SEPARATORS = [" ->", "\n\n###\n\n", "\n\n===\n\n", "\n\n---\n\n", "\n\n===>\n\n", "\n\n--->\n\n"]
+PROMPT_SEPARATORS = [
+    " ->",
+    "\n\n###\n\n",
+    "\n\n===\n\n",
+    "\n\n---\n\n",
+    "\n\n===>\n\n",
+    "\n\n--->\n\n",
+]
 FALLBACK_SEPARATOR = "\n\n### =>\n\n"
 STOP_SEQUENCES = ["\n", ".", " END", "***", "+++", "&&&", "$$$", "@@@", "%%%"]
 FALLBACK_STOP = " [END]"
@@ -38,7 +48,7 @@ class Remediation:
     necessary_msg: str | None = None
     necessary_fn: Fix | None = None
     optional_msg: str | None = None
-    optional_fn: Fix | None = None
+    optional_fn: OptionalFix | None = None
     error_msg: str | None = None
 
 
@@ -68,14 +78,14 @@ def task_type(rows: Rows) -> str:
 
 
 def common_prefix(values: list[str]) -> str:
-    return os.path.commonprefix(values)
+    return os.path.commonprefix(values)  # noqa: RUF071 (strings, not paths)
 
 
 def common_suffix(values: list[str]) -> str:
-    return os.path.commonprefix([v[::-1] for v in values])[::-1]
+    return os.path.commonprefix([v[::-1] for v in values])[::-1]  # noqa: RUF071
 
 
-def _map(rows: Rows, column: str, fn: Callable[[str], str]) -> Rows:
+def _map(rows: Iterable[Record], column: str, fn: Callable[[str], str]) -> Rows:
     return [Record(r.line, {**r.obj, column: fn(r.obj[column])}) for r in rows]
 
 
@@ -95,13 +105,19 @@ def necessary_column(rows: Rows, column: str) -> Remediation:
         return Remediation(f"necessary_{column}")
     original = next((c for c in cols if str(c).lower() == column), None)
     if original is None:
-        return Remediation(f"necessary_{column}", error_msg=(
-            f"`{column}` column/key is missing (the file has: {', '.join(map(str, cols))}). "
-            "Please make sure you name your columns/keys appropriately, then retry"
-        ))
+        return Remediation(
+            f"necessary_{column}",
+            error_msg=(
+                f"`{column}` column/key is missing (the file has: {', '.join(map(str, cols))}). "
+                "Please make sure you name your columns/keys appropriately, then retry"
+            ),
+        )
 
     def rename(rows: Rows) -> Rows:
-        return [Record(r.line, {(column if k == original else k): v for k, v in r.obj.items()}) for r in rows]
+        return [
+            Record(r.line, {(column if k == original else k): v for k, v in r.obj.items()})
+            for r in rows
+        ]
 
     return Remediation(
         f"necessary_{column}",
@@ -124,13 +140,22 @@ def additional_column(rows: Rows) -> Remediation:
     for c in extra:
         for keep in ("prompt", "completion"):
             if keep in str(c).lower():
-                msg += f"\n  WARNING: Some of the additional columns/keys contain `{keep}` in their name. These will be ignored"
+                msg += (
+                    "\n  WARNING: Some of the additional columns/keys contain "
+                    f"`{keep}` in their name. These will be ignored"
+                )
 
     def drop(rows: Rows) -> Rows:
-        return [Record(r.line, {k: r.obj.get(k, "") for k in ("prompt", "completion")}) for r in rows]
+        return [
+            Record(r.line, {k: r.obj.get(k, "") for k in ("prompt", "completion")}) for r in rows
+        ]
 
-    return Remediation("additional_column", immediate_msg=msg,
-                       necessary_msg=f"Remove additional columns/keys: {extra}", necessary_fn=drop)
+    return Remediation(
+        "additional_column",
+        immediate_msg=msg,
+        necessary_msg=f"Remove additional columns/keys: {extra}",
+        necessary_fn=drop,
+    )
 
 
 def non_empty_completion(rows: Rows) -> Remediation:
@@ -152,13 +177,19 @@ def non_empty_completion(rows: Rows) -> Remediation:
 def format_inferrer(rows: Rows) -> Remediation:
     if task_type(rows) != "classification":
         return Remediation("format_inferrer")
-    return Remediation("format_inferrer", immediate_msg=(
-        "\n- Based on your data it seems like you're trying to fine-tune a model for classification"
-        "\n- For classification, we recommend you try one of the faster and cheaper models, such as "
-        "`smollm2-135m-instruct`"
-        "\n- For classification, you can estimate the expected model performance by keeping a held "
-        "out dataset, which is not used for training"
-    ))
+    return Remediation(
+        "format_inferrer",
+        immediate_msg=(
+            "\n- Based on your data it seems like you're trying to fine-tune a model for "
+            "classification"
+            "\n- For classification, we recommend you try one of the faster and cheaper "
+            "models, such as "
+            "`smollm2-135m-instruct`"
+            "\n- For classification, you can estimate the expected model performance by "
+            "keeping a held "
+            "out dataset, which is not used for training"
+        ),
+    )
 
 
 def duplicated_rows(rows: Rows) -> Remediation:
@@ -174,7 +205,10 @@ def duplicated_rows(rows: Rows) -> Remediation:
     drop_lines = {r.line for r in dups}
     return Remediation(
         "duplicated_rows",
-        immediate_msg=f"\n- There are {len(dups)} duplicated prompt-completion sets. These are rows on lines: {lines(dups)}",
+        immediate_msg=(
+            f"\n- There are {len(dups)} duplicated prompt-completion sets. "
+            f"These are rows on lines: {lines(dups)}"
+        ),
         optional_msg=f"Remove {len(dups)} duplicate rows",
         optional_fn=lambda rows: [r for r in rows if r.line not in drop_lines],
     )
@@ -210,7 +244,8 @@ def lower_case(rows: Rows, column: str) -> Remediation:
     return Remediation(
         f"lower_case_{column}",
         immediate_msg=(
-            f"\n- More than a third of your `{column}` column/key is uppercase. Uppercase {column}s "
+            f"\n- More than a third of your `{column}` column/key is uppercase. Uppercase "
+            f"{column}s "
             "tends to perform worse than a mixture of case encountered in normal language. We "
             "recommend to lower case the data if that makes sense in your domain"
         ),
@@ -219,30 +254,39 @@ def lower_case(rows: Rows, column: str) -> Remediation:
     )
 
 
-def _first_absent(options: list[str], values: list[str], fallback: str, *, skip: Callable[[str], bool]) -> str:
+def _first_absent(
+    options: list[str], values: list[str], fallback: str, *, skip: Callable[[str], bool]
+) -> str:
     return next((o for o in options if not skip(o) and not any(o in v for v in values)), fallback)
 
 
 def common_prompt_suffix(rows: Rows) -> Remediation:
     prompts = [r.obj["prompt"] for r in rows]
     multiline = any("\n" in p for p in prompts)
-    suggested = _first_absent(PROMPT_SEPARATORS, prompts, FALLBACK_SEPARATOR,
-                              skip=lambda o: o == " ->" and multiline)
+    suggested = _first_absent(
+        PROMPT_SEPARATORS, prompts, FALLBACK_SEPARATOR, skip=lambda o: o == " ->" and multiline
+    )
     if task_type(rows) == "open-ended generation":
         return Remediation("common_suffix")
     suffix = common_suffix(prompts)
     if all(p == suffix for p in prompts):
-        return Remediation("common_suffix", error_msg=(
-            f"All prompts are identical: `{suffix}`\nConsider leaving the prompts blank if you want "
-            "to do open-ended generation, otherwise ensure prompts are different"
-        ))
+        return Remediation(
+            "common_suffix",
+            error_msg=(
+                f"All prompts are identical: `{suffix}`\nConsider leaving the prompts blank if "
+                "you want "
+                "to do open-ended generation, otherwise ensure prompts are different"
+            ),
+        )
     if not suffix:
         return Remediation(
             "common_suffix",
             immediate_msg=(
-                "\n- Your data does not contain a common separator at the end of your prompts. Having "
+                "\n- Your data does not contain a common separator at the end of your prompts. "
+                "Having "
                 "a separator string appended to the end of the prompt makes it clearer to the "
-                "fine-tuned model where the completion should begin. If you intend to do open-ended "
+                "fine-tuned model where the completion should begin. If you intend to do "
+                "open-ended "
                 "generation, then you should leave the prompts empty"
             ),
             optional_msg=f"Add a suffix separator `{show(suggested)}` to all prompts",
@@ -250,10 +294,14 @@ def common_prompt_suffix(rows: Rows) -> Remediation:
         )
     msg = f"\n- All prompts end with suffix `{show(suffix)}`"
     if len(suffix) > LONG_XFIX:
-        msg += f". This suffix seems very long. Consider replacing with a shorter suffix, such as `{show(suggested)}`"
+        msg += (
+            ". This suffix seems very long. Consider replacing with a shorter suffix, "
+            f"such as `{show(suggested)}`"
+        )
     if any(suffix in p[: -len(suffix)] for p in prompts):
         msg += (
-            f"\n  WARNING: Some of your prompts contain the suffix `{show(suffix)}` more than once. "
+            f"\n  WARNING: Some of your prompts contain the suffix `{show(suffix)}` more than "
+            "once. "
             "We strongly suggest that you review your prompts and add a unique suffix"
         )
     return Remediation("common_suffix", immediate_msg=msg)
@@ -270,13 +318,14 @@ def common_prompt_prefix(rows: Rows) -> Remediation:
         return Remediation("common_prefix", immediate_msg=msg)
     return Remediation(
         "common_prefix",
-        immediate_msg=msg + (
+        immediate_msg=msg
+        + (
             ". Fine-tuning doesn't require the instruction specifying the task, or a few-shot "
             "example scenario. Most of the time you should only add the input data into the "
             "prompt, and the desired output into the completion"
         ),
         optional_msg=f"Remove prefix `{show(prefix)}` from all prompts",
-        optional_fn=lambda rows: _map(rows, "prompt", lambda p: p[len(prefix):]),
+        optional_fn=lambda rows: _map(rows, "prompt", lambda p: p[len(prefix) :]),
     )
 
 
@@ -294,7 +343,7 @@ def common_completion_prefix(rows: Rows) -> Remediation:
             "only add the output data into the completion, without any prefix"
         ),
         optional_msg=f"Remove prefix `{show(prefix)}` from all completions",
-        optional_fn=lambda rows: _map(rows, "completion", lambda c: keep + c[len(prefix):]),
+        optional_fn=lambda rows: _map(rows, "completion", lambda c: keep + c[len(prefix) :]),
     )
 
 
@@ -305,10 +354,13 @@ def common_completion_suffix(rows: Rows) -> Remediation:
     suggested = _first_absent(STOP_SEQUENCES, completions, FALLBACK_STOP, skip=lambda o: False)
     suffix = common_suffix(completions)
     if all(c == suffix for c in completions):
-        return Remediation("common_completion_suffix", error_msg=(
-            f"All completions are identical: `{suffix}`\nEnsure completions are different, "
-            f"otherwise the model will just repeat `{suffix}`"
-        ))
+        return Remediation(
+            "common_completion_suffix",
+            error_msg=(
+                f"All completions are identical: `{suffix}`\nEnsure completions are different, "
+                f"otherwise the model will just repeat `{suffix}`"
+            ),
+        )
     if not suffix:
         return Remediation(
             "common_completion_suffix",
@@ -322,7 +374,10 @@ def common_completion_suffix(rows: Rows) -> Remediation:
         )
     msg = f"\n- All completions end with suffix `{show(suffix)}`"
     if len(suffix) > LONG_XFIX:
-        msg += f". This suffix seems very long. Consider replacing with a shorter suffix, such as `{show(suggested)}`"
+        msg += (
+            ". This suffix seems very long. Consider replacing with a shorter suffix, "
+            f"such as `{show(suggested)}`"
+        )
     if any(suffix in c[: -len(suffix)] for c in completions):
         msg += (
             f"\n  WARNING: Some of your completions contain the suffix `{show(suffix)}` more than "
@@ -342,7 +397,9 @@ def completions_space_start(rows: Rows) -> Remediation:
             "produce better results due to the tokenization we use"
         ),
         optional_msg="Add a whitespace character to the beginning of the completion",
-        optional_fn=lambda rows: _map(rows, "completion", lambda c: c if c.startswith(" ") else " " + c),
+        optional_fn=lambda rows: _map(
+            rows, "completion", lambda c: c if c.startswith(" ") else " " + c
+        ),
     )
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 SPLIT_SEED = 42
 MAX_VALID_ROWS = 1000

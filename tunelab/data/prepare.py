@@ -16,9 +16,10 @@ All terminal I/O goes through a `Console` (the CLI passes a click-backed one).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 from tunelab.data import legacy
 from tunelab.data.formats import detect_format, prompt_completion_to_chat
@@ -26,7 +27,14 @@ from tunelab.data.legacy import Remediation, Rows
 from tunelab.data.output import train_valid_split, unique_path, write_jsonl
 from tunelab.data.readers import ReadResult, Record, read_records
 from tunelab.data.stats import STATS_SAMPLE, mask_segments, token_stats
-from tunelab.data.stream import CHAT_FORMATS, Examples, digest, is_chat_jsonl, jsonl_examples, without_duplicates
+from tunelab.data.stream import (
+    CHAT_FORMATS,
+    Examples,
+    digest,
+    is_chat_jsonl,
+    jsonl_examples,
+    without_duplicates,
+)
 from tunelab.data.text import UnreadableFile
 from tunelab.data.validation import (
     FORMAT_NAMES,
@@ -37,7 +45,10 @@ from tunelab.data.validation import (
 )
 
 PROBLEMS_SHOWN = 20
-SOURCE_NAMES = {"alpaca": "Alpaca (instruction/input/output)", "sharegpt": "ShareGPT (conversations)"}
+SOURCE_NAMES = {
+    "alpaca": "Alpaca (instruction/input/output)",
+    "sharegpt": "ShareGPT (conversations)",
+}
 
 
 class Console(Protocol):
@@ -66,7 +77,9 @@ class Abort(Exception):
     """Stop the run: the message has been printed."""
 
 
-def prepare(opts: Options, console: Console, load_tokenizer: Callable[[str], tuple[Any, int]]) -> Outcome:
+def prepare(
+    opts: Options, console: Console, load_tokenizer: Callable[[str], tuple[Any, int]]
+) -> Outcome:
     """Run prepare-data; `load_tokenizer(model)` returns (tokenizer, context length)."""
     try:
         return _Run(opts, console, load_tokenizer).run()
@@ -75,7 +88,9 @@ def prepare(opts: Options, console: Console, load_tokenizer: Callable[[str], tup
 
 
 class _Run:
-    def __init__(self, opts: Options, console: Console, load_tokenizer: Callable[[str], tuple[Any, int]]):
+    def __init__(
+        self, opts: Options, console: Console, load_tokenizer: Callable[[str], tuple[Any, int]]
+    ):
         self.opts, self.c, self._load_tokenizer = opts, console, load_tokenizer
         self.remediations: list[Remediation] = []
         self.classification: Rows | None = None
@@ -114,7 +129,11 @@ class _Run:
         msg = f"\n- Based on your file extension, your file is formatted as a {read.file_type} file"
         for note in read.notes:
             msg += f"\n- {note}"
-        necessary = f"Your format `{read.file_type}` will be converted to `JSONL`" if read.file_type != "JSONL" else None
+        necessary = (
+            f"Your format `{read.file_type}` will be converted to `JSONL`"
+            if read.file_type != "JSONL"
+            else None
+        )
         if necessary is None and read.needs_conversion:
             necessary = "The file will be rewritten as UTF-8 JSONL"
         self._apply(Remediation("read_any_format", immediate_msg=msg, necessary_msg=necessary), [])
@@ -154,7 +173,7 @@ class _Run:
         self.c.echo("\nFix these lines and run the command again. Aborting...")
         raise Abort
 
-    def _chat_jsonl(self, path: Path) -> Examples:
+    def _chat_jsonl(self, path: Path) -> Examples[Record]:
         """A chat JSONL file, streamed: validated with validate_file itself, then analysed."""
         self._reading(ReadResult([], "JSONL"))
         with self.c.progress(path.stat().st_size, "Validating") as bar:
@@ -168,22 +187,31 @@ class _Run:
         if not report.ok:
             self._fail(report)
         if report.encoding not in ("utf-8", "utf-8-sig"):
-            self._apply(Remediation(
-                "encoding", immediate_msg=f"- The file is encoded as {report.encoding}; the output will be UTF-8",
-                necessary_msg="The file will be rewritten as UTF-8 JSONL",
-            ), [])
+            self._apply(
+                Remediation(
+                    "encoding",
+                    immediate_msg=(
+                        f"- The file is encoded as {report.encoding}; the output will be UTF-8"
+                    ),
+                    necessary_msg="The file will be rewritten as UTF-8 JSONL",
+                ),
+                [],
+            )
         return self._chat(jsonl_examples(path, report.n_examples), report)
 
-    def _chat(self, examples: Examples, report: ValidationReport) -> Examples:
+    def _chat(self, examples: Examples[Record], report: ValidationReport) -> Examples[Record]:
         c = self.c
         c.echo(f"- Your file contains {len(examples)} chat examples")
         for fmt, n in report.source_formats.items():
             if fmt in SOURCE_NAMES:
-                self._apply(Remediation(
-                    f"convert_{fmt}",
-                    immediate_msg=f"- {n} examples are in {SOURCE_NAMES[fmt]} format",
-                    necessary_msg=f"Convert {n} {SOURCE_NAMES[fmt]} examples to chat messages",
-                ), [])
+                self._apply(
+                    Remediation(
+                        f"convert_{fmt}",
+                        immediate_msg=f"- {n} examples are in {SOURCE_NAMES[fmt]} format",
+                        necessary_msg=f"Convert {n} {SOURCE_NAMES[fmt]} examples to chat messages",
+                    ),
+                    [],
+                )
         no_system = no_user = 0
         seen: set[bytes] = set()
         with c.progress(len(examples), "Analyzing") as bar:
@@ -199,10 +227,13 @@ class _Run:
         dups = len(examples) - len(seen)
         if dups:
             c.echo(f"- There are {dups} duplicated examples")
-            self.remediations.append(Remediation(
-                "duplicated_examples", optional_msg=f"Remove {dups} duplicate examples",
-                optional_fn=lambda rows: without_duplicates(rows, len(seen)),
-            ))
+            self.remediations.append(
+                Remediation(
+                    "duplicated_examples",
+                    optional_msg=f"Remove {dups} duplicate examples",
+                    optional_fn=lambda rows: without_duplicates(rows, len(seen)),
+                )
+            )
         return examples
 
     def _prompt_completion(self, records: Rows, validator: Validator) -> Rows:
@@ -212,22 +243,26 @@ class _Run:
         for check in legacy.STRUCTURE_VALIDATORS:
             rows = self._apply(check(rows), rows)
         self._validate(rows, validator)  # every value a string
-        checks = legacy.CONTENT_VALIDATORS + ([] if self.opts.to_chat else legacy.TEXT_FORMAT_VALIDATORS)
+        checks = legacy.CONTENT_VALIDATORS + (
+            [] if self.opts.to_chat else legacy.TEXT_FORMAT_VALIDATORS
+        )
         for check in checks:
             rows = self._apply(check(rows), rows)
         if legacy.task_type(rows) == "classification":
             self.classification = rows
         if self.opts.to_chat:
-            self.remediations.append(Remediation(
-                "to_chat",
-                necessary_msg="Convert the prompt/completion pairs to chat messages "
-                "(user = prompt, assistant = completion)",
-            ))
+            self.remediations.append(
+                Remediation(
+                    "to_chat",
+                    necessary_msg="Convert the prompt/completion pairs to chat messages "
+                    "(user = prompt, assistant = completion)",
+                )
+            )
         return rows
 
     # -- actions, statistics, write-out -------------------------------------------
 
-    def _finish(self, rows: Rows) -> Outcome:
+    def _finish(self, rows: Iterable[Record]) -> Outcome:
         c = self.c
         changed = False
         if any(r.optional_msg or r.necessary_msg for r in self.remediations):
@@ -241,7 +276,7 @@ class _Run:
                     changed = True
         else:
             c.echo("\n\nNo remediations found.")
-        final: Sequence[dict[str, Any]] | Examples
+        final: Sequence[dict[str, Any]] | Examples[dict[str, Any]]
         if isinstance(rows, Examples):
             final = rows.objs()
         else:
@@ -251,8 +286,12 @@ class _Run:
             self._suffixes(final)
         if self.opts.stats or self.opts.show_masks:
             self._statistics(final)
-        split = isinstance(final, list) and self.classification is not None and self.c.ask(
-            "- [Recommended] Would you like to split into training and validation set? [Y/n]: "
+        split = (
+            isinstance(final, list)
+            and self.classification is not None
+            and self.c.ask(
+                "- [Recommended] Would you like to split into training and validation set? [Y/n]: "
+            )
         )
         written = self._write(final, split) if changed or split else []
         if changed and not written:
@@ -268,19 +307,25 @@ class _Run:
         return Outcome(0, written)
 
     def _suffixes(self, final: list[dict[str, Any]]) -> None:
-        if final and "prompt" in final[0] and legacy.task_type([Record(0, ex) for ex in final]) != "open-ended generation":
+        if (
+            final
+            and "prompt" in final[0]
+            and legacy.task_type([Record(0, ex) for ex in final]) != "open-ended generation"
+        ):
             self.separator = legacy.common_suffix([ex["prompt"] for ex in final])
             if self.classification is None:
                 self.stop = legacy.common_suffix([ex["completion"] for ex in final])
 
-    def _statistics(self, final: Iterable[dict[str, Any]] | Examples) -> None:
+    def _statistics(self, final: Sequence[dict[str, Any]] | Examples[dict[str, Any]]) -> None:
         c = self.c
         tokenizer, context = self._load_tokenizer(self.opts.model)
         if not self.opts.stats:
             self._show_masks(tokenizer, final)
             return
         with c.progress(min(len(final), STATS_SAMPLE), "Counting tokens") as bar:
-            stats = token_stats(tokenizer, final, len(final), context=context, on_example=lambda: bar.update(1))
+            stats = token_stats(
+                tokenizer, final, len(final), context=context, on_example=lambda: bar.update(1)
+            )
         c.echo(f"\nStatistics ({FORMAT_NAMES['chat' if stats.messages else 'prompt_completion']}):")
         for line in stats.lines(self.opts.model):
             c.echo(line)
@@ -291,17 +336,25 @@ class _Run:
         for i, ex in enumerate(itertools.islice(final, self.opts.show_masks), 1):
             segments = mask_segments(tokenizer, ex)
             n = sum(len(t) for t, on in segments if on)
-            c.echo(f"\nExample {i} as the model sees it; the loss is computed on the {n} characters in [[...]]:")
+            c.echo(
+                f"\nExample {i} as the model sees it; the loss is computed on the {n} "
+                "characters in [[...]]:"
+            )
             c.echo("".join(f"[[{text}]]" if on else text for text, on in segments))
 
-    def _write(self, final: Sequence[dict[str, Any]] | Examples, split: bool) -> list[Path]:
+    def _write(
+        self, final: Sequence[dict[str, Any]] | Examples[dict[str, Any]], split: bool
+    ) -> list[Path]:
         if not self.c.ask("\nYour data will be written to a new JSONL file. Proceed [Y/n]: "):
             self.c.echo("Aborting... did not write the file")
             return []
         source = self.opts.path
-        base = (self.opts.output or source.with_name(source.stem + "_prepared.jsonl")).with_suffix("")
+        base = (self.opts.output or source.with_name(source.stem + "_prepared.jsonl")).with_suffix(
+            ""
+        )
+        parts: list[tuple[str, Iterable[dict[str, Any]]]]
         if split:
-            parts = list(zip(("_train", "_valid"), train_valid_split(list(final))))
+            parts = list(zip(("_train", "_valid"), train_valid_split(list(final)), strict=True))
         else:
             parts = [("", final)]
         written = []
@@ -322,17 +375,22 @@ class _Run:
         if self.separator:
             c.echo(
                 f"\nAfter you've fine-tuned a model, remember that your prompt has to end with the "
-                f"indicator string `{legacy.show(self.separator)}` for the model to start generating "
+                f"indicator string `{legacy.show(self.separator)}` for the model to start "
+                "generating "
                 "completions, rather than continuing with the prompt."
             )
         if self.stop:
-            c.echo(f'Make sure to include `stop=["{legacy.show(self.stop)}"]` so that the generated texts ends at the expected place.')
+            c.echo(
+                f'Make sure to include `stop=["{legacy.show(self.stop)}"]` so that the '
+                "generated texts ends at the expected place."
+            )
         if self.classification is not None:
             counts = legacy.classes(self.classification)
             top = counts.most_common(1)[0][0]
             c.echo(
                 f"\nThis looks like classification with {len(counts)} classes "
-                f'(most frequent: "{top}"). Keep the validation file aside and compare the model\'s '
+                f'(most frequent: "{top}"). Keep the validation file aside and compare the '
+                "model's "
                 "answers on it with the expected completions to measure accuracy."
             )
 

@@ -21,7 +21,14 @@ from tunelab.data.formats import detect_format
 from tunelab.data.text import MAX_LINE_BYTES, UnreadableFile, long_line_message, read_text
 from tunelab.data.validation import json_error_message
 
-EXTENSIONS = {".csv": "CSV", ".tsv": "TSV", ".xlsx": "XLSX", ".txt": "TXT", ".json": "JSON", ".jsonl": "JSONL"}
+EXTENSIONS = {
+    ".csv": "CSV",
+    ".tsv": "TSV",
+    ".xlsx": "XLSX",
+    ".txt": "TXT",
+    ".json": "JSON",
+    ".jsonl": "JSONL",
+}
 
 
 @dataclass
@@ -53,14 +60,22 @@ def read_records(path: Path) -> ReadResult:
         )
     file_type = EXTENSIONS[ext]
     if path.stat().st_size == 0:
-        raise UnreadableFile(f"Your file `{path.name}` is empty; it needs one example per line or row.")
+        raise UnreadableFile(
+            f"Your file `{path.name}` is empty; it needs one example per line or row."
+        )
     if file_type == "XLSX":
         result = _read_xlsx(path)
     else:
         text, encoding = read_text(path)
         if not text.strip():
             raise UnreadableFile(f"Your file `{path.name}` has only whitespace; it needs examples.")
-        reader = {"CSV": _read_csv, "TSV": _read_csv, "TXT": _read_txt, "JSON": _read_json, "JSONL": _read_json}
+        reader = {
+            "CSV": _read_csv,
+            "TSV": _read_csv,
+            "TXT": _read_txt,
+            "JSON": _read_json,
+            "JSONL": _read_json,
+        }
         result = reader[file_type](text, file_type)
         result.encoding = encoding
         if encoding not in ("utf-8", "utf-8-sig"):
@@ -88,11 +103,12 @@ def _read_csv(text: str, file_type: str) -> ReadResult:
                         '(like "a, b") and try again.'
                     )
                 values += [""] * (len(header) - len(values))
-                records.append(Record(start, dict(zip(header, values))))
+                records.append(Record(start, dict(zip(header, values, strict=True))))
             start = rows.line_num + 1
     except csv.Error as e:
         raise UnreadableFile(
-            f"Line {rows.line_num}: the file does not appear to be in valid {file_type} format ({e})."
+            f"Line {rows.line_num}: the file does not appear to be in valid {file_type} format "
+            f"({e})."
         ) from None
     if not records:
         raise UnreadableFile(
@@ -125,13 +141,14 @@ def _read_xlsx(path: Path) -> ReadResult:
     records = []
     for number, values in enumerate(rows, 2):
         cells = [_cell(v) for v in values]
-        if any(c.strip() for c in cells[len(header):]):
+        if any(c.strip() for c in cells[len(header) :]):
             raise UnreadableFile(
                 f"Row {number} has values in columns that have no header; give every column "
                 "a name in the first row (prompt, completion, ...) and try again."
             )
         if any(c.strip() for c in cells):
-            records.append(Record(number, dict(zip(header, cells))))
+            # a short row leaves its last columns out; extra cells are empty (checked above)
+            records.append(Record(number, dict(zip(header, cells, strict=False))))
     book.close()
     if not records:
         raise UnreadableFile(
@@ -164,7 +181,10 @@ def _read_json(text: str, file_type: str) -> ReadResult:
     single = lines.records[0].obj if len(lines.records) == 1 else None
     one_document = single is not None and not (
         isinstance(single, dict)
-        and (detect_format(single) in ("chat", "sharegpt") or not all(isinstance(v, list) for v in single.values()))
+        and (
+            detect_format(single) in ("chat", "sharegpt")
+            or not all(isinstance(v, list) for v in single.values())
+        )
     )
     if lines.bad_lines or one_document:
         try:
@@ -174,11 +194,15 @@ def _read_json(text: str, file_type: str) -> ReadResult:
                 return lines  # the bad lines are reported one by one
             raise
         if file_type == "JSONL":
-            doc.notes.append("Your JSONL file appears to be a JSON document; it will be converted to JSONL")
+            doc.notes.append(
+                "Your JSONL file appears to be a JSON document; it will be converted to JSONL"
+            )
         doc.needs_conversion = True
         return doc
     if file_type == "JSON" and len(lines.records) > 1:
-        lines.notes.append("Your JSON file appears to be in JSONL format; it will be converted to JSONL")
+        lines.notes.append(
+            "Your JSON file appears to be in JSONL format; it will be converted to JSONL"
+        )
     return lines
 
 
@@ -222,7 +246,8 @@ def _columns_to_records(doc: dict[str, list[Any]]) -> list[Record]:
     if len(set(lengths.values())) > 1:
         raise UnreadableFile(
             "The JSON object's arrays have different lengths "
-            f"({', '.join(f'{k}: {n}' for k, n in lengths.items())}); each key must hold one value per example."
+            f"({', '.join(f'{k}: {n}' for k, n in lengths.items())}); each key must hold one "
+            "value per example."
         )
     n = next(iter(lengths.values()))
     return [Record(i + 1, {k: v[i] for k, v in doc.items()}) for i in range(n)]

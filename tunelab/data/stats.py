@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 # Measured: SmolLM2-135M LoRA training with bf16 autocast on 2 CPU cores runs at
 # ~350-400 tokens/s (fp32: ~160). The estimate uses the low end.
@@ -78,11 +79,14 @@ class TokenStats:
             out[0] += f" (token statistics from an evenly spaced sample of {len(t):,}, scaled up)"
         if self.messages:
             m = self.messages
-            out.append(f"- Messages per example: min {m[0]}, mean {sum(m) / len(m):.1f}, max {m[-1]}")
+            out.append(
+                f"- Messages per example: min {m[0]}, mean {sum(m) / len(m):.1f}, max {m[-1]}"
+            )
         out += [
             f"- Tokens per example ({model} tokenizer): min {t[0]}, mean {sum(t) / len(t):.1f}, "
             f"p90 {percentile(t, 0.9)}, max {t[-1]}",
-            f"- Trained tokens (assistant turns / completions): {round(self.trained * self.scale):,} "
+            "- Trained tokens (assistant turns / completions): "
+            f"{round(self.trained * self.scale):,} "
             f"of {round(sum(t) * self.scale):,}",
         ]
         if self.n_truncated:
@@ -92,7 +96,8 @@ class TokenStats:
             )
         out += [
             f"- Epochs with n_epochs=auto: {self.n_epochs}",
-            f"- Billed tokens (tokens per example capped at the context, x epochs): {self.billed_tokens:,}",
+            "- Billed tokens (tokens per example capped at the context, x epochs): "
+            f"{self.billed_tokens:,}",
             f"- Estimated training time on this machine: {format_duration(self.est_seconds)} "
             f"(at ~{TRAINING_TOKENS_PER_SECOND} tokens/s, {model} with LoRA on 2 CPU cores)",
         ]

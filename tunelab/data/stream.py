@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Generic, TypeVar
 
 from tunelab.data.formats import detect_format, parse_example
 from tunelab.data.readers import Record
@@ -19,26 +20,29 @@ from tunelab.data.text import UnreadableFile, iter_lines
 
 CHAT_FORMATS = ("chat", "alpaca", "sharegpt")
 
+T = TypeVar("T")
 
-class Examples:
-    """Records that can be iterated more than once, with a known count."""
 
-    def __init__(self, factory: Callable[[], Iterator[Record]], count: int) -> None:
+class Examples(Generic[T]):
+    """Items (records, or their examples) that can be iterated more than once,
+    with a known count."""
+
+    def __init__(self, factory: Callable[[], Iterator[T]], count: int) -> None:
         self._factory, self._count = factory, count
 
     @classmethod
-    def of(cls, rows: list[Record]) -> Examples:
+    def of(cls, rows: list[T]) -> Examples[T]:
         return cls(lambda: iter(rows), len(rows))
 
-    def __iter__(self) -> Iterator[Record]:
+    def __iter__(self) -> Iterator[T]:
         return self._factory()
 
     def __len__(self) -> int:
         return self._count
 
-    def objs(self) -> Examples:
+    def objs(self: Examples[Record]) -> Examples[dict[str, Any]]:
         """The same stream, yielding the examples themselves."""
-        return Examples(lambda: (r.obj for r in self), self._count)  # type: ignore[misc]
+        return Examples(lambda: (r.obj for r in self), self._count)
 
 
 def is_chat_jsonl(path: Path) -> bool:
@@ -56,7 +60,7 @@ def is_chat_jsonl(path: Path) -> bool:
     return False
 
 
-def jsonl_examples(path: Path, count: int) -> Examples:
+def jsonl_examples(path: Path, count: int) -> Examples[Record]:
     """The converted examples of a JSONL file that passed validation."""
 
     def read() -> Iterator[Record]:
@@ -70,10 +74,14 @@ def jsonl_examples(path: Path, count: int) -> Examples:
 
 
 def digest(example: Any) -> bytes:
-    return hashlib.blake2b(json.dumps(example, sort_keys=True, ensure_ascii=False).encode(), digest_size=16).digest()
+    return hashlib.blake2b(
+        json.dumps(example, sort_keys=True, ensure_ascii=False).encode(), digest_size=16
+    ).digest()
 
 
-def without_duplicates(rows: Examples, n_unique: int) -> Examples:
+def without_duplicates(rows: Iterable[Record], n_unique: int) -> Examples[Record]:
+    """`rows` must be re-iterable (a list or Examples): each pass reads it again."""
+
     def read() -> Iterator[Record]:
         seen: set[bytes] = set()
         for r in rows:

@@ -10,9 +10,9 @@ character later in the file still decodes.
 from __future__ import annotations
 
 import codecs
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 SAMPLE_BYTES = 1 << 20
 
@@ -109,7 +109,9 @@ def file_encoding(path: Path) -> str:
         return detect_encoding(fh.read(SAMPLE_BYTES))
 
 
-def iter_lines(path: Path, *, encoding: str | None = None, max_bytes: int = MAX_LINE_BYTES) -> Iterator[Line]:
+def iter_lines(
+    path: Path, *, encoding: str | None = None, max_bytes: int = MAX_LINE_BYTES
+) -> Iterator[Line]:
     """The file's lines in bounded memory, decoded one by one.
 
     Reading bytes and decoding each line (rather than a text stream) gives the
@@ -141,10 +143,15 @@ def iter_lines(path: Path, *, encoding: str | None = None, max_bytes: int = MAX_
             try:
                 text = raw.decode(codec)
             except UnicodeDecodeError:
-                yield Line(number, None, len(raw), (
-                    f"the line is not valid {encoding} text (the rest of the file is); "
-                    "save the file as UTF-8"
-                ))
+                yield Line(
+                    number,
+                    None,
+                    len(raw),
+                    (
+                        f"the line is not valid {encoding} text (the rest of the file is); "
+                        "save the file as UTF-8"
+                    ),
+                )
                 continue
             yield Line(number, text.rstrip("\r\n"), len(raw))
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tunelab.data.formats import Issue, Parsed, json_type, parse_example
 from tunelab.data.text import UnreadableFile, file_encoding, iter_lines
@@ -80,7 +81,10 @@ class ValidationReport:
         """
         if not self.ok:
             kind = "validation" if param == "validation_file" else "training"
-            return f"invalid_{kind}_file", f"The job failed due to an invalid {kind} file. {self.summary()}"
+            return (
+                f"invalid_{kind}_file",
+                f"The job failed due to an invalid {kind} file. {self.summary()}",
+            )
         if param == "training_file" and self.too_few:
             return "invalid_n_examples", self.too_few_message
         return None
@@ -120,10 +124,14 @@ class Validator:
             if self._kind is None:
                 self._kind, self._kind_line = kind, line
             elif kind != self._kind and parsed.example is not None:
-                self._add_issue(Issue(
-                    f"this example is {FORMAT_NAMES[kind]} but line {self._kind_line} is "
-                    f"{FORMAT_NAMES[self._kind]}; a file must use one format, so put each format in its own file"
-                ), line)
+                self._add_issue(
+                    Issue(
+                        f"this example is {FORMAT_NAMES[kind]} but line {self._kind_line} is "
+                        f"{FORMAT_NAMES[self._kind]}; a file must use one format, so put each "
+                        "format in its own file"
+                    ),
+                    line,
+                )
                 parsed.example = None
         if parsed.example is not None:
             self.report.n_examples += 1
@@ -171,10 +179,13 @@ def validate_file(
                 validator.add_unreadable(ln.number, json_error_message(ln.text, e))
                 continue
             if isinstance(obj, list) and ln.number == 1:
-                validator.add_unreadable(ln.number, (
-                    f"expected a JSON object, got {json_type(obj)}; a JSONL file has one JSON "
-                    "object per line (`tunelab prepare-data` converts a JSON array)"
-                ))
+                validator.add_unreadable(
+                    ln.number,
+                    (
+                        f"expected a JSON object, got {json_type(obj)}; a JSONL file has one JSON "
+                        "object per line (`tunelab prepare-data` converts a JSON array)"
+                    ),
+                )
                 continue
             validator.add(obj, ln.number)
     except UnreadableFile as e:
@@ -229,7 +240,9 @@ def upload_verdict(path: Path) -> tuple[str, str | None]:
 
 def json_error_message(text: str, e: ValueError) -> str:
     stripped = text.lstrip()
-    if stripped.startswith("[") or stripped.startswith("{") and not stripped.rstrip().endswith("}"):
+    if stripped.startswith("[") or (
+        stripped.startswith("{") and not stripped.rstrip().endswith("}")
+    ):
         hint = (
             "each line must be one complete JSON object; a JSON document spread over several "
             "lines is not JSONL (`tunelab prepare-data` converts it)"

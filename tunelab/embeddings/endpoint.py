@@ -39,9 +39,7 @@ class Prepared:
     native_dimensions: int
 
 
-def prepare(
-    req: EmbeddingRequest, registry: Registry, emb: Embedder, *, count: bool
-) -> Prepared:
+def prepare(req: EmbeddingRequest, registry: Registry, emb: Embedder, *, count: bool) -> Prepared:
     """Validate `req`. With `count`, text inputs are tokenised here and checked
     against LIMITS; without, the caller has the embedding worker check them."""
     for name in req.model_extra or {}:  # implemented or refused, never ignored

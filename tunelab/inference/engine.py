@@ -155,7 +155,8 @@ class InferenceEngine:
             if target.path is None or not (target.path / "adapter_config.json").exists():
                 # checked here too, so even a streaming request gets a clean 400
                 raise ModelUnavailable(
-                    f"The adapter files of model '{target.id}' are missing; delete it and fine-tune again.",
+                    f"The adapter files of model '{target.id}' are missing; "
+                    "delete it and fine-tune again.",
                     param="model",
                 )
             adapter = AdapterRef(key=_adapter_key(target.path), path=target.path)

@@ -98,14 +98,16 @@ def sampling_params(
     room = context_length - prompt_tokens
     if room < 1:
         raise InvalidRequest(
-            f"The prompt is {prompt_tokens} tokens, but this model's context length is {context_length} tokens. "
+            f"The prompt is {prompt_tokens} tokens, but this model's context length is "
+            f"{context_length} tokens. "
             "Shorten the prompt.",
             param=prompt_param,
             code="context_length_exceeded",
         )
     if req.max_tokens is not None and req.max_tokens > room:
         raise InvalidRequest(
-            f"This model's context length is {context_length} tokens; the prompt uses {prompt_tokens}, so "
+            f"This model's context length is {context_length} tokens; "
+            f"the prompt uses {prompt_tokens}, so "
             f"'{req.max_tokens_param}' can be at most {room} (got {req.max_tokens}).",
             param=req.max_tokens_param,
             code="context_length_exceeded",

@@ -94,7 +94,8 @@ class JobService:
                 add_event(
                     s,
                     job,
-                    f"Model {req.model} resolves to {resolved.base.id}: training {resolved.base.id}",
+                    f"Model {req.model} resolves to {resolved.base.id}: "
+                    f"training {resolved.base.id}",
                     at=at,
                 )
         return to_wire(job)

@@ -74,7 +74,7 @@ def model_dir(spec: ModelSpec, cache_dir: Path) -> str:
         )
         # The weights are plain floats after dequantisation; drop the GGUF marker
         # so transformers saves them as an ordinary model.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]  # typed as a module slot
         model.config.__dict__.pop("quantization_config", None)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -123,10 +123,14 @@ def load_causal_lm(
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
+    model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
         model_dir(spec, cache_dir), dtype=dtype or torch.float32, **spec.options
     )
-    return model.to(device).eval()
+    # transformers wraps `to` and `eval` in decorators that its type hints do not
+    # describe as methods; they are nn.Module's, moving and switching in place.
+    model.to(device)  # type: ignore[arg-type]
+    model.eval()  # type: ignore[no-untyped-call]
+    return model
 
 
 def load_sentence_transformer(

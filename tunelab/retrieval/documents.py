@@ -87,9 +87,9 @@ def _pdf(data: bytes) -> str:
         if reader.is_encrypted:
             # Owner-password-only PDFs open with the empty user password.
             try:
-                opened = reader.decrypt("")
+                opened = bool(reader.decrypt(""))  # PasswordType.NOT_DECRYPTED is 0
             except Exception:
-                opened = 0
+                opened = False
             if not opened:
                 raise DocumentError(
                     "invalid_file",
@@ -172,7 +172,9 @@ def _csv(data: bytes) -> str:
     if not body:
         return " | ".join(header)
     return "\n\n".join(
-        "\n".join(f"{h}: {v}" for h, v in zip(header, row) if v.strip()) for row in body
+        # a short row leaves its last columns out
+        "\n".join(f"{h}: {v}" for h, v in zip(header, row, strict=False) if v.strip())
+        for row in body
     )
 
 

@@ -65,7 +65,8 @@ class StoreMatrix:
         codes, first = np.unique(self.file_codes, return_index=True)
         lookup = np.zeros(len(self.files), dtype=np.int64)
         lookup[codes] = first
-        return lookup[self.file_codes]
+        rows: np.ndarray = lookup[self.file_codes]
+        return rows
 
     def mask(self, allowed_files: set[str]) -> np.ndarray:
         ok = np.array([f in allowed_files for f in self.files], dtype=bool)

@@ -92,9 +92,8 @@ def with_document(dense: np.ndarray, first_rows: np.ndarray) -> np.ndarray:
 
     first_rows[i] is the row of the first chunk of row i's file.
     """
-    return ((1.0 - DOCUMENT_WEIGHT) * dense + DOCUMENT_WEIGHT * dense[first_rows]).astype(
-        np.float32
-    )
+    mixed: np.ndarray = (1.0 - DOCUMENT_WEIGHT) * dense + DOCUMENT_WEIGHT * dense[first_rows]
+    return mixed.astype(np.float32)
 
 
 def hybrid_scores(

@@ -7,6 +7,7 @@ when asked for, so they can never drift from what ingestion actually did.
 
 from __future__ import annotations
 
+import builtins  # VectorStores.list shadows `list` in the class body's annotations
 import json
 import time
 from collections import Counter
@@ -186,7 +187,9 @@ class VectorStores:
         self.dense.forget(store_id)
         self.keyword.forget(store_id)
 
-    def touch_for_search(self, project: str, store_ids: list[str]) -> list[VectorStoreRow]:
+    def touch_for_search(
+        self, project: str, store_ids: builtins.list[str]
+    ) -> builtins.list[VectorStoreRow]:
         """The stores to search (404 for unknown ones); refreshes their last_active_at."""
         now = _now()
         with self.db() as s:
@@ -272,7 +275,7 @@ class VectorStores:
         limit: int,
         order: str,
         batch_id: str | None = None,
-    ) -> tuple[list[VectorStoreFileRow], bool]:
+    ) -> tuple[builtins.list[VectorStoreFileRow], bool]:
         from tunelab.db.pagination import paginate
 
         if status is not None and status not in FILE_STATUSES:
@@ -322,7 +325,8 @@ class VectorStores:
                 .where(ChunkRow.vector_store_id == store_id, ChunkRow.file_id == file_id)
                 .order_by(ChunkRow.position)
             ).all()
-        out, covered = [], 0
+        out: builtins.list[str] = []
+        covered = 0
         for text_, start, end in chunks:
             if end <= covered:
                 continue
@@ -349,7 +353,7 @@ class VectorStores:
         self,
         project: str,
         store_id: str,
-        items: list[tuple[str, dict[str, Any] | None, tuple[int, int]]],
+        items: builtins.list[tuple[str, dict[str, Any] | None, tuple[int, int]]],
     ) -> FileBatchRow:
         """items: (file_id, attributes, (chunk size, overlap)) for each file."""
         for file_id, attributes, _ in items:
