@@ -4,18 +4,21 @@ For each corpus (benchmarks/corpora.py), embedding model and chunking setting, t
 documents are extracted and chunked exactly as ingestion does (tunelab's
 extract_text and chunk_text), embedded with the model (cached under the cache
 directory), and the development questions (benchmarks/questions/dev/) are ranked
-with tunelab's own dense, keyword and fusion functions. Prints MRR / hit@1 / hit@5
-for a sweep of keyword weights and dense normalisations, and for each chunk size;
+with tunelab's own dense, keyword, fusion and same-file discount functions. Prints
+MRR / hit@1 / hit@5 for a sweep of keyword weights, document weights and same-file
+discounts (and dense normalisations with --norms), for each chunk size;
 `benchmarks/retrieval.py` then reports the chosen defaults on the other questions
 through the API.
 
     .venv/bin/python benchmarks/ranking_dev.py [--models all-minilm-l6-v2] \
-        [--chunks 254/127,254/64,192/48,128/32] [--split dev]
+        [--chunks 800/400,254/0] [--weights 0,0.1,0.15,0.2] [--doc 0.2,0.3]
+        [--decay 1,0.7] [--split dev]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from collections.abc import Callable
@@ -37,7 +40,7 @@ from tunelab.retrieval.ranking import (
     dense_scores,
     hybrid_scores,
     similarity_floor,
-    with_document,
+    spread_files,
 )
 from tunelab.retrieval.terms import decode_terms, encode_terms
 
@@ -62,7 +65,11 @@ def load_model(model_id: str):  # type: ignore[no-untyped-def]
 
 def index(corpus: Corpus, model_id: str, model, prefix: str, size: int, overlap: int) -> Indexed:  # type: ignore[no-untyped-def]
     tok = model.tokenizer
-    window = model.max_seq_length - tok.num_special_tokens_to_add()
+    # As ingestion clamps: the window less the special tokens and the passage prefix.
+    prefix_tokens = (
+        len(tok(prefix.rstrip(), add_special_tokens=False)["input_ids"]) if prefix else 0
+    )
+    window = model.max_seq_length - prefix_tokens - tok.num_special_tokens_to_add()
     strategy = StaticStrategy(size, overlap).clamped(window)
     texts, pages = [], []
     for n, doc in enumerate(corpus.documents):
@@ -91,21 +98,24 @@ def index(corpus: Corpus, model_id: str, model, prefix: str, size: int, overlap:
 def evaluate(
     ix: Indexed, corpus: Corpus, queries: np.ndarray, split: str,
     rank: Callable[[np.ndarray, np.ndarray], np.ndarray], floor: float | None,
+    doc: float, decay: float,
 ) -> tuple[float, float, float]:  # fmt: skip
     """(MRR, hit@1, hit@5) with chunk rankings from rank(dense, keyword) scores.
 
     floor: the dense normalisation's floor; None = the store's mean cosine to the query.
+    doc: the document (first chunk) weight; decay: the same-file discount.
     """
     centroid = ix.matrix.mean(axis=0)
     first = np.array([np.flatnonzero(ix.pages == p)[0] for p in range(len(ix.names))])
     rr, h1, h5 = [], 0, 0
     for q, vec in zip(corpus.questions(split), queries, strict=True):
         base = float(centroid @ vec) if floor is None else floor
-        dense = with_document(dense_scores(ix.matrix @ vec, base), first[ix.pages])
+        own = dense_scores(ix.matrix @ vec, base)
+        dense = (1 - doc) * own + doc * own[first[ix.pages]]
         rows, kw = ix.postings.scores(q.question)
         keyword = np.zeros(len(ix.pages), dtype=np.float32)
         keyword[rows] = kw
-        order = np.argsort(-rank(dense, keyword), kind="stable")[:50]
+        order, _ = spread_files(rank(dense, keyword), ix.pages, 50, decay)
         target = ix.names.index(q.page)
         hits = np.flatnonzero(ix.pages[order] == target)
         rank_ = int(hits[0]) + 1 if len(hits) else 0
@@ -121,7 +131,10 @@ def main() -> None:
     ap.add_argument("--models", default="all-minilm-l6-v2")
     ap.add_argument("--corpora", default="man-en,python-doc,man-zh")
     ap.add_argument("--chunks", default="800/400")
-    ap.add_argument("--weights", default="0,0.1,0.2,0.3,0.4,0.5,0.7,1")
+    ap.add_argument("--weights", default="0,0.1,0.15,0.2,0.3")
+    ap.add_argument("--doc", default="0.2,0.3", help="document (first chunk) weights")
+    ap.add_argument("--decay", default="1,0.7", help="same-file discounts (1 = none)")
+    ap.add_argument("--norms", default="floor", help="dense normalisations: floor,mean,raw")
     ap.add_argument("--split", default="dev")
     args = ap.parse_args()
     corpora, _ = build(CACHE)
@@ -133,7 +146,8 @@ def main() -> None:
             model.encode([qprefix + t for t in UNRELATED], normalize_embeddings=True),
             model.encode([pprefix + t for t in UNRELATED], normalize_embeddings=True),
         )
-        print(f"{model_id}: similarity floor {floor:.3f}; MRR per keyword weight {args.weights}")
+        print(f"{model_id}: similarity floor {floor:.3f}; hit@1/hit@5/MRR per keyword weight "
+              f"{args.weights}")  # fmt: skip
         for corpus in chosen:
             queries = model.encode(
                 [qprefix + q.question for q in corpus.questions(args.split)],
@@ -142,15 +156,22 @@ def main() -> None:
             for setting in args.chunks.split(","):
                 size, overlap = (int(x) for x in setting.split("/"))
                 ix = index(corpus, model_id, model, pprefix, size, overlap)
-                for norm, fl in (("floor", floor), ("mean", None), ("raw", 0.0)):
-                    row = [f"{model_id:<18}{corpus.name:<11}{setting:>8} {norm:<6}"]
+                norms = {"floor": floor, "mean": None, "raw": 0.0}
+                for norm, doc, decay in itertools.product(
+                    args.norms.split(","),
+                    [float(x) for x in args.doc.split(",")],
+                    [float(x) for x in args.decay.split(",")],
+                ):
+                    row = [
+                        f"{corpus.name:<11}{setting:>8} {norm:<6}doc {doc:.2f} decay {decay:.2f}"
+                    ]
                     for w in weights:
-                        mrr, _, _ = evaluate(
+                        mrr, h1, h5 = evaluate(
                             ix, corpus, queries, args.split,
-                            lambda d, k, w=w: hybrid_scores(d, k, w), fl,
+                            lambda d, k, w=w: hybrid_scores(d, k, w), norms[norm], doc, decay,
                         )  # fmt: skip
-                        row.append(f"{mrr:6.3f}")
-                    print(" ".join(row), flush=True)
+                        row.append(f"{h1:.2f}/{h5:.2f}/{mrr:.2f}")
+                    print("  ".join(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,17 @@ from tunelab.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CACHE = ROOT / ".tunelab" / "test-cache"
+TIERS = ("unit", "api", "realmodel", "slow", "browser")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test belongs to a tier (a module's `pytestmark` or its own mark), so
+    `-m` selects what it says; a test without one is a collection error."""
+    untiered = [i.nodeid for i in items if not any(i.get_closest_marker(t) for t in TIERS)]
+    if untiered:
+        raise pytest.UsageError(
+            f"tests without a tier marker ({', '.join(TIERS)}): " + ", ".join(untiered[:10])
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -315,3 +315,87 @@ def seed_lists(runtime: Runtime, project: str, *, n_jobs: int, n_files: int) -> 
             )
             for i in range(n_files)
         )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve_process(settings: Settings, *, log: Path, **env: str) -> Iterator[tuple[str, Any]]:
+    """`tunelab serve` in its own process (and session) for these settings; yields its
+    base URL and the Popen, and kills it (and its children) at the end."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    port = free_port()
+    environ = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TUNELAB_")},
+        "TUNELAB_DATA_DIR": str(settings.data_dir),
+        "TUNELAB_CACHE_DIR": str(settings.model_cache_dir),
+        "TUNELAB_API_KEYS": settings.api_keys,
+        "TUNELAB_PORT": str(port),
+        **env,
+    }
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tunelab", "serve"],
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"tunelab serve exited; see {log}")
+        try:
+            return httpx.get(url + "/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(up, timeout=120, every=0.2, what="tunelab serve to answer")
+        yield url, proc
+    finally:
+        kill_hard(proc)
+
+
+def kill_hard(proc: Any) -> None:
+    """SIGKILL a server and every process it started (training runs in sessions of
+    their own): a power cut, as far as the data dir can tell."""
+    import signal
+
+    import psutil
+
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process and its children (training processes), in bytes."""
+    import psutil
+
+    parent = psutil.Process(pid)
+    total = 0
+    for p in [parent, *parent.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total

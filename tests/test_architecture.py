@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,32 @@ def test_routes_take_services_as_dependencies() -> None:
                 )
             if isinstance(node, ast.FunctionDef):
                 assert node.name != "setup", f"{path.name} has a setup() hook"
+
+
+def test_the_documented_layers_are_the_enforced_ones() -> None:
+    """docs/architecture.md draws the layers that .importlinter enforces: the same
+    modules, in the same order, with the same `:` / `|` joins."""
+    root = PACKAGE.parent
+    config = (root / ".importlinter").read_text()
+    block = config.split("layers =", 1)[1].split("\n\n", 1)[0]
+    enforced = [line.strip() for line in block.strip().splitlines()]
+
+    doc = (root / "docs" / "architecture.md").read_text()
+    drawing = doc.split("## Layers", 1)[1].split("```", 2)[1]
+    tokens = re.findall(r"tunelab\.[\w.]+|[:|]", drawing)
+    documented = [
+        " ".join(tokens[i : j + 1]) for i, j in _runs(tokens)
+    ]  # one layer: modules joined by `:` or `|`, possibly over several lines
+    assert documented == enforced
+
+
+def _runs(tokens: list[str]) -> list[tuple[int, int]]:
+    """(start, end) of each layer: a module followed by any `: m` / `| m` pairs."""
+    runs, i = [], 0
+    while i < len(tokens):
+        j = i
+        while j + 2 < len(tokens) and tokens[j + 1] in ":|":
+            j += 2
+        runs.append((i, j))
+        i = j + 1
+    return runs

@@ -9,6 +9,8 @@ from click.testing import CliRunner
 from tests.support import run_server, sdk
 from tunelab.cli.main import cli
 
+pytestmark = pytest.mark.api
+
 
 @pytest.fixture
 def keyed_server(settings):

@@ -17,6 +17,8 @@ from tests.tiny_models import TINY_CHAT, tiny_registry_entry
 from tunelab.api.app import create_app
 from tunelab.settings import Settings
 
+pytestmark = pytest.mark.api
+
 HI = [{"role": "user", "content": "Say something."}]
 FT_A = "ft:tiny-chat:proj-a:persona:ABC123"
 FT_B = "ft:tiny-chat:proj-a:persona:ABC123:ckpt-step-2"

@@ -17,6 +17,8 @@ from tests.support import register_models, run_server, sdk
 from tests.tiny_models import TINY_CHAT, tiny_registry_entry
 from tunelab.settings import Settings
 
+pytestmark = pytest.mark.api
+
 HI = [{"role": "user", "content": "Say something."}]
 
 

@@ -13,6 +13,8 @@ from tests.tiny_models import TINY_CHAT, tiny_registry_entry
 from tunelab.cli.main import cli
 from tunelab.settings import Settings
 
+pytestmark = pytest.mark.api
+
 
 @pytest.fixture
 def run(

@@ -9,6 +9,8 @@ from click.testing import CliRunner
 
 from tunelab.cli.main import cli
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def run(server, monkeypatch):

@@ -20,6 +20,8 @@ from tunelab.data.examples import iter_examples
 from tunelab.data.validation import validate_file
 from tunelab.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 Run = Callable[..., Result]
 
 

@@ -10,6 +10,8 @@ import pytest
 from tunelab.data.readers import read_records
 from tunelab.data.text import UnreadableFile, detect_encoding
 
+pytestmark = pytest.mark.unit
+
 
 def test_gbk_csv_from_chinese_excel(tmp_path: Path) -> None:
     path = tmp_path / "客服.csv"

@@ -9,6 +9,8 @@ import pytest
 from tunelab.data.stats import auto_n_epochs, mask_segments, percentile, token_stats
 from tunelab.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("n", "epochs"),

@@ -9,6 +9,8 @@ import pytest
 
 from tunelab.data.validation import validate_file
 
+pytestmark = pytest.mark.api
+
 
 def _lines(n: int) -> list[str]:
     return [

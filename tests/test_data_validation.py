@@ -10,6 +10,8 @@ import pytest
 from tunelab.data.examples import iter_examples, normalise
 from tunelab.data.validation import MAX_PROBLEMS, MIN_EXAMPLES, validate_file
 
+pytestmark = pytest.mark.unit
+
 
 def chat(user: str = "你好", assistant: str = "您好！有什么可以帮您？", **extra: object) -> dict:
     return {

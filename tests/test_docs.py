@@ -21,6 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 READMES = [p for p in (ROOT / "README.md", ROOT / "README.zh-CN.md") if p.exists()]
 DOCS = sorted((ROOT / "docs").glob("*.md"))

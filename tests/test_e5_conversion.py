@@ -13,6 +13,8 @@ from tokenizers import normalizers
 from tunelab.models.charsmap import double_array, lookup, precompiled_charsmap
 from tunelab.models.e5pack import dequantize_q4_0, read_pack
 
+pytestmark = pytest.mark.realmodel
+
 
 def _normalize(table: dict[int, str], text: str) -> str:
     return normalizers.Precompiled(precompiled_charsmap(table)).normalize_str(text)

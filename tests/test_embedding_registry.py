@@ -9,6 +9,8 @@ import pytest
 
 from tunelab.models.registry import E5_SMALL, MINILM, Registry
 
+pytestmark = pytest.mark.realmodel
+
 EMBEDDING_NAMES = ("text-embedding-ada-002", "text-embedding-3-small", "text-embedding-3-large")
 
 

@@ -10,6 +10,8 @@ import pytest
 
 from tests.support import run_server, sdk
 
+pytestmark = pytest.mark.api
+
 GOOD = "\n".join(
     json.dumps(
         {

@@ -13,6 +13,8 @@ from tests.tiny_models import TINY_CHAT, tiny_registry_entry
 from tunelab.api.app import create_app
 from tunelab.settings import Settings
 
+pytestmark = pytest.mark.api
+
 HI = [{"role": "user", "content": "Say something."}]
 
 

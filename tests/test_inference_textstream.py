@@ -8,6 +8,8 @@ import pytest
 
 from tunelab.inference.textstream import IncrementalDetokenizer, StopMatcher
 
+pytestmark = pytest.mark.realmodel
+
 TEXTS = [
     "你好，世界！今天天气很好。",
     "Emoji: 🎉👍🏽 and 👨‍👩‍👧 family, café, naïve",

@@ -28,12 +28,12 @@ def rt(tiny_settings: Settings) -> Iterator[Runtime]:
     r.close()
 
 
-def create(rt: Runtime, suffix: str | None = "same") -> Job:
+def create(rt: Runtime, suffix: str | None = "same", project: str = "default") -> Job:
     f = rt.files.create_from_bytes(
-        project="default", filename="t.jsonl", purpose="fine-tune", data=chat_lines(12)
+        project=project, filename="t.jsonl", purpose="fine-tune", data=chat_lines(12)
     )
     req = JobCreate(model=TINY_CHAT, training_file=f.id, suffix=suffix)
-    job_id = rt.jobs.create("default", req).id
+    job_id = rt.jobs.create(project, req).id
     with rt.db() as s:
         job = s.get(Job, job_id)
         assert job is not None
@@ -112,6 +112,30 @@ def test_a_taken_name_is_never_replaced(rt: Runtime) -> None:
             kind="lora",
         )
     assert catalog.resolve("default", a).path == weights_dir(rt, first, 3)
+
+
+def test_projects_whose_names_slug_alike_never_share_a_model(rt: Runtime) -> None:
+    """'Acme Corp' and 'acme-corp' spell the same name part; the same id8 drawn twice
+    still gives two names, each serving its own project's weights, and only to it."""
+    draws = iter(["SAMEID88", "SAMEID88", "OTHERID8"])
+    catalog = Catalog(rt.registry, rt.db, rt.settings.models_dir, id8=lambda: next(draws))
+    first, second = create(rt, project="Acme Corp"), create(rt, project="acme-corp")
+    names = [
+        checkpoints.register(
+            catalog, job, step=3, path=weights(rt, job, 3), metrics=None, at=1.0, final=True
+        )
+        for job in (first, second)
+    ]
+    assert names == [
+        f"ft:{TINY_CHAT}:acme-corp:same:SAMEID88",
+        f"ft:{TINY_CHAT}:acme-corp:same:OTHERID8",
+    ]
+    assert catalog.resolve("Acme Corp", names[0]).path == weights_dir(rt, first, 3)
+    assert catalog.resolve("acme-corp", names[1]).path == weights_dir(rt, second, 3)
+    with pytest.raises(NotFound):
+        catalog.resolve("acme-corp", names[0])
+    with pytest.raises(NotFound):
+        catalog.resolve("Acme Corp", names[1])
 
 
 def test_one_record_per_checkpoint(rt: Runtime) -> None:

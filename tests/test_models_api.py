@@ -7,6 +7,8 @@ import pytest
 
 from tests.support import run_server, sdk
 
+pytestmark = pytest.mark.api
+
 
 def test_list_and_retrieve(client: openai.OpenAI) -> None:
     ids = {m.id for m in client.models.list()}

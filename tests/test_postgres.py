@@ -8,6 +8,8 @@ from sqlalchemy import text
 
 from tests.support import run_server, sdk
 
+pytestmark = pytest.mark.api
+
 
 def test_core_api_on_postgres(settings, postgres_url) -> None:
     settings.database_url = postgres_url

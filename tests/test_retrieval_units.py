@@ -16,8 +16,11 @@ from tunelab.retrieval.documents import DocumentError, extract_text
 from tunelab.retrieval.filters import matches, validate_filter
 from tunelab.retrieval.grounding import Passage, build_grounded_messages, find_citations
 from tunelab.retrieval.index import DenseIndex, StoreMatrix, StorePostings
-from tunelab.retrieval.ranking import dense_scores, hybrid_scores
+from tunelab.retrieval.language import StoreModels, mostly_latin
+from tunelab.retrieval.ranking import dense_scores, hybrid_scores, spread_files
 from tunelab.retrieval.terms import decode_terms, encode_terms, terms
+
+pytestmark = pytest.mark.unit
 
 DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data"
 
@@ -210,6 +213,58 @@ def test_dense_search_and_hybrid_scores():
     # Hybrid is the convex combination, so it stays in [0, 1].
     h = hybrid_scores(np.array([1.0, 0.5, 0.0]), np.array([0.0, 1.0, 1.0]), 0.3)
     assert h == pytest.approx([0.7, 0.65, 0.3])
+
+
+def greedy_spread(scores: np.ndarray, files: np.ndarray, k: int, decay: float) -> list[int]:
+    """The definition spread_files computes faster: take the best, discount its file."""
+    left = {i: float(v) for i, v in enumerate(scores) if v > 0}
+    taken: dict[int, int] = {}
+    out = []
+    while left and len(out) < k:
+        best = max(left, key=lambda i: (left[i] * decay ** taken.get(files[i], 0), -i))
+        out.append(best)
+        taken[files[best]] = taken.get(files[best], 0) + 1
+        del left[best]
+    return out
+
+
+def test_spread_files_discounts_a_files_repeated_passages():
+    # File 0's three near-duplicate chunks outscore file 1 and file 2 on their own.
+    scores = np.array([0.90, 0.89, 0.88, 0.80, 0.70, 0.0], dtype=np.float32)
+    files = np.array([0, 0, 0, 1, 2, 3])
+    rows, ranked = spread_files(scores, files, 5, decay=0.7)
+    assert rows.tolist() == [0, 3, 4, 1, 2]  # one passage per file first; file 3 scored 0
+    assert np.allclose(ranked, [0.90, 0.80, 0.70, 0.89 * 0.7, 0.88 * 0.49])
+    assert list(ranked) == sorted(ranked, reverse=True)  # results stay ordered by score
+    # decay 1 is the plain ranking
+    assert spread_files(scores, files, 3, decay=1.0)[0].tolist() == [0, 1, 2]
+    assert spread_files(np.zeros(3), np.zeros(3, dtype=int), 3)[0].size == 0
+
+
+def test_spread_files_matches_the_greedy_definition_on_large_stores():
+    rng = np.random.default_rng(0)
+    for n, n_files, k in ((50, 3, 10), (5000, 40, 10), (5000, 2000, 50), (300, 1, 7)):
+        scores = rng.random(n).astype(np.float32)
+        scores[rng.random(n) < 0.2] = 0  # chunks without evidence
+        files = rng.integers(0, n_files, n)
+        for decay in (0.7, 0.3):
+            rows, _ = spread_files(scores, files, k, decay)
+            assert rows.tolist() == greedy_spread(scores, files, k, decay), (n, n_files, decay)
+
+
+def test_a_stores_model_follows_the_script_of_its_first_document():
+    assert mostly_latin("Hold the reset button for ten seconds. Ça marche très bien.")
+    assert mostly_latin("def f(x):\n    return x + 1  # 中文")  # the letters are mostly Latin
+    assert mostly_latin("12345 --- 678")  # no letters: the default is as good as any
+    assert not mostly_latin("按住复位按钮十秒钟，直到状态灯闪烁橙色。Wi-Fi 路由器")
+    assert not mostly_latin("Нажмите кнопку сброса на десять секунд.")
+    models = StoreModels("all-minilm-l6-v2", "multilingual-e5-small")
+    assert models.at_creation == ""  # the first document decides
+    assert models.for_text("The warranty lasts two years.") == "all-minilm-l6-v2"
+    assert models.for_text("保修期为三年。") == "multilingual-e5-small"
+    # Without a multilingual model, or when it is the default, every store gets the default.
+    for fixed in (StoreModels("all-minilm-l6-v2"), StoreModels("e5", "e5")):
+        assert fixed.at_creation == fixed.default == fixed.for_text("保修期为三年。")
 
 
 def test_grounded_prompt_and_citations():

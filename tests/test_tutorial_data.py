@@ -9,11 +9,14 @@ import re
 from pathlib import Path
 
 import openpyxl
+import pytest
 
 from tunelab.cli.data import ClickConsole, _tokenizer_loader
 from tunelab.data.prepare import Options, prepare
 from tunelab.data.readers import read_records
 from tunelab.data.validation import validate_file
+
+pytestmark = pytest.mark.unit
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

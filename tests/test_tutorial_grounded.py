@@ -17,6 +17,8 @@ from tunelab.responses.service import prepare
 from tunelab.settings import Settings
 from tunelab.tutorial.retrieval import CHUNKING
 
+pytestmark = pytest.mark.unit
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 

@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from tunelab.cli.main import cli
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.realmodel
 def test_quickstart_fast_walks_the_cheap_steps(server: str, tmp_path: Path) -> None:

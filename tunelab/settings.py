@@ -8,6 +8,8 @@ command-line flags.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -34,8 +36,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir)
     # Defaults to SQLite under data_dir; any SQLAlchemy URL works (postgresql://...).
     database_url: str | None = None
-    # Comma-separated KEY:PROJECT items; a bare KEY belongs to project "default".
+    # Comma-separated KEY:PROJECT items; a bare KEY belongs to project "default". A key
+    # holding ',' or ':' is given as a JSON object instead: {"KEY": "PROJECT", ...}.
+    # Anything ambiguous is refused at startup (parse_api_keys), never reinterpreted.
     api_keys: str = ""
+    # /docs, /redoc and /openapi.json: "auto" serves them only while no API key is
+    # configured (they describe the whole API to anyone who asks).
+    api_docs: Literal["auto", "on", "off"] = "auto"
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -49,8 +56,16 @@ class Settings(BaseSettings):
     # text-embedding-* names are aliases of it. all-minilm-l6-v2 ranks English best;
     # multilingual-e5-small is far better for Chinese and mixed corpora (README).
     default_embedding_model: str = "all-minilm-l6-v2"
+    # ...except a new vector store whose first document is mostly in another script
+    # than Latin (Chinese, Japanese, Korean, Cyrillic...): it indexes with this model
+    # (tunelab/retrieval/language.py). "" gives every new store the default model.
+    multilingual_embedding_model: str = "multilingual-e5-small"
 
+    # Request bodies (tunelab.limits lists every other bound): one uploaded file or
+    # upload part, and any other body. Both are counted while the body streams in,
+    # after the key is checked, so an oversized or unauthenticated body is never stored.
     max_upload_bytes: int = 512 * 1024 * 1024
+    max_request_bytes: int = 16 * 1024 * 1024
 
     # Embeddings micro-batching: requests waiting while the model computes share the
     # next forward pass, up to embed_max_batch texts; after a batch of N requests the
@@ -88,10 +103,25 @@ class Settings(BaseSettings):
     # (benchmarks/training.py measures both).
     training_bf16: bool | None = None
 
+    # Uploaded files in an S3-compatible bucket instead of data_dir/files:
+    # "s3://bucket/prefix". Credentials come from boto3's chain (AWS_* variables,
+    # ~/.aws); s3_endpoint_url names a non-AWS server (MinIO, Ceph, R2).
+    blob_url: str | None = None
+    s3_endpoint_url: str | None = None
+
+    # When set, GET /metrics needs `Authorization: Bearer <this>` (docs/deployment.md).
+    metrics_token: str | None = None
+
     @field_validator("data_dir", "cache_dir", mode="after")
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:
         return v.expanduser().resolve() if v is not None else None
+
+    @field_validator("api_keys", mode="after")
+    @classmethod
+    def _keys_parse(cls, v: str) -> str:
+        parse_api_keys(v)  # a malformed value stops the server at startup, saying why
+        return v
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -115,6 +145,11 @@ class Settings(BaseSettings):
         return self.data_dir / "files"
 
     @property
+    def blob_cache_dir(self) -> Path:
+        """Local copies of blobs read from object storage (TUNELAB_BLOB_URL)."""
+        return self.data_dir / "blob-cache"
+
+    @property
     def models_dir(self) -> Path:
         """Fine-tuned adapters, checkpoints and full fine-tunes."""
         return self.data_dir / "models"
@@ -133,11 +168,58 @@ class Settings(BaseSettings):
         return self.data_dir / "models.json"
 
     def parsed_api_keys(self) -> list[ApiKey]:
-        keys = []
-        for item in self.api_keys.split(","):
+        return parse_api_keys(self.api_keys)
+
+
+_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+_KEY = re.compile(r"[\x21-\x7e]{1,256}")  # printable ASCII, no spaces: a header value
+
+
+def parse_api_keys(value: str) -> list[ApiKey]:
+    """TUNELAB_API_KEYS as keys and projects; ValueError saying what to fix.
+
+    Either `KEY[:PROJECT],KEY[:PROJECT]...` or a JSON object `{"KEY": "PROJECT"}`
+    (for keys holding ',' or ':'). A key is 1-256 printable ASCII characters without
+    spaces (what an Authorization header carries); a project is 1-64 letters, digits,
+    '_', '.' or '-'. An item with two ':' is refused: it could be read two ways.
+    """
+    value = value.strip()
+    pairs: list[tuple[str, str]] = []
+    if value.startswith("{"):
+        try:
+            obj = json.loads(value)
+        except ValueError as e:
+            raise ValueError(f"TUNELAB_API_KEYS is not a valid JSON object: {e}") from None
+        if not isinstance(obj, dict) or not all(isinstance(p, str) for p in obj.values()):
+            raise ValueError(
+                'TUNELAB_API_KEYS as JSON must map keys to projects: {"KEY": "PROJECT"}'
+            )
+        pairs = list(obj.items())
+    else:
+        for n, item in enumerate(value.split(","), 1):
             item = item.strip()
             if not item:
                 continue
+            if item.count(":") > 1:
+                raise ValueError(
+                    f"TUNELAB_API_KEYS item {n} has more than one ':', so its key and project "
+                    "are ambiguous; give keys holding ':' or ',' as JSON: {\"KEY\": \"PROJECT\"}"
+                )
             key, _, project = item.partition(":")
-            keys.append(ApiKey(key=key.strip(), project=project.strip() or "default"))
-        return keys
+            pairs.append((key.strip(), project.strip() or "default"))
+    keys: dict[str, str] = {}
+    for n, (key, project) in enumerate(pairs, 1):
+        if not _KEY.fullmatch(key):
+            raise ValueError(
+                f"TUNELAB_API_KEYS key {n} is not 1-256 printable ASCII characters without "
+                "spaces (the key itself is not shown)"
+            )
+        if not _PROJECT.fullmatch(project):
+            raise ValueError(
+                f"TUNELAB_API_KEYS project {project[:64]!r} (key {n}) must be 1-64 letters, "
+                "digits, '_', '.' or '-'"
+            )
+        if keys.get(key, project) != project:
+            raise ValueError(f"TUNELAB_API_KEYS gives key {n} to two projects")
+        keys[key] = project
+    return [ApiKey(key=k, project=p) for k, p in keys.items()]

@@ -4,7 +4,8 @@ The app serves one `Runtime` (built from Settings if given those): its lifespan
 starts the runtime's background work and closes it at shutdown. Routes are thin:
 each handler parses, calls one service from `api.deps`, and returns a protocol
 model. The web dashboard is served at /dashboard/ (tunelab.api.dashboard).
-Every response carries an `x-request-id`, as OpenAI's do.
+Every response carries an `x-request-id`, as OpenAI's do. Keys and body sizes
+are checked before any route reads a body (tunelab.api.guard).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 import tunelab
-from tunelab.api import dashboard
+from tunelab.api import dashboard, metrics
 from tunelab.api.deps import TunelabApp
 from tunelab.api.errors import install_error_handlers
+from tunelab.api.guard import RequestGuard
 from tunelab.api.routes import V1_ROUTERS, health
 from tunelab.ids import random_token
 from tunelab.runtime import Runtime, build_runtime
@@ -53,6 +55,9 @@ def create_app(runtime: Runtime | Settings | None = None) -> TunelabApp:
         response.headers["x-request-id"] = "req_" + random_token(24)
         return response
 
+    metrics.install(app, rt)
+    # Outermost of the app's own middleware: nothing below it has read the body yet.
+    app.add_middleware(RequestGuard, settings=rt.settings, keys=rt.keys)
     app.include_router(health.router)
     for router in V1_ROUTERS:
         app.include_router(router, prefix="/v1")

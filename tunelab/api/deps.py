@@ -23,6 +23,7 @@ from tunelab.files import FileStore
 from tunelab.inference.service import InferenceService
 from tunelab.jobs.preview import FileReports
 from tunelab.jobs.service import JobService
+from tunelab.keys import KeyStore
 from tunelab.legacy.fine_tunes import LegacyFineTunes
 from tunelab.models.catalog import Catalog
 from tunelab.models.registry import Registry
@@ -51,10 +52,17 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def current_project(request: Request, rt: RuntimeDep) -> str:
-    if not rt.keys.any_configured():
+# Where `tunelab.api.guard` leaves the project of a request's key.
+PROJECT_SCOPE_KEY = "tunelab_project"
+
+
+def authenticate(keys: KeyStore, header: str) -> str:
+    """The project of the `Authorization` header's key (Unauthorized if none).
+
+    The 401 never repeats any part of the key it was given: a key pasted into the
+    wrong place should not travel on into logs of the reply."""
+    if not keys.any_configured():
         return DEFAULT_PROJECT
-    header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized(
@@ -62,13 +70,20 @@ def current_project(request: Request, rt: RuntimeDep) -> str:
             "(the openai SDK does this with api_key=...).",
             code="missing_api_key",
         )
-    project = rt.keys.project_for(key.strip())
+    project = keys.project_for(key.strip())
     if project is None:
-        shown = key.strip()[:3] + "***" if len(key.strip()) > 6 else "***"
         raise Unauthorized(
-            f"Incorrect API key provided: {shown}. Check TUNELAB_API_KEYS or `tunelab keys list`."
+            "Incorrect API key provided. Check TUNELAB_API_KEYS or `tunelab keys list`."
         )
     return project
+
+
+def current_project(request: Request, rt: RuntimeDep) -> str:
+    """The caller's project, as the guard found it before the body was read."""
+    project = request.scope.get("state", {}).get(PROJECT_SCOPE_KEY)
+    if isinstance(project, str):
+        return project
+    return authenticate(rt.keys, request.headers.get("authorization", ""))
 
 
 ProjectDep = Annotated[str, Depends(current_project)]

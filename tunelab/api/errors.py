@@ -14,9 +14,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tunelab.errors import Overloaded, TunelabError
+from tunelab.errors import InvalidRequest, Overloaded, TunelabError
 
 log = logging.getLogger("tunelab.api")
+
+
+class BodyRejected(StarletteHTTPException):
+    """A body refused while it is parsed (FastAPI lets only HTTP exceptions out of
+    body parsing); answered as the InvalidRequest it carries."""
+
+    def __init__(self, error: InvalidRequest) -> None:
+        super().__init__(error.status_code, error.message)
+        self.error = error
 
 
 def error_response(
@@ -65,6 +74,10 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         text = f"Invalid value for '{param}': {msg}." if param else f"Invalid request: {msg}."
         return error_response(400, text, type_="invalid_request_error", param=param)
+
+    @app.exception_handler(BodyRejected)
+    async def _body(_: Request, exc: BodyRejected) -> JSONResponse:
+        return JSONResponse(exc.error.to_dict(), status_code=exc.status_code)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -23,6 +23,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _settings(**overrides: object) -> Settings:
+    """Settings, or a clean error naming the bad TUNELAB_* variable (no traceback)."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings.from_env(**overrides)
+    except ValidationError as e:
+        why = "; ".join(
+            f"TUNELAB_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in e.errors(include_input=False)
+        )
+        raise click.ClickException(f"Invalid settings: {why}") from None
+
+
 @click.command()
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8000).")
@@ -42,7 +56,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     """
     import uvicorn
 
-    settings = Settings.from_env(host=host, port=port, data_dir=data_dir)
+    settings = _settings(host=host, port=port, data_dir=data_dir)
     from tunelab.api.app import create_app
     from tunelab.runtime import build_runtime
 
@@ -69,7 +83,7 @@ def keys() -> None:
 def _keys() -> KeyStore:
     from tunelab.runtime import build_runtime
 
-    return build_runtime(Settings(), embedded_worker=False).keys
+    return build_runtime(_settings(), embedded_worker=False).keys
 
 
 @keys.command("create")

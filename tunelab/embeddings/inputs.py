@@ -15,10 +15,11 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tunelab import limits
 from tunelab.errors import InvalidRequest
 from tunelab.models.openai_names import token_encoding
 
-MAX_INPUTS = 2048
+MAX_INPUTS = limits.MAX_EMBEDDING_INPUTS
 
 
 class Tokenizes(Protocol):
@@ -76,6 +77,16 @@ def embedding_inputs(raw: Any, model: str, *, is_alias: bool, tokenizer: Tokeniz
                 raise InvalidRequest(
                     f"'input[{i}]' is an empty string; embeddings need text.", param="input"
                 )
+            # Cheap checks before any tokenising: a 10 MB string took seconds to refuse.
+            if len(text) > limits.MAX_EMBEDDING_INPUT_CHARS:
+                raise InvalidRequest(
+                    f"'input[{i}]' is {len(text)} characters long; the limit is "
+                    f"{limits.MAX_EMBEDDING_INPUT_CHARS} (and 8192 tokens). Split the text.",
+                    param="input",
+                )
+            why = limits.unicode_error(text)
+            if why is not None:
+                raise InvalidRequest(f"'input[{i}]' is not valid Unicode: {why}.", param="input")
         return Inputs(list(raw), None)
     for i, ids in enumerate(raw):
         if not isinstance(ids, list) or not ids or not all(isinstance(t, int) for t in ids):

@@ -262,6 +262,12 @@ class EmbeddingService:
     def load(self, model: str) -> None:
         self._worker(model)
 
+    def queue_depths(self) -> dict[str, int]:
+        """Requests waiting per loaded model (for /metrics)."""
+        with self._lock:
+            workers = dict(self._workers)
+        return {model: w.queue.qsize() for model, w in workers.items()}
+
     def tokenizer(self, model: str) -> Any:
         """A private copy of the model's tokenizer, for a caller to use from one thread."""
         worker = self._worker(model)

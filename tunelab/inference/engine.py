@@ -167,10 +167,12 @@ class InferenceEngine:
         return gen
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Counters per loaded model: tokens, steps, finishes, cancellations, adapter loads."""
+        """Counters per loaded model: tokens, steps, finishes, cancellations, adapter
+        loads; and two gauges, `waiting` and `running` (generations queued, sequences
+        decoding)."""
         with self._lock:
             workers = [*self._bases.values(), *(w for w, _ in self._full.values())]
-        return {w.name: {**w.stats, "adapter_loads": w.adapters.loads} for w in workers}
+        return {w.name: {**w.stats, "adapter_loads": w.adapters.loads} | _depth(w) for w in workers}
 
     def close(self) -> None:
         with self._lock:
@@ -178,6 +180,11 @@ class InferenceEngine:
                 worker.close()
             self._bases.clear()
             self._full.clear()
+
+
+def _depth(worker: GenerationWorker) -> dict[str, int]:
+    waiting, running = worker.depth
+    return {"waiting": waiting, "running": running}
 
 
 def stop_token_ids(tokenizer: Any, worker: GenerationWorker) -> frozenset[int]:

@@ -11,6 +11,7 @@ from tunelab.inference import openai_format as fmt
 from tunelab.inference.chat_output import chat_message
 from tunelab.inference.params import SamplingRequest
 from tunelab.inference.service import Choice, Submitted
+from tunelab.limits import MAX_PROMPTS
 from tunelab.protocol import chat as c
 from tunelab.protocol import completions as tc
 
@@ -81,12 +82,20 @@ def chat_completion(
 
 
 def prompts(prompt: str | list[str] | list[int] | list[list[int]] | None) -> list[str | list[int]]:
+    """The prompts of a /v1/completions request: at most MAX_PROMPTS, each queued as
+    its own generation, so that a request never asks for more than the queue holds."""
     if prompt is None or prompt == "" or prompt == []:
         return [""]
     if isinstance(prompt, str):
         return [prompt]
     if all(isinstance(p, int) for p in prompt):
         return [list(prompt)]  # type: ignore[arg-type]
+    if len(prompt) > MAX_PROMPTS:
+        raise InvalidRequest(
+            f"'prompt' holds {len(prompt)} prompts; at most {MAX_PROMPTS} are allowed per "
+            "request. Split them over several requests.",
+            param="prompt",
+        )
     return list(prompt)  # type: ignore[arg-type]
 
 

@@ -11,14 +11,16 @@ from typing import Any
 
 from tunelab.errors import InvalidRequest
 from tunelab.inference.handle import SamplingParams
+from tunelab.limits import MAX_N
 
 MAX_STOP = 4
-MAX_N = 128
 MAX_TOP_LOGPROBS = 20
 
 
 def _range(name: str, value: float | int | None, lo: float, hi: float) -> None:
-    if value is not None and not lo <= value <= hi:
+    # bool is an int to Python, but `"n": true` is a mistake, not 1; NaN fails the
+    # comparison and so is refused too
+    if value is not None and (isinstance(value, bool) or not lo <= value <= hi):
         raise InvalidRequest(
             f"'{name}' must be between {lo:g} and {hi:g}, got {value!r}.", param=name
         )
@@ -86,7 +88,12 @@ def sampling_params(
     """Validate everything and fix max_tokens against the model's context window."""
     _range("temperature", req.temperature, 0, 2)
     _range("top_p", req.top_p, 0, 1)
-    _range("n", req.n, 1, MAX_N)
+    if req.n is not None and not 1 <= req.n <= MAX_N:
+        raise InvalidRequest(
+            f"'n' must be between 1 and {MAX_N} (each choice holds its own cache while it "
+            f"is generated), got {req.n!r}.",
+            param="n",
+        )
     _range("presence_penalty", req.presence_penalty, -2, 2)
     _range("frequency_penalty", req.frequency_penalty, -2, 2)
     _range("top_logprobs", req.top_logprobs, 0, MAX_TOP_LOGPROBS)

@@ -42,16 +42,25 @@ def adjust_logits(
 
 
 def choose(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
-    """Greedy at temperature 0, else top_p sampling at the given temperature."""
+    """Greedy at temperature 0, else top_p sampling at the given temperature.
+
+    Defined for every value the API accepts: top_p 0 keeps the single most likely
+    token (OpenAI's reading), and a temperature so small that dividing by it
+    overflows becomes greedy instead of a distribution of NaNs."""
+    best = int(torch.argmax(logits))
     if params.temperature == 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits / params.temperature, dim=-1)
+        return best
+    # Shifting by the maximum first keeps the best logit at 0 whatever the
+    # temperature: the others can only overflow to -inf, never to NaN.
+    probs = torch.softmax((logits - logits[best]) / params.temperature, dim=-1)
+    if not bool(torch.isfinite(probs).all()) or float(probs.sum()) <= 0:
+        return best
     if params.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
-        # keep the smallest prefix whose mass reaches top_p (always at least one token)
+        # keep the smallest prefix whose mass reaches top_p, and always the first token
         keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < params.top_p
-        sorted_probs = sorted_probs * keep
-        pick = torch.multinomial(sorted_probs, 1, generator=generator)
+        keep[0] = True
+        pick = torch.multinomial(sorted_probs * keep, 1, generator=generator)
         return int(order[pick])
     return int(torch.multinomial(probs, 1, generator=generator))
 

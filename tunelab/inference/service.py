@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from tunelab import limits
 from tunelab.data.chat_render import Function, render_chat
 from tunelab.errors import InvalidRequest, TunelabError
 from tunelab.inference.grammars import choices_grammar, json_schema_grammar
@@ -158,7 +159,11 @@ class ChatStream(Iterator[str]):
 
 
 def _text_content(content: object, where: str) -> None:
-    if content is None or isinstance(content, str):
+    """Text, or text parts, of valid Unicode (batches skip the API's checks)."""
+    if content is None:
+        return
+    if isinstance(content, str):
+        limits.text(content, where)
         return
     if isinstance(content, list):
         for part in content:
@@ -168,6 +173,7 @@ def _text_content(content: object, where: str) -> None:
                     f"{where} has a part of type {kind!r}; only text parts are supported.",
                     param=where,
                 )
+            limits.text(part.get("text", part.get("refusal", "")), where)
         return
     raise InvalidRequest(f"{where} must be a string or a list of text parts.", param=where)
 
@@ -178,8 +184,10 @@ def check_messages(messages: Sequence[Mapping[str, object]]) -> None:
         raise InvalidRequest("'messages' must contain at least one message.", param="messages")
     pending: dict[str, int] = {}  # tool_call ids still waiting for their tool message
     for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise InvalidRequest(f"messages[{i}] must be an object.", param=f"messages[{i}]")
         role = m.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise InvalidRequest(
                 f"messages[{i}].role is {role!r}; supported roles are system, developer, "
                 "user, assistant, tool and function.",

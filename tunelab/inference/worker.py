@@ -14,6 +14,13 @@ Every running sequence advances one token per step, so a long generation never
 starves a short one, and a request waits at most for the prefill of the
 requests admitted just before it. Requests beyond `max_queued` waiting ones are
 refused with `Overloaded` (503 + Retry-After) instead of waiting unboundedly.
+A request is admitted when its `n` choices fit in the batch (one alone always
+does), so the sequences held in memory never pass max(max_batch, n).
+
+Requests of different projects share a batch, so one request's failure is kept
+to that request: choosing its next token, starting it, attaching its adapter or
+prefilling its group fails only the requests involved, and the others keep going.
+Only a failed decode step (the one forward over everyone) fails the whole batch.
 """
 
 from __future__ import annotations
@@ -119,6 +126,12 @@ class GenerationWorker:
             self._cond.notify()
 
     @property
+    def depth(self) -> tuple[int, int]:
+        """Generations waiting to be admitted, and sequences decoding now."""
+        with self._cond:
+            return len(self._pending), len(self._active)
+
+    @property
     def idle(self) -> bool:
         with self._cond:
             return not self._pending and not self._active
@@ -139,8 +152,7 @@ class GenerationWorker:
                     self._cond.wait()
                 if self._stopping:
                     break
-                room = self.max_batch - len(self._active)
-                admitted = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
+                admitted = self._admissible()
             try:
                 with torch.inference_mode():
                     if admitted:
@@ -157,6 +169,33 @@ class GenerationWorker:
             gen.put(Failed(RuntimeError("the server is shutting down")))
         for seq in self._active:
             seq.gen.put(Failed(RuntimeError("the server is shutting down")))
+
+    def _admissible(self) -> list[Generation]:
+        """Waiting requests whose choices fit in the batch now (called holding the lock)."""
+        admitted: list[Generation] = []
+        seqs = len(self._active)
+        while self._pending:
+            n = max(1, self._pending[0].params.n)
+            if seqs and seqs + n > self.max_batch:
+                break
+            admitted.append(self._pending.popleft())
+            seqs += n
+        return admitted
+
+    def _fail(self, gen: Generation, error: Exception) -> None:
+        """End one request with `error`, and only it: its running choices stop."""
+        log.warning("generation failed on %s: %r", self.name, error)
+        self.stats["failed"] += 1
+        if isinstance(error, ConstraintFailed):  # the grammar allowed no token: say so
+            self.stats["constraint_failures"] += 1
+            error = TunelabError(
+                f"The output could not be kept to the requested format: {error}",
+                code="constraint_failed",
+            )
+        gen.put(Failed(error))
+        for seq in self._active:
+            if seq.gen is gen:
+                seq.done = True
 
     def _admit(self, gens: list[Generation]) -> None:
         """Attach adapters, prefill the prompts together, start each request's choices."""
@@ -183,9 +222,12 @@ class GenerationWorker:
                     gen.put(Failed(e))
                 continue
             for row, gen in enumerate(group):
-                self._start(
-                    gen, logits[row], [(k[row : row + 1], v[row : row + 1]) for k, v in layers]
-                )
+                try:
+                    self._start(
+                        gen, logits[row], [(k[row : row + 1], v[row : row + 1]) for k, v in layers]
+                    )
+                except Exception as e:
+                    self._fail(gen, e)
 
     def _constraint(self, gen: Generation) -> TokenConstraint | None:
         if gen.params.grammar is None:
@@ -201,22 +243,18 @@ class GenerationWorker:
         self, gen: Generation, logits: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]
     ) -> None:
         seqs = []
-        try:
-            for i in range(gen.params.n):
-                seq = _Sequence(
-                    gen=gen,
-                    index=i,
-                    detok=IncrementalDetokenizer(self.tokenizer),
-                    stopper=StopMatcher(list(gen.params.stop)),
-                    generator=make_generator(gen.params.seed, i),
-                    constraint=self._constraint(gen),
-                )
-                self._advance(seq, logits)
-                if not seq.done:
-                    seqs.append(seq)
-        except ConstraintFailed as e:
-            self._fail(gen, e)
-            return
+        for i in range(gen.params.n):  # a failure here fails this request only (_admit)
+            seq = _Sequence(
+                gen=gen,
+                index=i,
+                detok=IncrementalDetokenizer(self.tokenizer),
+                stopper=StopMatcher(list(gen.params.stop)),
+                generator=make_generator(gen.params.seed, i),
+                constraint=self._constraint(gen),
+            )
+            self._advance(seq, logits)
+            if not seq.done:
+                seqs.append(seq)
         if seqs:
             # the prompt's own columns only: left padding from the prefill batch is cut off
             n = len(gen.prompt_ids)
@@ -268,7 +306,7 @@ class GenerationWorker:
         logits = out.logits[:, -1]
         self.stats["decode_steps"] += 1
         for row, seq in enumerate(self._active):
-            if seq.done:  # its request failed earlier in this step
+            if seq.done:  # a sibling choice of a request that failed in this step
                 continue
             if seq.gen.cancelled:
                 seq.done = True
@@ -279,28 +317,11 @@ class GenerationWorker:
                 continue
             try:
                 self._advance(seq, logits[row])
-            except ConstraintFailed as e:
+            except Exception as e:
                 self._fail(seq.gen, e)
         keep = [i for i, s in enumerate(self._active) if not s.done]
         self._kv.keep(keep)
         self._active = [self._active[i] for i in keep]
-
-    def _fail(self, gen: Generation, error: ConstraintFailed) -> None:
-        """End one request whose grammar failed; the batch's other requests go on."""
-        log.warning("constrained generation failed on %s: %s", self.name, error)
-        self.stats["constraint_failures"] += 1
-        for seq in self._active:
-            if seq.gen is gen:
-                seq.done = True
-        gen.put(
-            Failed(
-                TunelabError(
-                    f"The output could not be kept to the requested format: {error}",
-                    code="constraint_failed",
-                )
-            )
-        )
-        gen.cancel()
 
     def _advance(self, seq: _Sequence, logits: torch.Tensor) -> None:
         """Choose the next token of `seq` and tell its consumer what text it adds."""

@@ -17,6 +17,9 @@ from tunelab.protocol.fine_tuning import JobCreate
 
 MAX_SUFFIX = 64
 MAX_METADATA = 16
+# Times the method's base learning rate (tunelab.training.config.BASE_LR): beyond
+# this, training only diverges, and a huge value overflows into NaN weights.
+MAX_LEARNING_RATE_MULTIPLIER = 1000.0
 
 
 @dataclass
@@ -37,9 +40,10 @@ def slug(text: str) -> str:
     return re.sub(r"[^0-9a-z]+", "-", text.lower()).strip("-")
 
 
-def _number(
-    value: Any, param: str, *, integer: bool, lo: float, hi: float | None
-) -> int | float | str:
+def _number(value: Any, param: str, *, integer: bool, lo: float, hi: float) -> int | float | str:
+    """`value` checked against [lo, hi] ("auto" passes). Never converts before the
+    range is known to hold: a NaN, an infinity or a 400-digit integer is refused by
+    name instead of failing inside int() or float()."""
     if value == "auto" or value is None:
         return "auto"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -48,20 +52,16 @@ def _number(
             param=param,
             code="invalid_value",
         )
-    if integer and float(value) != int(value):
+    shown = value if isinstance(value, float) or abs(value) < 10**18 else "a very large number"
+    rng = f"from {lo:g} to {hi:g}" if lo else f"greater than 0 and at most {hi:g}"
+    in_range = (isinstance(value, int) or math.isfinite(value)) and lo <= value <= hi
+    if not in_range or (lo == 0 and value <= 0):
+        raise InvalidRequest(
+            f"Invalid {param}: {shown!r}. It must be {rng}.", param=param, code="invalid_value"
+        )
+    if integer and value != int(value):
         raise InvalidRequest(
             f"Invalid {param}: {value!r} is not a whole number.", param=param, code="invalid_value"
-        )
-    bad = (
-        not math.isfinite(value)
-        or value < lo
-        or (hi is not None and value > hi)
-        or (lo == 0 and value <= 0)
-    )
-    if bad:
-        rng = f"from {int(lo)} to {int(hi)}" if hi is not None else "greater than 0"
-        raise InvalidRequest(
-            f"Invalid {param}: {value!r}. It must be {rng}.", param=param, code="invalid_value"
         )
     return int(value) if integer else float(value)
 
@@ -107,7 +107,7 @@ def hyperparameters(req: JobCreate) -> Requested:
             f"{where}.learning_rate_multiplier",
             integer=False,
             lo=0,
-            hi=None,
+            hi=MAX_LEARNING_RATE_MULTIPLIER,
         ),
         method=method,
     )

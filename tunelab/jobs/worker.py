@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +57,25 @@ from tunelab.training.events import (
     read_events,
     write_control,
 )
+
+SECRET_ENV = frozenset({"TUNELAB_API_KEYS", "TUNELAB_API_KEY", "TUNELAB_DATABASE_URL"})
+
+
+def training_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a training process, from the server's.
+
+    The training process reads only its job directory, so it gets none of the
+    server's secrets (keys, a database URL that may hold a password): a training
+    script or a model's remote code cannot read them from its environment."""
+    root = str(Path(tunelab.__file__).resolve().parent.parent)
+    env = {k: v for k, v in environ.items() if k not in SECRET_ENV}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    # Idle OpenMP threads sleep instead of spinning: when the cores are shared
+    # (the server, other jobs), spinning threads made training steps ~4x slower
+    # on the 2-core CI machine. A user's own OMP_WAIT_POLICY wins.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return env
+
 
 log = logging.getLogger("tunelab.worker")
 
@@ -215,13 +234,7 @@ class Worker:
         return True
 
     def _spawn(self, job_dir: Path) -> subprocess.Popen[bytes]:
-        root = str(Path(tunelab.__file__).resolve().parent.parent)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        # Idle OpenMP threads sleep instead of spinning: when the cores are shared
-        # (the server, other jobs), spinning threads made training steps ~4x slower
-        # on the 2-core CI machine. A user's own OMP_WAIT_POLICY wins.
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        env = training_env(os.environ)
         with open(job_dir / "train.log", "ab") as train_log:  # the child keeps its own copy
             return subprocess.Popen(
                 [sys.executable, "-m", "tunelab.training", str(job_dir)],

@@ -19,7 +19,8 @@ a Hugging Face model without code changes:
 `fine_tunable` (chat models default to true), `context_length`, `dimensions`,
 `query_prefix` / `passage_prefix` (embedding models trained with instructions, e.g.
 {"query_prefix": "query: ", "passage_prefix": "passage: "} for e5, or bge's query
-instruction), `options` (passed to from_pretrained, e.g. {"trust_remote_code": true}).
+instruction), `options` (passed to from_pretrained, e.g. {"trust_remote_code": true}),
+`vllm_url` / `vllm_model` (a chat model served by a vLLM server: docs/deployment.md).
 Code written for OpenAI runs unchanged: every OpenAI model name it hard-codes
 (`gpt-4o-mini`, `text-davinci-003`, `davinci`, `text-embedding-3-small`, dated
 snapshots; tunelab.models.openai_names) resolves to the configured default model
@@ -64,6 +65,10 @@ class ModelSpec:
     passage_prefix: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     created: int = 0
+    # Served by an OpenAI-compatible vLLM server at this base URL (".../v1") instead
+    # of in-process; vLLM knows the base as `vllm_model` (default: `source`).
+    vllm_url: str | None = None
+    vllm_model: str | None = None
 
 
 def _package_dir(package: str) -> Path | None:
@@ -137,6 +142,8 @@ def _spec_from_entry(entry: dict[str, Any], where: Path) -> ModelSpec:
             passage_prefix=str(entry.get("passage_prefix", "")),
             options=dict(entry.get("options", {})),
             created=int(entry.get("created", 0)),
+            vllm_url=entry.get("vllm_url"),
+            vllm_model=entry.get("vllm_model"),
         )
     except (KeyError, ValueError, TypeError) as e:
         raise ValueError(f"{where}: bad model entry {entry!r}: {e}") from e

@@ -8,15 +8,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tunelab.protocol.vector_stores import RankingOptions
+
+# Stores one file_search call searches: each is a full search over its chunks.
+MAX_SEARCH_STORES = 16
+
 
 class FileSearchTool(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["file_search"]
-    vector_store_ids: list[str] = Field(min_length=1)
+    vector_store_ids: list[str] = Field(min_length=1, max_length=MAX_SEARCH_STORES)
     max_num_results: int = Field(default=10, ge=1, le=50)
     filters: dict[str, Any] | None = None
-    ranking_options: dict[str, Any] | None = None
+    ranking_options: RankingOptions | None = None
 
 
 class CreateResponse(BaseModel):

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
+from tunelab import limits
 from tunelab.errors import InvalidRequest
 from tunelab.inference.tool_calls import ToolPlan, chat_tool_plan
 from tunelab.protocol.responses import CreateResponse, FileSearchTool
@@ -21,12 +24,12 @@ _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "develop
 
 def text_of(content: object, where: str) -> str:
     if isinstance(content, str):
-        return content
+        return limits.text(content, where)
     if isinstance(content, list):
         parts = [p.get("text", "") if isinstance(p, dict) else None for p in content]
         texts = [p for p in parts if isinstance(p, str)]
         if len(texts) == len(parts):
-            return "".join(texts)
+            return limits.text("".join(texts), where)
     raise InvalidRequest(f"'{where}' must be a string or a list of text parts.", param=where)
 
 
@@ -56,6 +59,8 @@ def as_chat(value: list[dict[str, object]]) -> list[dict[str, object]]:
     """Items (messages, function_call, function_call_output) as chat messages."""
     messages: list[dict[str, object]] = []
     for n, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"input[{n}] must be an object.", param=f"input[{n}]")
         kind = item.get("type", "message")
         if kind == "function_call":
             call = _call_message(item, n)
@@ -113,7 +118,15 @@ def parse_tools(req: CreateResponse) -> Tools:
             )
         if found is not None:
             raise InvalidRequest("Pass at most one file_search tool.", param=f"tools[{n}]")
-        found = FileSearchTool.model_validate(tool)
+        try:
+            found = FileSearchTool.model_validate(tool)
+        except ValidationError as e:
+            first = e.errors(include_url=False)[0]
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+            raise InvalidRequest(
+                f"Invalid value for 'tools[{n}]{where}': {first['msg']}.",
+                param=f"tools[{n}]{where}",
+            ) from None
     choice = req.tool_choice
     if isinstance(choice, dict) and choice.get("type") == "file_search":
         choice = "auto"  # the search always runs when the tool is given

@@ -20,7 +20,7 @@ from tunelab.ids import new_id
 from tunelab.inference.handle import Failed, Finished
 from tunelab.inference.output_plan import FREE_TEXT, OutputPlan, output_plan, responses_text_format
 from tunelab.inference.params import SamplingRequest
-from tunelab.inference.service import InferenceService, Submitted
+from tunelab.inference.service import Choice, InferenceService, Submitted
 from tunelab.inference.tool_calls import CallArguments, CallOpened, Content
 from tunelab.protocol.responses import (
     CreateResponse,
@@ -35,6 +35,7 @@ from tunelab.protocol.responses import (
     Response,
     Usage,
 )
+from tunelab.protocol.vector_stores import RankingOptions
 from tunelab.responses.items import parse_input, parse_tools
 from tunelab.responses.store import ResponseStore, input_items
 from tunelab.retrieval.grounding import Passage, build_grounded_messages, find_citations
@@ -103,15 +104,15 @@ def prepare(
             [{"role": "system", "content": req.instructions}] if req.instructions else []
         )
         return Prepared([*system, *messages], plan)
-    ranking = tool.ranking_options or {}
+    ranking = tool.ranking_options or RankingOptions()
     hits = searcher.search_stores(
         project,
         tool.vector_store_ids,
         [question],
         max_results=tool.max_num_results,
         filters=tool.filters,
-        ranker=ranking.get("ranker"),
-        score_threshold=float(ranking.get("score_threshold", 0.0)),
+        ranker=ranking.ranker,
+        score_threshold=ranking.score_threshold,
     )
     passages = [Passage(h.file_id, h.filename, h.text) for h in hits]
     grounded: list[dict[str, object]] = [
@@ -120,6 +121,14 @@ def prepare(
     # Earlier turns of a conversation sit between the instructions and the question.
     history = [m for m in messages[:-1] if m["role"] != "system"]
     return Prepared([grounded[0], *history, *grounded[1:]], plan, tool, [question], hits)
+
+
+@dataclass(frozen=True)
+class Started:
+    """A response whose generation is queued."""
+
+    prepared: Prepared
+    submitted: Submitted
 
 
 def file_search_item(p: Prepared, include: list[str]) -> FileSearchCall:
@@ -360,41 +369,48 @@ class ResponsesService:
         self.searcher = searcher
         self.store = store
 
-    def _start(self, project: str, req: CreateResponse) -> tuple[Prepared, Submitted]:
+    def _keep(self, project: str, req: CreateResponse, body: dict[str, object]) -> None:
+        if req.store and self.store is not None:
+            self.store.save(project, body, input_items(req.input), req.previous_response_id)
+
+    def start(self, project: str, req: CreateResponse) -> Started:
+        """Search, lay out the prompt and queue the generation (400/404/503 here)."""
         history = None
         if req.previous_response_id is not None and self.store is not None:
             history = self.store.history(project, req.previous_response_id)
         p = prepare(self.searcher, project, req, history)
         sub = self.inference.start_chat(project, req.model, p.messages, _sampling(req), p.plan)
-        return p, sub
+        return Started(p, sub)
 
-    def _keep(self, project: str, req: CreateResponse, body: dict[str, object]) -> None:
-        if req.store and self.store is not None:
-            self.store.save(project, body, input_items(req.input), req.previous_response_id)
-
-    def create(self, project: str, req: CreateResponse) -> Response:
-        """Answer in one piece."""
-        p, sub = self._start(project, req)
-        choice = sub.collect()[0]
+    def finish(
+        self, project: str, req: CreateResponse, started: Started, choice: Choice
+    ) -> Response:
+        """The Response for a generation that `start` queued (stored if asked)."""
         out = choice.output()
         reason = choice.finish_reason or "stop"
         response = build_response(
             req,
-            p,
+            started.prepared,
             response_id=new_id("resp_"),
             text=out.content or "",
             finish_reason=reason,
-            usage=_usage(sub.prompt_tokens, choice.completion_tokens),
+            usage=_usage(started.submitted.prompt_tokens, choice.completion_tokens),
             calls=call_items(out.calls, "incomplete" if reason == "length" else "completed"),
         )
         self._keep(project, req, response.model_dump())
         return response
 
+    def create(self, project: str, req: CreateResponse) -> Response:
+        """Answer in one piece (blocking; the route awaits `start`'s generation itself,
+        so that a client that leaves cancels it)."""
+        started = self.start(project, req)
+        return self.finish(project, req, started, started.submitted.collect()[0])
+
     def stream(self, project: str, req: CreateResponse) -> Iterator[dict[str, object]]:
         """Streaming events. Generation is queued before this returns, so a bad model
         or parameter is an HTTP error, not a broken stream."""
-        p, sub = self._start(project, req)
-        return self._kept(project, req, stream_events(sub, req, p))
+        started = self.start(project, req)
+        return self._kept(project, req, stream_events(started.submitted, req, started.prepared))
 
     def _kept(
         self, project: str, req: CreateResponse, events: Iterator[dict[str, object]]

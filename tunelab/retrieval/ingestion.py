@@ -22,6 +22,7 @@ import numpy as np
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from tunelab import limits
 from tunelab.db.base import Database
 from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import NotFound
@@ -29,6 +30,7 @@ from tunelab.files import FileStore
 from tunelab.retrieval.chunking import Chunk, StaticStrategy, chunk_text
 from tunelab.retrieval.documents import DocumentError, extract_text
 from tunelab.retrieval.index import KeywordIndex
+from tunelab.retrieval.language import StoreModels
 from tunelab.retrieval.tables import ChunkRow, VectorStoreFileRow, VectorStoreRow
 
 log = logging.getLogger(__name__)
@@ -75,12 +77,18 @@ class Ingestor:
     """
 
     def __init__(
-        self, db: Database, files: FileStore, embeddings: Embedder, keyword: KeywordIndex
+        self,
+        db: Database,
+        files: FileStore,
+        embeddings: Embedder,
+        keyword: KeywordIndex,
+        models: StoreModels,
     ) -> None:
         self.db = db
         self.files = files
         self.embeddings = embeddings
         self.keyword = keyword
+        self.models = models
         # Chunking uses its own tokenizer copy (fast tokenizers are not thread-safe).
         self._tokenizers: dict[str, Any] = {}
         self._queue: queue.Queue[_Job | None] = queue.Queue()
@@ -172,15 +180,42 @@ class Ingestor:
             store = s.get(VectorStoreRow, job.store_id)
         if store is None:
             return False
-        job.model = store.embedding_model
         file_row = self.files.get(row.project, job.file_id)
+        if file_row.bytes > limits.MAX_INGEST_BYTES:
+            raise DocumentError(
+                "invalid_file",  # one of OpenAI's three codes; the message says why
+                f"'{row.filename}' has {file_row.bytes} bytes; a vector store indexes files of "
+                f"at most {limits.MAX_INGEST_BYTES} bytes. Split it into several files.",
+            )
         text_ = extract_text(row.filename, self.files.path(file_row).read_bytes())
+        model = store.embedding_model or self._settle_model(job.store_id, text_)
+        if model is None:
+            return False  # the store was deleted meanwhile
+        job.model = model
         tokenizer = self._tokenizer(job.model)
         window = self.embeddings.max_tokens(job.model) - tokenizer.num_special_tokens_to_add()
         strategy = StaticStrategy(row.max_chunk_tokens, row.chunk_overlap_tokens).clamped(window)
         job.chunks = chunk_text(text_, tokenizer, strategy)
         job.terms = [self.keyword.encode(c.text) for c in job.chunks]
         return True
+
+    def _settle_model(self, store_id: str, text: str) -> str | None:
+        """The model of a store whose first document this is (`language.StoreModels`).
+
+        Set only while the store has none, in one statement, so when two processes
+        index two first documents at once, both use whichever model was stored first.
+        """
+        with self.db.begin() as s:
+            s.execute(
+                update(VectorStoreRow)
+                .where(VectorStoreRow.id == store_id, VectorStoreRow.embedding_model == "")
+                .values(embedding_model=self.models.for_text(text))
+            )
+        with self.db() as s:
+            model = s.execute(
+                select(VectorStoreRow.embedding_model).where(VectorStoreRow.id == store_id)
+            ).scalar_one_or_none()
+        return None if model is None else str(model)
 
     def _embed(self, group: list[_Job]) -> None:
         """Embed the group's chunks EMBED_BATCH at a time, dropping files cancelled meanwhile."""

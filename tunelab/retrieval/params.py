@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tunelab import limits
 from tunelab.errors import InvalidRequest
 from tunelab.retrieval.chunking import (
     DEFAULT_MAX_TOKENS,
@@ -63,6 +64,10 @@ def check_attributes(attributes: Any, param: str = "attributes") -> dict[str, An
             raise InvalidRequest(
                 f"Attribute '{key}' must be a string, number or boolean.", param=f"{param}.{key}"
             )
+        if isinstance(value, float):
+            limits.finite(value, f"{param}.{key}")  # NaN would come back as null
+        if isinstance(value, str):
+            limits.text(value, f"{param}.{key}")
     return attributes
 
 

@@ -2,9 +2,11 @@
 
 Every chunk of each searched store is scored by the ranker (`ranking.py` defines the
 scores, all in [0, 1]): exact cosine over the store's matrix, BM25 over its
-postings, or their convex combination. A list of queries is searched query by
-query and each chunk keeps its best score. Only files whose ingestion completed and
-whose attributes pass `filters` take part; `score_threshold` drops weaker chunks.
+postings, or their convex combination; a file's second, third... passages are then
+discounted (`ranking.spread_files`) so that the first results cover several files.
+A list of queries is searched query by query and each chunk keeps its best score.
+Only files whose ingestion completed and whose attributes pass `filters` take part;
+`score_threshold` drops weaker chunks.
 """
 
 from __future__ import annotations
@@ -17,17 +19,19 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tunelab import limits
 from tunelab.db.base import Database
 from tunelab.embeddings.protocol import Embedder, Vectors
 from tunelab.errors import InvalidRequest
 from tunelab.retrieval.filters import matches, validate_filter
-from tunelab.retrieval.index import DenseIndex, KeywordIndex, StoreMatrix, top_k
+from tunelab.retrieval.index import DenseIndex, KeywordIndex, StoreMatrix
 from tunelab.retrieval.ranking import (
     UNRELATED,
     dense_scores,
     hybrid_scores,
     resolve_ranker,
     similarity_floor,
+    spread_files,
     with_document,
 )
 from tunelab.retrieval.stores import VectorStores
@@ -73,6 +77,14 @@ class Searcher:
         score_threshold: float = 0.0,
     ) -> list[Hit]:
         """Validate, check access (404 for another project's store) and search."""
+        if len(queries) > limits.MAX_SEARCH_QUERIES:
+            raise InvalidRequest(
+                f"query holds {len(queries)} queries; at most {limits.MAX_SEARCH_QUERIES} "
+                "are searched per request.",
+                param="query",
+            )
+        for q in queries:
+            limits.text(q, "query", max_chars=limits.MAX_QUERY_CHARS)
         queries = [q for q in queries if q.strip()]
         if not queries:
             raise InvalidRequest(
@@ -131,11 +143,14 @@ class Searcher:
         vectors: dict[str, Vectors] = {}
         floors: dict[str, float] = {}
         if ranker != "keyword":
-            for model in dict.fromkeys(store.embedding_model for store in stores):
+            # A store whose model is still "" has indexed nothing yet (`language.py`).
+            for model in dict.fromkeys(s.embedding_model for s in stores if s.embedding_model):
                 vectors[model] = self.embeddings.embed(model, queries)
                 floors[model] = self._floor(model)
         with self.db() as s:
             for store in stores:
+                if not store.embedding_model:
+                    continue
                 allowed = self._eligible(s, store, filters)
                 eligible.update({(store.id, f): v for f, v in allowed.items()})
                 if not allowed:
@@ -152,11 +167,12 @@ class Searcher:
                     s, store.id, version, m, queries, vectors.get(model), floor, ranker
                 )
                 if len(allowed) < len(m.files):
-                    scores = np.where(m.mask(set(allowed)), scores, -np.inf)
-                for i in top_k(scores, max_results):
-                    if scores[i] > 0 and scores[i] >= score_threshold:
+                    scores = np.where(m.mask(set(allowed)), scores, 0.0)
+                rows, ranked = spread_files(scores, m.file_codes, max_results)
+                for i, score in zip(rows, ranked, strict=True):
+                    if score >= score_threshold:
                         cid = int(m.chunk_ids[i])
-                        found.append((float(scores[i]), cid, store.id, m.files[m.file_codes[i]]))
+                        found.append((float(score), cid, store.id, m.files[m.file_codes[i]]))
             found.sort(key=lambda x: (-x[0], x[1]))
             found = found[:max_results]
             texts = dict(

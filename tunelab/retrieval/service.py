@@ -13,6 +13,7 @@ from tunelab.embeddings.protocol import Embedder
 from tunelab.files import FileStore
 from tunelab.retrieval.index import DenseIndex, KeywordIndex
 from tunelab.retrieval.ingestion import Ingestor
+from tunelab.retrieval.language import StoreModels
 from tunelab.retrieval.search import Searcher
 from tunelab.retrieval.stores import VectorStores
 
@@ -36,7 +37,7 @@ def build_retrieval(
     files: FileStore,
     embedder: Embedder,
     *,
-    default_embedding_model: str,
+    models: StoreModels,
 ) -> Retrieval:
     """Indexes, ingestion and search over `db`, `files` and `embedder`.
 
@@ -44,8 +45,8 @@ def build_retrieval(
     """
     keyword = KeywordIndex()
     dense = DenseIndex()
-    ingestor = Ingestor(db, files, embedder, keyword)
-    stores = VectorStores(db, files, ingestor, dense, keyword, default_embedding_model)
+    ingestor = Ingestor(db, files, embedder, keyword, models)
+    stores = VectorStores(db, files, ingestor, dense, keyword, models)
     searcher = Searcher(db, stores, embedder, dense, keyword)
     files.on_delete.append(stores.on_file_deleted)
     return Retrieval(stores, searcher, ingestor)

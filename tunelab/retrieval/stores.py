@@ -17,12 +17,14 @@ from typing import Any
 from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from tunelab import limits
 from tunelab.db.base import Database
 from tunelab.errors import InvalidRequest, NotFound
 from tunelab.files import FileStore
 from tunelab.ids import new_id
 from tunelab.retrieval.index import DenseIndex, KeywordIndex
 from tunelab.retrieval.ingestion import Ingestor, drop_chunks
+from tunelab.retrieval.language import StoreModels
 from tunelab.retrieval.params import (
     check_attributes,
     check_expires_after,
@@ -85,14 +87,14 @@ class VectorStores:
         ingestor: Ingestor,
         dense: DenseIndex,
         keyword: KeywordIndex,
-        default_embedding_model: str,
+        models: StoreModels,
     ) -> None:
         self.db = db
         self.files = files
         self.ingestor = ingestor
         self.dense = dense
         self.keyword = keyword
-        self.default_embedding_model = default_embedding_model
+        self.models = models
 
     # ------------------------------------------------------------ stores
 
@@ -128,6 +130,10 @@ class VectorStores:
         size, overlap = parse_chunking(chunking_strategy)
         days = check_expires_after(expires_after)
         check_metadata(metadata)
+        if name is not None:
+            limits.text(name, "name", max_chars=limits.MAX_NAME_CHARS)
+        if description is not None:
+            limits.text(description, "description", max_chars=limits.MAX_DESCRIPTION_CHARS)
         for file_id in file_ids:
             self.files.get(project, file_id)  # 404 before anything is written
         now = _now()
@@ -138,7 +144,8 @@ class VectorStores:
             description=description,
             metadata_json=json.dumps(metadata) if metadata else None,
             expires_after_days=days,
-            embedding_model=self.default_embedding_model,
+            # "" = chosen by its first document (`language.StoreModels`)
+            embedding_model=self.models.at_creation,
             index_version=0,
             created_at=now,
             last_active_at=now,
@@ -160,6 +167,8 @@ class VectorStores:
             return [self.view(s, r) for r in rows], more
 
     def update(self, project: str, store_id: str, fields: dict[str, Any]) -> StoreView:
+        if fields.get("name") is not None:
+            limits.text(fields["name"], "name", max_chars=limits.MAX_NAME_CHARS)
         with self.db.begin() as s:
             row = self._store(s, project, store_id)
             if "name" in fields:

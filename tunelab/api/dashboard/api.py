@@ -19,11 +19,12 @@ from pydantic import BaseModel
 from starlette.routing import Match
 
 from tunelab.api.deps import CatalogDep, ProjectDep, ReportsDep, RuntimeDep, SettingsDep
+from tunelab.api.jsonbody import ApiRoute
 from tunelab.data.report import FileReport
 from tunelab.data.stats import TRAINING_TOKENS_PER_SECOND, percentile
 from tunelab.errors import InvalidRequest
 
-router = APIRouter(prefix="/dashboard")
+router = APIRouter(route_class=ApiRoute, prefix="/dashboard")
 
 MAX_PREVIEW = 20
 # APIs that a page needs and that this server may not have yet: the page says so

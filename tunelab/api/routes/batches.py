@@ -10,10 +10,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from tunelab.api.deps import BatchesDep, ProjectDep
+from tunelab.api.jsonbody import ApiRoute
 from tunelab.api.pagination import list_page
 from tunelab.protocol.batches import Batch, BatchCreate
 
-router = APIRouter()
+router = APIRouter(route_class=ApiRoute)
 
 
 @router.post("/batches")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator, Awaitable, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, Iterator
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
@@ -20,6 +20,8 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from tunelab.api.deps import InferenceDep, ProjectDep
+from tunelab.api.disconnect import ClientGone, unless_disconnected
+from tunelab.api.jsonbody import ApiRoute
 from tunelab.errors import TunelabError
 from tunelab.ids import new_id
 from tunelab.inference import openai_format as fmt
@@ -30,36 +32,7 @@ from tunelab.inference.service import Submitted
 from tunelab.protocol import chat as c
 from tunelab.protocol import completions as tc
 
-router = APIRouter()
-T = TypeVar("T")
-
-
-class _ClientGone(Exception):
-    """The client disconnected before its (non-streaming) answer was ready."""
-
-
-async def _unless_disconnected(request: Request, work: Awaitable[T], subs: list[Submitted]) -> T:
-    """Await `work`, cancelling the generations if the client hangs up first.
-
-    Waits on the ASGI receive channel for `http.disconnect` (polling
-    `request.is_disconnected()` sees nothing behind an http middleware)."""
-
-    async def client_gone() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            await asyncio.sleep(0.1)
-
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(client_gone())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if task.done():
-        return task.result()
-    for sub in subs:
-        sub.cancel()
-    task.cancel()
-    raise _ClientGone
+router = APIRouter(route_class=ApiRoute)
 
 
 class _EventStream(StreamingResponse):
@@ -115,8 +88,8 @@ async def create_chat_completion(
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return _sse(_chat_chunks(sub, cid, created, include_usage), include_usage)
     try:
-        choices = await _unless_disconnected(request, sub.acollect(), [sub])
-    except _ClientGone:
+        choices = await unless_disconnected(request, sub.acollect(), [sub])
+    except ClientGone:
         return Response(status_code=499)  # nobody is listening; nginx's "client closed request"
     return req.chat_completion(body, sub, choices, cid, created)
 
@@ -216,10 +189,10 @@ async def create_completion(
             include_usage,
         )
     try:
-        per_prompt = await _unless_disconnected(
+        per_prompt = await unless_disconnected(
             request, asyncio.gather(*(s.acollect() for s in subs)), subs
         )
-    except _ClientGone:
+    except ClientGone:
         return Response(status_code=499)
     return req.completion(body, subs, per_prompt, echoes, cid, created)
 

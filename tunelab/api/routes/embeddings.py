@@ -17,10 +17,11 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from tunelab.api.deps import EmbeddingsDep, ProjectDep, RegistryDep
+from tunelab.api.jsonbody import ApiRoute
 from tunelab.embeddings import endpoint
 from tunelab.protocol.embeddings import EmbeddingRequest
 
-router = APIRouter()
+router = APIRouter(route_class=ApiRoute)
 
 
 @router.post("/embeddings")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 
 from tunelab.api.deps import FilesDep, ProjectDep
+from tunelab.api.jsonbody import ApiRoute
 from tunelab.api.pagination import list_page
 from tunelab.db.base import now
 from tunelab.db.pagination import check_limit
@@ -18,7 +19,7 @@ from tunelab.files import check_purpose
 from tunelab.protocol.common import Deleted
 from tunelab.protocol.files import FileObject
 
-router = APIRouter()
+router = APIRouter(route_class=ApiRoute)
 
 
 def to_wire(row: FileRow) -> FileObject:

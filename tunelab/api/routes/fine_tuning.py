@@ -8,10 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from tunelab.api.deps import JobsDep, ProjectDep
+from tunelab.api.jsonbody import ApiRoute
 from tunelab.api.pagination import list_page
 from tunelab.protocol.fine_tuning import Job, JobCreate
 
-router = APIRouter()
+router = APIRouter(route_class=ApiRoute)
 
 
 def _metadata_filter(request: Request) -> dict[str, str] | None:

@@ -6,8 +6,9 @@ from sqlalchemy import text
 
 import tunelab
 from tunelab.api.deps import RuntimeDep
+from tunelab.api.jsonbody import ApiRoute
 
-router = APIRouter()
+router = APIRouter(route_class=ApiRoute)
 
 
 @router.get("/health")

@@ -26,13 +26,14 @@ from tunelab.api.deps import (
     ProjectDep,
     RegistryDep,
 )
+from tunelab.api.jsonbody import ApiRoute
 from tunelab.api.routes import chat, embeddings
 from tunelab.protocol import chat as c
 from tunelab.protocol import completions as tc
 from tunelab.protocol.embeddings import EmbeddingRequest
 from tunelab.protocol.legacy import Engine, FineTune, FineTuneCreate
 
-router = APIRouter()
+router = APIRouter(route_class=ApiRoute)
 
 
 @router.post("/fine-tunes")

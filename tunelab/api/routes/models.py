@@ -7,10 +7,11 @@ from typing import Any
 from fastapi import APIRouter
 
 from tunelab.api.deps import CatalogDep, ProjectDep
+from tunelab.api.jsonbody import ApiRoute
 from tunelab.models.catalog import ResolvedModel
 from tunelab.protocol.common import Deleted, Model
 
-router = APIRouter()
+router = APIRouter(route_class=ApiRoute)
 
 
 def to_wire(m: ResolvedModel) -> Model:

@@ -9,16 +9,20 @@ import json
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi import Response as PlainResponse
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from tunelab.api.deps import ProjectDep, ResponsesDep
+from tunelab.api.disconnect import ClientGone, unless_disconnected
+from tunelab.api.jsonbody import ApiRoute
 from tunelab.api.pagination import list_page
 from tunelab.errors import TunelabError
 from tunelab.protocol.common import Deleted
 from tunelab.protocol.responses import CreateResponse, Response
 
-router = APIRouter()
+router = APIRouter(route_class=ApiRoute)
 
 
 def _sse(events: Iterator[dict[str, Any]]) -> Iterator[str]:
@@ -31,14 +35,19 @@ def _sse(events: Iterator[dict[str, Any]]) -> Iterator[str]:
 
 
 @router.post("/responses", response_model=None)
-def create_response(
-    body: CreateResponse, responses: ResponsesDep, project: ProjectDep
-) -> Response | StreamingResponse:
+async def create_response(
+    body: CreateResponse, request: Request, responses: ResponsesDep, project: ProjectDep
+) -> Response | StreamingResponse | PlainResponse:
     if body.stream:
-        return StreamingResponse(
-            _sse(responses.stream(project, body)), media_type="text/event-stream"
-        )
-    return responses.create(project, body)
+        events = await run_in_threadpool(responses.stream, project, body)
+        return StreamingResponse(_sse(events), media_type="text/event-stream")
+    started = await run_in_threadpool(responses.start, project, body)
+    sub = started.submitted
+    try:
+        choices = await unless_disconnected(request, sub.acollect(), [sub])
+    except ClientGone:
+        return PlainResponse(status_code=499)  # nobody is listening
+    return await run_in_threadpool(responses.finish, project, body, started, choices[0])
 
 
 @router.get("/responses/{response_id}")

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, UploadFile
 
 from tunelab.api.deps import ProjectDep, UploadsDep
+from tunelab.api.jsonbody import ApiRoute
 from tunelab.db.base import now
 from tunelab.db.tables import FileRow
 from tunelab.errors import InvalidRequest
@@ -14,7 +15,7 @@ from tunelab.files import file_object
 from tunelab.protocol.uploads import Upload, UploadComplete, UploadCreate, UploadPart
 from tunelab.uploads import UploadRow, status_of
 
-router = APIRouter()
+router = APIRouter(route_class=ApiRoute)
 
 
 def to_wire(row: UploadRow, file: FileRow | None) -> Upload:

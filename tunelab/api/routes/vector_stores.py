@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from tunelab.api.deps import ProjectDep, SearcherDep, StoresDep
+from tunelab.api.jsonbody import ApiRoute
 from tunelab.api.pagination import list_page
 from tunelab.db.pagination import check_limit
 from tunelab.errors import InvalidRequest
@@ -40,7 +41,7 @@ from tunelab.retrieval.params import parse_chunking
 from tunelab.retrieval.stores import StoreView, VectorStores
 from tunelab.retrieval.tables import FileBatchRow, VectorStoreFileRow
 
-router = APIRouter()
+router = APIRouter(route_class=ApiRoute)
 POLL_AFTER_MS = "200"
 
 

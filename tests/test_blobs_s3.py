@@ -1,0 +1,108 @@
+"""Files in an S3-compatible bucket: moto's S3 server over real HTTP, boto3 in tunelab.
+
+Uploads through the API land in the bucket, download back identical on this
+replica and on a second one (another data dir, so another blob cache, on the same
+database and bucket), refusals leave nothing behind, and deletes remove the object.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.support import chat_lines, run_server, sdk
+from tunelab.settings import Settings
+
+pytestmark = pytest.mark.api
+
+BUCKET = "tunelab-test"
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    import boto3
+
+    # moto accepts any credentials; boto3 must find some (its usual chain).
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3", endpoint_url=s3_server)
+    client.create_bucket(Bucket=BUCKET)
+    yield client
+    for obj in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+        client.delete_object(Bucket=BUCKET, Key=obj["Key"])
+    client.delete_bucket(Bucket=BUCKET)
+
+
+def keys(s3: Any) -> set[str]:
+    return {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+
+
+def test_uploads_live_in_the_bucket_and_every_replica_reads_them(
+    s3: Any, s3_server: str, settings: Settings, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(
+        update={
+            "blob_url": f"s3://{BUCKET}/files",
+            "s3_endpoint_url": s3_server,
+            "embedded_worker": False,
+            "max_upload_bytes": 1_000_000,
+        }
+    )
+    data = os.urandom(600_000)  # binary, larger than one read chunk
+    with run_server(settings) as url:
+        client = sdk(url)
+        f = client.files.create(file=("blob.bin", io.BytesIO(data)), purpose="user_data")
+        assert keys(s3) == {f"files/{f.id}"}
+        assert s3.get_object(Bucket=BUCKET, Key=f"files/{f.id}")["Body"].read() == data
+        assert client.files.content(f.id).read() == data
+
+        # The fine-tune validator reads the complete upload before it is published:
+        # a refused file leaves nothing in the bucket.
+        with pytest.raises(openai.BadRequestError):
+            client.files.create(file=("t.jsonl", io.BytesIO(b"not json\n")), purpose="fine-tune")
+        good = client.files.create(file=("t.jsonl", io.BytesIO(chat_lines(3))), purpose="fine-tune")
+        assert good.status == "processed"
+
+        with pytest.raises(openai.APIStatusError) as e:  # too large: refused, nothing stored
+            client.files.create(file=("big.bin", io.BytesIO(bytes(1_000_001))), purpose="user_data")
+        assert e.value.status_code == 413
+        assert keys(s3) == {f"files/{f.id}", f"files/{good.id}"}
+
+    # Another replica: its own (empty) blob cache, the same database and bucket.
+    replica = settings.model_copy(
+        update={"data_dir": tmp_path / "replica", "database_url": settings.db_url}
+    )
+    with run_server(replica) as url:
+        client = sdk(url)
+        assert client.files.content(f.id).read() == data
+        assert (replica.blob_cache_dir / f.id).read_bytes() == data
+        client.files.delete(f.id)
+        assert f"files/{f.id}" not in keys(s3)
+        with pytest.raises(openai.NotFoundError):
+            client.files.content(f.id)

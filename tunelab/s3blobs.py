@@ -1,0 +1,127 @@
+"""Blobs in an S3-compatible bucket (AWS S3, MinIO, Ceph, R2, ...), through boto3.
+
+`TUNELAB_BLOB_URL=s3://bucket/prefix` selects it (docs/deployment.md); every API
+replica and worker pointed at the same bucket sees the same files. Credentials
+and region come from boto3's usual chain (AWS_ACCESS_KEY_ID, ~/.aws, an instance
+role); `TUNELAB_S3_ENDPOINT_URL` names a non-AWS server.
+
+Readers of a blob need a local path (parsers, training data staging, file
+downloads), so each process keeps a read-through cache of the blobs it used:
+keys are never rewritten (a file id names one content for life), so a cached
+copy stays valid until the blob is deleted. Writes are atomic on both sides:
+the upload is hashed, size-checked and `check`ed in a local temporary file,
+and S3 publishes an object only when its upload completes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import urlparse
+
+from tunelab.blobs import CHUNK, Stored, TooLarge
+
+
+class S3BlobStore:
+    def __init__(
+        self,
+        url: str,
+        cache_dir: Path,
+        *,
+        endpoint_url: str | None = None,
+        client: Any = None,  # a boto3 S3 client (third-party, untyped)
+    ) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"blob URL must look like s3://bucket/prefix, not {url!r}")
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        self.cache_dir = cache_dir
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        if client is None:
+            import boto3
+
+            client = boto3.client("s3", endpoint_url=endpoint_url)
+        self._s3 = client
+
+    def _object(self, key: str) -> str:
+        if not key or "/" in key or key.startswith("."):
+            raise ValueError(f"invalid blob key {key!r}")
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(
+        self,
+        key: str,
+        stream: BinaryIO,
+        *,
+        max_bytes: int | None = None,
+        check: Callable[[Path], None] | None = None,
+    ) -> Stored:
+        name = self._object(key)
+        fd, tmp_name = tempfile.mkstemp(dir=self.cache_dir, prefix=".upload-")
+        tmp = Path(tmp_name)
+        try:
+            digest = hashlib.sha256()
+            size = 0
+            with os.fdopen(fd, "wb") as out:
+                while chunk := stream.read(CHUNK):
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        raise TooLarge(key)
+                    digest.update(chunk)
+                    out.write(chunk)
+            if check is not None:
+                check(tmp)
+            # upload_file switches to a multipart upload for large files; the object
+            # appears only when every part is in.
+            self._s3.upload_file(str(tmp), self.bucket, name)
+            os.replace(tmp, self.cache_dir / key)  # this process reads it back locally
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return Stored(size, digest.hexdigest())
+
+    def local_path(self, key: str) -> Path:
+        """The cached copy, downloaded on first use. Like the local store, the path
+        of a blob that does not exist is returned without a file behind it."""
+        name = self._object(key)
+        cached = self.cache_dir / key
+        if cached.exists():
+            return cached
+        fd, tmp_name = tempfile.mkstemp(dir=self.cache_dir, prefix=".download-")
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            self._s3.download_file(self.bucket, name, str(tmp))
+            os.replace(tmp, cached)
+        except Exception as e:
+            tmp.unlink(missing_ok=True)
+            if not _is_missing(e):
+                raise
+        return cached
+
+    def delete(self, key: str) -> None:
+        self._s3.delete_object(Bucket=self.bucket, Key=self._object(key))
+        (self.cache_dir / key).unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._s3.head_object(Bucket=self.bucket, Key=self._object(key))
+        except Exception as e:
+            if _is_missing(e):
+                return False
+            raise
+        return True
+
+
+def _is_missing(e: Exception) -> bool:
+    """A botocore ClientError for an absent object (404 / NoSuchKey)."""
+    response = getattr(e, "response", None)
+    if not isinstance(response, dict):
+        return False
+    code = str(response.get("Error", {}).get("Code", ""))
+    return code in ("404", "NoSuchKey", "NotFound")
