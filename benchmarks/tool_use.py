@@ -2,7 +2,7 @@
 
 The training set (tests/tool_use_data.py: 30 function-calling lines + 10 plain
 questions, OpenAI's format) is fine-tuned through the real API (upload, job,
-worker, training process); both models then answer the 18 held-out questions
+worker, training process); both models then answer the 8 held-out questions
 through /v1/chat/completions with the tool offered (tool_choice "auto",
 temperature 0). A held-out answer counts when it is exactly one call with the
 expected arguments. The grammar keeps every call schema-valid, so what the rate
