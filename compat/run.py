@@ -45,6 +45,8 @@ CAPABILITIES = [
     "models",
     "chat",
     "stream",
+    "structured",
+    "tools",
     "completions",
     "embeddings",
     "engines",

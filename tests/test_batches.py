@@ -313,7 +313,7 @@ def test_100_line_chat_batch_equals_requests_sent_one_by_one(
         }
         for i in range(100)
     ]
-    bodies[7] = {**bodies[7], "functions": [{"name": "f"}]}  # refused by name, per line
+    bodies[7] = {**bodies[7], "functions": [{"description": "f"}]}  # nameless: refused, per line
     lines = [
         {"custom_id": f"c{i}", "method": "POST", "url": CHAT, "body": b}
         for i, b in enumerate(bodies)
@@ -327,7 +327,10 @@ def test_100_line_chat_batch_equals_requests_sent_one_by_one(
     assert (batch.request_counts.completed, batch.request_counts.failed) == (99, 1)
     out = {o["custom_id"]: o["response"]["body"] for o in env.read(batch.output_file_id)}
     (err,) = env.read(batch.error_file_id)
-    assert err["custom_id"] == "c7" and err["response"]["body"]["error"]["param"] == "functions"
+    assert (
+        err["custom_id"] == "c7"
+        and err["response"]["body"]["error"]["param"] == "functions[0].name"
+    )
     for i in range(0, 100, 9):
         if i == 7:
             continue

@@ -356,3 +356,23 @@ def test_progress_reports_bytes(tmp_path: Path) -> None:
     seen: list[int] = []
     validate_file(path, on_progress=seen.append)
     assert seen == sorted(seen) and seen[-1] == path.stat().st_size
+
+
+def test_legacy_functions_lines_pass_and_bad_ones_name_the_field(tmp_path: Path) -> None:
+    line = {
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "function_call": {"name": "weather", "arguments": "{}"}},
+            {"role": "function", "name": "weather", "content": "21 C"},
+            {"role": "assistant", "content": "21 C."},
+        ],
+        "functions": [{"name": "weather"}],
+        "parallel_tool_calls": False,
+    }
+    assert validate_file(write_jsonl(tmp_path / "ok.jsonl", [line] * 10)).ok
+    bad = [line | {"functions": [{"description": "no name"}]}, line | {"parallel_tool_calls": 1}]
+    report = validate_file(write_jsonl(tmp_path / "bad.jsonl", [line, *bad, *[line] * 8]))
+    assert [(p.line, p.field) for p in report.problems] == [
+        (2, "functions"),
+        (3, "parallel_tool_calls"),
+    ]

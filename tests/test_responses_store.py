@@ -61,6 +61,31 @@ def test_a_chain_replays_every_turn_in_order(store: ResponseStore) -> None:
     assert e.value.code == "previous_response_not_found"
 
 
+def test_a_chain_carries_function_calls_and_their_outputs(store: ResponseStore) -> None:
+    call = {"id": "fc_1", "type": "function_call", "status": "completed", "call_id": "call_1",
+            "name": "get_weather", "arguments": '{"city": "Paris"}'}  # fmt: skip
+    first = {"id": "resp_1", "object": "response", "created_at": 1, "output": [call]}
+    store.save(P, first, input_items("Weather in Paris?"), None)
+    result = {"type": "function_call_output", "call_id": "call_1", "output": "21 C"}
+    store.save(P, body("resp_2", "It is 21 C."), input_items([result]), "resp_1")
+    assert store.history(P, "resp_2") == [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "21 C"},
+        {"role": "assistant", "content": "It is 21 C."},
+    ]
+
+
 def test_retrieve_delete_and_input_items(store: ResponseStore) -> None:
     items = input_items([{"role": "user", "content": f"q{i}"} for i in range(5)])
     store.save(P, body("resp_1", "a"), items, None)

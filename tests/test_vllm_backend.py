@@ -170,6 +170,14 @@ def test_base_and_lora_fine_tune_are_served_by_vllm(
         with pytest.raises(openai.BadRequestError) as e:
             a.chat.completions.create(model=TINY_CHAT, messages=HI, max_tokens=3, logprobs=True)
         assert e.value.body["param"] == "logprobs"  # type: ignore[index]
+        with pytest.raises(openai.BadRequestError) as e:  # grammars run in tunelab's worker only
+            a.chat.completions.create(
+                model=TINY_CHAT,
+                messages=[{"role": "user", "content": "Answer in JSON."}],
+                max_tokens=3,
+                response_format={"type": "json_object"},
+            )
+        assert e.value.body["param"] == "response_format"  # type: ignore[index]
 
         metrics = httpx.get(f"{url}/metrics").text
         assert f'tunelab_adapter_loads_total{{model="{TINY_CHAT}"}} 1.0' in metrics

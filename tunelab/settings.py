@@ -81,8 +81,10 @@ class Settings(BaseSettings):
     max_queued_requests: int = 64
     # Sequences decoded together in one batch per loaded model (n choices count each).
     max_batch_size: int = 16
-    # Weights' dtype for serving ("float32" or "bfloat16").
-    inference_dtype: Literal["float32", "bfloat16"] = "float32"
+    # Weights' dtype for serving: "auto" is bfloat16 where the device computes it
+    # natively (AVX512-BF16/AMX CPUs, GPUs with bf16), float32 elsewhere (emulated
+    # bf16 is slower than fp32).
+    inference_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     # Full fine-tunes loaded at once are kept under this many MiB of weights.
     full_model_memory_mb: int = 4096
 

@@ -6,11 +6,16 @@ arrays; the server must decode them and give the vectors the text would get.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from _report import Flow, cosine, expect
+from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.tools import tool
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_openai import ChatOpenAI, OpenAI, OpenAIEmbeddings
+from pydantic import BaseModel
 
 flow = Flow("langchain-openai")
 DOCS = [
@@ -77,3 +82,45 @@ def _() -> str:
     hit = store.similarity_search("how do I reset it", k=1)[0].page_content
     expect("reset" in hit, f"top hit {hit!r}")
     return repr(hit)
+
+
+class City(BaseModel):
+    """A city and the country it is in."""
+
+    city: str
+    country: Literal["France", "Italy", "Spain", "Germany"]
+
+
+@tool
+def get_weather(city: str, unit: Literal["celsius", "fahrenheit"]) -> str:
+    """The current weather in a city."""
+    return f"21 degrees {unit} and sunny in {city}"
+
+
+for _method in ("json_schema", "function_calling"):
+
+    @flow.step("structured", f"ChatOpenAI().with_structured_output(City, method={_method!r})")
+    def _(method: str = _method) -> str:
+        llm = ChatOpenAI(model="gpt-4o-mini", temperature=0, max_tokens=40)
+        city = llm.with_structured_output(City, method=method).invoke(  # type: ignore[arg-type]
+            "Which city is the Eiffel Tower in?"
+        )
+        expect(isinstance(city, City), f"got {city!r}")
+        expect("Paris" in city.city, f"city {city.city!r}")  # type: ignore[union-attr]
+        return repr(city)
+
+
+@flow.step("tools", "ChatOpenAI().bind_tools([get_weather]) -> ToolMessage -> answer")
+def _() -> str:
+    llm = ChatOpenAI(model="gpt-4o-mini", temperature=0, max_tokens=80)
+    ask = HumanMessage("What is the weather in Paris, in celsius?")
+    first = llm.bind_tools([get_weather], tool_choice="get_weather").invoke([ask])
+    calls = first.tool_calls  # type: ignore[attr-defined]
+    expect(len(calls) == 1, f"tool_calls {calls}, invalid {first.invalid_tool_calls}")  # type: ignore[attr-defined]
+    call = calls[0]
+    expect(call["name"] == "get_weather", f"call {call}")
+    expect(call["args"]["unit"] in ("celsius", "fahrenheit"), f"args {call['args']}")
+    result = ToolMessage(get_weather.invoke(call["args"]), tool_call_id=call["id"])
+    second = llm.bind_tools([get_weather]).invoke([ask, first, result])
+    expect(isinstance(second.content, str) and bool(second.content), f"answer {second!r}")
+    return repr(second.content)

@@ -6,13 +6,16 @@ Only the environment's OPENAI_API_BASE / OPENAI_API_KEY point at tunelab.
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from _report import Flow, expect
 from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.llms import ChatMessage
+from llama_index.core.prompts import PromptTemplate
 from llama_index.embeddings.openai import OpenAIEmbedding
 from llama_index.llms.openai import OpenAI
 from llama_index.llms.openai_like import OpenAILike
+from pydantic import BaseModel
 
 flow = Flow("llama-index")
 DOCS = [
@@ -66,3 +69,38 @@ def _() -> str:
     answer = index.as_query_engine(similarity_top_k=2).query("How long does the battery last?")
     expect(len(answer.source_nodes) == 2, "no sources")
     return repr(str(answer))
+
+
+class City(BaseModel):
+    """A city and the country it is in."""
+
+    city: str
+    country: Literal["France", "Italy", "Spain", "Germany"]
+
+
+def _tool_llm() -> OpenAILike:
+    return OpenAILike(
+        model="smollm2-135m-instruct",
+        api_base=os.environ["OPENAI_API_BASE"],
+        api_key=os.environ["OPENAI_API_KEY"],
+        is_chat_model=True,
+        is_function_calling_model=True,
+        temperature=0,
+        max_tokens=40,
+    )
+
+
+@flow.step("structured", "OpenAILike(is_function_calling_model=True).structured_predict(City)")
+def _() -> str:
+    city = _tool_llm().structured_predict(
+        City, PromptTemplate("Which city is {landmark} in?"), landmark="the Eiffel Tower"
+    )
+    expect(isinstance(city, City) and "Paris" in city.city, f"got {city!r}")
+    return repr(city)
+
+
+@flow.step("structured", "OpenAILike().as_structured_llm(City).complete")
+def _() -> str:
+    raw = _tool_llm().as_structured_llm(City).complete("Which city is the Colosseum in?").raw
+    expect(isinstance(raw, City), f"got {raw!r}")
+    return repr(raw)

@@ -9,6 +9,7 @@ and the same with the legacy CLI (`openai api fine_tunes.create -t ... -m davinc
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -225,18 +226,49 @@ def _() -> None:
     expect(r["object"] == "text_completion", "engine completion")
 
 
-@flow.step("refusals", "ChatCompletion(functions=[...]) is refused naming 'functions'")
+@flow.step("tools", "ChatCompletion(functions=[...], function_call={'name': ...})")
+def _() -> str:
+    r = openai.ChatCompletion.create(
+        model="gpt-3.5-turbo-0613",
+        messages=[{"role": "user", "content": "What is the weather like in Boston?"}],
+        functions=[
+            {
+                "name": "get_current_weather",
+                "description": "Get the current weather in a given location",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "location": {"type": "string", "description": "The city and state"},
+                        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                    },
+                    "required": ["location"],
+                },
+            }
+        ],
+        function_call={"name": "get_current_weather"},
+        max_tokens=40,
+        temperature=0,
+    )
+    choice = r["choices"][0]
+    call = choice["message"]["function_call"]  # the 2023 cookbook reads it like this
+    # OpenAI said "function_call" (2023); for a call forced by name it now says "stop".
+    reason = choice["finish_reason"]
+    expect(reason in ("function_call", "stop"), f"finish_reason {reason}")
+    args = json.loads(call["arguments"])
+    expect(call["name"] == "get_current_weather" and "location" in args, f"call {call}")
+    return call["arguments"]
+
+
+@flow.step("refusals", "Completion(suffix=...) is refused naming 'suffix'")
 def _() -> None:
     try:
-        openai.ChatCompletion.create(
-            model="gpt-3.5-turbo",
-            messages=[{"role": "user", "content": "weather?"}],
-            functions=[{"name": "get_weather", "parameters": {"type": "object", "properties": {}}}],
+        openai.Completion.create(
+            model="text-davinci-003", prompt="def f(", suffix="):", max_tokens=4
         )
     except openai.error.InvalidRequestError as e:
-        expect(e.param == "functions", f"param {e.param}")
+        expect(e.param == "suffix", f"param {e.param}")
         return
-    raise AssertionError("functions were accepted")
+    raise AssertionError("suffix was accepted")
 
 
 # -- the same tutorial from the command line -------------------------------------------------

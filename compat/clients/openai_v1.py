@@ -9,9 +9,11 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Literal
 
 import openai
 from _report import API_KEY, BASE_URL, WORK_DIR, Flow, expect, wait_for
+from pydantic import BaseModel
 
 client = openai.OpenAI(base_url=BASE_URL, api_key=API_KEY)
 flow = Flow("openai-" + openai.__version__)
@@ -160,6 +162,66 @@ def _() -> str:
                 text += event.delta
     expect(bool(text), "no content.delta events")
     return repr(text)
+
+
+class City(BaseModel):
+    city: str
+    country: Literal["France", "Italy", "Spain", "Germany"]
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "strict": True,
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+@flow.step("structured", "chat.completions.parse(response_format=<pydantic model>)")
+def _() -> str:
+    r = client.chat.completions.parse(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Which city is the Eiffel Tower in?"}],
+        response_format=City,
+        temperature=0,
+        max_tokens=40,
+    )
+    parsed = r.choices[0].message.parsed
+    expect(isinstance(parsed, City), f"parsed {parsed!r}")
+    expect("Paris" in parsed.city, f"city {parsed.city!r}")  # type: ignore[union-attr]
+    return repr(parsed)
+
+
+@flow.step("tools", "chat.completions.stream(tools=[strict]) == create(tools=...)")
+def _() -> str:
+    kw = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "What is the weather in Paris, in celsius?"}],
+        "tools": [WEATHER],
+        "tool_choice": "required",
+        "temperature": 0,
+        "max_tokens": 40,
+    }
+    plain = client.chat.completions.create(**kw).choices[0]  # type: ignore[call-overload]
+    with client.chat.completions.stream(**kw) as stream:  # type: ignore[arg-type]
+        final = stream.get_final_completion().choices[0]
+    expect(plain.finish_reason == final.finish_reason == "tool_calls", final.finish_reason)
+    got = [(c.function.name, c.function.arguments) for c in final.message.tool_calls or []]
+    want = [(c.function.name, c.function.arguments) for c in plain.message.tool_calls or []]
+    expect(got == want, f"streamed {got} != plain {want}")
+    args = json.loads(got[0][1])
+    expect(got[0][0] == "get_weather" and "Paris" in args["city"], f"call {got[0]}")
+    # strict tools: the stream helper parses the arguments as well
+    expect(final.message.tool_calls[0].function.parsed_arguments == args, "parsed_arguments")  # type: ignore[index]
+    return got[0][1]
 
 
 @flow.step("completions", "completions.create(model='gpt-3.5-turbo-instruct')")

@@ -21,6 +21,7 @@ from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import InvalidRequest, TunelabError
 from tunelab.ids import new_id
 from tunelab.inference import openai_requests as req
+from tunelab.inference.chat_output import chat_plan
 from tunelab.inference.service import InferenceService, Submitted
 from tunelab.models.registry import Registry
 from tunelab.protocol import chat as c
@@ -101,8 +102,8 @@ class ChatExecutor:
         cid, created = new_id("chatcmpl-" if self.endpoint == CHAT else "cmpl-"), now()
         if self.endpoint == CHAT:
             chat = c.ChatCompletionRequest.model_validate(body)
-            sampling = req.chat_sampling(chat)
-            sub = self.inference.start_chat(project, chat.model, chat.messages, sampling)
+            sampling, plan = req.chat_sampling(chat), chat_plan(chat)
+            sub = self.inference.start_chat(project, chat.model, chat.messages, sampling, plan)
             return lambda: Outcome(
                 200, req.chat_completion(chat, sub, sub.collect(), cid, created).model_dump()
             )

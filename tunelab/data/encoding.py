@@ -3,19 +3,22 @@
 Used by the training loop and by `tunelab prepare-data --show-masks`, so the
 preview a user sees is the mask training applies.
 
-Chat examples are rendered with the base model's own chat template. The tokens of
-each assistant turn (its content and its end-of-turn token) are trained; system,
-user and tool turns, the role headers, and assistant turns with `"weight": 0` are
-not. Prompt/completion examples are trained on the completion only, followed by
-the end-of-sequence token, so the model learns to stop.
+Chat examples are rendered with the base model's own chat template, tools and
+tool calls as `data.chat_render` lays them out (the same rendering serving uses).
+The tokens of each assistant turn (its content, its tool calls and its
+end-of-turn token) are trained; system, user and tool turns, the role headers,
+and assistant turns with `"weight": 0` are not. Prompt/completion examples are
+trained on the completion only, followed by the end-of-sequence token, so the
+model learns to stop.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from tunelab.data.chat_render import Function, RenderedChat, functions_of, render_chat
 
 IGNORE = -100  # label value that cross-entropy skips
 
@@ -31,46 +34,35 @@ class EncodedExample:
         return sum(1 for x in self.labels if x != IGNORE)
 
 
-def _render_content(message: dict[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, list):  # text parts
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    if not content and message.get("tool_calls"):
-        content = json.dumps(message["tool_calls"], ensure_ascii=False)
-    if not content and message.get("function_call"):
-        content = json.dumps(message["function_call"], ensure_ascii=False)
-    return content or ""
+def template_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages reduced to what chat templates expect (tool calls rendered as text)."""
+    return render_chat(None, messages).messages
 
 
-def template_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
-    """Messages reduced to what chat templates expect: role + string content."""
-    out = []
-    for m in messages:
-        role = m.get("role", "user")
-        if role == "developer":
-            role = "system"
-        out.append({"role": role, "content": _render_content(m)})
-    return out
-
-
-def _render(tokenizer: Any, messages: list[dict[str, str]], gen_prompt: bool) -> str:
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen_prompt)
+def _render(tokenizer: Any, chat: RenderedChat, upto: int, gen_prompt: bool) -> str:
+    text = tokenizer.apply_chat_template(
+        chat.messages[:upto],
+        tokenize=False,
+        add_generation_prompt=gen_prompt,
+        **chat.template_kwargs,
+    )
     assert isinstance(text, str)
     return text
 
 
 def _trained_spans(
-    tokenizer: Any, raw: Sequence[dict[str, Any]]
+    tokenizer: Any, raw: Sequence[dict[str, Any]], functions: Sequence[Function]
 ) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans of trained assistant turns."""
-    msgs = template_messages(raw)
-    full = _render(tokenizer, msgs, False)
+    chat = render_chat(tokenizer, raw, functions)
+    full = _render(tokenizer, chat, len(chat.messages), False)
     spans = []
-    for i, m in enumerate(raw):
-        if m.get("role") != "assistant" or m.get("weight", 1) == 0 or i == 0:
+    for i, m in enumerate(chat.messages):
+        src = chat.source[i]
+        if m["role"] != "assistant" or i == 0 or src is None or raw[src].get("weight", 1) == 0:
             continue
-        before = _render(tokenizer, msgs[:i], True)
-        upto = _render(tokenizer, msgs[: i + 1], False)
+        before = _render(tokenizer, chat, i, True)
+        upto = _render(tokenizer, chat, i + 1, False)
         if not (full.startswith(upto) and upto.startswith(before)):
             raise ValueError(
                 "the model's chat template does not render conversations by appending "
@@ -83,9 +75,14 @@ def _trained_spans(
 
 
 def encode_chat(
-    tokenizer: Any, messages: Sequence[dict[str, Any]], *, max_length: int | None = None
+    tokenizer: Any,
+    messages: Sequence[dict[str, Any]],
+    *,
+    functions: Sequence[Function] = (),
+    max_length: int | None = None,
 ) -> EncodedExample:
-    full, spans = _trained_spans(tokenizer, messages)
+    """A conversation, with the functions it may call, rendered as serving renders it."""
+    full, spans = _trained_spans(tokenizer, messages, functions)
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = list(enc["input_ids"])
     labels = [IGNORE] * len(ids)
@@ -109,9 +106,13 @@ def encode_prompt_completion(
 def encode_example(
     tokenizer: Any, example: dict[str, Any], *, max_length: int | None = None
 ) -> EncodedExample:
-    """A normalised example: {"messages": [...]} or {"prompt": ..., "completion": ...}."""
+    """A normalised example: {"messages": [...], "tools"?, "functions"?} or
+    {"prompt": ..., "completion": ...}."""
     if "messages" in example:
-        return encode_chat(tokenizer, example["messages"], max_length=max_length)
+        functions = functions_of(example.get("tools"), example.get("functions"))
+        return encode_chat(
+            tokenizer, example["messages"], functions=functions, max_length=max_length
+        )
     return encode_prompt_completion(
         tokenizer, example["prompt"], example["completion"], max_length=max_length
     )

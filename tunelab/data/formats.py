@@ -2,7 +2,8 @@
 
 Accepted shapes of one example (one JSONL line, CSV row or JSON array item):
 
-  chat               {"messages": [{"role": ..., "content": ...}, ...], "tools"?: [...]}
+  chat               {"messages": [{"role": ..., "content": ...}, ...], "tools"?: [...],
+                      "functions"?: [...], "parallel_tool_calls"?: bool}
   prompt_completion  {"prompt": str, "completion": str}
   alpaca             {"instruction": str, "input"?: str, "output": str, "system"?: str,
                       "history"?: [[user, assistant], ...]}
@@ -132,8 +133,11 @@ def parse_example(obj: Any) -> Parsed:
     if not issues:
         issues = check_chat(messages, tools=obj.get("tools"))
     example = {"messages": messages}
-    if fmt == "chat" and "tools" in obj:
-        example["tools"] = obj["tools"]
+    if fmt == "chat":
+        issues += _check_functions(obj)
+        for key in ("tools", "functions", "parallel_tool_calls"):
+            if key in obj:
+                example[key] = obj[key]
     return Parsed(fmt, None if issues else example, issues)
 
 
@@ -443,6 +447,27 @@ def _check_function(fn: Any, i: int, where: str) -> list[Issue]:
             json.loads(args)
         except ValueError:
             issues.append(Issue('"arguments" is not valid JSON', i, f"{where}.arguments"))
+    return issues
+
+
+def _check_functions(obj: dict[str, Any]) -> list[Issue]:
+    """The legacy `functions` list and `parallel_tool_calls` of a chat line (contract §14.4)."""
+    issues = []
+    fns = obj.get("functions")
+    if "functions" in obj and not (
+        isinstance(fns, list)
+        and 1 <= len(fns) <= 128
+        and all(isinstance(f, dict) and isinstance(f.get("name"), str) for f in fns)
+    ):
+        issues.append(
+            Issue('"functions" must be a list of 1 to 128 {"name": ...} objects', field="functions")
+        )
+    if "tools" in obj and "functions" in obj:
+        issues.append(Issue('give "tools" or the older "functions", not both', field="functions"))
+    if "parallel_tool_calls" in obj and not isinstance(obj["parallel_tool_calls"], bool):
+        issues.append(
+            Issue('"parallel_tool_calls" must be true or false', field="parallel_tool_calls")
+        )
     return issues
 
 

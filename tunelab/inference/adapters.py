@@ -3,6 +3,9 @@
 The first adapter wraps the base in a peft `PeftModel`; later ones are loaded
 into it with `load_adapter`. Nothing is merged, so one batch can mix rows for
 several adapters and the base (peft's `adapter_names` mixed-batch forward).
+A batch whose rows all use one adapter runs it as peft's active adapter instead:
+the mixed-batch path gathers and scatters every row at every LoRA layer, which
+costs a single-adapter batch more than the adapter itself.
 An adapter in use by a running sequence is never evicted. Only the worker
 thread that owns the base calls into this class, so it needs no lock.
 """
@@ -27,6 +30,7 @@ class AdapterSet:
         self.model = base
         self.capacity = max(1, capacity)
         self._loaded: OrderedDict[str, AdapterRef] = OrderedDict()
+        self._active: str | None = None  # peft's active adapter, when we set it
         self.loads = 0  # how many times an adapter was read from disk
 
     def ensure(self, ref: AdapterRef, in_use: set[str]) -> None:
@@ -53,6 +57,7 @@ class AdapterSet:
                 warnings.simplefilter("ignore", UserWarning)
                 self.model.delete_adapter(victim)
             del self._loaded[victim]
+            self._active = None  # peft may have switched to another one
             log.info("detached adapter %s", victim)
 
     def _load(self, ref: AdapterRef) -> None:
@@ -63,11 +68,18 @@ class AdapterSet:
         else:
             self.model = PeftModel.from_pretrained(self.model, str(ref.path), adapter_name=ref.key)
         self.model.eval()
+        self._active = None
         self.loads += 1
         log.info("attached adapter %s from %s", ref.key, ref.path)
 
     def forward_kwargs(self, keys: list[str | None]) -> dict[str, Any]:
         """Per-row adapter selection for a forward pass over a batch."""
         if not self._loaded:
+            return {}
+        first = keys[0] if keys else None
+        if first is not None and all(k == first for k in keys):
+            if self._active != first:  # set_adapter walks every LoRA layer: only on a change
+                self.model.set_adapter(first, inference_mode=True)
+                self._active = first
             return {}
         return {"adapter_names": [k or BASE for k in keys]}

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.errors import ModelUnavailable, Overloaded
-from tunelab.hardware import resolve_device
+from tunelab.hardware import bf16_fast, resolve_device
 from tunelab.inference.handle import AdapterRef, Generation, SamplingParams
 from tunelab.inference.protocol import Target, Tokenizer
 from tunelab.inference.worker import GenerationWorker
@@ -52,9 +52,10 @@ class InferenceEngine:
     def _dtype(self) -> Any:
         import torch
 
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[
-            self._settings.inference_dtype
-        ]
+        name = self._settings.inference_dtype
+        if name == "auto":
+            name = "bfloat16" if bf16_fast(resolve_device(self._settings.device)) else "float32"
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
     def _new_worker(self, name: str, model: Any, tokenizer: Any, adapters: int) -> GenerationWorker:
         s = self._settings

@@ -32,7 +32,8 @@ class SamplingParams:
     logit_bias: dict[int, float] = field(default_factory=dict)
     logprobs: bool = False
     top_logprobs: int = 0
-    json_mode: bool = False
+    # An llguidance grammar (inference.grammars) every choice must follow, or None.
+    grammar: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class Generation:
         self.adapter = adapter
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._cancelled = threading.Event()
+        self._stopped: set[int] = set()  # choices to end early (see stop_choice)
         self._wake: Callable[[], None] | None = None
         self._lock = threading.Lock()
 
@@ -98,6 +100,16 @@ class Generation:
 
     def cancel(self) -> None:
         self._cancelled.set()
+
+    def stop_choice(self, index: int) -> None:
+        """End one choice at the next step with finish_reason "stop" (its consumer has
+        what it needs); the others go on. A `Finished` event still follows."""
+        with self._lock:
+            self._stopped.add(index)
+
+    def choice_stopped(self, index: int) -> bool:
+        with self._lock:
+            return index in self._stopped
 
     def put(self, event: Event) -> None:
         """Called by the worker thread."""

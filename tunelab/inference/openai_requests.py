@@ -8,6 +8,7 @@ from typing import Any
 
 from tunelab.errors import InvalidRequest
 from tunelab.inference import openai_format as fmt
+from tunelab.inference.chat_output import chat_message
 from tunelab.inference.params import SamplingRequest
 from tunelab.inference.service import Choice, Submitted
 from tunelab.limits import MAX_PROMPTS
@@ -26,15 +27,7 @@ _HARMLESS = {
     "safety_identifier",
 }
 _HARMLESS_VALUES: dict[str, tuple[Any, ...]] = {
-    "tool_choice": (None, "none", "auto"),  # with no tools, "auto" means none
-    "parallel_tool_calls": (None, True, False),
     "modalities": (None, ["text"]),
-    "functions": (None,),
-    "function_call": (None, "none"),
-}
-_WHY = {
-    "functions": "Function calling is not supported yet; remove 'functions'.",
-    "function_call": "Function calling is not supported yet; remove 'function_call'.",
 }
 
 
@@ -42,23 +35,14 @@ def refuse_undeclared(extra: dict[str, Any] | None) -> None:
     for name, value in (extra or {}).items():
         if name in _HARMLESS or value in _HARMLESS_VALUES.get(name, ()):
             continue
-        raise InvalidRequest(
-            _WHY.get(name, f"'{name}' is not supported by tunelab yet; remove it."), param=name
-        )
+        raise InvalidRequest(f"'{name}' is not supported by tunelab yet; remove it.", param=name)
 
 
 def chat_sampling(body: c.ChatCompletionRequest) -> SamplingRequest:
+    """Sampling of a chat request; its tools and response_format are checked
+    separately (inference.chat_output.chat_plan), since they need the tokenizer-free
+    grammar compiler and may take a moment."""
     refuse_undeclared(body.model_extra)
-    if body.tools:
-        raise InvalidRequest(
-            "Tool calling is not supported by tunelab models; remove 'tools'.", param="tools"
-        )
-    fmt_type = body.response_format.type if body.response_format else "text"
-    if fmt_type not in ("text", "json_object"):
-        raise InvalidRequest(
-            f"response_format type {fmt_type!r} is not supported; use 'text' or 'json_object'.",
-            param="response_format",
-        )
     if body.top_logprobs is not None and not body.logprobs:
         raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs")
     use_mct = body.max_completion_tokens is not None
@@ -75,26 +59,24 @@ def chat_sampling(body: c.ChatCompletionRequest) -> SamplingRequest:
         logit_bias=body.logit_bias,
         logprobs=bool(body.logprobs),
         top_logprobs=body.top_logprobs,
-        json_mode=fmt_type == "json_object",
     )
 
 
 def chat_completion(
     body: c.ChatCompletionRequest, sub: Submitted, choices: list[Choice], cid: str, created: int
 ) -> c.ChatCompletion:
+    out = []
+    for ch in choices:
+        message, reason = chat_message(sub.plan, ch)
+        lps = fmt.chat_logprobs(sub.tokenizer, ch.logprobs) if body.logprobs else None
+        out.append(
+            c.ChatChoice(index=ch.index, message=message, finish_reason=reason, logprobs=lps)
+        )
     return c.ChatCompletion(
         id=cid,
         created=created,
         model=sub.model,
-        choices=[
-            c.ChatChoice(
-                index=ch.index,
-                message=c.ChatMessage(content=ch.text),
-                finish_reason=ch.finish_reason or "stop",
-                logprobs=fmt.chat_logprobs(sub.tokenizer, ch.logprobs) if body.logprobs else None,
-            )
-            for ch in choices
-        ],
+        choices=out,
         usage=fmt.usage(sub.prompt_tokens, sum(ch.completion_tokens for ch in choices)),
     )
 

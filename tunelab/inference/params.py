@@ -74,7 +74,7 @@ class SamplingRequest:
     logit_bias: dict[str, Any] | None = None
     logprobs: bool = False
     top_logprobs: int | None = None
-    json_mode: bool = False
+    grammar: str | None = None  # llguidance grammar text (inference.grammars / output_plan)
 
 
 def sampling_params(
@@ -131,5 +131,5 @@ def sampling_params(
         logit_bias=logit_bias_map(req.logit_bias, vocab_size),
         logprobs=req.logprobs,
         top_logprobs=req.top_logprobs or 0,
-        json_mode=req.json_mode,
+        grammar=req.grammar,
     )

@@ -256,10 +256,11 @@ def _refuse_unsupported(target: Target, params: SamplingParams) -> None:
             "serves; leave logprobs unset.",
             param="logprobs",
         )
-    if params.json_mode:
+    if params.grammar is not None:  # tunelab's llguidance grammars run in its own worker only
         raise InvalidRequest(
-            f"response_format json_object is not available for '{target.base.id}', which "
-            "a vLLM server serves; leave response_format unset.",
+            f"Structured outputs and tool calls (response_format json_object / json_schema, "
+            f"tools, functions) are not available for '{target.base.id}', which a vLLM server "
+            "serves; leave response_format and tools unset.",
             param="response_format",
         )
 

@@ -33,10 +33,10 @@ from typing import Any
 
 import torch
 
-from tunelab.errors import Overloaded
+from tunelab.errors import Overloaded, TunelabError
 from tunelab.inference.adapters import AdapterSet
+from tunelab.inference.constrained import ConstraintFailed, TokenConstraint, blocked_tokens
 from tunelab.inference.handle import Delta, Failed, Finished, Generation, TokenLogprob
-from tunelab.inference.json_mode import JsonConstraint
 from tunelab.inference.kvbatch import KVBatch
 from tunelab.inference.sampling import (
     adjust_logits,
@@ -75,7 +75,7 @@ class _Sequence:
     detok: IncrementalDetokenizer
     stopper: StopMatcher
     generator: torch.Generator
-    constraint: JsonConstraint | None
+    constraint: TokenConstraint | None
     counts: Counter[int] = field(default_factory=Counter)
     n_generated: int = 0
     last_token: int = 0
@@ -105,6 +105,7 @@ class GenerationWorker:
         self._pending: deque[Generation] = deque()
         self._active: list[_Sequence] = []
         self._kv = KVBatch()
+        self._blocked: dict[frozenset[int], torch.Tensor] = {}
         self._cond = threading.Condition()
         self._stopping = False
         self.stats: Counter[str] = Counter()
@@ -185,6 +186,12 @@ class GenerationWorker:
         """End one request with `error`, and only it: its running choices stop."""
         log.warning("generation failed on %s: %r", self.name, error)
         self.stats["failed"] += 1
+        if isinstance(error, ConstraintFailed):  # the grammar allowed no token: say so
+            self.stats["constraint_failures"] += 1
+            error = TunelabError(
+                f"The output could not be kept to the requested format: {error}",
+                code="constraint_failed",
+            )
         gen.put(Failed(error))
         for seq in self._active:
             if seq.gen is gen:
@@ -222,18 +229,28 @@ class GenerationWorker:
                 except Exception as e:
                     self._fail(gen, e)
 
+    def _constraint(self, gen: Generation) -> TokenConstraint | None:
+        if gen.params.grammar is None:
+            return None
+        blocked = self._blocked.get(gen.stop_token_ids)
+        if blocked is None:
+            blocked = self._blocked[gen.stop_token_ids] = blocked_tokens(
+                self.tokenizer, gen.stop_token_ids
+            )
+        return TokenConstraint(self.tokenizer, gen.params.grammar, blocked)
+
     def _start(
         self, gen: Generation, logits: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]
     ) -> None:
         seqs = []
-        for i in range(gen.params.n):
+        for i in range(gen.params.n):  # a failure here fails this request only (_admit)
             seq = _Sequence(
                 gen=gen,
                 index=i,
                 detok=IncrementalDetokenizer(self.tokenizer),
                 stopper=StopMatcher(list(gen.params.stop)),
                 generator=make_generator(gen.params.seed, i),
-                constraint=JsonConstraint(self.tokenizer) if gen.params.json_mode else None,
+                constraint=self._constraint(gen),
             )
             self._advance(seq, logits)
             if not seq.done:
@@ -295,6 +312,9 @@ class GenerationWorker:
                 seq.done = True
                 self.stats["cancelled"] += 1
                 continue
+            if seq.gen.choice_stopped(seq.index):
+                self._finish(seq, "", [], "stop")
+                continue
             try:
                 self._advance(seq, logits[row])
             except Exception as e:
@@ -308,7 +328,7 @@ class GenerationWorker:
         params = seq.gen.params
         adjusted = adjust_logits(logits, params, seq.counts)
         if seq.constraint is not None:
-            adjusted = seq.constraint.mask(adjusted, seq.gen.stop_token_ids)
+            adjusted = seq.constraint.mask(adjusted)
         token = choose(adjusted, params, seq.generator)
         seq.n_generated += 1
         seq.counts[token] += 1
@@ -327,8 +347,8 @@ class GenerationWorker:
         if hit:
             self._emit(seq, text, lps)
             self._finish(seq, "", [], "stop")
-        elif seq.constraint is not None and seq.constraint.complete:
-            self._finish(seq, text, lps, "stop")
+        elif seq.constraint is not None and seq.constraint.done:
+            self._finish(seq, text + seq.detok.flush(), lps, "stop")
         elif seq.n_generated >= params.max_tokens:
             self._finish(seq, text + seq.detok.flush(), lps, "length")
         elif text or lps:
@@ -343,8 +363,6 @@ class GenerationWorker:
         text, hit = seq.stopper.feed(tail)
         if not hit:
             text += seq.stopper.flush()
-        if seq.constraint is not None:
-            text += seq.constraint.closing()
         self._emit(seq, text, lps)
         seq.gen.put(Finished(seq.index, "stop" if hit else reason, seq.n_generated))
         seq.done = True

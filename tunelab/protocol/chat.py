@@ -7,6 +7,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 
+class _Sparse(BaseModel):
+    """Serialised without null keys: OpenAI's stream deltas carry only what changes."""
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
     include_usage: bool = False
@@ -41,6 +49,10 @@ class ChatCompletionRequest(BaseModel):
     response_format: ResponseFormat | None = None
     user: str | None = None
     tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
 
 
 class Usage(BaseModel):
@@ -67,10 +79,33 @@ class ChoiceLogprobs(BaseModel):
     refusal: list[TokenLogprob] | None = None
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str  # JSON text
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
     refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    function_call: FunctionCall | None = None  # legacy `functions` API
+    annotations: list[dict[str, Any]] = []
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_calls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # OpenAI leaves tool_calls / function_call out when there are none.
+        out: dict[str, Any] = handler(self)
+        for key in ("tool_calls", "function_call"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
 
 
 class ChatChoice(BaseModel):
@@ -90,16 +125,30 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
-class ChunkDelta(BaseModel):
+class FunctionDelta(_Sparse):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(_Sparse):
+    """The first fragment of a call has index, id, type and name; later ones only
+    index and an arguments piece (contract §17.4)."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionDelta
+
+
+class ChunkDelta(_Sparse):
     """Only the keys that change: OpenAI's last delta is `{}`, never null keys
     (the 2023 cookbook reads `delta.get("content", "")`)."""
 
     role: Literal["assistant"] | None = None
     content: str | None = None
-
-    @model_serializer(mode="wrap")
-    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if v is not None}
+    refusal: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+    function_call: FunctionDelta | None = None
 
 
 class ChunkChoice(BaseModel):

@@ -1,5 +1,6 @@
-"""The subset of the Responses API tunelab serves: text answers, optionally grounded
-by the `file_search` tool, with `file_citation` annotations."""
+"""The subset of the Responses API tunelab serves: text or JSON answers, optionally
+grounded by the `file_search` tool (with `file_citation` annotations), and calls of
+the client's function tools."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ class CreateResponse(BaseModel):
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     tools: list[dict[str, Any]] = Field(default_factory=list)
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    text: dict[str, Any] | None = None
     include: list[str] = Field(default_factory=list)
     stream: bool = False
     metadata: dict[str, str] | None = None
@@ -63,6 +67,17 @@ class FileCitation(BaseModel):
     file_id: str
     filename: str
     index: int
+
+
+class FunctionCall(BaseModel):
+    """A call the model made; the client runs it and sends a function_call_output."""
+
+    type: Literal["function_call"] = "function_call"
+    id: str
+    call_id: str
+    name: str
+    arguments: str  # JSON text
+    status: Literal["completed", "in_progress", "incomplete"] = "completed"
 
 
 class OutputText(BaseModel):
@@ -105,14 +120,14 @@ class Response(BaseModel):
     created_at: int
     status: Literal["completed", "incomplete", "in_progress"] = "completed"
     model: str
-    output: list[FileSearchCall | OutputMessage]
+    output: list[FileSearchCall | FunctionCall | OutputMessage]
     output_text: str = ""
     instructions: str | None = None
     max_output_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
     tools: list[dict[str, Any]] = Field(default_factory=list)
-    tool_choice: str = "auto"
+    tool_choice: str | dict[str, Any] = "auto"
     parallel_tool_calls: bool = True
     text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
     error: None = None

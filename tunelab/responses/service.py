@@ -1,10 +1,12 @@
-"""`POST /v1/responses`: retrieve, prompt, generate, cite.
+"""`POST /v1/responses`: retrieve, prompt, generate, cite, call.
 
-A request is parsed and, with a `file_search` tool, grounded in the vector
-stores' best passages (the prompt layout is `retrieval.grounding`, shared with
-`tunelab ground-data` so training prompts match served ones); generation goes
-through the inference service, whichever chat engine sits below it. The output
-is OpenAI's Response object, or its streaming events in OpenAI's order.
+A request is parsed (`responses.items`) and, with a `file_search` tool, grounded
+in the vector stores' best passages (the prompt layout is `retrieval.grounding`,
+shared with `tunelab ground-data` so training prompts match served ones);
+function tools and `text.format` become the answer's grammar
+(`inference.output_plan`); generation goes through the inference service,
+whichever chat engine sits below it. The output is OpenAI's Response object
+(a message, or function_call items), or its streaming events in OpenAI's order.
 """
 
 from __future__ import annotations
@@ -13,19 +15,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from pydantic import ValidationError
-
-from tunelab import limits
-from tunelab.errors import InvalidRequest, NotFound
+from tunelab.errors import InvalidRequest, NotFound, TunelabError
 from tunelab.ids import new_id
+from tunelab.inference.handle import Failed, Finished
+from tunelab.inference.output_plan import FREE_TEXT, OutputPlan, output_plan, responses_text_format
 from tunelab.inference.params import SamplingRequest
-from tunelab.inference.service import ChatStream, Choice, InferenceService, Submitted
+from tunelab.inference.service import Choice, InferenceService, Submitted
+from tunelab.inference.tool_calls import CallArguments, CallOpened, Content
 from tunelab.protocol.responses import (
     CreateResponse,
     FileCitation,
     FileSearchCall,
     FileSearchResult,
     FileSearchTool,
+    FunctionCall,
     IncompleteDetails,
     OutputMessage,
     OutputText,
@@ -33,91 +36,29 @@ from tunelab.protocol.responses import (
     Usage,
 )
 from tunelab.protocol.vector_stores import RankingOptions
+from tunelab.responses.items import parse_input, parse_tools
 from tunelab.responses.store import ResponseStore, input_items
 from tunelab.retrieval.grounding import Passage, build_grounded_messages, find_citations
 from tunelab.retrieval.search import Hit, Searcher
 
 INCLUDE_RESULTS = "file_search_call.results"
-_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 
 
 @dataclass
 class Prepared:
     """Everything decided before generation starts."""
 
-    messages: list[dict[str, str]]
+    messages: list[dict[str, object]]
+    plan: OutputPlan = FREE_TEXT
     tool: FileSearchTool | None = None
     queries: list[str] = field(default_factory=list)
     hits: list[Hit] = field(default_factory=list)
 
 
-def _text_of(content: object, where: str) -> str:
-    if isinstance(content, str):
-        return limits.text(content, where)
-    if isinstance(content, list):
-        parts = [p.get("text", "") if isinstance(p, dict) else None for p in content]
-        texts = [p for p in parts if isinstance(p, str)]
-        if len(texts) == len(parts):
-            return limits.text("".join(texts), where)
-    raise InvalidRequest(f"'{where}' must be a string or a list of text parts.", param=where)
-
-
-def parse_input(value: str | list[dict[str, object]]) -> list[dict[str, str]]:
-    """The input as chat messages (roles user/assistant/system)."""
-    if isinstance(value, str):
-        return [{"role": "user", "content": value}]
-    messages = []
-    for n, item in enumerate(value):
-        if not isinstance(item, dict):
-            raise InvalidRequest(f"input[{n}] must be an object.", param=f"input[{n}]")
-        role_given = item.get("role", "")
-        role = _ROLES.get(role_given) if isinstance(role_given, str) else None
-        if role is None or item.get("type", "message") != "message":
-            raise InvalidRequest(
-                f"input[{n}] must be a message with role user, assistant, system or developer.",
-                param=f"input[{n}]",
-            )
-        messages.append(
-            {"role": role, "content": _text_of(item.get("content"), f"input[{n}].content")}
-        )
-    if not messages or messages[-1]["role"] != "user":
-        raise InvalidRequest("The input must end with a user message.", param="input")
-    return messages
-
-
-def parse_tools(tools: list[dict[str, object]]) -> FileSearchTool | None:
-    found = None
-    for n, tool in enumerate(tools):
-        if tool.get("type") != "file_search":
-            raise InvalidRequest(
-                f"Tool type {tool.get('type')!r} is not supported; tunelab serves 'file_search'.",
-                param=f"tools[{n}].type",
-            )
-        if found is not None:
-            raise InvalidRequest("Pass at most one file_search tool.", param=f"tools[{n}]")
-        try:
-            found = FileSearchTool.model_validate(tool)
-        except ValidationError as e:
-            first = e.errors(include_url=False)[0]
-            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
-            raise InvalidRequest(
-                f"Invalid value for 'tools[{n}]{where}': {first['msg']}.",
-                param=f"tools[{n}]{where}",
-            ) from None
-    return found
-
-
 # Request fields that change nothing here, whatever their value (or whose default
 # is all tunelab does); every other unknown field is refused by name.
-_HARMLESS = {
-    "user",
-    "service_tier",
-    "prompt_cache_key",
-    "safety_identifier",
-    "parallel_tool_calls",
-}
+_HARMLESS = {"user", "service_tier", "prompt_cache_key", "safety_identifier"}
 _DEFAULTS: dict[str, tuple[object, ...]] = {  # fields accepted only with these values
-    "tool_choice": ("auto", None),
     "truncation": ("disabled", None),
     "background": (False, None),
     "conversation": (None,),
@@ -129,18 +70,7 @@ _DEFAULTS: dict[str, tuple[object, ...]] = {  # fields accepted only with these 
 def refuse_unsupported(req: CreateResponse) -> None:
     """400 naming the first request field tunelab would otherwise ignore."""
     for name, value in (req.model_extra or {}).items():
-        if name in _HARMLESS:
-            continue
-        if name == "text":
-            fmt = value.get("format") if isinstance(value, dict) else None
-            kind = fmt.get("type", "text") if isinstance(fmt, dict) else "text"
-            if kind != "text":
-                raise InvalidRequest(
-                    f"text.format type {kind!r} is not supported yet; only 'text' is.",
-                    param="text.format",
-                )
-            continue
-        if name in _DEFAULTS and value in _DEFAULTS[name]:
+        if name in _HARMLESS or (name in _DEFAULTS and value in _DEFAULTS[name]):
             continue
         raise InvalidRequest(
             f"'{name}' is not supported by tunelab's Responses API yet; remove it.", param=name
@@ -151,7 +81,7 @@ def prepare(
     searcher: Searcher,
     project: str,
     req: CreateResponse,
-    history: list[dict[str, str]] | None = None,
+    history: list[dict[str, object]] | None = None,
 ) -> Prepared:
     """Parse the request, run file_search when asked, and lay out the prompt.
 
@@ -163,12 +93,17 @@ def prepare(
             "previous_response_id needs stored responses, which this server does not keep.",
             param="previous_response_id",
         )
-    messages = (history or []) + parse_input(req.input)
-    tool = parse_tools(req.tools)
-    if tool is None:
-        system = [{"role": "system", "content": req.instructions}] if req.instructions else []
-        return Prepared(system + messages)
+    messages = [*(history or []), *parse_input(req.input)]
+    tools = parse_tools(req)
+    schema = responses_text_format(req.text, messages)
+    plan = output_plan(tools=tools.functions, schema=schema, param="text.format.schema")
+    tool = tools.file_search
     question = messages[-1]["content"]
+    if tool is None or not isinstance(question, str) or messages[-1]["role"] != "user":
+        system: list[dict[str, object]] = (
+            [{"role": "system", "content": req.instructions}] if req.instructions else []
+        )
+        return Prepared([*system, *messages], plan)
     ranking = tool.ranking_options or RankingOptions()
     hits = searcher.search_stores(
         project,
@@ -180,10 +115,12 @@ def prepare(
         score_threshold=ranking.score_threshold,
     )
     passages = [Passage(h.file_id, h.filename, h.text) for h in hits]
-    grounded = build_grounded_messages(question, passages, req.instructions)
+    grounded: list[dict[str, object]] = [
+        dict(m) for m in build_grounded_messages(question, passages, req.instructions)
+    ]
     # Earlier turns of a conversation sit between the instructions and the question.
     history = [m for m in messages[:-1] if m["role"] != "system"]
-    return Prepared(grounded[:1] + history + grounded[1:], tool, [question], hits)
+    return Prepared([grounded[0], *history, *grounded[1:]], plan, tool, [question], hits)
 
 
 @dataclass(frozen=True)
@@ -221,6 +158,13 @@ def annotate(text: str, p: Prepared) -> list[FileCitation]:
     ]
 
 
+def call_items(calls: list[tuple[str, str, str]], status: str) -> list[FunctionCall]:
+    return [
+        FunctionCall(id=new_id("fc_"), call_id=cid, name=name, arguments=args, status=status)  # type: ignore[arg-type]
+        for cid, name, args in calls
+    ]
+
+
 def build_response(
     req: CreateResponse,
     p: Prepared,
@@ -231,18 +175,24 @@ def build_response(
     usage: Usage | None,
     search_call: FileSearchCall | None = None,
     message_id: str | None = None,
+    calls: list[FunctionCall] | None = None,
 ) -> Response:
-    output: list[FileSearchCall | OutputMessage] = []
+    """The Response object; `calls` (function_call items) replace the message."""
+    output: list[FileSearchCall | FunctionCall | OutputMessage] = []
     if p.tool is not None:
         output.append(search_call or file_search_item(p, req.include))
     incomplete = finish_reason == "length"
-    output.append(
-        OutputMessage(
-            id=message_id or new_id("msg_"),
-            status="incomplete" if incomplete else "completed",
-            content=[OutputText(text=text, annotations=annotate(text, p))],
+    if calls:
+        output.extend(calls)
+        text = ""
+    else:
+        output.append(
+            OutputMessage(
+                id=message_id or new_id("msg_"),
+                status="incomplete" if incomplete else "completed",
+                content=[OutputText(text=text, annotations=annotate(text, p))],
+            )
         )
-    )
     return Response(
         id=response_id,
         created_at=int(time.time()),
@@ -255,6 +205,9 @@ def build_response(
         temperature=req.temperature,
         top_p=req.top_p,
         tools=req.tools,
+        tool_choice=req.tool_choice or "auto",
+        parallel_tool_calls=req.parallel_tool_calls is not False,
+        text=req.text or {"format": {"type": "text"}},
         incomplete_details=IncompleteDetails() if incomplete else None,
         metadata=req.metadata or {},
         usage=usage,
@@ -263,38 +216,50 @@ def build_response(
     )
 
 
-def stream_events(
-    stream: ChatStream, req: CreateResponse, p: Prepared
-) -> Iterator[dict[str, object]]:
+def stream_events(sub: Submitted, req: CreateResponse, p: Prepared) -> Iterator[dict[str, object]]:
     """Responses streaming events, in OpenAI's order, ending with response.completed.
 
-    `stream` iterates text deltas and then holds `.result`; it is closed if the
-    client goes away.
-    """
+    Text streams as a message item; calls stream as function_call items
+    (`response.function_call_arguments.delta` pieces). Generation stops if the
+    client goes away (the iterator is closed)."""
     response_id, message_id = new_id("resp_"), new_id("msg_")
     search_call = file_search_item(p, req.include) if p.tool is not None else None
     seq = iter(range(1 << 30))
+    parser = p.plan.parser()
+    items: list[FunctionCall] = []
+    pieces: list[str] = []
+    index = 0
+    message_open = False
 
     def event(type_: str, **fields: object) -> dict[str, object]:
         return {"type": type_, "sequence_number": next(seq), **fields}
 
-    def response(text: str, finish_reason: str, usage: Usage | None) -> Response:
+    def response(text: str, reason: str, usage: Usage | None) -> Response:
         return build_response(
-            req,
-            p,
-            response_id=response_id,
-            text=text,
-            finish_reason=finish_reason,
-            usage=usage,
-            search_call=search_call,
-            message_id=message_id,
-        )
+            req, p, response_id=response_id, text=text, finish_reason=reason, usage=usage,
+            search_call=search_call, message_id=message_id, calls=items or None,
+        )  # fmt: skip
+
+    def where() -> dict[str, object]:
+        return {"item_id": message_id, "output_index": index, "content_index": 0}
+
+    def open_message() -> Iterator[dict[str, object]]:
+        empty = OutputMessage(id=message_id, status="in_progress", content=[]).model_dump()
+        yield event("response.output_item.added", output_index=index, item=empty)
+        part = {"type": "output_text", "text": "", "annotations": []}
+        yield event("response.content_part.added", **where(), part=part)
+
+    def close_call() -> Iterator[dict[str, object]]:
+        call = items[-1]
+        call.status = "completed"
+        out = {"item_id": call.id, "output_index": index}
+        yield event("response.function_call_arguments.done", **out, arguments=call.arguments)
+        yield event("response.output_item.done", output_index=index, item=call.model_dump())
 
     shell = response("", "stop", None).model_dump()
     shell.update(status="in_progress", output=[], output_text="")
     yield event("response.created", response=shell)
     yield event("response.in_progress", response=shell)
-    index = 0
     if search_call is not None:
         item = search_call.model_dump()
         started = {**item, "status": "in_progress", "queries": [], "results": None}
@@ -303,34 +268,75 @@ def stream_events(
             yield event(f"response.file_search_call.{stage}", output_index=0, item_id=item["id"])
         yield event("response.output_item.done", output_index=0, item=item)
         index = 1
-    empty = OutputMessage(id=message_id, status="in_progress", content=[]).model_dump()
-    yield event("response.output_item.added", output_index=index, item=empty)
-    where = {"item_id": message_id, "output_index": index, "content_index": 0}
-    part = {"type": "output_text", "text": "", "annotations": []}
-    yield event("response.content_part.added", **where, part=part)
-    pieces = []
+    reason, completion_tokens = "stop", 0
     try:
-        for delta in stream:
-            pieces.append(delta)
-            yield event("response.output_text.delta", **where, delta=delta, logprobs=[])
+        for ev in sub.generation.events():
+            if isinstance(ev, Failed):
+                raise (
+                    ev.error if isinstance(ev.error, TunelabError) else TunelabError(str(ev.error))
+                )
+            if isinstance(ev, Finished):
+                reason, completion_tokens = ev.finish_reason, ev.completion_tokens
+                outputs = parser.finish()
+            else:
+                outputs = parser.feed(ev.text)
+                if parser.repeated:
+                    sub.generation.stop_choice(0)
+            for out in outputs:
+                if isinstance(out, Content):
+                    if not message_open:
+                        message_open = True
+                        yield from open_message()
+                    pieces.append(out.text)
+                    yield event(
+                        "response.output_text.delta", **where(), delta=out.text, logprobs=[]
+                    )
+                elif isinstance(out, CallOpened):
+                    if items:
+                        yield from close_call()
+                        index += 1
+                    items.append(
+                        FunctionCall(
+                            id=new_id("fc_"),
+                            call_id=out.id,
+                            name=out.name,
+                            arguments="",
+                            status="in_progress",
+                        )
+                    )
+                    yield event(
+                        "response.output_item.added",
+                        output_index=index,
+                        item=items[-1].model_dump(),
+                    )
+                elif isinstance(out, CallArguments):
+                    items[-1].arguments += out.text
+                    yield event(
+                        "response.function_call_arguments.delta",
+                        item_id=items[-1].id, output_index=index, delta=out.text,
+                    )  # fmt: skip
     finally:
-        stream.close()
-    text, result = "".join(pieces), stream.result
-    assert result is not None  # set when the iteration ended
-    final = response(
-        text, result.finish_reason, _usage(result.prompt_tokens, result.completion_tokens)
-    )
-    message = final.output[-1].model_dump()
-    for i, annotation in enumerate(message["content"][0].get("annotations") or []):
-        yield event(
-            "response.output_text.annotation.added",
-            **where,
-            annotation_index=i,
-            annotation=annotation,
-        )
-    yield event("response.output_text.done", **where, text=text, logprobs=[])
-    yield event("response.content_part.done", **where, part=message["content"][0])
-    yield event("response.output_item.done", output_index=index, item=message)
+        sub.cancel()  # no-op when finished; stops generating when the client left
+    usage = _usage(sub.prompt_tokens, completion_tokens)
+    if items:
+        yield from close_call()
+        final = response("", reason, usage)
+    else:
+        if not message_open:
+            yield from open_message()
+        text = "".join(pieces)
+        final = response(text, reason, usage)
+        message = final.output[-1].model_dump()
+        for i, annotation in enumerate(message["content"][0].get("annotations") or []):
+            yield event(
+                "response.output_text.annotation.added",
+                **where(),
+                annotation_index=i,
+                annotation=annotation,
+            )
+        yield event("response.output_text.done", **where(), text=text, logprobs=[])
+        yield event("response.content_part.done", **where(), part=message["content"][0])
+        yield event("response.output_item.done", output_index=index, item=message)
     done = "response.incomplete" if final.status == "incomplete" else "response.completed"
     yield event(done, response=final.model_dump())
 
@@ -363,33 +369,33 @@ class ResponsesService:
         self.searcher = searcher
         self.store = store
 
-    def _prepare(self, project: str, req: CreateResponse) -> Prepared:
-        history = None
-        if req.previous_response_id is not None and self.store is not None:
-            history = self.store.history(project, req.previous_response_id)
-        return prepare(self.searcher, project, req, history)
-
     def _keep(self, project: str, req: CreateResponse, body: dict[str, object]) -> None:
         if req.store and self.store is not None:
             self.store.save(project, body, input_items(req.input), req.previous_response_id)
 
     def start(self, project: str, req: CreateResponse) -> Started:
         """Search, lay out the prompt and queue the generation (400/404/503 here)."""
-        p = self._prepare(project, req)
-        sub = self.inference.start_chat(project, req.model, p.messages, _sampling(req))
+        history = None
+        if req.previous_response_id is not None and self.store is not None:
+            history = self.store.history(project, req.previous_response_id)
+        p = prepare(self.searcher, project, req, history)
+        sub = self.inference.start_chat(project, req.model, p.messages, _sampling(req), p.plan)
         return Started(p, sub)
 
     def finish(
         self, project: str, req: CreateResponse, started: Started, choice: Choice
     ) -> Response:
         """The Response for a generation that `start` queued (stored if asked)."""
+        out = choice.output()
+        reason = choice.finish_reason or "stop"
         response = build_response(
             req,
             started.prepared,
             response_id=new_id("resp_"),
-            text=choice.text,
-            finish_reason=choice.finish_reason or "stop",
+            text=out.content or "",
+            finish_reason=reason,
             usage=_usage(started.submitted.prompt_tokens, choice.completion_tokens),
+            calls=call_items(out.calls, "incomplete" if reason == "length" else "completed"),
         )
         self._keep(project, req, response.model_dump())
         return response
@@ -403,9 +409,8 @@ class ResponsesService:
     def stream(self, project: str, req: CreateResponse) -> Iterator[dict[str, object]]:
         """Streaming events. Generation is queued before this returns, so a bad model
         or parameter is an HTTP error, not a broken stream."""
-        p = self._prepare(project, req)
-        chat = self.inference.stream_chat(project, req.model, p.messages, _sampling(req))
-        return self._kept(project, req, stream_events(chat, req, p))
+        started = self.start(project, req)
+        return self._kept(project, req, stream_events(started.submitted, req, started.prepared))
 
     def _kept(
         self, project: str, req: CreateResponse, events: Iterator[dict[str, object]]

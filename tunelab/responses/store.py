@@ -18,6 +18,7 @@ from tunelab.db.base import Base, Database, now
 from tunelab.db.pagination import check_limit
 from tunelab.errors import InvalidRequest, NotFound
 from tunelab.ids import new_id
+from tunelab.responses.items import as_chat
 
 MAX_CHAIN = 1000  # responses followed back through previous_response_id
 
@@ -39,6 +40,9 @@ def input_items(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
         value = [{"role": "user", "content": value}]
     items = []
     for item in value:
+        if item.get("type", "message") != "message":  # function_call(_output): kept whole
+            items.append({**item, "id": item.get("id") or new_id("fc_")})
+            continue
         content = item.get("content")
         kind = "output_text" if item.get("role") == "assistant" else "input_text"
         if isinstance(content, str):
@@ -54,24 +58,13 @@ def input_items(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
     return items
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(
-        p.get("text", "") for p in content or [] if isinstance(p, dict)
-    )  # input_text / output_text parts
+_CONVERSATION = ("message", "function_call", "function_call_output")
 
 
-def as_messages(items: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Message items as chat messages; tool-call items carry no conversation text."""
-    return [
-        {
-            "role": "system" if it["role"] == "developer" else it["role"],
-            "content": _text(it["content"]),
-        }
-        for it in items
-        if it.get("type", "message") == "message" and it.get("role")
-    ]
+def as_messages(items: list[dict[str, Any]]) -> list[dict[str, object]]:
+    """Conversation items (messages, function calls and their outputs) as chat
+    messages; file_search_call items carry no conversation."""
+    return as_chat([it for it in items if it.get("type", "message") in _CONVERSATION])
 
 
 class ResponseStore:
@@ -135,7 +128,7 @@ class ResponseStore:
             items = items[ids.index(after) + 1 :]
         return items[:limit], len(items) > limit
 
-    def history(self, project: str, previous_response_id: str) -> list[dict[str, str]]:
+    def history(self, project: str, previous_response_id: str) -> list[dict[str, object]]:
         """The chain's conversation, oldest first, as chat messages."""
         chain: list[StoredResponseRow] = []
         with self.db() as s:
@@ -152,7 +145,7 @@ class ResponseStore:
                     break  # an older link was deleted: the conversation starts after it
                 chain.append(row)
                 next_id = row.previous_response_id
-        messages: list[dict[str, str]] = []
+        messages: list[dict[str, object]] = []
         for row in reversed(chain):
             messages += as_messages(row.input_items)
             messages += as_messages(row.body.get("output", []))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -26,7 +26,8 @@ from tunelab.errors import TunelabError
 from tunelab.ids import new_id
 from tunelab.inference import openai_format as fmt
 from tunelab.inference import openai_requests as req
-from tunelab.inference.handle import Delta, Failed, Finished
+from tunelab.inference.chat_output import ChoiceStream, chat_plan
+from tunelab.inference.handle import Delta, Failed, Finished, TokenLogprob
 from tunelab.inference.service import Submitted
 from tunelab.protocol import chat as c
 from tunelab.protocol import completions as tc
@@ -78,8 +79,9 @@ async def create_chat_completion(
     body: c.ChatCompletionRequest, request: Request, inference: InferenceDep, project: ProjectDep
 ) -> c.ChatCompletion | Response:
     sampling = req.chat_sampling(body)
+    plan = await run_in_threadpool(chat_plan, body)
     sub = await run_in_threadpool(
-        inference.start_chat, project, body.model, body.messages, sampling
+        inference.start_chat, project, body.model, body.messages, sampling, plan
     )
     cid, created = new_id("chatcmpl-"), int(time.time())
     if body.stream:
@@ -100,10 +102,29 @@ async def _chat_chunks(
             id=cid, created=created, model=sub.model, choices=choices, usage=usage
         )
 
-    n = sub.generation.params.n
-    yield chunk(
-        [c.ChunkChoice(index=i, delta=c.ChunkDelta(role="assistant", content="")) for i in range(n)]
-    )
+    streams = [ChoiceStream(sub.plan, i) for i in range(sub.generation.params.n)]
+
+    def choice_chunks(
+        s: ChoiceStream, deltas: list[c.ChunkDelta], lps: list[TokenLogprob]
+    ) -> Iterator[c.ChatCompletionChunk]:
+        s.pending_logprobs.extend(lps)
+        for d in deltas:
+            logprobs = None
+            if s.pending_logprobs:
+                logprobs = fmt.chat_logprobs(sub.tokenizer, s.pending_logprobs)
+                s.pending_logprobs = []
+            yield chunk([c.ChunkChoice(index=s.index, delta=d, logprobs=logprobs)])
+
+    eager = [s for s in streams if s.eager]
+    if eager:  # free text: the role chunk goes out before the first token
+        for s in eager:
+            s.started = True
+        yield chunk(
+            [
+                c.ChunkChoice(index=s.index, delta=c.ChunkDelta(role="assistant", content=""))
+                for s in eager
+            ]
+        )
     completion_tokens = 0
     try:
         async for event in sub.generation.aevents():
@@ -113,23 +134,22 @@ async def _chat_chunks(
                     if isinstance(event.error, TunelabError)
                     else TunelabError(str(event.error))
                 )
+            s = streams[event.index]
             if isinstance(event, Delta):
-                lps = fmt.chat_logprobs(sub.tokenizer, event.logprobs) if event.logprobs else None
-                yield chunk(
-                    [
-                        c.ChunkChoice(
-                            index=event.index, delta=c.ChunkDelta(content=event.text), logprobs=lps
-                        )
-                    ]
-                )
+                for ch in choice_chunks(s, s.feed(event.text), event.logprobs):
+                    yield ch
+                if s.parser.repeated:  # the model repeats a call: end this choice
+                    sub.generation.stop_choice(s.index)
             elif isinstance(event, Finished):
                 completion_tokens += event.completion_tokens
+                for ch in choice_chunks(s, s.finish(), []):
+                    yield ch
                 yield chunk(
                     [
                         c.ChunkChoice(
                             index=event.index,
                             delta=c.ChunkDelta(),
-                            finish_reason=event.finish_reason,
+                            finish_reason=s.finish_reason(event.finish_reason),
                         )
                     ]
                 )

@@ -1,0 +1,115 @@
+"""Where a decode step's time goes: tunelab's generation worker vs plain `generate`,
+in one process, no HTTP, interleaved rounds (so a busy, shared machine slows both
+alike), reporting the median per-token wall time and CPU time of each.
+
+The worker is driven exactly as the server drives it (a Generation submitted, its
+events consumed on another thread); the baseline is `model.generate` with a KV
+cache, greedy, the same prompt and the same token count (end-of-turn banned on
+both sides). Run it under py-spy to see the worker's step broken down:
+
+    .venv/bin/python benchmarks/decode_step.py [--tokens 64] [--rounds 5] [--dtype float32]
+    .venv/bin/py-spy record -o /tmp/step.svg -- .venv/bin/python benchmarks/decode_step.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+from tunelab.inference.engine import stop_token_ids
+from tunelab.inference.handle import Finished, Generation, SamplingParams
+from tunelab.inference.worker import GenerationWorker
+from tunelab.models.loading import load_causal_lm, load_tokenizer
+from tunelab.models.registry import SMOLLM2, Registry
+from tunelab.settings import Settings
+
+PROMPT = "Write a short poem about the sea."
+
+
+def timed(fn: Any) -> tuple[float, float]:
+    """(wall, process CPU) seconds of fn() run on a fresh thread, like the worker's
+    (process CPU: torch's intra-op threads count too, on both sides)."""
+    out: list[tuple[float, float]] = []
+
+    def body() -> None:
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        out.append((time.perf_counter() - t, time.process_time() - c))
+
+    th = threading.Thread(target=body)
+    th.start()
+    th.join()
+    return out[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    args = ap.parse_args()
+    torch.set_grad_enabled(False)
+    cache = Settings().model_cache_dir
+    spec = Registry.load().get(SMOLLM2)
+    tok = load_tokenizer(spec, cache)
+    model = load_causal_lm(spec, cache, dtype=getattr(torch, args.dtype))
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": PROMPT}], tokenize=False, add_generation_prompt=True
+    )
+    ids = list(tok(text, add_special_tokens=False)["input_ids"])
+    worker = GenerationWorker(
+        model, tok, name="bench", max_batch=8, max_queued=8, adapter_capacity=1
+    )
+    stops = stop_token_ids(tok, worker)
+    ban = dict.fromkeys(stops, -100.0)
+
+    def plain() -> None:
+        with torch.inference_mode():
+            model.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                max_new_tokens=args.tokens,
+                min_new_tokens=args.tokens,
+                do_sample=False,
+                pad_token_id=tok.eos_token_id,
+            )
+
+    def ours() -> None:
+        params = SamplingParams(max_tokens=args.tokens, temperature=0, logit_bias=ban)
+        gen = Generation(ids, params, stop_token_ids=stops)
+        worker.submit(gen)
+        last = None
+        for ev in gen.events():
+            last = ev
+        assert isinstance(last, Finished) and last.completion_tokens == args.tokens, last
+
+    plain(), ours()  # warm up
+    runs: dict[str, list[tuple[float, float]]] = {"plain generate": [], "tunelab worker": []}
+    for _ in range(args.rounds):
+        runs["plain generate"].append(timed(plain))
+        runs["tunelab worker"].append(timed(ours))  # the worker thread decodes meanwhile
+    worker.close()
+    n = args.tokens
+    print(f"SmolLM2-135M {args.dtype}, {n} tokens, {args.rounds} interleaved rounds (median)")
+    base_wall = statistics.median(w for w, _ in runs["plain generate"]) / n
+    base_cpu = statistics.median(c for _, c in runs["plain generate"]) / n
+    for name, rs in runs.items():
+        wall = statistics.median(w for w, _ in rs) / n
+        cpu = statistics.median(c for _, c in rs) / n
+        print(
+            f"{name:15} {1000 * wall:7.2f} ms/token wall ({base_wall / wall:4.2f}x plain)  "
+            f"{1000 * cpu:7.2f} ms/token CPU ({base_cpu / cpu:4.2f}x plain)"
+        )
+
+
+if __name__ == "__main__":
+    main()
