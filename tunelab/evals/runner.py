@@ -35,6 +35,7 @@ from tunelab.evals.tables import EvalOutputItemRow, EvalRow, EvalRunRow
 from tunelab.evals.templates import render, resolve
 from tunelab.files import FileStore
 from tunelab.ids import new_id, random_token
+from tunelab.inference.grammars import json_object_grammar
 from tunelab.inference.params import SamplingRequest
 from tunelab.inference.service import InferenceService, Submitted
 
@@ -354,7 +355,7 @@ def _request(sp: Sampling) -> SamplingRequest:
         temperature=sp.temperature if sp.temperature is not None else 1.0,
         top_p=sp.top_p if sp.top_p is not None else 1.0,
         seed=sp.seed,
-        json_mode=sp.json_mode,
+        grammar=json_object_grammar() if sp.json_mode else None,
     )
 
 
