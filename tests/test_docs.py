@@ -53,7 +53,10 @@ BLOCKS = _collect()
 @pytest.mark.parametrize(("name", "code"), BLOCKS, ids=[n for n, _ in BLOCKS])
 def test_python_blocks_run(name: str, code: str, server: str, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    exec(compile(code.replace(DEFAULT_URL, server + "/v1"), name, "exec"), {"__name__": "__main__"})
+    # dont_inherit: the block runs as a user's script would, without this module's
+    # `from __future__ import annotations` (which pydantic models in a block can't resolve).
+    source = code.replace(DEFAULT_URL, server + "/v1")
+    exec(compile(source, name, "exec", dont_inherit=True), {"__name__": "__main__"})
 
 
 def tunelab_lines(path: Path) -> list[str]:
