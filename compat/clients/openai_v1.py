@@ -207,8 +207,9 @@ def _() -> str:
         "messages": [{"role": "user", "content": "What is the weather in Paris, in celsius?"}],
         "tools": [WEATHER],
         "tool_choice": "required",
+        "parallel_tool_calls": False,  # one call: greedy SmolLM2 may otherwise add a second
         "temperature": 0,
-        "max_tokens": 40,
+        "max_tokens": 80,
     }
     plain = client.chat.completions.create(**kw).choices[0]  # type: ignore[call-overload]
     with client.chat.completions.stream(**kw) as stream:  # type: ignore[arg-type]
