@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -60,9 +61,7 @@ class LocalBlobStore:
         root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        if not key or "/" in key or key.startswith("."):
-            raise ValueError(f"invalid blob key {key!r}")
-        return self.root / key
+        return self.root / check_key(key)
 
     def put(
         self,
@@ -73,25 +72,9 @@ class LocalBlobStore:
         check: Callable[[Path], None] | None = None,
     ) -> Stored:
         final = self._path(key)
-        fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=".upload-")
-        tmp = Path(tmp_name)
-        try:
-            digest = hashlib.sha256()
-            size = 0
-            with os.fdopen(fd, "wb") as out:
-                while chunk := stream.read(CHUNK):
-                    size += len(chunk)
-                    if max_bytes is not None and size > max_bytes:
-                        raise TooLarge(key)
-                    digest.update(chunk)
-                    out.write(chunk)
-            if check is not None:
-                check(tmp)
+        with spooled(stream, self.root, key, max_bytes=max_bytes, check=check) as (tmp, stored):
             os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return Stored(size, digest.hexdigest())
+        return stored
 
     def local_path(self, key: str) -> Path:
         return self._path(key)
@@ -101,3 +84,40 @@ class LocalBlobStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
+
+
+def check_key(key: str) -> str:
+    """A blob key is one plain file name (no folders, nothing hidden)."""
+    if not key or "/" in key or key.startswith("."):
+        raise ValueError(f"invalid blob key {key!r}")
+    return key
+
+
+@contextmanager
+def spooled(
+    stream: BinaryIO,
+    directory: Path,
+    key: str,
+    *,
+    max_bytes: int | None,
+    check: Callable[[Path], None] | None,
+) -> Iterator[tuple[Path, Stored]]:
+    """`stream` in a temporary file in `directory`: size-bounded, hashed, checked.
+    The caller moves the file where it belongs; whatever is left is removed."""
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".upload-")
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        size = 0
+        with os.fdopen(fd, "wb") as out:
+            while chunk := stream.read(CHUNK):
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise TooLarge(key)
+                digest.update(chunk)
+                out.write(chunk)
+        if check is not None:
+            check(tmp)
+        yield tmp, Stored(size, digest.hexdigest())
+    finally:
+        tmp.unlink(missing_ok=True)

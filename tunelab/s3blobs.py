@@ -15,7 +15,6 @@ and S3 publishes an object only when its upload completes.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
-from tunelab.blobs import CHUNK, Stored, TooLarge
+from tunelab.blobs import Stored, check_key, spooled
 
 
 class S3BlobStore:
@@ -49,8 +48,7 @@ class S3BlobStore:
         self._s3 = client
 
     def _object(self, key: str) -> str:
-        if not key or "/" in key or key.startswith("."):
-            raise ValueError(f"invalid blob key {key!r}")
+        check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def put(
@@ -62,28 +60,13 @@ class S3BlobStore:
         check: Callable[[Path], None] | None = None,
     ) -> Stored:
         name = self._object(key)
-        fd, tmp_name = tempfile.mkstemp(dir=self.cache_dir, prefix=".upload-")
-        tmp = Path(tmp_name)
-        try:
-            digest = hashlib.sha256()
-            size = 0
-            with os.fdopen(fd, "wb") as out:
-                while chunk := stream.read(CHUNK):
-                    size += len(chunk)
-                    if max_bytes is not None and size > max_bytes:
-                        raise TooLarge(key)
-                    digest.update(chunk)
-                    out.write(chunk)
-            if check is not None:
-                check(tmp)
+        spool = spooled(stream, self.cache_dir, key, max_bytes=max_bytes, check=check)
+        with spool as (tmp, stored):
             # upload_file switches to a multipart upload for large files; the object
             # appears only when every part is in.
             self._s3.upload_file(str(tmp), self.bucket, name)
             os.replace(tmp, self.cache_dir / key)  # this process reads it back locally
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return Stored(size, digest.hexdigest())
+        return stored
 
     def local_path(self, key: str) -> Path:
         """The cached copy, downloaded on first use. Like the local store, the path
