@@ -15,7 +15,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.support import chromium, register_models, run_server, sdk
+from tests.support import chromium, dashboard_page, is_local, register_models, run_server, sdk
 from tests.tiny_models import build_tiny_chat_model, tiny_registry_entry
 from tunelab.settings import Settings
 
@@ -96,3 +96,18 @@ def browser() -> Iterator[Any]:
     """Debian's headless Chromium, driven by Playwright (the dashboard's tests)."""
     with chromium() as b:
         yield b
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A dashboard page that fails its test on a script error or a request to
+    another host (the dashboard works offline)."""
+    page = dashboard_page(browser)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    elsewhere: list[str] = []
+    page.on("request", lambda r: None if is_local(r.url) else elsewhere.append(r.url))
+    yield page
+    page.context.close()
+    assert not errors, f"script errors in the page: {errors}"
+    assert not elsewhere, f"requests to other hosts: {elsewhere}"

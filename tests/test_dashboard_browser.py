@@ -20,8 +20,6 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.support import (
-    dashboard_page,
-    is_local,
     register_models,
     run_server,
     screenshot,
@@ -49,19 +47,6 @@ def url(
     register_models(settings, [tiny_registry_entry(tiny_chat_dir)])
     with run_server(settings) as base:
         yield base
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    page = dashboard_page(browser)
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    elsewhere: list[str] = []  # the dashboard works offline: it loads nothing from elsewhere
-    page.on("request", lambda r: None if is_local(r.url) else elsewhere.append(r.url))
-    yield page
-    page.context.close()
-    assert not errors, f"script errors in the page: {errors}"
-    assert not elsewhere, f"requests to other hosts: {elsewhere}"
 
 
 def chat_file(n: int) -> str:

@@ -26,8 +26,6 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.support import (
-    dashboard_page,
-    is_local,
     register_models,
     run_server,
     screenshot,
@@ -64,19 +62,6 @@ def runtime(
 def url(runtime: Runtime) -> Iterator[str]:
     with run_server(runtime) as base:
         yield base
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    page = dashboard_page(browser)
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    elsewhere: list[str] = []  # the dashboard works offline: it loads nothing from elsewhere
-    page.on("request", lambda r: None if is_local(r.url) else elsewhere.append(r.url))
-    yield page
-    page.context.close()
-    assert not errors, f"script errors in the page: {errors}"
-    assert not elsewhere, f"requests to other hosts: {elsewhere}"
 
 
 def api(url: str, key: str) -> httpx.Client:
