@@ -191,6 +191,9 @@ class Server:
         env.update(
             HF_HUB_OFFLINE="1",
             TUNELAB_CACHE_DIR=str(ROOT / ".tunelab" / "test-cache"),  # converted models, shared
+            # The docs' examples name no max_tokens; sampled SmolLM2 may then fill its
+            # 8k window (20+ min on a 2-core CPU). An operator's cap, not a client change.
+            TUNELAB_DEFAULT_MAX_TOKENS="256",
         )
         self.log = open(log, "w", encoding="utf-8")  # noqa: SIM115
         self.proc = subprocess.Popen(

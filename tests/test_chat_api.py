@@ -217,3 +217,23 @@ def test_legacy_completions_refuses_suffix(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as e:
         client.completions.create(model=TINY_CHAT, prompt="def f():", suffix="return 1")
     assert e.value.param == "suffix"
+
+
+def test_operator_default_max_tokens_caps_only_requests_that_name_none(
+    tmp_path: Path, model_cache: Path, tiny_chat_dir: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", cache_dir=model_cache, default_max_tokens=9)
+    register_models(settings, [tiny_registry_entry(tiny_chat_dir)])
+    with run_server(settings) as url:
+        capped = sdk(url).chat.completions.create(model=TINY_CHAT, messages=HI, seed=1)
+        asked = sdk(url).chat.completions.create(
+            model=TINY_CHAT, messages=HI, seed=1, max_tokens=14
+        )
+        legacy = sdk(url).completions.create(model=TINY_CHAT, prompt="Say", seed=1)
+    assert capped.usage.completion_tokens <= 9
+    assert capped.choices[0].finish_reason == "length" or capped.usage.completion_tokens < 9
+    # the same seeded sampling, asked for more: the cap was a default, not a limit
+    assert asked.usage.completion_tokens > 9
+    assert asked.choices[0].message.content.startswith(capped.choices[0].message.content)
+    # /v1/completions has its own documented default (16), which the cap leaves alone
+    assert legacy.usage.completion_tokens == 16

@@ -153,7 +153,7 @@ def build_runtime(
         from tunelab.inference.vllm import VLLMEngine
 
         engine = VLLMEngine(engine, settings.model_cache_dir)  # those models go there
-    inference = InferenceService(engine, catalog)
+    inference = InferenceService(engine, catalog, default_max_tokens=settings.default_max_tokens)
     retrieval = build_retrieval(
         db,
         files,

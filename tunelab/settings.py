@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     # Inference: LoRA adapters kept attached, and the bound on waiting requests.
     adapter_cache_size: int = 8
     max_queued_requests: int = 64
+    # Output tokens when a request names no max_tokens / max_output_tokens. None is
+    # OpenAI's rule (whatever room the context window leaves: thousands of tokens, many
+    # minutes on a CPU for a model that never says stop); an operator can cap it.
+    # A request that names a value may still ask for up to the context window.
+    default_max_tokens: int | None = Field(default=None, ge=1)
     # Sequences decoded together in one batch per loaded model (n choices count each).
     max_batch_size: int = 16
     # Weights' dtype for serving: "auto" is bfloat16 where the device computes it

@@ -84,8 +84,12 @@ def sampling_params(
     context_length: int,
     vocab_size: int,
     prompt_param: str = "messages",
+    default_max_tokens: int | None = None,
 ) -> SamplingParams:
-    """Validate everything and fix max_tokens against the model's context window."""
+    """Validate everything and fix max_tokens against the model's context window.
+
+    With no max_tokens in the request, generation may fill the context window, or
+    stop at `default_max_tokens` when the operator set one (TUNELAB_DEFAULT_MAX_TOKENS)."""
     _range("temperature", req.temperature, 0, 2)
     _range("top_p", req.top_p, 0, 1)
     if req.n is not None and not 1 <= req.n <= MAX_N:
@@ -120,7 +124,9 @@ def sampling_params(
             code="context_length_exceeded",
         )
     return SamplingParams(
-        max_tokens=req.max_tokens if req.max_tokens is not None else room,
+        max_tokens=req.max_tokens
+        if req.max_tokens is not None
+        else min(room, default_max_tokens or room),
         temperature=1.0 if req.temperature is None else float(req.temperature),
         top_p=1.0 if req.top_p is None else float(req.top_p),
         n=req.n or 1,

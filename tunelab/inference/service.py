@@ -243,9 +243,12 @@ def chat_messages(messages: Sequence[Mapping[str, object]]) -> list[dict[str, ob
 class InferenceService:
     """Chat and text completions for a project's models, over one `ChatEngine`."""
 
-    def __init__(self, engine: ChatEngine, catalog: Catalog) -> None:
+    def __init__(
+        self, engine: ChatEngine, catalog: Catalog, *, default_max_tokens: int | None = None
+    ) -> None:
         self.engine = engine
         self.catalog = catalog
+        self.default_max_tokens = default_max_tokens
 
     def target(self, project: str, model: str) -> Target:
         """Resolve a model id for this project; refuse models that cannot chat."""
@@ -277,6 +280,7 @@ class InferenceService:
             context_length=self.engine.context_length(target),
             vocab_size=len(tokenizer),
             prompt_param=prompt_param,
+            default_max_tokens=self.default_max_tokens,
         )
         gen = self.engine.submit(target, prompt_ids, params)
         return Submitted(target.id, prompt_ids, gen, tokenizer, plan)
