@@ -162,7 +162,9 @@ class StorePostings:
         order = np.argsort(pairs["term"], kind="stable")
         return cls(version, chunk_ids, lengths, pairs["term"][order], rows[order], tf[order])
 
-    def scores(self, query: str) -> tuple[np.ndarray, np.ndarray]:
+    def scores(
+        self, query: str, store: tuple[int, float] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(rows, score) of the chunks that contain a query term; score in [0, 1].
 
         The score is BM25 divided by the BM25 of an average-length chunk holding each
@@ -170,14 +172,18 @@ class StorePostings:
         words that the chunk contains. A query term absent from the store still counts
         in the divisor, so a chunk that shares one common word with a long question
         scores low however the store is made up.
+
+        `store`: (chunks, average length) of the whole store when these postings
+        hold only some of its chunks, all those that contain a query term (so the
+        document frequencies are still the store's): how PostgreSQL ranks.
         """
         hashes = query_terms(query)
-        n = len(self.chunk_ids)
-        if not hashes or n == 0:
+        if not hashes or len(self.chunk_ids) == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        avgdl = float(self.lengths.mean()) or 1.0
+        n, avgdl = store if store is not None else (len(self.chunk_ids), self.lengths.mean())
+        avgdl = float(avgdl) or 1.0
         norm = BM25_K1 * (1 - BM25_B + BM25_B * self.lengths / avgdl)
-        total = np.zeros(n, dtype=np.float32)
+        total = np.zeros(len(self.chunk_ids), dtype=np.float32)
         full = 0.0
         for h in hashes:
             lo, hi = np.searchsorted(self.terms, [h, h + 1])
@@ -194,18 +200,13 @@ class StorePostings:
 class KeywordIndex:
     """Per-store BM25 postings cached in RAM, rebuilt when the store's version moves.
 
-    The terms of a chunk are computed once, at ingestion (`encode`), and stored on
-    its row; rows from before they were stored are tokenised when loaded.
+    The terms of a chunk are computed once, at ingestion (`terms.encode_terms`), and
+    stored on its row; rows from before they were stored are tokenised when loaded.
     """
 
     def __init__(self) -> None:
         self._cache: dict[str, StorePostings] = {}
         self._lock = threading.Lock()
-
-    @staticmethod
-    def encode(text: str) -> bytes:
-        """The keyword terms of a chunk, as stored in `vector_store_chunks.keyword_terms`."""
-        return encode_terms(text)
 
     def postings(self, s: Session, store_id: str, version: int) -> StorePostings:
         cached = self._cache.get(store_id)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,9 +30,9 @@ from tunelab.errors import NotFound
 from tunelab.files import FileStore
 from tunelab.retrieval.chunking import Chunk, StaticStrategy, chunk_text
 from tunelab.retrieval.documents import DocumentError, extract_text
-from tunelab.retrieval.index import KeywordIndex
 from tunelab.retrieval.language import StoreModels
 from tunelab.retrieval.tables import ChunkRow, VectorStoreFileRow, VectorStoreRow
+from tunelab.retrieval.terms import encode_terms
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +82,17 @@ class Ingestor:
         db: Database,
         files: FileStore,
         embeddings: Embedder,
-        keyword: KeywordIndex,
         models: StoreModels,
+        *,
+        on_chunks: Callable[[Session, list[ChunkRow]], None] | None = None,
     ) -> None:
         self.db = db
         self.files = files
         self.embeddings = embeddings
-        self.keyword = keyword
         self.models = models
+        # Called with a file's new chunk rows (ids assigned) in the transaction that
+        # commits them: PostgreSQL's chunk index (`pgindex.py`) is written there.
+        self.on_chunks = on_chunks
         # Chunking uses its own tokenizer copy (fast tokenizers are not thread-safe).
         self._tokenizers: dict[str, Any] = {}
         self._queue: queue.Queue[_Job | None] = queue.Queue()
@@ -196,7 +200,7 @@ class Ingestor:
         window = self.embeddings.max_tokens(job.model) - tokenizer.num_special_tokens_to_add()
         strategy = StaticStrategy(row.max_chunk_tokens, row.chunk_overlap_tokens).clamped(window)
         job.chunks = chunk_text(text_, tokenizer, strategy)
-        job.terms = [self.keyword.encode(c.text) for c in job.chunks]
+        job.terms = [encode_terms(c.text) for c in job.chunks]
         return True
 
     def _settle_model(self, store_id: str, text: str) -> str | None:
@@ -265,6 +269,9 @@ class Ingestor:
                 for n, c in enumerate(job.chunks)
             ]
             s.add_all(rows)
+            if self.on_chunks is not None:
+                s.flush()
+                self.on_chunks(s, rows)
             row.status = "completed"
             row.last_error_code = row.last_error_message = None
             row.usage_bytes = sum(len(r.text.encode()) + len(r.embedding) for r in rows)
