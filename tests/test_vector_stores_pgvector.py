@@ -182,5 +182,27 @@ def test_keyword_ranking_and_filters_match_the_exact_path(synthetic: Any) -> Non
             assert {f for _, _, f in have} <= files.allowed
 
 
+def test_chunks_written_before_the_index_are_indexed_at_startup(synthetic: Any) -> None:
+    """What `Retrieval.start` runs: chunks without an index row (a store from before
+    migration 0011) get one, in batches, once."""
+    db, store_id, _ = synthetic
+    count = text(
+        f"SELECT count(*) FROM vector_store_chunk_index WHERE vector_store_id = '{store_id}'"
+    )
+    with db.begin() as s:
+        s.execute(
+            text(
+                "DELETE FROM vector_store_chunk_index WHERE chunk_id IN (SELECT chunk_id FROM "
+                "vector_store_chunk_index WHERE vector_store_id = :s ORDER BY chunk_id LIMIT 300)"
+            ),
+            {"s": store_id},
+        )
+        assert s.execute(count).scalar() == N_FILES * PER_FILE - 300
+    assert PgChunkIndex().catch_up(db, batch=128) == 300
+    assert PgChunkIndex().catch_up(db) == 0
+    with db() as s:
+        assert s.execute(count).scalar() == N_FILES * PER_FILE
+
+
 # A second server (replica) on the same database finds the store, then deletes it.
 test_index_survives_a_restart_and_store_delete = api.test_index_survives_a_restart_and_store_delete
