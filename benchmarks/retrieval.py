@@ -134,6 +134,19 @@ def chunk_texts(database_url: str, store_id: str) -> list[str]:
     return [r[0] for r in rows]
 
 
+def file_names(database_url: str, store_id: str) -> list[tuple[str, str]]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.connect() as c:
+        rows = c.execute(
+            text("SELECT file_id, filename FROM vector_store_files WHERE vector_store_id = :s"),
+            {"s": store_id},
+        ).all()
+    engine.dispose()
+    return [(r[0], r[1]) for r in rows]
+
+
 def tunelab_rows(client, database_url: str, corpus: Corpus, model, prefix: str):  # type: ignore[no-untyped-def]
     """Index `corpus` through the API and score the rankers; prints ingestion speed.
     Returns the scores of each ranker and the store's id."""
@@ -292,8 +305,11 @@ def quality(  # type: ignore[no-untyped-def]
                 label = f"tunelab {name}" if name in RANKERS else name
                 print(f"  {label:<22}{scores.row()}", flush=True)
             if database:
-                questions = [q.question for q in corpus.questions()]
-                hnsw.compare(database, store, questions, model, qprefix, pprefix)
+                qs = corpus.questions()
+                page_of = {d.filename: d.name for d in corpus.documents}
+                files = {f: page_of[n] for f, n in file_names(database, store)}
+                hnsw.compare(database, store, [q.question for q in qs], model, qprefix,
+                             pprefix, [q.page for q in qs], files)  # fmt: skip
 
 
 def main() -> None:

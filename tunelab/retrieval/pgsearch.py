@@ -36,7 +36,7 @@ from tunelab.retrieval.backend import Files, Ranked, StoreQuery
 from tunelab.retrieval.index import StorePostings
 from tunelab.retrieval.pgindex import TABLE, _vector_type, lexemes
 from tunelab.retrieval.ranking import dense_scores, hybrid_scores, spread_files, with_document
-from tunelab.retrieval.terms import decode_terms, encode_terms, terms
+from tunelab.retrieval.terms import encode_terms, query_terms, terms
 
 # Candidates per requested result, and at least MIN_CANDIDATES: spread_files can
 # reach deep into the raw ranking when one file holds many good chunks.
@@ -56,46 +56,57 @@ _SETTINGS = _sql(
     "set_config('hnsw.iterative_scan', 'relaxed_order', true)"
 )
 _STATS = _sql(
-    f"SELECT count(*), coalesce(avg(n_terms), 0) FROM {TABLE} WHERE vector_store_id = :store"
+    f"SELECT count(*), coalesce(avg(n_terms), 0), max(dims) FROM {TABLE} "
+    "WHERE vector_store_id = :store"
 )
-_DIMS = _sql(f"SELECT dims FROM {TABLE} WHERE vector_store_id = :store LIMIT 1")
 _KEYWORD = _sql(
-    f"SELECT i.chunk_id, i.file_id, c.keyword_terms, "
+    f"SELECT i.chunk_id, i.file_id, i.n_terms, c.keyword_terms, "
     f"CASE WHEN c.keyword_terms IS NULL THEN c.text END "
     f"FROM {TABLE} i JOIN vector_store_chunks c ON c.id = i.chunk_id "
     f"WHERE i.vector_store_id = :store AND i.keywords @@ CAST(:query AS tsquery)"
 )
-_COSINES = _sql(
-    f"SELECT chunk_id, -(embedding <#> CAST(:q AS vector)) FROM {TABLE} WHERE chunk_id = ANY(:ids)",
-    q=_vector_type(),
-    ids=ARRAY(Integer),
-)
-_FIRST = _sql(
-    f"SELECT file_id, -(embedding <#> CAST(:q AS vector)) FROM {TABLE} "
-    "WHERE vector_store_id = :store AND file_id = ANY(:files) AND position = 0",
-    q=_vector_type(),
-    files=ARRAY(Text),
-)
+_FILE_FILTERS = {
+    "": "",
+    "allowed": " AND file_id = ANY(:files)",
+    "excluded": " AND file_id <> ALL(:files)",
+}
+
+
+def _nearest_statement(dims: int, file_filter: str) -> str:
+    """The k nearest chunks of one store, with their cosine; the distance is the HNSW
+    index's expression, so the planner can use the index (or, when the store's rows
+    are few, read them through the store's b-tree and sort: exact)."""
+    distance = f"(embedding::vector({dims})) <#> CAST(:q AS vector({dims}))"
+    return (
+        f"SELECT chunk_id, file_id, -({distance}) AS cos FROM {TABLE} "
+        f"WHERE dims = {dims} AND vector_store_id = :store{_FILE_FILTERS[file_filter]} "
+        f"ORDER BY {distance} LIMIT :k"
+    )
 
 
 @functools.cache
 def _nearest_sql(dims: int, file_filter: str) -> Any:
-    """The k nearest chunks of one store; the expression is the HNSW index's, so the
-    planner can use it (or, for a small store, scan the store's rows exactly)."""
-    distance = f"(embedding::vector({dims})) <#> CAST(:q AS vector({dims}))"
-    where = {
-        "": "",
-        "allowed": " AND file_id = ANY(:files)",
-        "excluded": " AND file_id <> ALL(:files)",
-    }[file_filter]
+    types = {"q": _vector_type()} | ({"files": ARRAY(Text)} if file_filter else {})
+    return _sql(_nearest_statement(dims, file_filter), **types)
+
+
+@functools.cache
+def _candidates_sql(dims: int, file_filter: str) -> Any:
+    """One round trip for a query's dense side: the nearest chunks, the `extra` chunks
+    (the best keyword ones, for hybrid) with their cosine, and for each the cosine of
+    its file's first chunk."""
+    cosine = "-(embedding <#> CAST(:q AS vector))"
     statement = (
-        f"SELECT chunk_id, file_id, -({distance}) FROM {TABLE} "
-        f"WHERE dims = {dims} AND vector_store_id = :store{where} "
-        f"ORDER BY {distance} LIMIT :k"
+        f"WITH near AS MATERIALIZED ({_nearest_statement(dims, file_filter)}), "
+        f"cand AS (SELECT chunk_id, file_id, cos FROM near UNION ALL "
+        f"SELECT chunk_id, file_id, {cosine} FROM {TABLE} WHERE chunk_id = ANY(:extra) "
+        f"AND chunk_id NOT IN (SELECT chunk_id FROM near)) "
+        f"SELECT c.chunk_id, c.file_id, c.cos, (SELECT {cosine} FROM {TABLE} f "
+        f"WHERE f.vector_store_id = :store AND f.file_id = c.file_id AND f.position = 0) "
+        f"FROM cand c"
     )
-    if file_filter:
-        return _sql(statement, q=_vector_type(), files=ARRAY(Text))
-    return _sql(statement, q=_vector_type())
+    types = {"q": _vector_type(), "extra": ARRAY(Integer)}
+    return _sql(statement, **types | ({"files": ARRAY(Text)} if file_filter else {}))
 
 
 def tsquery(query: str) -> str | None:
@@ -124,8 +135,7 @@ class PgSearch:
         cached = self._stats.get(store_id)
         if cached is not None and cached[0] == version:
             return cached[1], cached[2]
-        n, avg = s.execute(_STATS, {"store": store_id}).one()
-        dims = s.execute(_DIMS, {"store": store_id}).scalar()
+        n, avg, dims = s.execute(_STATS, {"store": store_id}).one()
         entry = (version, (int(n), float(avg)), None if dims is None else int(dims))
         with self._lock:
             self._stats[store_id] = entry
@@ -177,8 +187,10 @@ class PgSearch:
         if not rows:
             return {}
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        per_chunk = [decode_terms(t if t is not None else encode_terms(x)) for _, _, t, x in rows]
-        hit, score = StorePostings.build(0, ids, per_chunk).scores(query, stats)
+        lengths = np.fromiter((r[2] for r in rows), dtype=np.float32, count=len(rows))
+        blobs = [t if t is not None else encode_terms(x) for _, _, _, t, x in rows]
+        postings = StorePostings.of_terms(ids, lengths, blobs, query_terms(query))
+        hit, score = postings.scores(query, stats)
         out: dict[int, float] = {}
         for row, value in zip(hit, score, strict=True):
             cid, file_id = int(rows[row][0]), rows[row][1]
@@ -207,30 +219,21 @@ class PgSearch:
             mode, params["files"] = "excluded", sorted(files.excluded)
         else:
             mode, params["files"] = "allowed", sorted(files.allowed)
-        cosine: dict[int, float] = {}
-        for cid, file_id, cos in s.execute(_nearest_sql(dims, mode), params):
-            if file_id in files.allowed:
-                cosine[cid] = float(cos)
-                file_of[cid] = file_id
+        params["extra"] = []
         if q.ranker == "hybrid" and keyword:
-            best_kw = sorted(keyword, key=lambda c: -keyword[c])[:n_candidates]
-            missing = [c for c in best_kw if c not in cosine]
-            if missing:
-                found = s.execute(_COSINES, {"q": vector, "ids": missing}).all()
-                cosine.update((int(c), float(v)) for c, v in found)
-        if not cosine:
+            params["extra"] = sorted(keyword, key=lambda c: -keyword[c])[:n_candidates]
+        ids: list[int] = []
+        cosines: list[tuple[float, float]] = []  # (own, the file's first chunk's)
+        for cid, file_id, cos, head in s.execute(_candidates_sql(dims, mode), params):
+            if file_id in files.allowed:
+                ids.append(cid)
+                cosines.append((float(cos), float(cos if head is None else head)))
+                file_of[cid] = file_id
+        if not ids:
             return {}
-        ids = list(cosine)
-        files_here = sorted({file_of[c] for c in ids})
-        first = dict(s.execute(_FIRST, {"store": store_id, "q": vector, "files": files_here}).all())
-        # with_document's rows: the candidates, then each file's first chunk.
-        own = np.array([cosine[c] for c in ids], dtype=np.float32)
-        heads = np.array([first.get(f, 0.0) for f in files_here], dtype=np.float32)
-        head_row = {f: len(ids) + i for i, f in enumerate(files_here)}
-        first_rows = np.array([head_row[file_of[c]] for c in ids], dtype=np.int64)
-        both = dense_scores(np.concatenate([own, heads]), q.floor)
-        heads_first = len(ids) + np.arange(len(heads))
-        dense = with_document(both, np.concatenate([first_rows, heads_first]))[: len(ids)]
+        both = dense_scores(np.array(cosines, dtype=np.float32).T.ravel(), q.floor)
+        # with_document's rows: the candidates, then the first chunk of each one's file.
+        dense = with_document(both, len(ids) + np.arange(2 * len(ids)) % len(ids))[: len(ids)]
         if q.ranker == "hybrid":
             kw = np.array([keyword.get(c, 0.0) for c in ids], dtype=np.float32)
             dense = hybrid_scores(dense, kw)
