@@ -146,7 +146,8 @@ class PgSearch:
         if stats[0] == 0 or dims is None:
             return []
         n_candidates = max(CANDIDATES_PER_RESULT * q.k, MIN_CANDIDATES)
-        s.execute(_SETTINGS, {"ef": str(min(max(n_candidates, 40), MAX_EF_SEARCH))})
+        if q.ranker != "keyword":
+            s.execute(_SETTINGS, {"ef": str(min(max(n_candidates, 40), MAX_EF_SEARCH))})
         file_of: dict[int, str] = {}
         best: dict[int, float] = {}
         for qi, query in enumerate(q.queries):
