@@ -24,7 +24,7 @@ ingestion calls. A throwaway PostgreSQL cluster is started (tests/postgres.py;
 pgvector from `make system-deps`).
 
     .venv/bin/python benchmarks/hnsw.py [--models all-minilm-l6-v2]
-        [--corpora man-en,python-doc,man-zh] [--chunks 254/127]
+        [--corpora man-en,python-doc,man-zh] [--chunks 800/400]
 
 `benchmarks/retrieval.py --backends postgres` runs `compare` on stores filled
 through the API of a `tunelab serve` on PostgreSQL instead.
@@ -54,7 +54,7 @@ from tunelab.retrieval.tables import ChunkRow, VectorStoreRow
 from tunelab.retrieval.terms import encode_terms
 
 # Planner settings under which the nearest-chunks query can only use the HNSW index
-# (for a store of a few thousand chunks the planner rightly prefers an exact scan).
+# (for a store of a few thousand chunks the planner prefers an exact scan).
 FORCE_HNSW = text(
     "SELECT set_config('enable_seqscan', 'off', true), "
     "set_config('enable_bitmapscan', 'off', true), set_config('enable_sort', 'off', true)"
@@ -197,7 +197,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="all-minilm-l6-v2")
     ap.add_argument("--corpora", default="man-en,python-doc,man-zh")
-    ap.add_argument("--chunks", default="254/127", help="the default (auto) chunking, clamped")
+    ap.add_argument("--chunks", default="800/400", help="default: auto, clamped to the model")
     args = ap.parse_args()
     corpora, _ = build(ranking_dev.CACHE)
     size, overlap = (int(x) for x in args.chunks.split("/"))
