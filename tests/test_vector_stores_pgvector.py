@@ -32,7 +32,20 @@ pytestmark = pytest.mark.realmodel
 
 KEYS = api.KEYS
 client = api.client
-manual_store = api.manual_store
+
+
+@pytest.fixture(scope="module")
+def manual_store(client: Any) -> tuple[str, str, str]:
+    """The API module's manual store, Markdown only (its PDF copy tests extraction,
+    not the search backend, and would double the ingestion time)."""
+    vs = client.vector_stores.create(name="manual", metadata={"team": "support"})
+    md = client.vector_stores.files.upload_and_poll(
+        vector_store_id=vs.id, file=("manual.md", api.MANUAL.encode())
+    )
+    assert md.status == "completed", md.last_error
+    return vs.id, md.id, md.id
+
+
 # In this order: the last one deletes the manual store.
 test_rankers_and_score_threshold = api.test_rankers_and_score_threshold
 test_attribute_filters_and_updates = api.test_attribute_filters_and_updates
