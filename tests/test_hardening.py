@@ -289,6 +289,17 @@ def test_nan_and_surrogates_are_refused_wherever_they_are(url: str) -> None:
     assert r.status_code == 400 and r.json()["error"]["param"] == "max_num_results"
 
 
+def test_a_nan_attribute_is_refused_not_stored_as_null(url: str) -> None:
+    """Defect 8: `{"attributes": {"k": NaN}}` was stored and came back as null."""
+    alpha = sdk(url, "key-alpha")
+    f = alpha.files.create(file=("a.txt", b"some words"), purpose="assistants")
+    store = alpha.vector_stores.create(name="attrs")
+    body = {"file_id": f.id, "attributes": {"k": float("nan")}}
+    r = post(url, f"/v1/vector_stores/{store.id}/files", body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "attributes.k", r.text
+    assert list(alpha.vector_stores.files.list(store.id)) == []  # nothing stored
+
+
 # -- defect 2 and 8: the key first, then the size, before any body is read --------------------
 
 

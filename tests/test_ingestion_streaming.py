@@ -29,8 +29,6 @@ from tunelab.retrieval.tables import ChunkRow
 from tunelab.runtime import build_runtime
 from tunelab.settings import Settings
 
-pytestmark = pytest.mark.unit
-
 DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data"
 
 
@@ -41,6 +39,7 @@ def tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(Registry.load().get(MINILM).source)
 
 
+@pytest.mark.unit
 @hsettings(max_examples=200, deadline=None)
 @given(
     text=st.text(alphabet=" \t\r\n\x00\u00a0\u3000ab.", max_size=60),
@@ -52,6 +51,7 @@ def test_text_is_tidied_the_same_in_pieces(text: str, cuts: list[int]) -> None:
     assert "".join(streaming.tidied(iter(pieces))) == _tidy(text)
 
 
+@pytest.mark.unit
 def test_windows_give_the_chunks_of_the_whole_text(
     tokenizer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -85,6 +85,7 @@ def paragraphs(n: int) -> Iterator[str]:
         )
 
 
+@pytest.mark.realmodel  # MiniLM's tokenizer and window, loaded by the runtime
 def test_a_large_text_file_is_ingested_in_bounded_memory(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
