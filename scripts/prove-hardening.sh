@@ -3,6 +3,7 @@
 # the code before its fix and passes on this checkout. Not part of CI (minutes).
 #
 #   scripts/prove-hardening.sh            # or: make prove-hardening
+#   scripts/prove-hardening.sh -k role    # only the hardening tests pytest -k selects
 #
 # 1. tests/test_hardening.py of this checkout, run against the code before the
 #    hardening merge (253a1ac^1) and against this checkout. The old code gets this
@@ -11,10 +12,13 @@
 #    tests can import its constants (no old module reads it), and the SDK client of
 #    tests/support.py gets a 60 s timeout, so that a request the old server never
 #    answers fails instead of hanging.
-# 2. Defect 5 (two jobs, one model name) was fixed earlier, in 2280105 (jobs-core),
-#    whose refactor the current tests need. Its old naming function is tested
-#    directly at 2280105^ (16 jobs created at once must get 16 names);
-#    tests/test_jobs_checkpoints.py guards the fix on this checkout.
+# 2. Two defects were fixed before that merge, in refactors today's tests need, so
+#    their old code is tested directly, by a small test written here:
+#    - defect 5 (two jobs, one model name), fixed in 2280105 (jobs-core): at 2280105^,
+#      16 jobs created at once must get 16 names; tests/test_jobs_checkpoints.py
+#      guards the fix on this checkout;
+#    - defect 8's SQLite write lock on reads, fixed in 21dfafa (runtime): at 21dfafa^,
+#      a read must not wait for a writer; test_reads_do_not_wait_for_a_writer guards it.
 #
 # Reports: .tunelab/hardening-proof/*.txt; the last lines printed sum them up.
 set -uo pipefail
@@ -43,6 +47,8 @@ run() {  # $1: checkout, $2: report name, $3...: pytest arguments
     printf '%-22s %s\n' "$name" "$(tail -n 1 "$OUT/$name.txt")"
 }
 
+SELECT=("$@")
+
 checkout 253a1ac^1 old
 cp "$ROOT/tests/test_hardening.py" "$ROOT/tests/support.py" "$TMP/old/tests/"
 cp "$ROOT/tunelab/limits.py" "$TMP/old/tunelab/limits.py"
@@ -64,8 +70,51 @@ def test_jobs_created_at_once_get_distinct_model_names():
     assert len({final_model_name(job) for job in jobs}) == 16
 PY
 
-run "$TMP/old" hardening-old tests/test_hardening.py
-run "$ROOT" hardening-new tests/test_hardening.py
+checkout 21dfafa^ sqlite
+cat > "$TMP/sqlite/tests/test_defect8_sqlite.py" <<'PY'
+import threading
+
+from sqlalchemy import text
+
+from tunelab.db.base import make_engine, make_sessionmaker
+
+
+def test_reads_do_not_wait_for_a_writer(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path}/t.db")
+    with engine.begin() as c:
+        c.execute(text("CREATE TABLE t (x INTEGER)"))
+    session = make_sessionmaker(engine)
+    holding, release, read = threading.Event(), threading.Event(), []
+
+    def writer():
+        with session.begin() as s:
+            s.execute(text("INSERT INTO t VALUES (1)"))
+            holding.set()
+            release.wait(30)
+
+    def reader():
+        try:
+            with session() as s:
+                read.append(list(s.execute(text("SELECT x FROM t"))))
+        except Exception as e:
+            read.append(e)
+
+    w = threading.Thread(target=writer)
+    w.start()
+    try:
+        assert holding.wait(10)
+        r = threading.Thread(target=reader)
+        r.start()
+        r.join(10)  # a reader that waits for the write lock is still waiting
+        assert not r.is_alive() and read and not isinstance(read[0], Exception), read
+    finally:
+        release.set()
+        w.join(30)
+PY
+
+run "$TMP/old" hardening-old tests/test_hardening.py "${SELECT[@]}"
+run "$ROOT" hardening-new tests/test_hardening.py "${SELECT[@]}"
 run "$TMP/names" names-old tests/test_defect5.py
 run "$ROOT" names-new tests/test_jobs_checkpoints.py
+run "$TMP/sqlite" sqlite-old tests/test_defect8_sqlite.py
 echo "per test: grep -E '^(PASSED|FAILED|ERROR)' $OUT/*.txt"

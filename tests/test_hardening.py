@@ -316,12 +316,18 @@ def test_no_body_is_read_without_a_key(url: str) -> None:
         )
         assert head.startswith("HTTP/1.1 401"), head
         assert "key-" not in head
+
+
+def test_malformed_json_without_a_key_is_a_401(url: str) -> None:
     r = httpx.post(
         url + "/v1/chat/completions",
         content=b"{not json",
         headers={"content-type": "application/json"},
     )
     assert r.status_code == 401  # auth comes before parsing
+
+
+def test_the_401_repeats_no_part_of_the_key(url: str) -> None:
     r = httpx.post(
         url + "/v1/chat/completions", content=b"{", headers={"authorization": "Bearer wrong-secret"}
     )
