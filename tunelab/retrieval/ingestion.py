@@ -105,6 +105,7 @@ class Ingestor:
         self._tokenizers: dict[str, Any] = {}
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def submit(self, store_id: str, file_id: str, attempt: int) -> None:
         self._queue.put(_Job(store_id, file_id, attempt))
@@ -130,9 +131,11 @@ class Ingestor:
     def close(self) -> None:
         """Stop after the current group; unfinished files are picked up at next start."""
         if self._thread is not None:
+            self._stopping.set()  # a long file stops between two writes
             self._queue.put(None)
             self._thread.join()
             self._thread = None
+            self._stopping.clear()
 
     def _loop(self) -> None:
         while (job := self._queue.get()) is not None:
@@ -275,6 +278,8 @@ class Ingestor:
                 return False
             if not job.more:
                 return True
+            if self._stopping.is_set():
+                return False  # still in_progress: the next start indexes it again
             self._next_chunks(job)
             self._embed([job])
 
