@@ -50,7 +50,7 @@ from tunelab.retrieval.index import DenseIndex, KeywordIndex
 from tunelab.retrieval.pgindex import PgChunkIndex, hnsw_name
 from tunelab.retrieval.pgsearch import PgSearch, _nearest_sql
 from tunelab.retrieval.ranking import UNRELATED, similarity_floor
-from tunelab.retrieval.tables import ChunkRow, VectorStoreRow
+from tunelab.retrieval.tables import ChunkRow, VectorStoreFileRow, VectorStoreRow
 from tunelab.retrieval.terms import encode_terms
 
 # Planner settings under which the nearest-chunks query can only use the HNSW index
@@ -165,6 +165,10 @@ def write_store(db: Database, store_id: str, ix: Any, model_id: str) -> None:
     with db.begin() as s:
         s.add(VectorStoreRow(id=store_id, project="bench", embedding_model=model_id,
                              index_version=1, created_at=0, last_active_at=0))  # fmt: skip
+        for name in ix.names:
+            s.add(VectorStoreFileRow(vector_store_id=store_id, file_id=name, project="bench",
+                                     filename=name, status="completed", max_chunk_tokens=0,
+                                     chunk_overlap_tokens=0, created_at=0))  # fmt: skip
     position: dict[int, int] = {}
     for start in range(0, len(ix.texts), 500):
         rows = []

@@ -25,7 +25,7 @@ from tunelab.retrieval.backend import ExactSearch, Files, StoreQuery
 from tunelab.retrieval.index import DenseIndex, KeywordIndex
 from tunelab.retrieval.pgindex import PgChunkIndex, hnsw_name
 from tunelab.retrieval.pgsearch import PgSearch, _nearest_sql
-from tunelab.retrieval.tables import ChunkRow, VectorStoreRow
+from tunelab.retrieval.tables import ChunkRow, VectorStoreFileRow, VectorStoreRow
 from tunelab.settings import Settings
 
 pytestmark = pytest.mark.realmodel
@@ -119,8 +119,15 @@ def _synthetic_store(db: Database, rng: np.random.Generator) -> tuple[str, np.nd
                 created_at=0, last_active_at=0,
             )
         )  # fmt: skip
-        rows = []
+        rows: list[Any] = []
         for f in range(N_FILES):
+            s.add(
+                VectorStoreFileRow(
+                    vector_store_id=store_id, file_id=f"file-{f}", project="p",
+                    filename=f"{f}.txt", status="completed", max_chunk_tokens=800,
+                    chunk_overlap_tokens=400, created_at=0,
+                )
+            )  # fmt: skip
             centre = topics[rng.integers(len(topics))] + 0.6 * rng.standard_normal(DIMS)
             for p in range(PER_FILE):
                 v = (centre + 0.5 * rng.standard_normal(DIMS)).astype(np.float32)

@@ -4,18 +4,24 @@ Attaching a file only writes an `in_progress` row and queues (store, file, attem
 here; a background thread does the work so the request returns at once (the SDK's
 `upload_and_poll` / `create_and_poll` then poll). Every path ends the file in
 `completed`, `failed` (with `last_error` saying why) or leaves it `cancelled`, so the
-pollers always finish. Chunks are committed in one transaction together with the
-`completed` status, and only if the attempt is still current: a file detached,
-cancelled or re-attached meanwhile is never half-indexed. On startup, files still
-`in_progress` (the server stopped mid-ingestion) are queued again.
+pollers always finish. A file of up to EMBED_BATCH chunks is committed in one
+transaction together with the `completed` status, and only if the attempt is still
+current. A longer one streams (`streaming.py`): EMBED_BATCH chunks at a time are
+read, embedded and written, each write checking that the attempt is still current,
+and the last write marks it `completed`; until then the indexes leave its chunks out
+(`index.py` loads the chunks of completed files only), a failure or cancellation
+deletes them, and the next attempt replaces them. So no file is ever half-indexed,
+and ingestion holds a bounded part of a file in memory whatever its size. On startup,
+files still `in_progress` (the server stopped mid-ingestion) are queued again.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,13 +29,13 @@ import numpy as np
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from tunelab import limits
 from tunelab.db.base import Database
 from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import NotFound
 from tunelab.files import FileStore
-from tunelab.retrieval.chunking import Chunk, StaticStrategy, chunk_text
-from tunelab.retrieval.documents import DocumentError, extract_text
+from tunelab.retrieval import streaming
+from tunelab.retrieval.chunking import Chunk, StaticStrategy
+from tunelab.retrieval.documents import DocumentError
 from tunelab.retrieval.language import StoreModels
 from tunelab.retrieval.tables import ChunkRow, VectorStoreFileRow, VectorStoreRow
 from tunelab.retrieval.terms import encode_terms
@@ -63,9 +69,14 @@ class _Job:
     file_id: str
     attempt: int
     model: str = ""
+    # The file's next chunks (at most EMBED_BATCH), and whether more are to come.
     chunks: list[Chunk] = field(default_factory=list)
     terms: list[bytes] = field(default_factory=list)  # each chunk's keyword terms
     vectors: list[np.ndarray] = field(default_factory=list)
+    rest: Iterator[Chunk] = field(default_factory=lambda: iter(()))
+    more: bool = False
+    stored: int = 0  # chunks written so far (the next one's position)
+    usage: int = 0  # their bytes, text and vector
 
 
 class Ingestor:
@@ -90,13 +101,14 @@ class Ingestor:
         self.files = files
         self.embeddings = embeddings
         self.models = models
-        # Called with a file's new chunk rows (ids assigned) in the transaction that
-        # commits them: PostgreSQL's chunk index (`pgindex.py`) is written there.
+        # Called with new chunk rows (ids assigned) in the transaction that writes
+        # them: PostgreSQL's chunk index (`pgindex.py`) is written there.
         self.on_chunks = on_chunks
         # Chunking uses its own tokenizer copy (fast tokenizers are not thread-safe).
         self._tokenizers: dict[str, Any] = {}
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def submit(self, store_id: str, file_id: str, attempt: int) -> None:
         self._queue.put(_Job(store_id, file_id, attempt))
@@ -122,9 +134,11 @@ class Ingestor:
     def close(self) -> None:
         """Stop after the current group; unfinished files are picked up at next start."""
         if self._thread is not None:
+            self._stopping.set()  # a long file stops between two writes
             self._queue.put(None)
             self._thread.join()
             self._thread = None
+            self._stopping.clear()
 
     def _loop(self) -> None:
         while (job := self._queue.get()) is not None:
@@ -146,7 +160,7 @@ class Ingestor:
             if group:
                 self._embed(group)
                 for done in group:
-                    self._guarded(done, self._commit)
+                    self._guarded(done, self._finish)
             if stop:
                 return
 
@@ -185,22 +199,36 @@ class Ingestor:
         if store is None:
             return False
         file_row = self.files.get(row.project, job.file_id)
-        if file_row.bytes > limits.MAX_INGEST_BYTES:
-            raise DocumentError(
-                "invalid_file",  # one of OpenAI's three codes; the message says why
-                f"'{row.filename}' has {file_row.bytes} bytes; a vector store indexes files of "
-                f"at most {limits.MAX_INGEST_BYTES} bytes. Split it into several files.",
-            )
-        text_ = extract_text(row.filename, self.files.path(file_row).read_bytes())
-        model = store.embedding_model or self._settle_model(job.store_id, text_)
+        pieces = streaming.document_text(row.filename, self.files.path(file_row), file_row.bytes)
+        first, ended = streaming.fill("", pieces, streaming.WINDOW_CHARS)
+        if not first:
+            raise DocumentError("invalid_file", f"'{row.filename}' contains no text to index.")
+        model = store.embedding_model or self._settle_model(job.store_id, first)
         if model is None:
             return False  # the store was deleted meanwhile
         job.model = model
         tokenizer = self._tokenizer(job.model)
         window = self.embeddings.max_tokens(job.model) - tokenizer.num_special_tokens_to_add()
         strategy = StaticStrategy(row.max_chunk_tokens, row.chunk_overlap_tokens).clamped(window)
-        job.chunks = chunk_text(text_, tokenizer, strategy)
+        job.rest = streaming.stream_chunks(first, ended, pieces, tokenizer, strategy)
+        self._next_chunks(job)
+        return True
+
+    def _next_chunks(self, job: _Job) -> None:
+        """Read the file's next EMBED_BATCH chunks (or fewer, at its end)."""
+        job.chunks = [c for _, c in zip(range(EMBED_BATCH), job.rest, strict=False)]
         job.terms = [encode_terms(c.text) for c in job.chunks]
+        job.vectors = []
+        job.more = len(job.chunks) == EMBED_BATCH and self._peek(job)
+
+    @staticmethod
+    def _peek(job: _Job) -> bool:
+        """Whether the file has chunks after these (a file of exactly EMBED_BATCH
+        chunks is committed at once, like any smaller one)."""
+        nxt = next(job.rest, None)
+        if nxt is None:
+            return False
+        job.rest = itertools.chain([nxt], job.rest)
         return True
 
     def _settle_model(self, store_id: str, text: str) -> str | None:
@@ -246,19 +274,37 @@ class Ingestor:
                     if job.model == model:
                         job.vectors.append(next(rows))
 
-    def _commit(self, job: _Job) -> bool:
+    def _finish(self, job: _Job) -> bool:
+        """Write the embedded chunks; for a long file, read, embed and write the rest."""
+        while True:
+            if not self._store(job, final=not job.more):
+                return False
+            if not job.more:
+                return True
+            if self._stopping.is_set():
+                return False  # still in_progress: the next start indexes it again
+            self._next_chunks(job)
+            self._embed([job])
+
+    def _store(self, job: _Job, *, final: bool) -> bool:
+        """Write `job.chunks` (and, when `final`, mark the file `completed`), if the
+        attempt is still current; else drop what this attempt wrote."""
         if len(job.vectors) != len(job.chunks):
             return False  # cancelled or failed while embedding
         with self.db.begin() as s:
-            row = s.get(VectorStoreFileRow, (job.store_id, job.file_id))
+            # Locked (on PostgreSQL) so a detach or cancel waits for this write.
+            row = s.get(VectorStoreFileRow, (job.store_id, job.file_id), with_for_update=True)
             if row is None or row.attempt != job.attempt or row.status != "in_progress":
+                if job.stored and row is not None and row.attempt == job.attempt:
+                    drop_chunks(s, job.store_id, job.file_id)  # cancelled midway
                 return False
-            drop_chunks(s, job.store_id, job.file_id)
+            if not job.stored:  # a previous attempt's chunks, complete or not
+                drop_chunks(s, job.store_id, job.file_id)
             rows = [
                 ChunkRow(
                     vector_store_id=job.store_id,
                     file_id=job.file_id,
-                    position=n,
+                    position=job.stored + n,
                     text=c.text,
                     start_char=c.start,
                     end_char=c.end,
@@ -272,9 +318,13 @@ class Ingestor:
             if self.on_chunks is not None:
                 s.flush()
                 self.on_chunks(s, rows)
+            job.stored += len(rows)
+            job.usage += sum(len(r.text.encode()) + len(r.embedding) for r in rows)
+            if not final:
+                return True
             row.status = "completed"
             row.last_error_code = row.last_error_message = None
-            row.usage_bytes = sum(len(r.text.encode()) + len(r.embedding) for r in rows)
+            row.usage_bytes = job.usage
             s.execute(
                 update(VectorStoreRow)
                 .where(VectorStoreRow.id == job.store_id)
@@ -287,6 +337,8 @@ class Ingestor:
             row = s.get(VectorStoreFileRow, (job.store_id, job.file_id))
             if row is None or row.attempt != job.attempt or row.status != "in_progress":
                 return
+            if job.stored:
+                drop_chunks(s, job.store_id, job.file_id)  # what this attempt wrote
             row.status = "failed"
             row.last_error_code = code
             row.last_error_message = message

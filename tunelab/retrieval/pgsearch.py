@@ -55,15 +55,22 @@ _SETTINGS = _sql(
     "SELECT set_config('hnsw.ef_search', :ef, true), "
     "set_config('hnsw.iterative_scan', 'relaxed_order', true)"
 )
+# The chunks BM25 counts, as on SQLite (`index.indexed`): those of completed files (a
+# long file's chunks are written while it is still being ingested).
+_COMPLETED = (
+    "file_id IN (SELECT file_id FROM vector_store_files "
+    "WHERE vector_store_id = :store AND status = 'completed')"
+)
 _STATS = _sql(
     f"SELECT count(*), coalesce(avg(n_terms), 0), max(dims) FROM {TABLE} "
-    "WHERE vector_store_id = :store"
+    f"WHERE vector_store_id = :store AND {_COMPLETED}"
 )
 _KEYWORD = _sql(
     f"SELECT i.chunk_id, i.file_id, i.n_terms, c.keyword_terms, "
     f"CASE WHEN c.keyword_terms IS NULL THEN c.text END "
     f"FROM {TABLE} i JOIN vector_store_chunks c ON c.id = i.chunk_id "
-    f"WHERE i.vector_store_id = :store AND i.keywords @@ CAST(:query AS tsquery)"
+    f"WHERE i.vector_store_id = :store AND i.keywords @@ CAST(:query AS tsquery) "
+    f"AND i.{_COMPLETED}"
 )
 _FILE_FILTERS = {
     "": "",
