@@ -27,7 +27,7 @@ from tunelab.db.base import Database
 from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import NotFound
 from tunelab.files import FileStore
-from tunelab.retrieval.chunking import Chunk, StaticStrategy, chunk_text
+from tunelab.retrieval.chunking import Chunk, StaticStrategy, chunk_text, fitted_header
 from tunelab.retrieval.documents import DocumentError, extract_text
 from tunelab.retrieval.index import KeywordIndex
 from tunelab.retrieval.language import StoreModels
@@ -62,6 +62,7 @@ class _Job:
     file_id: str
     attempt: int
     model: str = ""
+    header: str = ""  # indexed with every chunk (`chunking.document_header`), never returned
     chunks: list[Chunk] = field(default_factory=list)
     terms: list[bytes] = field(default_factory=list)  # each chunk's keyword terms
     vectors: list[np.ndarray] = field(default_factory=list)
@@ -194,9 +195,12 @@ class Ingestor:
         job.model = model
         tokenizer = self._tokenizer(job.model)
         window = self.embeddings.max_tokens(job.model) - tokenizer.num_special_tokens_to_add()
-        strategy = StaticStrategy(row.max_chunk_tokens, row.chunk_overlap_tokens).clamped(window)
+        job.header, header_tokens = fitted_header(row.filename, text_, tokenizer, window)
+        strategy = StaticStrategy(row.max_chunk_tokens, row.chunk_overlap_tokens).clamped(
+            window - header_tokens
+        )
         job.chunks = chunk_text(text_, tokenizer, strategy)
-        job.terms = [self.keyword.encode(c.text) for c in job.chunks]
+        job.terms = [self.keyword.encode(job.header + c.text) for c in job.chunks]
         return True
 
     def _settle_model(self, store_id: str, text: str) -> str | None:
@@ -226,7 +230,7 @@ class Ingestor:
                 live = {job for job in live if self._current(job) is not None}
             part = [(job, n) for job, n in items[start : start + EMBED_BATCH] if job in live]
             for model in {job.model for job, _ in part}:
-                texts = [job.chunks[n].text for job, n in part if job.model == model]
+                texts = [job.header + job.chunks[n].text for job, n in part if job.model == model]
                 try:
                     vectors = np.asarray(
                         self.embeddings.embed(model, texts, kind="passage"), dtype=np.float32
