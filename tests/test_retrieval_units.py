@@ -35,11 +35,12 @@ def tokenizer():
 def test_clamp_keeps_the_overlap_ratio():
     assert StaticStrategy(800, 400).clamped(254) == StaticStrategy(254, 127)
     assert StaticStrategy(200, 50).clamped(254) == StaticStrategy(200, 50)
+    assert StaticStrategy().clamped(254) == StaticStrategy(254, 0)  # `auto`
 
 
 def test_chunks_fit_the_window_cover_the_text_and_are_source_slices(tokenizer):
     text = (DATA / "manual.md").read_text(encoding="utf-8")
-    chunks = chunk_text(text, tokenizer, StaticStrategy().clamped(254))
+    chunks = chunk_text(text, tokenizer, StaticStrategy(800, 400).clamped(254))
     assert len(chunks) > 5
     for c in chunks:
         assert c.text == text[c.start : c.end]  # case and spacing preserved
