@@ -85,7 +85,9 @@ def index(
             pages.append(n)
     strategy = StaticStrategy(size, overlap).clamped(window)
     size, overlap = strategy.max_tokens, strategy.overlap_tokens
-    key = f"{corpus.name.removesuffix('-xl')}-{model_id}-{size}-{overlap}{'-h' if header else ''}"
+    pages = f"-p{len(corpus.documents)}"  # a --pages run has vectors of its own
+    key = f"{corpus.name.removesuffix('-xl')}{pages}-{model_id}-{size}-{overlap}"
+    key += "-h" if header else ""
     path = CACHE / "vectors" / f"{key}.npy"
     if path.exists():
         matrix = np.load(path)
@@ -134,12 +136,15 @@ def evaluate(
     return float(np.mean(rr)), h1 / n, h5 / n
 
 
-def naive(corpus: Corpus, model_id: str, model, pprefix: str, queries: np.ndarray, split: str) -> str:  # type: ignore[no-untyped-def]
+def naive(  # type: ignore[no-untyped-def]
+    corpus: Corpus, model_id: str, model, pprefix: str, queries: np.ndarray, split: str
+) -> str:
     """hit@1/hit@5/MRR of the naive baseline (retrieval.py's plain word chunks, brute force)."""
     from retrieval import naive_chunks
 
     texts, pages = naive_chunks(corpus)
-    path = CACHE / "vectors" / f"naive-{corpus.name.removesuffix('-xl')}-{model_id}.npy"
+    pages = f"-p{len(corpus.documents)}"
+    path = CACHE / "vectors" / f"naive-{corpus.name.removesuffix('-xl')}{pages}-{model_id}.npy"
     if path.exists():
         matrix = np.load(path)
     else:
@@ -168,9 +173,12 @@ def main() -> None:
     ap.add_argument("--norms", default="floor", help="dense normalisations: floor,mean,raw")
     ap.add_argument("--split", default="dev")
     ap.add_argument("--headers", default="0,1", help="document headers off (0) / on (1)")
+    ap.add_argument("--pages", type=int, default=0, help="keep N pages per corpus (quick run)")
     args = ap.parse_args()
     corpora, _ = build(CACHE)
     chosen = [c for c in corpora if c.name in args.corpora.split(",")]
+    if args.pages:
+        chosen = [c.smaller(args.pages, args.split) for c in chosen]
     weights = [float(w) for w in args.weights.split(",")]
     for model_id in args.models.split(","):
         model, qprefix, pprefix = load_model(model_id)
@@ -198,9 +206,8 @@ def main() -> None:
                     [float(x) for x in args.doc.split(",")],
                     [float(x) for x in args.decay.split(",")],
                 ):
-                    row = [
-                        f"{corpus.name:<11}{setting:>8}{' h' if header else '  '} {norm:<6}doc {doc:.2f} decay {decay:.2f}"
-                    ]
+                    h = f"{setting:>8}{' h' if header else '  '} {norm:<6}"
+                    row = [f"{corpus.name:<11}{h}doc {doc:.2f} decay {decay:.2f}"]
                     for w in weights:
                         mrr, h1, h5 = evaluate(
                             ix, corpus, queries, args.split,

@@ -57,7 +57,8 @@ def test_every_chunk_is_indexed_with_the_documents_name_and_title(tokenizer):
         "ls.1 \u2014 LS(1) User Commands LS(1) \u2014 ls - list directory contents\n\n"
     )
     zh = "BIFF(1)\n\n名称 (NAME)\n     biff — 新到邮件提醒\n\n总览\n  biff [ny]"
-    assert document_header("biff.1.txt", zh) == "biff.1 \u2014 BIFF(1) \u2014 biff — 新到邮件提醒\n\n"
+    dash = " \u2014 "
+    assert document_header("biff.1.txt", zh) == f"biff.1{dash}BIFF(1){dash}biff — 新到邮件提醒\n\n"
     assert document_header("notes.md", "# Notes\n\nText.") == "notes \u2014 # Notes\n\n"
     # A long title is cut to a quarter of the window, and its tokens are counted.
     header, used = fitted_header("a.txt", "word " * 300, tokenizer, 100)
