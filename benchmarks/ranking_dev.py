@@ -18,6 +18,7 @@ through the API.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import sys
 import time
@@ -63,6 +64,12 @@ def load_model(model_id: str):  # type: ignore[no-untyped-def]
     return model, getattr(spec, "query_prefix", ""), getattr(spec, "passage_prefix", "")
 
 
+def pages_key(corpus: Corpus) -> str:
+    """Names the corpus's pages in cache keys (a --pages run has vectors of its own)."""
+    names = "\n".join(d.name for d in corpus.documents).encode()
+    return f"-p{len(corpus.documents)}-{hashlib.sha256(names).hexdigest()[:8]}"
+
+
 def index(
     corpus: Corpus, model_id: str, model, prefix: str, size: int, overlap: int, header: bool
 ) -> Indexed:  # type: ignore[no-untyped-def]
@@ -85,8 +92,8 @@ def index(
             pages.append(n)
     strategy = StaticStrategy(size, overlap).clamped(window)
     size, overlap = strategy.max_tokens, strategy.overlap_tokens
-    pages = f"-p{len(corpus.documents)}"  # a --pages run has vectors of its own
-    key = f"{corpus.name.removesuffix('-xl')}{pages}-{model_id}-{size}-{overlap}"
+    subset = pages_key(corpus)
+    key = f"{corpus.name.removesuffix('-xl')}{subset}-{model_id}-{size}-{overlap}"
     key += "-h" if header else ""
     path = CACHE / "vectors" / f"{key}.npy"
     if path.exists():
@@ -143,8 +150,8 @@ def naive(  # type: ignore[no-untyped-def]
     from retrieval import naive_chunks
 
     texts, pages = naive_chunks(corpus)
-    pages = f"-p{len(corpus.documents)}"
-    path = CACHE / "vectors" / f"naive-{corpus.name.removesuffix('-xl')}{pages}-{model_id}.npy"
+    subset = pages_key(corpus)
+    path = CACHE / "vectors" / f"naive-{corpus.name.removesuffix('-xl')}{subset}-{model_id}.npy"
     if path.exists():
         matrix = np.load(path)
     else:
