@@ -34,7 +34,7 @@ from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import NotFound
 from tunelab.files import FileStore
 from tunelab.retrieval import streaming
-from tunelab.retrieval.chunking import Chunk, StaticStrategy
+from tunelab.retrieval.chunking import Chunk, StaticStrategy, fitted_header
 from tunelab.retrieval.documents import DocumentError
 from tunelab.retrieval.language import StoreModels
 from tunelab.retrieval.tables import ChunkRow, VectorStoreFileRow, VectorStoreRow
@@ -69,6 +69,7 @@ class _Job:
     file_id: str
     attempt: int
     model: str = ""
+    header: str = ""  # indexed with every chunk (`chunking.document_header`), never returned
     # The file's next chunks (at most EMBED_BATCH), and whether more are to come.
     chunks: list[Chunk] = field(default_factory=list)
     terms: list[bytes] = field(default_factory=list)  # each chunk's keyword terms
@@ -95,14 +96,15 @@ class Ingestor:
         embeddings: Embedder,
         models: StoreModels,
         *,
-        on_chunks: Callable[[Session, list[ChunkRow]], None] | None = None,
+        on_chunks: Callable[[Session, list[ChunkRow], list[str]], None] | None = None,
     ) -> None:
         self.db = db
         self.files = files
         self.embeddings = embeddings
         self.models = models
-        # Called with new chunk rows (ids assigned) in the transaction that writes
-        # them: PostgreSQL's chunk index (`pgindex.py`) is written there.
+        # Called with new chunk rows (ids assigned) and the text their keyword terms
+        # come from (header + chunk), in the transaction that writes them:
+        # PostgreSQL's chunk index (`pgindex.py`) is written there.
         self.on_chunks = on_chunks
         # Chunking uses its own tokenizer copy (fast tokenizers are not thread-safe).
         self._tokenizers: dict[str, Any] = {}
@@ -209,7 +211,12 @@ class Ingestor:
         job.model = model
         tokenizer = self._tokenizer(job.model)
         window = self.embeddings.max_tokens(job.model) - tokenizer.num_special_tokens_to_add()
-        strategy = StaticStrategy(row.max_chunk_tokens, row.chunk_overlap_tokens).clamped(window)
+        # The header comes from the document's start (its name, first line, NAME line),
+        # which the first window holds.
+        job.header, header_tokens = fitted_header(row.filename, first, tokenizer, window)
+        strategy = StaticStrategy(row.max_chunk_tokens, row.chunk_overlap_tokens).clamped(
+            window - header_tokens
+        )
         job.rest = streaming.stream_chunks(first, ended, pieces, tokenizer, strategy)
         self._next_chunks(job)
         return True
@@ -217,7 +224,7 @@ class Ingestor:
     def _next_chunks(self, job: _Job) -> None:
         """Read the file's next EMBED_BATCH chunks (or fewer, at its end)."""
         job.chunks = [c for _, c in zip(range(EMBED_BATCH), job.rest, strict=False)]
-        job.terms = [encode_terms(c.text) for c in job.chunks]
+        job.terms = [encode_terms(job.header + c.text) for c in job.chunks]
         job.vectors = []
         job.more = len(job.chunks) == EMBED_BATCH and self._peek(job)
 
@@ -258,7 +265,7 @@ class Ingestor:
                 live = {job for job in live if self._current(job) is not None}
             part = [(job, n) for job, n in items[start : start + EMBED_BATCH] if job in live]
             for model in {job.model for job, _ in part}:
-                texts = [job.chunks[n].text for job, n in part if job.model == model]
+                texts = [job.header + job.chunks[n].text for job, n in part if job.model == model]
                 try:
                     vectors = np.asarray(
                         self.embeddings.embed(model, texts, kind="passage"), dtype=np.float32
@@ -317,7 +324,7 @@ class Ingestor:
             s.add_all(rows)
             if self.on_chunks is not None:
                 s.flush()
-                self.on_chunks(s, rows)
+                self.on_chunks(s, rows, [job.header + c.text for c in job.chunks])
             job.stored += len(rows)
             job.usage += sum(len(r.text.encode()) + len(r.embedding) for r in rows)
             if not final:

@@ -83,16 +83,17 @@ class PgChunkIndex:
         self._lock = threading.Lock()
         self._insert = _insert_sql()
 
-    def add(self, s: Session, rows: list[ChunkRow]) -> None:
-        """Index `rows` (flushed: ids assigned) in the caller's transaction."""
+    def add(self, s: Session, rows: list[ChunkRow], texts: list[str] | None = None) -> None:
+        """Index `rows` (flushed: ids assigned) in the caller's transaction; `texts`:
+        what each row's keyword terms were taken from (default: its text)."""
         if not rows:
             return
         params = []
         lengths = set()
-        for r in rows:
+        for r, keyword_text in zip(rows, texts or [r.text for r in rows], strict=True):
             vector = np.frombuffer(r.embedding, dtype=np.float32)
             lengths.add(len(vector))
-            words = terms(r.text)
+            words = terms(keyword_text)
             params.append(
                 {
                     "chunk_id": r.id,
