@@ -10,12 +10,22 @@ import click
 from tunelab.cli.client import api_errors, json_option, make_client, print_json, print_table, when
 
 
-def _upload(client: Any, store_id: str, paths: tuple[Path, ...]) -> None:
+def _upload(
+    client: Any, store_id: str, paths: tuple[Path, ...], chunk_tokens: int | None, overlap: int
+) -> None:
     """Upload local files (purpose assistants), attach them, and wait for indexing."""
+    chunking: dict[str, Any] = {}
+    if chunk_tokens is not None:
+        chunking["chunking_strategy"] = {
+            "type": "static",
+            "static": {"max_chunk_size_tokens": chunk_tokens, "chunk_overlap_tokens": overlap},
+        }
+    elif overlap:
+        raise click.UsageError("--overlap-tokens needs --chunk-tokens.")
     for path in paths:
         with path.open("rb") as fh:
             f = client.vector_stores.files.upload_and_poll(
-                vector_store_id=store_id, file=(path.name, fh)
+                vector_store_id=store_id, file=(path.name, fh), **chunking
             )
         if f.status == "completed":
             click.echo(f"{path.name}: indexed ({f.id})", err=True)
@@ -35,15 +45,34 @@ def stores_group() -> None:
     """
 
 
+def chunking_options(command: Any) -> Any:
+    """--chunk-tokens / --overlap-tokens: the API's static chunking strategy."""
+    command = click.option(
+        "--overlap-tokens",
+        default=0,
+        show_default=True,
+        help="Tokens each chunk repeats from the previous one (with --chunk-tokens).",
+    )(command)
+    return click.option(
+        "--chunk-tokens",
+        type=int,
+        default=None,
+        help="Tokens per chunk, 100-4096 (default: auto, one embedding-model window).",
+    )(command)
+
+
 @stores_group.command("create")
 @click.argument("name")
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@chunking_options
 @api_errors
-def create(name: str, files: tuple[Path, ...]) -> None:
+def create(
+    name: str, files: tuple[Path, ...], chunk_tokens: int | None, overlap_tokens: int
+) -> None:
     """Create a store called NAME and index FILES into it; prints the store id."""
     client = make_client()
     vs = client.vector_stores.create(name=name)
-    _upload(client, vs.id, files)
+    _upload(client, vs.id, files, chunk_tokens, overlap_tokens)
     click.echo(vs.id)
 
 
@@ -52,10 +81,13 @@ def create(name: str, files: tuple[Path, ...]) -> None:
 @click.argument(
     "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
+@chunking_options
 @api_errors
-def add(store_id: str, files: tuple[Path, ...]) -> None:
+def add(
+    store_id: str, files: tuple[Path, ...], chunk_tokens: int | None, overlap_tokens: int
+) -> None:
     """Upload FILES and index them into STORE_ID (waits until done)."""
-    _upload(make_client(), store_id, files)
+    _upload(make_client(), store_id, files, chunk_tokens, overlap_tokens)
 
 
 @stores_group.command("list")
