@@ -1,28 +1,37 @@
 """Background ingestion: document -> text -> chunks -> vectors -> indexes.
 
-Attaching a file only writes an `in_progress` row and queues (store, file, attempt)
-here; a background thread does the work so the request returns at once (the SDK's
-`upload_and_poll` / `create_and_poll` then poll). Every path ends the file in
-`completed`, `failed` (with `last_error` saying why) or leaves it `cancelled`, so the
-pollers always finish. Chunks are committed in one transaction together with the
-`completed` status, and only if the attempt is still current: a file detached,
-cancelled or re-attached meanwhile is never half-indexed. On startup, files still
-`in_progress` (the server stopped mid-ingestion) are queued again.
+Attaching a file only writes an `in_progress` row; the work is claimed from the
+database, so any API replica or `tunelab worker` on the same database can index it,
+and exactly one does. The process that attached the file is woken at once; others
+poll. A claim is a conditional UPDATE (only an unheld row of the current attempt can
+be taken), the holder heart-beats between steps, and a claim whose heartbeat went
+stale, or whose holder was a process on this machine that is gone (a killed server),
+is taken back by whichever process notices, so a stopped indexer never leaves a file
+`in_progress` for good. A file whose indexing was started MAX_CLAIMS times fails
+with the reason instead of being retried forever.
+
+Every path ends the file in `completed`, `failed` (with `last_error` saying why) or
+leaves it `cancelled`, so the pollers always finish. Chunks are committed in one
+transaction together with the `completed` status, and only if this process still
+holds the current attempt: a file detached, cancelled, re-attached or taken back
+meanwhile is never half-indexed, nor indexed twice.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.orm import Session
 
 from tunelab import limits
+from tunelab.db import holders
 from tunelab.db.base import Database
 from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import NotFound
@@ -38,6 +47,8 @@ log = logging.getLogger(__name__)
 # Chunks embedded per call (the embedding service encodes them 64 per forward pass,
 # sorted by length, so a bigger call also pads less).
 EMBED_BATCH = 256
+# Starts of one file's indexing before a file that keeps stopping its indexer fails.
+MAX_CLAIMS = 3
 
 
 def drop_chunks(s: Session, store_id: str, file_id: str | None) -> int:
@@ -68,11 +79,11 @@ class _Job:
 
 
 class Ingestor:
-    """One background thread that drains the queue in groups of files.
+    """One background thread that claims files from the database in groups.
 
     MiniLM on a CPU embeds 64 texts per forward pass about 2.5x faster per text than 8
     (measured on the 2-core CI machine), and most files have only a few chunks, so the
-    thread takes every queued file (up to EMBED_BATCH chunks' worth), chunks them,
+    thread claims every waiting file (up to EMBED_BATCH chunks' worth), chunks them,
     embeds all their chunks together, and commits each file on its own.
     """
 
@@ -83,68 +94,182 @@ class Ingestor:
         embeddings: Embedder,
         keyword: KeywordIndex,
         models: StoreModels,
+        *,
+        poll_seconds: float = 1.0,
+        stale_seconds: float = 30.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
         self.files = files
         self.embeddings = embeddings
         self.keyword = keyword
         self.models = models
+        self.poll_seconds = poll_seconds
+        self.stale_seconds = stale_seconds
+        self.clock = clock
+        self.holder = holders.new_holder()
         # Chunking uses its own tokenizer copy (fast tokenizers are not thread-safe).
         self._tokenizers: dict[str, Any] = {}
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def submit(self, store_id: str, file_id: str, attempt: int) -> None:
-        self._queue.put(_Job(store_id, file_id, attempt))
+    def wake(self) -> None:
+        """A file was attached here: look for work now rather than at the next poll."""
+        self._wake.set()
 
     def start(self) -> None:
-        """Start the thread, and queue again the files a stop interrupted."""
+        self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="ingest", daemon=True)
         self._thread.start()
-        self._recover()
 
-    def _recover(self) -> None:
+    def close(self) -> None:
+        """Stop after the current group and let go of what this process still holds
+        (another process, or this one at its next start, picks it up)."""
+        if self._thread is not None:
+            self._stop.set()
+            self._wake.set()
+            self._thread.join()
+            self._thread = None
+            with self.db.begin() as s:
+                s.execute(
+                    update(VectorStoreFileRow)
+                    .where(VectorStoreFileRow.worker_id == self.holder)
+                    .values(worker_id=None, heartbeat_at=None)
+                )
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.step():
+                    continue
+            except Exception:  # a database hiccup must not end ingestion; the next poll retries
+                log.exception("ingestion step failed")
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+
+    def step(self) -> bool:
+        """Take back stale claims, then claim, index and commit one group of files;
+        False when there was nothing to do."""
+        self.recover_stale()
+        group: list[_Job] = []
+        while sum(len(j.chunks) for j in group) < EMBED_BATCH and not self._stop.is_set():
+            job = self.claim()
+            if job is None:
+                break
+            if self._guarded(job, self._prepare):
+                group.append(job)
+            elif not group:
+                return True  # that one needed no embedding; look again
+        if not group:
+            return False
+        self._embed(group)
+        for done in group:
+            self._guarded(done, self._commit)
+        return True
+
+    # -- claims
+
+    def claim(self) -> _Job | None:
+        """Atomically take the oldest unheld file waiting to be indexed, or None."""
         with self.db() as s:
-            pending = s.execute(
+            candidates = s.execute(
                 select(
                     VectorStoreFileRow.vector_store_id,
                     VectorStoreFileRow.file_id,
                     VectorStoreFileRow.attempt,
-                ).where(VectorStoreFileRow.status == "in_progress")
+                    VectorStoreFileRow.claims,
+                )
+                .where(
+                    VectorStoreFileRow.status == "in_progress",
+                    VectorStoreFileRow.worker_id.is_(None),
+                )
+                .order_by(VectorStoreFileRow.created_at)
+                .limit(8)
             ).all()
-        for store_id, file_id, attempt in pending:
-            self.submit(store_id, file_id, attempt)
+        for store_id, file_id, attempt, claims in candidates:
+            with self.db.begin() as s:
+                taken = s.execute(
+                    update(VectorStoreFileRow)
+                    .where(
+                        VectorStoreFileRow.vector_store_id == store_id,
+                        VectorStoreFileRow.file_id == file_id,
+                        VectorStoreFileRow.attempt == attempt,
+                        VectorStoreFileRow.status == "in_progress",
+                        VectorStoreFileRow.worker_id.is_(None),
+                    )
+                    .values(
+                        worker_id=self.holder,
+                        heartbeat_at=self.clock(),
+                        claims=VectorStoreFileRow.claims + 1,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+            if taken.rowcount != 1:  # type: ignore[attr-defined]
+                continue  # another process was quicker
+            job = _Job(store_id, file_id, attempt)
+            if claims >= MAX_CLAIMS:
+                self._fail(
+                    job,
+                    "server_error",
+                    f"Indexing this file stopped unexpectedly {claims} times; it was given up. "
+                    "Check the server logs, then attach the file again.",
+                )
+                continue
+            return job
+        return None
 
-    def close(self) -> None:
-        """Stop after the current group; unfinished files are picked up at next start."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+    def recover_stale(self) -> int:
+        """Let go of other processes' claims whose heartbeat is older than
+        `stale_seconds`, or whose process on this machine is gone; how many."""
+        now = self.clock()
+        with self.db() as s:
+            held = s.execute(
+                select(
+                    VectorStoreFileRow.vector_store_id,
+                    VectorStoreFileRow.file_id,
+                    VectorStoreFileRow.worker_id,
+                    VectorStoreFileRow.heartbeat_at,
+                ).where(
+                    VectorStoreFileRow.status == "in_progress",
+                    VectorStoreFileRow.worker_id.is_not(None),
+                    VectorStoreFileRow.worker_id != self.holder,
+                )
+            ).all()
+        n = 0
+        for store_id, file_id, holder, beat in held:
+            assert holder is not None  # selected for it
+            if beat is not None and beat >= now - self.stale_seconds and not holders.gone(holder):
+                continue
+            same_beat = (
+                VectorStoreFileRow.heartbeat_at.is_(None)
+                if beat is None
+                else VectorStoreFileRow.heartbeat_at == beat
+            )
+            with self.db.begin() as s:
+                let_go = s.execute(  # only if nobody changed the claim since we looked
+                    update(VectorStoreFileRow)
+                    .where(
+                        VectorStoreFileRow.vector_store_id == store_id,
+                        VectorStoreFileRow.file_id == file_id,
+                        VectorStoreFileRow.worker_id == holder,
+                        same_beat,
+                    )
+                    .values(worker_id=None, heartbeat_at=None)
+                    .execution_options(synchronize_session=False)
+                )
+            n += let_go.rowcount  # type: ignore[attr-defined]
+        return n
 
-    def _loop(self) -> None:
-        while (job := self._queue.get()) is not None:
-            group: list[_Job] = []
-            stop = False
-            while True:
-                if self._guarded(job, self._prepare):
-                    group.append(job)
-                if sum(len(j.chunks) for j in group) >= EMBED_BATCH:
-                    break
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                job = nxt
-            if group:
-                self._embed(group)
-                for done in group:
-                    self._guarded(done, self._commit)
-            if stop:
-                return
+    def _held(self, job: _Job) -> tuple[ColumnElement[bool], ...]:
+        """The conditions under which this process still holds `job`'s current attempt."""
+        return (
+            VectorStoreFileRow.vector_store_id == job.store_id,
+            VectorStoreFileRow.file_id == job.file_id,
+            VectorStoreFileRow.attempt == job.attempt,
+            VectorStoreFileRow.status == "in_progress",
+            VectorStoreFileRow.worker_id == self.holder,
+        )
 
     def _guarded(self, job: _Job, step: Any) -> bool:
         """Run one step for a job; a failure ends that file `failed` with the reason."""
@@ -160,11 +285,32 @@ class Ingestor:
         return False
 
     def _current(self, job: _Job) -> VectorStoreFileRow | None:
-        with self.db() as s:
-            row = s.get(VectorStoreFileRow, (job.store_id, job.file_id))
-        if row is None or row.attempt != job.attempt or row.status != "in_progress":
+        """The file's row while this process still holds its current attempt (proving,
+        with a heartbeat, that it is alive); None once it lost it."""
+        with self.db.begin() as s:
+            beat = s.execute(
+                update(VectorStoreFileRow)
+                .where(*self._held(job))
+                .values(heartbeat_at=self.clock())
+                .execution_options(synchronize_session=False)
+            )
+            if beat.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            return s.get(VectorStoreFileRow, (job.store_id, job.file_id))
+
+    def _release(self, s: Session, job: _Job) -> VectorStoreFileRow | None:
+        """Let go of `job` in the transaction that ends it; its row, or None when this
+        process no longer held it (the row is then left alone). The UPDATE comes first
+        so that, on PostgreSQL, it locks the row against a concurrent take-back."""
+        let_go = s.execute(
+            update(VectorStoreFileRow)
+            .where(*self._held(job))
+            .values(worker_id=None, heartbeat_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        if let_go.rowcount != 1:  # type: ignore[attr-defined]
             return None
-        return row
+        return s.get(VectorStoreFileRow, (job.store_id, job.file_id), populate_existing=True)
 
     def _tokenizer(self, model: str) -> Any:
         if model not in self._tokenizers:
@@ -246,8 +392,8 @@ class Ingestor:
         if len(job.vectors) != len(job.chunks):
             return False  # cancelled or failed while embedding
         with self.db.begin() as s:
-            row = s.get(VectorStoreFileRow, (job.store_id, job.file_id))
-            if row is None or row.attempt != job.attempt or row.status != "in_progress":
+            row = self._release(s, job)
+            if row is None:
                 return False
             drop_chunks(s, job.store_id, job.file_id)
             rows = [
@@ -277,8 +423,8 @@ class Ingestor:
 
     def _fail(self, job: _Job, code: str, message: str) -> None:
         with self.db.begin() as s:
-            row = s.get(VectorStoreFileRow, (job.store_id, job.file_id))
-            if row is None or row.attempt != job.attempt or row.status != "in_progress":
+            row = self._release(s, job)
+            if row is None:
                 return
             row.status = "failed"
             row.last_error_code = code

@@ -25,7 +25,7 @@ class Retrieval:
     ingestor: Ingestor
 
     def start(self) -> None:
-        """Start ingesting (and queue again what a stop interrupted)."""
+        """Start ingesting (files are claimed from the database, whoever attached them)."""
         self.ingestor.start()
 
     def close(self) -> None:
@@ -38,14 +38,25 @@ def build_retrieval(
     embedder: Embedder,
     *,
     models: StoreModels,
+    poll_seconds: float = 1.0,
+    stale_seconds: float = 30.0,
 ) -> Retrieval:
     """Indexes, ingestion and search over `db`, `files` and `embedder`.
 
-    Deleting a File drops its chunks from every store.
+    Deleting a File drops its chunks from every store. Ingestion polls the database
+    every `poll_seconds` and takes back claims whose heartbeat is `stale_seconds` old.
     """
     keyword = KeywordIndex()
     dense = DenseIndex()
-    ingestor = Ingestor(db, files, embedder, keyword, models)
+    ingestor = Ingestor(
+        db,
+        files,
+        embedder,
+        keyword,
+        models,
+        poll_seconds=poll_seconds,
+        stale_seconds=stale_seconds,
+    )
     stores = VectorStores(db, files, ingestor, dense, keyword, models)
     searcher = Searcher(db, stores, embedder, dense, keyword)
     files.on_delete.append(stores.on_file_deleted)
