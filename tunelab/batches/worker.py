@@ -7,12 +7,13 @@ killed server resumes where it stopped (lines in the chunk that was running are
 run again; finished lines never are). Between chunks the worker yields for
 `pause_s`, so interactive requests queued meanwhile go first.
 
-A batch is claimed with a lease (owner + expiry), so several workers on one
-database (API replicas, `tunelab worker`s) never run the same batch at once; a dead
-worker's lease runs out, at once when it was a process on this machine that is gone
-(a killed server). Every write proves the lease is still held, in the transaction
-that writes: a worker that was too slow and lost its batch to another one writes
-nothing, so each line's result is stored exactly once.
+A batch is claimed with a lease (owner + expiry), so several workers on one database
+(API replicas, `tunelab worker`s) never run the same batch at once; a dead worker's
+lease runs out, at once when it was a process on this machine that is gone (a killed
+server); a live worker renews its leases from a thread of its own. Every write
+proves the lease is still held, in the transaction that writes: a worker that was
+too slow and lost its batch to another one writes nothing, so each line's result is
+stored exactly once.
 """
 
 from __future__ import annotations
@@ -102,12 +103,28 @@ class BatchWorker:
     @contextmanager
     def running(self) -> Iterator[BatchWorker]:
         thread = threading.Thread(target=self.run_forever, name="batch-worker", daemon=True)
+        # Leases are renewed from a thread of their own: one chunk may take longer
+        # than a lease (a slow model on a busy machine), and only a dead or hung
+        # worker should lose its batch.
+        heartbeat = holders.Heartbeat(self.renew_leases, self.lease_s / 4, "batch-leases")
         thread.start()
+        heartbeat.start()
         try:
             yield self
         finally:
             self._stop.set()
             thread.join(timeout=30)
+            heartbeat.stop()
+
+    def renew_leases(self) -> None:
+        """Extend the lease of every batch this worker holds."""
+        with self.db.begin() as s:
+            s.execute(
+                update(BatchRow)
+                .where(BatchRow.lease_owner == self.owner, BatchRow.status.in_(ACTIVE))
+                .values(lease_until=self.clock() + self.lease_s)
+                .execution_options(synchronize_session=False)
+            )
 
     def step(self) -> bool:
         """Do one unit of work; False when no batch needs any."""

@@ -4,11 +4,12 @@ Attaching a file only writes an `in_progress` row; the work is claimed from the
 database, so any API replica or `tunelab worker` on the same database can index it,
 and exactly one does. The process that attached the file is woken at once; others
 poll. A claim is a conditional UPDATE (only an unheld row of the current attempt can
-be taken), the holder heart-beats between steps, and a claim whose heartbeat went
-stale, or whose holder was a process on this machine that is gone (a killed server),
-is taken back by whichever process notices, so a stopped indexer never leaves a file
-`in_progress` for good. A file whose indexing was started MAX_CLAIMS times fails
-with the reason instead of being retried forever.
+be taken); the holder heart-beats from a thread of its own while it holds files
+(loading a model can take long: only a dead or hung process loses its claims). A
+claim whose heartbeat went stale, or whose holder was a process on this machine that
+is gone (a killed server), is taken back by whichever process notices, so a stopped
+indexer never leaves a file `in_progress` for good. A file whose indexing was
+started MAX_CLAIMS times fails with the reason instead of being retried forever.
 
 Every path ends the file in `completed`, `failed` (with `last_error` saying why) or
 leaves it `cancelled`, so the pollers always finish. Chunks are committed in one
@@ -113,6 +114,9 @@ class Ingestor:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._heartbeat = holders.Heartbeat(
+            self.beat, every=min(poll_seconds, stale_seconds / 3), name="ingest-heartbeat"
+        )
 
     def wake(self) -> None:
         """A file was attached here: look for work now rather than at the next poll."""
@@ -122,6 +126,7 @@ class Ingestor:
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="ingest", daemon=True)
         self._thread.start()
+        self._heartbeat.start()
 
     def close(self) -> None:
         """Stop after the current group and let go of what this process still holds
@@ -131,6 +136,7 @@ class Ingestor:
             self._wake.set()
             self._thread.join()
             self._thread = None
+            self._heartbeat.stop()
             with self.db.begin() as s:
                 s.execute(
                     update(VectorStoreFileRow)
@@ -218,6 +224,19 @@ class Ingestor:
                 continue
             return job
         return None
+
+    def beat(self) -> None:
+        """Prove this process is alive for every file it holds."""
+        with self.db.begin() as s:
+            s.execute(
+                update(VectorStoreFileRow)
+                .where(
+                    VectorStoreFileRow.worker_id == self.holder,
+                    VectorStoreFileRow.status == "in_progress",
+                )
+                .values(heartbeat_at=self.clock())
+                .execution_options(synchronize_session=False)
+            )
 
     def recover_stale(self) -> int:
         """Let go of other processes' claims whose heartbeat is older than
