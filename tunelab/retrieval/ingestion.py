@@ -1,15 +1,10 @@
 """Background ingestion: document -> text -> chunks -> vectors -> indexes.
 
 Attaching a file only writes an `in_progress` row; the work is claimed from the
-database, so any API replica or `tunelab worker` on the same database can index it,
-and exactly one does. The process that attached the file is woken at once; others
-poll. A claim is a conditional UPDATE (only an unheld row of the current attempt can
-be taken); the holder heart-beats from a thread of its own while it holds files
-(loading a model can take long: only a dead or hung process loses its claims). A
-claim whose heartbeat went stale, or whose holder was a process on this machine that
-is gone (a killed server), is taken back by whichever process notices, so a stopped
-indexer never leaves a file `in_progress` for good. A file whose indexing was
-started MAX_CLAIMS times fails with the reason instead of being retried forever.
+database (`claims.FileClaims`), so any API replica or `tunelab worker` on the same
+database can index it, and exactly one does. The process that attached the file is
+woken at once; others poll. A file whose indexing was started MAX_CLAIMS times (its
+indexer kept dying) fails with the reason instead of being retried forever.
 
 Every path ends the file in `completed`, `failed` (with `last_error` saying why) or
 leaves it `cancelled`, so the pollers always finish. Chunks are committed in one
@@ -28,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from tunelab import limits
@@ -38,10 +33,11 @@ from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import NotFound
 from tunelab.files import FileStore
 from tunelab.retrieval.chunking import Chunk, StaticStrategy, chunk_text
+from tunelab.retrieval.claims import Claim, FileClaims
 from tunelab.retrieval.documents import DocumentError, extract_text
 from tunelab.retrieval.index import KeywordIndex
 from tunelab.retrieval.language import StoreModels
-from tunelab.retrieval.tables import ChunkRow, VectorStoreFileRow, VectorStoreRow
+from tunelab.retrieval.tables import ChunkRow, VectorStoreRow
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +65,7 @@ def drop_chunks(s: Session, store_id: str, file_id: str | None) -> int:
 
 
 @dataclass(eq=False)
-class _Job:
-    store_id: str
-    file_id: str
-    attempt: int
+class _Job(Claim):
     model: str = ""
     chunks: list[Chunk] = field(default_factory=list)
     terms: list[bytes] = field(default_factory=list)  # each chunk's keyword terms
@@ -106,16 +99,14 @@ class Ingestor:
         self.keyword = keyword
         self.models = models
         self.poll_seconds = poll_seconds
-        self.stale_seconds = stale_seconds
-        self.clock = clock
-        self.holder = holders.new_holder()
+        self.claims = FileClaims(db, stale_seconds=stale_seconds, clock=clock)
         # Chunking uses its own tokenizer copy (fast tokenizers are not thread-safe).
         self._tokenizers: dict[str, Any] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._heartbeat = holders.Heartbeat(
-            self.beat, every=min(poll_seconds, stale_seconds / 3), name="ingest-heartbeat"
+            self.claims.beat, every=min(poll_seconds, stale_seconds / 3), name="ingest-heartbeat"
         )
 
     def wake(self) -> None:
@@ -137,12 +128,7 @@ class Ingestor:
             self._thread.join()
             self._thread = None
             self._heartbeat.stop()
-            with self.db.begin() as s:
-                s.execute(
-                    update(VectorStoreFileRow)
-                    .where(VectorStoreFileRow.worker_id == self.holder)
-                    .values(worker_id=None, heartbeat_at=None)
-                )
+            self.claims.release_all()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -157,10 +143,10 @@ class Ingestor:
     def step(self) -> bool:
         """Take back stale claims, then claim, index and commit one group of files;
         False when there was nothing to do."""
-        self.recover_stale()
+        self.claims.recover_stale()
         group: list[_Job] = []
         while sum(len(j.chunks) for j in group) < EMBED_BATCH and not self._stop.is_set():
-            job = self.claim()
+            job = self._claim()
             if job is None:
                 break
             if self._guarded(job, self._prepare):
@@ -174,121 +160,21 @@ class Ingestor:
             self._guarded(done, self._commit)
         return True
 
-    # -- claims
-
-    def claim(self) -> _Job | None:
-        """Atomically take the oldest unheld file waiting to be indexed, or None."""
-        with self.db() as s:
-            candidates = s.execute(
-                select(
-                    VectorStoreFileRow.vector_store_id,
-                    VectorStoreFileRow.file_id,
-                    VectorStoreFileRow.attempt,
-                    VectorStoreFileRow.claims,
-                )
-                .where(
-                    VectorStoreFileRow.status == "in_progress",
-                    VectorStoreFileRow.worker_id.is_(None),
-                )
-                .order_by(VectorStoreFileRow.created_at)
-                .limit(8)
-            ).all()
-        for store_id, file_id, attempt, claims in candidates:
-            with self.db.begin() as s:
-                taken = s.execute(
-                    update(VectorStoreFileRow)
-                    .where(
-                        VectorStoreFileRow.vector_store_id == store_id,
-                        VectorStoreFileRow.file_id == file_id,
-                        VectorStoreFileRow.attempt == attempt,
-                        VectorStoreFileRow.status == "in_progress",
-                        VectorStoreFileRow.worker_id.is_(None),
-                    )
-                    .values(
-                        worker_id=self.holder,
-                        heartbeat_at=self.clock(),
-                        claims=VectorStoreFileRow.claims + 1,
-                    )
-                    .execution_options(synchronize_session=False)
-                )
-            if taken.rowcount != 1:  # type: ignore[attr-defined]
-                continue  # another process was quicker
-            job = _Job(store_id, file_id, attempt)
-            if claims >= MAX_CLAIMS:
-                self._fail(
-                    job,
-                    "server_error",
-                    f"Indexing this file stopped unexpectedly {claims} times; it was given up. "
-                    "Check the server logs, then attach the file again.",
-                )
-                continue
-            return job
+    def _claim(self) -> _Job | None:
+        """The next file to index, claimed; a file whose indexing stopped its indexer
+        MAX_CLAIMS times fails instead, with the reason."""
+        while (taken := self.claims.take()) is not None:
+            claim, before = taken
+            job = _Job(claim.store_id, claim.file_id, claim.attempt)
+            if before < MAX_CLAIMS:
+                return job
+            self._fail(
+                job,
+                "server_error",
+                f"Indexing this file stopped unexpectedly {before} times; it was given up. "
+                "Check the server logs, then attach the file again.",
+            )
         return None
-
-    def beat(self) -> None:
-        """Prove this process is alive for every file it holds."""
-        with self.db.begin() as s:
-            s.execute(
-                update(VectorStoreFileRow)
-                .where(
-                    VectorStoreFileRow.worker_id == self.holder,
-                    VectorStoreFileRow.status == "in_progress",
-                )
-                .values(heartbeat_at=self.clock())
-                .execution_options(synchronize_session=False)
-            )
-
-    def recover_stale(self) -> int:
-        """Let go of other processes' claims whose heartbeat is older than
-        `stale_seconds`, or whose process on this machine is gone; how many."""
-        now = self.clock()
-        with self.db() as s:
-            held = s.execute(
-                select(
-                    VectorStoreFileRow.vector_store_id,
-                    VectorStoreFileRow.file_id,
-                    VectorStoreFileRow.worker_id,
-                    VectorStoreFileRow.heartbeat_at,
-                ).where(
-                    VectorStoreFileRow.status == "in_progress",
-                    VectorStoreFileRow.worker_id.is_not(None),
-                    VectorStoreFileRow.worker_id != self.holder,
-                )
-            ).all()
-        n = 0
-        for store_id, file_id, holder, beat in held:
-            assert holder is not None  # selected for it
-            if beat is not None and beat >= now - self.stale_seconds and not holders.gone(holder):
-                continue
-            same_beat = (
-                VectorStoreFileRow.heartbeat_at.is_(None)
-                if beat is None
-                else VectorStoreFileRow.heartbeat_at == beat
-            )
-            with self.db.begin() as s:
-                let_go = s.execute(  # only if nobody changed the claim since we looked
-                    update(VectorStoreFileRow)
-                    .where(
-                        VectorStoreFileRow.vector_store_id == store_id,
-                        VectorStoreFileRow.file_id == file_id,
-                        VectorStoreFileRow.worker_id == holder,
-                        same_beat,
-                    )
-                    .values(worker_id=None, heartbeat_at=None)
-                    .execution_options(synchronize_session=False)
-                )
-            n += let_go.rowcount  # type: ignore[attr-defined]
-        return n
-
-    def _held(self, job: _Job) -> tuple[ColumnElement[bool], ...]:
-        """The conditions under which this process still holds `job`'s current attempt."""
-        return (
-            VectorStoreFileRow.vector_store_id == job.store_id,
-            VectorStoreFileRow.file_id == job.file_id,
-            VectorStoreFileRow.attempt == job.attempt,
-            VectorStoreFileRow.status == "in_progress",
-            VectorStoreFileRow.worker_id == self.holder,
-        )
 
     def _guarded(self, job: _Job, step: Any) -> bool:
         """Run one step for a job; a failure ends that file `failed` with the reason."""
@@ -303,34 +189,6 @@ class Ingestor:
             self._fail(job, "server_error", f"Indexing failed: {e}")
         return False
 
-    def _current(self, job: _Job) -> VectorStoreFileRow | None:
-        """The file's row while this process still holds its current attempt (proving,
-        with a heartbeat, that it is alive); None once it lost it."""
-        with self.db.begin() as s:
-            beat = s.execute(
-                update(VectorStoreFileRow)
-                .where(*self._held(job))
-                .values(heartbeat_at=self.clock())
-                .execution_options(synchronize_session=False)
-            )
-            if beat.rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            return s.get(VectorStoreFileRow, (job.store_id, job.file_id))
-
-    def _release(self, s: Session, job: _Job) -> VectorStoreFileRow | None:
-        """Let go of `job` in the transaction that ends it; its row, or None when this
-        process no longer held it (the row is then left alone). The UPDATE comes first
-        so that, on PostgreSQL, it locks the row against a concurrent take-back."""
-        let_go = s.execute(
-            update(VectorStoreFileRow)
-            .where(*self._held(job))
-            .values(worker_id=None, heartbeat_at=None)
-            .execution_options(synchronize_session=False)
-        )
-        if let_go.rowcount != 1:  # type: ignore[attr-defined]
-            return None
-        return s.get(VectorStoreFileRow, (job.store_id, job.file_id), populate_existing=True)
-
     def _tokenizer(self, model: str) -> Any:
         if model not in self._tokenizers:
             self._tokenizers[model] = self.embeddings.tokenizer(model)  # a private copy
@@ -338,7 +196,7 @@ class Ingestor:
 
     def _prepare(self, job: _Job) -> bool:
         """Extract and chunk; False when the file no longer needs indexing."""
-        row = self._current(job)
+        row = self.claims.current(job)
         if row is None:
             return False
         with self.db() as s:
@@ -388,7 +246,7 @@ class Ingestor:
         live = set(group)
         for start in range(0, len(items), EMBED_BATCH):
             if start:
-                live = {job for job in live if self._current(job) is not None}
+                live = {job for job in live if self.claims.current(job) is not None}
             part = [(job, n) for job, n in items[start : start + EMBED_BATCH] if job in live]
             for model in {job.model for job, _ in part}:
                 texts = [job.chunks[n].text for job, n in part if job.model == model]
@@ -411,7 +269,7 @@ class Ingestor:
         if len(job.vectors) != len(job.chunks):
             return False  # cancelled or failed while embedding
         with self.db.begin() as s:
-            row = self._release(s, job)
+            row = self.claims.release(s, job)
             if row is None:
                 return False
             drop_chunks(s, job.store_id, job.file_id)
@@ -442,7 +300,7 @@ class Ingestor:
 
     def _fail(self, job: _Job, code: str, message: str) -> None:
         with self.db.begin() as s:
-            row = self._release(s, job)
+            row = self.claims.release(s, job)
             if row is None:
                 return
             row.status = "failed"
