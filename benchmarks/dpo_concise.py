@@ -1,6 +1,7 @@
 """Does a DPO job move a real model towards the preferred answers? Concise vs verbose.
 
-`examples/concise_train.jsonl` (36 pairs) prefers a one-word answer to a chatty one;
+`examples/concise_train.jsonl` (36 pairs) prefers a short hand-written answer to the
+base model's own greedy answer (rambling, often wrong);
 `examples/concise_heldout.jsonl` (12 pairs) asks other questions. Through a tunelab
 server (the official SDK): one DPO job, then on the held-out pairs, for the base and
 the fine-tune,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,18 @@ def test_create_follow_list_results_events(
             cli, ["jobs", "create", "-t", str(train), "-m", TINY_CHAT, "--n-epochs", "0"]
         )
         assert bad.exit_code == 1 and "n_epochs" in bad.output
+        # A preference job: --method dpo sends the pairs file with method.dpo; --beta is
+        # a DPO hyperparameter, refused without it.
+        pairs = Path(__file__).resolve().parent.parent / "examples" / "concise_train.jsonl"
+        dpo = runner.invoke(
+            cli,
+            ["jobs", "create", "-t", str(pairs), "-m", TINY_CHAT, "--method", "dpo",
+             "--beta", "0.3", "--no-follow", "--json"],
+        )  # fmt: skip
+        assert dpo.exit_code == 0, dpo.output
+        created = json.loads(dpo.stdout)  # "Uploaded ..." goes to stderr
+        assert created["method"]["type"] == "dpo"
+        assert created["method"]["dpo"]["hyperparameters"]["beta"] == 0.3
+        runner.invoke(cli, ["jobs", "cancel", created["id"]])
+        stray = runner.invoke(cli, ["jobs", "create", "-t", str(pairs), "--beta", "0.3"])
+        assert stray.exit_code == 2 and "--method dpo" in stray.output

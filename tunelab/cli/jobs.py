@@ -50,6 +50,15 @@ def _file_id(client: Any, value: str) -> str:
 @click.option("--batch-size", type=int, default=None)
 @click.option("--learning-rate-multiplier", type=float, default=None)
 @click.option("--full", is_flag=True, help="Full fine-tuning instead of LoRA.")
+@click.option(
+    "--method",
+    "method_type",
+    type=click.Choice(["supervised", "dpo"]),
+    default="supervised",
+    show_default=True,
+    help="dpo: preference pairs (input, preferred_output, non_preferred_output).",
+)
+@click.option("--beta", type=float, default=None, help="DPO only: the strength of the preference.")
 @click.option("--seed", type=int, default=None)
 @click.option(
     "--follow/--no-follow", default=True, show_default=True, help="Follow the job until it ends."
@@ -65,6 +74,8 @@ def jobs_create(
     batch_size: int | None,
     learning_rate_multiplier: float | None,
     full: bool,
+    method_type: str,
+    beta: float | None,
     seed: int | None,
     follow: bool,
     as_json: bool,
@@ -74,6 +85,7 @@ def jobs_create(
     \b
     Example:
       tunelab jobs create -t train.jsonl -m smollm2-135m-instruct --suffix pirate --n-epochs 3
+      tunelab jobs create -t pairs.jsonl --method dpo --beta 0.1
     """
     from tunelab.settings import Settings
 
@@ -89,6 +101,10 @@ def jobs_create(
     }
     if full:
         hp["method"] = "full"
+    if beta is not None:
+        if method_type != "dpo":
+            raise click.UsageError("--beta is a DPO hyperparameter: add --method dpo.")
+        hp["beta"] = beta
     params: dict[str, Any] = {
         "model": model or Settings().default_chat_model,
         "training_file": _file_id(client, training_file),
@@ -99,8 +115,8 @@ def jobs_create(
         params["suffix"] = suffix
     if seed is not None:
         params["seed"] = seed
-    if hp:
-        params["method"] = {"type": "supervised", "supervised": {"hyperparameters": hp}}
+    if hp or method_type != "supervised":
+        params["method"] = {"type": method_type, method_type: {"hyperparameters": hp}}
     job = client.fine_tuning.jobs.create(**params)
     if as_json:
         print_json(job)

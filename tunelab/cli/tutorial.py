@@ -30,7 +30,7 @@ from tunelab.settings import Settings
     multiple=True,
     metavar="NAME",
     help="Run only these steps (repeatable): prepare, upload, finetune, compare, embeddings, "
-    "store, ask, grounded, classify.",
+    "store, ask, grounded, classify, prefer.",
 )
 @click.option(
     "--workdir",

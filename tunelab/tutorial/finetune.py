@@ -29,10 +29,12 @@ def run_job(
     n_epochs: int,
     learning_rate_multiplier: float | None = None,
     validation_file: str | None = None,
+    method: str = "supervised",
     timeout_s: float = 3600,
 ) -> Any:
-    """Create a supervised fine-tuning job and follow it to the end with a progress bar
-    (step, loss) fed by the job's metrics events; the finished job, or StepUnavailable."""
+    """Create a fine-tuning job (`method`: supervised or dpo) and follow it to the end
+    with a progress bar (step, loss) fed by the job's metrics events; the finished job,
+    or StepUnavailable."""
     client = session.client
     hyper: dict[str, Any] = {"n_epochs": n_epochs}
     if learning_rate_multiplier is not None:
@@ -43,7 +45,7 @@ def run_job(
             training_file=training_file,
             suffix=suffix,
             seed=42,
-            method={"type": "supervised", "supervised": {"hyperparameters": hyper}},
+            method={"type": method, method: {"hyperparameters": hyper}},
             **({"validation_file": validation_file} if validation_file else {}),
         )
     session.track("jobs", job.id)

@@ -20,6 +20,7 @@ from tunelab.tutorial.classify import step_classify
 from tunelab.tutorial.data import step_prepare, step_upload
 from tunelab.tutorial.finetune import step_compare, step_finetune
 from tunelab.tutorial.grounded import step_grounded
+from tunelab.tutorial.prefer import step_prefer
 from tunelab.tutorial.retrieval import step_ask, step_embeddings, step_vector_store
 from tunelab.tutorial.session import Session, StepUnavailable
 
@@ -33,6 +34,7 @@ STEPS: dict[str, Callable[[Session], None]] = {
     "ask": step_ask,
     "grounded": step_grounded,
     "classify": step_classify,
+    "prefer": step_prefer,
 }
 # The steps that neither train nor generate text: seconds, not minutes.
 FAST_STEPS = ("prepare", "upload", "embeddings", "store", "classify")
