@@ -9,6 +9,8 @@ After every restart:
 
 - every file whose upload was acknowledged is there, byte for byte, and every file
   that is listed at all is complete (it equals one of the payloads that were sent);
+- nothing half-written remains: the temporary files of writes a kill cut short are
+  removed when the server starts again (`tunelab.blobs.sweep_temp_files`);
 - after the last restart, the work that was interrupted finishes: ingestion ends in
   `completed`, the batch in `completed` with every line answered exactly once, the
   jobs in `succeeded` (the first one, killed up to three times, may instead fail as
@@ -31,6 +33,7 @@ import pytest
 
 from tests.support import chat_lines, kill_hard, register_models, sdk, serve_process, wait_until
 from tests.tiny_models import TINY_CHAT, tiny_registry_entry
+from tunelab.blobs import TEMP_KINDS
 from tunelab.settings import Settings
 
 pytestmark = pytest.mark.slow  # four server starts and a training run: minutes
@@ -137,6 +140,12 @@ def check_files(client: openai.OpenAI, ledger: Ledger) -> None:
             assert len(content) == f.bytes and content in ledger.sent, f.id
 
 
+def half_written(data_dir: Path) -> list[Path]:
+    """Temporary files of unfinished writes (uploads, upload parts, blob downloads)."""
+    prefixes = tuple(f".{kind}-" for kind in TEMP_KINDS)
+    return [p for p in data_dir.rglob(".*") if p.name.startswith(prefixes)]
+
+
 def settled(client: openai.OpenAI, ledger: Ledger) -> Callable[[], bool]:
     def check() -> bool:
         for store_id in ledger.stores:
@@ -172,6 +181,7 @@ def test_killing_the_server_at_random_points_loses_nothing(
     rng = random.Random(11)
     ledger = Ledger()
     log = tmp_path / "serve.log"
+    cut_short = 0  # temporary files the kills left (how many depends on when they hit)
     for round_ in range(KILLS):
         with serve_process(settings, log=log, **FAST) as (url, proc):
             client = sdk(url, "key-a")
@@ -185,6 +195,7 @@ def test_killing_the_server_at_random_points_loses_nothing(
             stop.set()
             uploader.join(60)
             assert not uploader.is_alive() and not ledger.errors, ledger.errors
+            cut_short += len(half_written(settings.data_dir))
     with serve_process(settings, log=log, **FAST) as (url, _):
         client = sdk(url, "key-a")
         check_files(client, ledger)
@@ -192,6 +203,7 @@ def test_killing_the_server_at_random_points_loses_nothing(
             settled(client, ledger), timeout=300, every=0.5, what="interrupted work to finish"
         )
         check_files(client, ledger)
+        assert half_written(settings.data_dir) == [], f"{cut_short} left by the kills"
         for batch_id in ledger.batches:
             batch = client.batches.retrieve(batch_id)
             assert batch.output_file_id is not None

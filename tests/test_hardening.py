@@ -289,6 +289,17 @@ def test_nan_and_surrogates_are_refused_wherever_they_are(url: str) -> None:
     assert r.status_code == 400 and r.json()["error"]["param"] == "max_num_results"
 
 
+def test_a_nan_attribute_is_refused_not_stored_as_null(url: str) -> None:
+    """Defect 8: `{"attributes": {"k": NaN}}` was stored and came back as null."""
+    alpha = sdk(url, "key-alpha")
+    f = alpha.files.create(file=("a.txt", b"some words"), purpose="assistants")
+    store = alpha.vector_stores.create(name="attrs")
+    body = {"file_id": f.id, "attributes": {"k": float("nan")}}
+    r = post(url, f"/v1/vector_stores/{store.id}/files", body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "attributes.k", r.text
+    assert list(alpha.vector_stores.files.list(store.id)) == []  # nothing stored
+
+
 # -- defect 2 and 8: the key first, then the size, before any body is read --------------------
 
 
@@ -305,12 +316,18 @@ def test_no_body_is_read_without_a_key(url: str) -> None:
         )
         assert head.startswith("HTTP/1.1 401"), head
         assert "key-" not in head
+
+
+def test_malformed_json_without_a_key_is_a_401(url: str) -> None:
     r = httpx.post(
         url + "/v1/chat/completions",
         content=b"{not json",
         headers={"content-type": "application/json"},
     )
     assert r.status_code == 401  # auth comes before parsing
+
+
+def test_the_401_repeats_no_part_of_the_key(url: str) -> None:
     r = httpx.post(
         url + "/v1/chat/completions", content=b"{", headers={"authorization": "Bearer wrong-secret"}
     )
@@ -387,7 +404,9 @@ def test_ingestion_refuses_files_over_its_bound(url: str, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(limits, "MAX_INGEST_BYTES", 1024)
     alpha = sdk(url, "key-alpha")
-    f = alpha.files.create(file=("big.txt", b"words " * 400), purpose="assistants")
+    # HTML is parsed whole, so it is held to the bound (UTF-8 text streams, at any size).
+    page = b"<p>" + b"words " * 400 + b"</p>"
+    f = alpha.files.create(file=("big.html", page), purpose="assistants")
     store = alpha.vector_stores.create(name="bounded", file_ids=[f.id])
 
     def ended() -> Any:

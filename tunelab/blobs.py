@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +21,15 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 CHUNK = 1 << 20
+
+# Temporary files of a write in progress: `.{kind}-{pid}@{machine}~{random}`. A process
+# killed mid-write leaves its file behind; `sweep_temp_files` removes it at the next
+# start. The name says whose it is, because several replicas may share a directory.
+TEMP_KINDS = ("upload", "download", "part")
+# A temporary file whose owner cannot be checked from here (another machine, or a name
+# without an owner) is only removed once nothing has written to it for this long: far
+# longer than any write pauses (a check of a 512 MiB upload, its copy to S3).
+TEMP_GRACE_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -104,8 +115,7 @@ def spooled(
 ) -> Iterator[tuple[Path, Stored]]:
     """`stream` in a temporary file in `directory`: size-bounded, hashed, checked.
     The caller moves the file where it belongs; whatever is left is removed."""
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".upload-")
-    tmp = Path(tmp_name)
+    fd, tmp = temp_file(directory, "upload")
     try:
         digest = hashlib.sha256()
         size = 0
@@ -121,3 +131,56 @@ def spooled(
         yield tmp, Stored(size, digest.hexdigest())
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _machine() -> str:
+    """This process's host and PID namespace: PIDs are only comparable within one."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}.{namespace}".replace("~", "-").replace("/", "-")
+
+
+def temp_file(directory: Path, kind: str) -> tuple[int, Path]:
+    """A new temporary file in `directory` named for its owner: (open fd, path)."""
+    fd, name = tempfile.mkstemp(dir=directory, prefix=f".{kind}-{os.getpid()}@{_machine()}~")
+    return fd, Path(name)
+
+
+def _abandoned(path: Path, now: float, grace_seconds: float) -> bool:
+    owner = path.name.partition("-")[2].rpartition("~")[0]  # "{pid}@{machine}" or ""
+    pid, _, machine = owner.partition("@")
+    if pid.isdigit() and machine == _machine() and int(pid) != os.getpid():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True  # its writer is gone: nothing will ever finish or remove it
+        except PermissionError:
+            pass  # alive (another user's process)
+    try:
+        return now - path.stat().st_mtime > grace_seconds
+    except FileNotFoundError:
+        return False  # finished meanwhile
+
+
+def sweep_temp_files(
+    directory: Path, *, grace_seconds: float = TEMP_GRACE_SECONDS, now: float | None = None
+) -> list[Path]:
+    """Remove the temporary files in `directory` that no live process is writing (their
+    writer died: a kill, a power cut); returns what was removed. Temporary files of
+    live writers, here or on other replicas sharing the directory, are left alone."""
+    if not directory.is_dir():
+        return []
+    now = time.time() if now is None else now
+    prefixes = tuple(f".{kind}-" for kind in TEMP_KINDS)
+    removed = []
+    for path in directory.iterdir():
+        if (
+            path.name.startswith(prefixes)
+            and path.is_file()
+            and _abandoned(path, now, grace_seconds)
+        ):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

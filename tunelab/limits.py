@@ -32,8 +32,10 @@ MAX_PROMPTS = 16  # prompts per /v1/completions request (each is a queued genera
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's
 # Refused before tokenising: 8192 tokens (OpenAI's per-input limit) of 16 characters each.
 MAX_EMBEDDING_INPUT_CHARS = 8192 * 16
-# Bytes of one file a vector store indexes: ingestion holds its text, chunks and
-# vectors in memory at once, so this bounds that (~64 MiB of text is ~16M tokens).
+# Bytes of one file a vector store indexes when its parser needs the whole document
+# in memory (PDF, HTML, DOCX, JSON, JSONL, CSV, and text not in UTF-8). UTF-8 text and
+# Markdown are read, chunked and embedded a window at a time, at any size
+# (tunelab/retrieval/streaming.py).
 MAX_INGEST_BYTES = 64 * 1024 * 1024
 MAX_SEARCH_QUERIES = 16  # queries in one vector-store search
 MAX_QUERY_CHARS = 8192  # characters of one search query

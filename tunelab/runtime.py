@@ -13,6 +13,7 @@ data (`tunelab worker`, `tunelab keys`) build one too.
 
 from __future__ import annotations
 
+import logging
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -26,7 +27,7 @@ from tunelab.batches.executors import (
 )
 from tunelab.batches.service import BatchService
 from tunelab.batches.worker import BatchWorker
-from tunelab.blobs import BlobStore, LocalBlobStore
+from tunelab.blobs import BlobStore, LocalBlobStore, sweep_temp_files
 from tunelab.db.base import Database, migrate
 from tunelab.embeddings.protocol import Embedder
 from tunelab.evals.judging import Judge, MaskedJudge
@@ -50,6 +51,8 @@ from tunelab.retrieval.language import StoreModels
 from tunelab.retrieval.service import Retrieval, build_retrieval
 from tunelab.settings import Settings
 from tunelab.uploads import UploadStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -94,7 +97,15 @@ class Runtime:
 
     def start(self) -> None:
         """Begin background work: ingestion (re-queueing interrupted files) and,
-        when embedded, the job worker and the eval runner."""
+        when embedded, the job worker and the eval runner. First, the temporary files
+        of writes a kill interrupted are removed (only those no live process, of
+        this or another replica, is writing: `blobs.sweep_temp_files`)."""
+        swept = self.uploads.sweep() + sum(
+            len(sweep_temp_files(d))
+            for d in (self.settings.files_dir, self.settings.blob_cache_dir)
+        )
+        if swept:
+            log.info("removed %d temporary files left by interrupted writes", swept)
         self.retrieval.start()
         self._running.callback(self.retrieval.close)
         self._running.enter_context(self.batch_worker.running())

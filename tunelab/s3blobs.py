@@ -16,13 +16,12 @@ and S3 publishes an object only when its upload completes.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
-from tunelab.blobs import Stored, check_key, spooled
+from tunelab.blobs import Stored, check_key, spooled, temp_file
 
 
 class S3BlobStore:
@@ -75,9 +74,8 @@ class S3BlobStore:
         cached = self.cache_dir / key
         if cached.exists():
             return cached
-        fd, tmp_name = tempfile.mkstemp(dir=self.cache_dir, prefix=".download-")
+        fd, tmp = temp_file(self.cache_dir, "download")
         os.close(fd)
-        tmp = Path(tmp_name)
         try:
             self._s3.download_file(self.bucket, name, str(tmp))
             os.replace(tmp, cached)

@@ -14,8 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The most prompts one /v1/completions request may send (tunelab.limits.MAX_PROMPTS,
+# which lives above this module; a unit test keeps the two equal). Each prompt is one
+# queued generation, so a queue shorter than this would refuse such a request with a
+# retryable 503 that no retry could get past.
+MAX_PROMPTS_PER_REQUEST = 16
+# Below this a body limit refuses ordinary requests (a chat request with a few messages,
+# a multipart upload's own headers), whatever they hold.
+MIN_BODY_BYTES = 4096
 
 
 def _default_data_dir() -> Path:
@@ -128,6 +137,51 @@ class Settings(BaseSettings):
     def _expand(cls, v: Path | None) -> Path | None:
         return v.expanduser().resolve() if v is not None else None
 
+    @field_validator(
+        "port",
+        "embed_max_batch",
+        "adapter_cache_size",
+        "max_batch_size",
+        "full_model_memory_mb",
+        "worker_poll_seconds",
+        "worker_stale_seconds",
+        mode="after",
+    )
+    @classmethod
+    def _positive(cls, v: float, info: ValidationInfo) -> float:
+        # Zero or less would make the server refuse (or never run) every request of a
+        # kind; say so at startup instead.
+        if v <= 0:
+            raise ValueError(f"{_var(info)} must be above 0, got {v}")
+        return v
+
+    @field_validator("embed_batch_window_ms", mode="after")
+    @classmethod
+    def _not_negative(cls, v: float, info: ValidationInfo) -> float:
+        if not v >= 0:  # NaN too
+            raise ValueError(f"{_var(info)} must be 0 or more, got {v}")
+        return v
+
+    @field_validator("max_upload_bytes", "max_request_bytes", mode="after")
+    @classmethod
+    def _body_limit(cls, v: int, info: ValidationInfo) -> int:
+        if v < MIN_BODY_BYTES:
+            raise ValueError(
+                f"{_var(info)} is {v}; below {MIN_BODY_BYTES} bytes it refuses ordinary requests"
+            )
+        return v
+
+    @field_validator("max_queued_requests", mode="after")
+    @classmethod
+    def _queue_fits_a_request(cls, v: int, info: ValidationInfo) -> int:
+        if v < MAX_PROMPTS_PER_REQUEST:
+            raise ValueError(
+                f"{_var(info)} is {v}; it must be at least {MAX_PROMPTS_PER_REQUEST}, the "
+                "prompts one /v1/completions request may queue, or such a request is refused "
+                "with a 503 no retry can get past"
+            )
+        return v
+
     @field_validator("api_keys", mode="after")
     @classmethod
     def _keys_parse(cls, v: str) -> str:
@@ -184,6 +238,11 @@ class Settings(BaseSettings):
 
 _PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 _KEY = re.compile(r"[\x21-\x7e]{1,256}")  # printable ASCII, no spaces: a header value
+
+
+def _var(info: ValidationInfo) -> str:
+    """The environment variable of the field being validated."""
+    return f"TUNELAB_{str(info.field_name).upper()}"
 
 
 def parse_api_keys(value: str) -> list[ApiKey]:

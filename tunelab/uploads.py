@@ -14,7 +14,6 @@ import hashlib
 import io
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -22,7 +21,7 @@ from typing import Any, BinaryIO
 from sqlalchemy import BigInteger, ForeignKey, Integer, String, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tunelab.blobs import CHUNK
+from tunelab.blobs import CHUNK, sweep_temp_files, temp_file
 from tunelab.db.base import Base, Database, now
 from tunelab.db.tables import FileRow
 from tunelab.errors import InvalidRequest, NotFound, PayloadTooLarge
@@ -147,8 +146,7 @@ class UploadStore:
         part_dir = self.root / row.id
         part_dir.mkdir(parents=True, exist_ok=True)
         part_id = new_id("part_")
-        fd, tmp_name = tempfile.mkstemp(dir=part_dir, prefix=".part-")
-        tmp = Path(tmp_name)
+        fd, tmp = temp_file(part_dir, "part")
         try:
             size = 0
             with os.fdopen(fd, "wb") as out:
@@ -232,6 +230,12 @@ class UploadStore:
 
     def file_of(self, row: UploadRow) -> FileRow | None:
         return self.files.get(row.project, row.file_id) if row.file_id else None
+
+    def sweep(self) -> int:
+        """Remove the part files a killed process left half-written; how many."""
+        if not self.root.is_dir():
+            return 0
+        return sum(len(sweep_temp_files(d)) for d in self.root.iterdir() if d.is_dir())
 
     def _drop_parts(self, upload_id: str) -> None:
         shutil.rmtree(self.root / upload_id, ignore_errors=True)

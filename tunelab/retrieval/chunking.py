@@ -78,16 +78,34 @@ def token_offsets(tokenizer: Any, text: str) -> list[tuple[int, int]]:
 
 def chunk_text(text: str, tokenizer: Any, strategy: StaticStrategy) -> list[Chunk]:
     """Overlapping chunks of at most `strategy.max_tokens` tokens covering `text`."""
+    return chunk_window(text, tokenizer, strategy, final=True)[0]
+
+
+# Tokens at a window's end that may tokenise differently once the text goes on (a word
+# cut in two): no chunk of a window that is not the last one looks at them.
+UNSETTLED_TOKENS = 16
+
+
+def chunk_window(
+    text: str, tokenizer: Any, strategy: StaticStrategy, *, final: bool
+) -> tuple[list[Chunk], int]:
+    """The chunks of `text` as `chunk_text` cuts them, and where the text they do not
+    cover starts. With `final` False, `text` is a window of a longer document: chunking
+    stops before the first chunk whose choice of end could depend on text past the
+    window, so chunking the rest from the returned offset gives the same chunks as
+    chunking the whole (ingestion.py streams large files this way)."""
     offsets = token_offsets(tokenizer, text)
     n = len(offsets)
     if n == 0:
-        return []
+        return [], len(text)
     starts = [s for s, _ in offsets]
     scores = _break_scores(text, starts)
     size, overlap = strategy.max_tokens, strategy.overlap_tokens
     chunks: list[Chunk] = []
     i = 0
     while True:
+        if not final and i + size + UNSETTLED_TOKENS > n:
+            return chunks, starts[i]
         end = min(i + size, n)
         if end < n:
             # Best break in the second half of the window, latest on ties.
@@ -99,7 +117,7 @@ def chunk_text(text: str, tokenizer: Any, strategy: StaticStrategy) -> list[Chun
             Chunk(text[starts[i] : offsets[end - 1][1]], starts[i], offsets[end - 1][1], end - i)
         )
         if end >= n:
-            return chunks
+            return chunks, len(text)
         nxt = max(end - overlap, i + 1)
         # Start at a sentence or paragraph start inside the overlap when there is one.
         better = [t for t in range(nxt, end) if scores[t] >= 2]

@@ -116,15 +116,21 @@ class FileClaims:
         """The file's row while this process still holds `claim` (heart-beating it);
         None once it lost it (detached, cancelled, re-attached, taken back)."""
         with self.db.begin() as s:
-            beat = s.execute(
-                update(Row)
-                .where(*self._held(claim))
-                .values(heartbeat_at=self.clock())
-                .execution_options(synchronize_session=False)
-            )
-            if beat.rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            return s.get(Row, (claim.store_id, claim.file_id))
+            return self.hold(s, claim)
+
+    def hold(self, s: Session, claim: Claim) -> Row | None:
+        """In the caller's transaction: prove `claim` is still held (a heartbeat whose
+        UPDATE locks the row on PostgreSQL until the transaction ends) and return its
+        row; None when this process no longer holds it."""
+        beat = s.execute(
+            update(Row)
+            .where(*self._held(claim))
+            .values(heartbeat_at=self.clock())
+            .execution_options(synchronize_session=False)
+        )
+        if beat.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        return s.get(Row, (claim.store_id, claim.file_id), populate_existing=True)
 
     def release(self, s: Session, claim: Claim) -> Row | None:
         """Let go of `claim` in the transaction that ends the file; its row, or None when

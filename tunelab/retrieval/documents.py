@@ -15,7 +15,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import PurePath
 from typing import Any
 
@@ -62,10 +62,18 @@ def decode_text(data: bytes) -> str:
     return str(best)
 
 
-def _tidy(text: str) -> str:
+def normalise_space(text: str) -> str:
+    """Line ends, NULs, spaces before a line end, runs of blank lines: what `_tidy`
+    does but the final strip. Every rewrite touches only whitespace (and NUL), so
+    text cut just after a visible character is tidied the same in pieces
+    (`streaming.tidied`)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
     text = re.sub(r"[ \t\u00a0]+\n", "\n", text)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def _tidy(text: str) -> str:
+    return normalise_space(text).strip()
 
 
 def _html(data: bytes) -> str:
@@ -79,6 +87,11 @@ def _html(data: bytes) -> str:
 
 
 def _pdf(data: bytes) -> str:
+    return "".join(pdf_pages(data))
+
+
+def pdf_pages(data: bytes) -> Iterator[str]:
+    """A PDF's text a page at a time (pages joined by a blank line)."""
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
@@ -95,17 +108,19 @@ def _pdf(data: bytes) -> str:
                     "invalid_file",
                     "The PDF is encrypted with a password; upload a decrypted copy.",
                 )
-        pages = [page.extract_text() or "" for page in reader.pages]
+        any_text = False
+        for n, page in enumerate(reader.pages):
+            text = (page.extract_text() or "").strip()
+            any_text = any_text or bool(text)
+            yield ("\n\n" if n else "") + text
     except PdfReadError as e:
         raise DocumentError("invalid_file", f"The PDF could not be read ({e}).") from e
-    text = "\n\n".join(p.strip() for p in pages)
-    if not text.strip():
+    if not any_text:
         raise DocumentError(
             "invalid_file",
             "The PDF has no extractable text (a scanned image?); OCR is not supported, "
             "upload a text PDF or the document's text.",
         )
-    return text
 
 
 def _docx(data: bytes) -> str:
@@ -192,17 +207,22 @@ _EXTRACTORS: dict[str, Callable[[bytes], str]] = {
 }
 
 
-def extract_text(filename: str, data: bytes) -> str:
-    """The document's text, chosen by the file name's extension."""
+def extractor(filename: str) -> Callable[[bytes], str]:
+    """What turns this file's bytes into text, chosen by the name's extension."""
     ext = PurePath(filename).suffix.lower()
-    extractor = _EXTRACTORS.get(ext)
-    if extractor is None:
+    found = _EXTRACTORS.get(ext)
+    if found is None:
         raise DocumentError(
             "unsupported_file",
             f"Files of type '{ext or filename}' cannot be added to a vector store; "
             f"supported: {', '.join(SUPPORTED_EXTENSIONS)}.",
         )
-    text = _tidy(extractor(data))
+    return found
+
+
+def extract_text(filename: str, data: bytes) -> str:
+    """The document's text, chosen by the file name's extension."""
+    text = _tidy(extractor(filename)(data))
     if not text:
         raise DocumentError("invalid_file", f"'{filename}' contains no text to index.")
     return text

@@ -27,14 +27,25 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from sqlalchemy import case, select
+from sqlalchemy import ColumnElement, case, select
 from sqlalchemy.orm import Session
 
-from tunelab.retrieval.tables import ChunkRow
+from tunelab.retrieval.tables import ChunkRow, VectorStoreFileRow
 from tunelab.retrieval.terms import TERM_DTYPE, decode_terms, encode_terms, query_terms
 
 BM25_K1 = 1.2
 BM25_B = 0.75
+
+
+def indexed(store_id: str) -> list[ColumnElement[bool]]:
+    """The chunks a store's indexes hold: those of its completed files. A long file's
+    chunks are written while it is still being ingested (ingestion.py); they must not
+    count in BM25's statistics before it completes, nor after a kill left them."""
+    completed = select(VectorStoreFileRow.file_id).where(
+        VectorStoreFileRow.vector_store_id == store_id,
+        VectorStoreFileRow.status == "completed",
+    )
+    return [ChunkRow.vector_store_id == store_id, ChunkRow.file_id.in_(completed)]
 
 
 # ---------------------------------------------------------------- dense
@@ -95,7 +106,7 @@ class DenseIndex:
             return cached
         rows = s.execute(
             select(ChunkRow.id, ChunkRow.file_id, ChunkRow.embedding)
-            .where(ChunkRow.vector_store_id == store_id)
+            .where(*indexed(store_id))
             .order_by(ChunkRow.id)
         ).all()
         files: dict[str, int] = {}
@@ -217,7 +228,7 @@ class KeywordIndex:
                 ChunkRow.keyword_terms,
                 case((ChunkRow.keyword_terms.is_(None), ChunkRow.text), else_=None),
             )
-            .where(ChunkRow.vector_store_id == store_id)
+            .where(*indexed(store_id))
             .order_by(ChunkRow.id)
         ).all()
         per_chunk = [decode_terms(t if t is not None else encode_terms(x)) for _, t, x in rows]

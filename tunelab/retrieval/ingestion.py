@@ -2,23 +2,31 @@
 
 Attaching a file only writes an `in_progress` row; the work is claimed from the
 database (`claims.FileClaims`), so any API replica or `tunelab worker` on the same
-database can index it, and exactly one does. The process that attached the file is
-woken at once; others poll. A file whose indexing was started MAX_CLAIMS times (its
-indexer kept dying) fails with the reason instead of being retried forever.
-
+database can index it, and exactly one does: the request returns at once (the SDK's
+`upload_and_poll` / `create_and_poll` then poll), the process that attached the file
+is woken at once, others poll. A file whose indexing was started MAX_CLAIMS times
+(its indexer kept dying) fails with the reason instead of being retried forever.
 Every path ends the file in `completed`, `failed` (with `last_error` saying why) or
-leaves it `cancelled`, so the pollers always finish. Chunks are committed in one
-transaction together with the `completed` status, and only if this process still
-holds the current attempt: a file detached, cancelled, re-attached or taken back
-meanwhile is never half-indexed, nor indexed twice.
+leaves it `cancelled`, so the pollers always finish.
+
+A file of up to EMBED_BATCH chunks is committed in one transaction together with the
+`completed` status, and only if this process still holds the current attempt. A
+longer one streams (`streaming.py`): EMBED_BATCH chunks at a time are read, embedded
+and written, each write proving the claim is still held, and the last write marks it
+`completed`; until then the indexes leave its chunks out (`index.py` loads the chunks
+of completed files only), a failure or cancellation deletes them, and the next
+attempt (or the process that takes the claim back) replaces them. So no file is ever
+half-indexed, nor indexed twice, and ingestion holds a bounded part of a file in
+memory whatever its size.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,18 +34,18 @@ import numpy as np
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from tunelab import limits
 from tunelab.db import holders
 from tunelab.db.base import Database
 from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import NotFound
 from tunelab.files import FileStore
-from tunelab.retrieval.chunking import Chunk, StaticStrategy, chunk_text
+from tunelab.retrieval import streaming
+from tunelab.retrieval.chunking import Chunk, StaticStrategy
 from tunelab.retrieval.claims import Claim, FileClaims
-from tunelab.retrieval.documents import DocumentError, extract_text
+from tunelab.retrieval.documents import DocumentError
 from tunelab.retrieval.index import KeywordIndex
 from tunelab.retrieval.language import StoreModels
-from tunelab.retrieval.tables import ChunkRow, VectorStoreRow
+from tunelab.retrieval.tables import ChunkRow, VectorStoreFileRow, VectorStoreRow
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +78,14 @@ def drop_chunks(s: Session, store_id: str, file_id: str | None) -> int:
 @dataclass(eq=False)
 class _Job(Claim):
     model: str = ""
+    # The file's next chunks (at most EMBED_BATCH), and whether more are to come.
     chunks: list[Chunk] = field(default_factory=list)
     terms: list[bytes] = field(default_factory=list)  # each chunk's keyword terms
     vectors: list[np.ndarray] = field(default_factory=list)
+    rest: Iterator[Chunk] = field(default_factory=lambda: iter(()))
+    more: bool = False
+    stored: int = 0  # chunks written so far (the next one's position)
+    usage: int = 0  # their bytes, text and vector
 
 
 class Ingestor:
@@ -160,7 +173,7 @@ class Ingestor:
             return False
         self._embed(group)
         for done in group:
-            self._guarded(done, self._commit)
+            self._guarded(done, self._finish)
         return True
 
     def _claim(self) -> _Job | None:
@@ -207,22 +220,36 @@ class Ingestor:
         if store is None:
             return False
         file_row = self.files.get(row.project, job.file_id)
-        if file_row.bytes > limits.MAX_INGEST_BYTES:
-            raise DocumentError(
-                "invalid_file",  # one of OpenAI's three codes; the message says why
-                f"'{row.filename}' has {file_row.bytes} bytes; a vector store indexes files of "
-                f"at most {limits.MAX_INGEST_BYTES} bytes. Split it into several files.",
-            )
-        text_ = extract_text(row.filename, self.files.path(file_row).read_bytes())
-        model = store.embedding_model or self._settle_model(job.store_id, text_)
+        pieces = streaming.document_text(row.filename, self.files.path(file_row), file_row.bytes)
+        first, ended = streaming.fill("", pieces, streaming.WINDOW_CHARS)
+        if not first:
+            raise DocumentError("invalid_file", f"'{row.filename}' contains no text to index.")
+        model = store.embedding_model or self._settle_model(job.store_id, first)
         if model is None:
             return False  # the store was deleted meanwhile
         job.model = model
         tokenizer = self._tokenizer(job.model)
         window = self.embeddings.max_tokens(job.model) - tokenizer.num_special_tokens_to_add()
         strategy = StaticStrategy(row.max_chunk_tokens, row.chunk_overlap_tokens).clamped(window)
-        job.chunks = chunk_text(text_, tokenizer, strategy)
+        job.rest = streaming.stream_chunks(first, ended, pieces, tokenizer, strategy)
+        self._next_chunks(job)
+        return True
+
+    def _next_chunks(self, job: _Job) -> None:
+        """Read the file's next EMBED_BATCH chunks (or fewer, at its end)."""
+        job.chunks = [c for _, c in zip(range(EMBED_BATCH), job.rest, strict=False)]
         job.terms = [self.keyword.encode(c.text) for c in job.chunks]
+        job.vectors = []
+        job.more = len(job.chunks) == EMBED_BATCH and self._peek(job)
+
+    @staticmethod
+    def _peek(job: _Job) -> bool:
+        """Whether the file has chunks after these (a file of exactly EMBED_BATCH
+        chunks is committed at once, like any smaller one)."""
+        nxt = next(job.rest, None)
+        if nxt is None:
+            return False
+        job.rest = itertools.chain([nxt], job.rest)
         return True
 
     def _settle_model(self, store_id: str, text: str) -> str | None:
@@ -268,19 +295,42 @@ class Ingestor:
                     if job.model == model:
                         job.vectors.append(next(rows))
 
-    def _commit(self, job: _Job) -> bool:
+    def _finish(self, job: _Job) -> bool:
+        """Write the embedded chunks; for a long file, read, embed and write the rest."""
+        while True:
+            if not self._store(job, final=not job.more):
+                return False
+            if not job.more:
+                return True
+            if self._stop.is_set():
+                return False  # still claimed until close lets go: another process redoes it
+            self._next_chunks(job)
+            self._embed([job])
+
+    def _store(self, job: _Job, *, final: bool) -> bool:
+        """Write `job.chunks` (and, when `final`, mark the file `completed`), if the
+        attempt is still current; else drop what this attempt wrote."""
         if len(job.vectors) != len(job.chunks):
             return False  # cancelled or failed while embedding
         with self.db.begin() as s:
-            row = self.claims.release(s, job)
+            # The claim's UPDATE locks the row (on PostgreSQL), so a detach, cancel or
+            # take-back waits for this write; the last write also lets go of the claim.
+            row = self.claims.release(s, job) if final else self.claims.hold(s, job)
             if row is None:
+                # Cancelled midway: drop what this attempt wrote. Never while the file is
+                # still in_progress: another process holds it now, with its own chunks.
+                now = s.get(VectorStoreFileRow, (job.store_id, job.file_id))
+                cancelled = now is not None and now.attempt == job.attempt
+                if job.stored and cancelled and now is not None and now.status != "in_progress":
+                    drop_chunks(s, job.store_id, job.file_id)
                 return False
-            drop_chunks(s, job.store_id, job.file_id)
+            if not job.stored:  # a previous attempt's chunks, complete or not
+                drop_chunks(s, job.store_id, job.file_id)
             rows = [
                 ChunkRow(
                     vector_store_id=job.store_id,
                     file_id=job.file_id,
-                    position=n,
+                    position=job.stored + n,
                     text=c.text,
                     start_char=c.start,
                     end_char=c.end,
@@ -291,9 +341,13 @@ class Ingestor:
                 for n, c in enumerate(job.chunks)
             ]
             s.add_all(rows)
+            job.stored += len(rows)
+            job.usage += sum(len(r.text.encode()) + len(r.embedding) for r in rows)
+            if not final:
+                return True
             row.status = "completed"
             row.last_error_code = row.last_error_message = None
-            row.usage_bytes = sum(len(r.text.encode()) + len(r.embedding) for r in rows)
+            row.usage_bytes = job.usage
             s.execute(
                 update(VectorStoreRow)
                 .where(VectorStoreRow.id == job.store_id)
@@ -306,6 +360,8 @@ class Ingestor:
             row = self.claims.release(s, job)
             if row is None:
                 return
+            if job.stored:
+                drop_chunks(s, job.store_id, job.file_id)  # what this attempt wrote
             row.status = "failed"
             row.last_error_code = code
             row.last_error_message = message

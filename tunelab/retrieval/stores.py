@@ -324,8 +324,11 @@ class VectorStores:
     def detach(self, project: str, store_id: str, file_id: str) -> None:
         with self.db.begin() as s:
             row = self._file(s, project, store_id, file_id)
-            drop_chunks(s, store_id, file_id)
+            # The row first: on PostgreSQL its delete waits for an ingestion write in
+            # progress (ingestion.py locks the row), so the chunks dropped next include it.
             s.delete(row)
+            s.flush()
+            drop_chunks(s, store_id, file_id)
 
     def file_text(self, project: str, store_id: str, file_id: str) -> str:
         """The indexed text of a file, rebuilt from its (overlapping) chunks."""
