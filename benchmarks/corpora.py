@@ -62,9 +62,9 @@ class Corpus:
         names = {d.name for d in self.documents}
         return [Question(r["question"], r["page"]) for r in rows if r["page"] in names]
 
-    def smaller(self, pages: int) -> Corpus:
+    def smaller(self, pages: int, split: str = "report") -> Corpus:
         """The first `pages` pages, those that answer questions first (for quick runs)."""
-        answers = {q.page for q in self.questions()}
+        answers = {q.page for q in self.questions(split)}
         ranked = sorted(self.documents, key=lambda d: d.name not in answers)
         return Corpus(self.name, ranked[:pages], self.language)
 

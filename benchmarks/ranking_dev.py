@@ -18,6 +18,7 @@ through the API.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import sys
 import time
@@ -32,7 +33,7 @@ import numpy as np
 from corpora import Corpus, build
 
 from tunelab.models.registry import Registry
-from tunelab.retrieval.chunking import StaticStrategy, chunk_text
+from tunelab.retrieval.chunking import StaticStrategy, chunk_text, fitted_header
 from tunelab.retrieval.documents import extract_text
 from tunelab.retrieval.index import StorePostings
 from tunelab.retrieval.ranking import (
@@ -63,21 +64,37 @@ def load_model(model_id: str):  # type: ignore[no-untyped-def]
     return model, getattr(spec, "query_prefix", ""), getattr(spec, "passage_prefix", "")
 
 
-def index(corpus: Corpus, model_id: str, model, prefix: str, size: int, overlap: int) -> Indexed:  # type: ignore[no-untyped-def]
+def pages_key(corpus: Corpus) -> str:
+    """Names the corpus's pages in cache keys (a --pages run has vectors of its own)."""
+    names = "\n".join(d.name for d in corpus.documents).encode()
+    return f"-p{len(corpus.documents)}-{hashlib.sha256(names).hexdigest()[:8]}"
+
+
+def index(
+    corpus: Corpus, model_id: str, model, prefix: str, size: int, overlap: int, header: bool
+) -> Indexed:  # type: ignore[no-untyped-def]
+    """The corpus chunked and embedded as ingestion does (`header`: with each
+    document's `document_header` in front of every chunk's indexed text)."""
     tok = model.tokenizer
     # As ingestion clamps: the window less the special tokens and the passage prefix.
     prefix_tokens = (
         len(tok(prefix.rstrip(), add_special_tokens=False)["input_ids"]) if prefix else 0
     )
     window = model.max_seq_length - prefix_tokens - tok.num_special_tokens_to_add()
-    strategy = StaticStrategy(size, overlap).clamped(window)
     texts, pages = [], []
     for n, doc in enumerate(corpus.documents):
-        for c in chunk_text(extract_text(doc.filename, doc.data), tok, strategy):
-            texts.append(c.text)
+        text = extract_text(doc.filename, doc.data)
+        head, used = fitted_header(doc.filename, text, tok, window) if header else ("", 0)
+        room = window - used
+        strategy = StaticStrategy(size, overlap).clamped(room)
+        for c in chunk_text(text, tok, strategy):
+            texts.append(head + c.text)
             pages.append(n)
+    strategy = StaticStrategy(size, overlap).clamped(window)
     size, overlap = strategy.max_tokens, strategy.overlap_tokens
-    key = f"{corpus.name.removesuffix('-xl')}-{model_id}-{size}-{overlap}"
+    subset = pages_key(corpus)
+    key = f"{corpus.name.removesuffix('-xl')}{subset}-{model_id}-{size}-{overlap}"
+    key += "-h" if header else ""
     path = CACHE / "vectors" / f"{key}.npy"
     if path.exists():
         matrix = np.load(path)
@@ -126,6 +143,32 @@ def evaluate(
     return float(np.mean(rr)), h1 / n, h5 / n
 
 
+def naive(  # type: ignore[no-untyped-def]
+    corpus: Corpus, model_id: str, model, pprefix: str, queries: np.ndarray, split: str
+) -> str:
+    """hit@1/hit@5/MRR of the naive baseline (retrieval.py's plain word chunks, brute force)."""
+    from retrieval import naive_chunks
+
+    texts, pages = naive_chunks(corpus)
+    subset = pages_key(corpus)
+    path = CACHE / "vectors" / f"naive-{corpus.name.removesuffix('-xl')}{subset}-{model_id}.npy"
+    if path.exists():
+        matrix = np.load(path)
+    else:
+        matrix = model.encode([pprefix + t for t in texts], batch_size=64,
+                              normalize_embeddings=True, show_progress_bar=False)  # fmt: skip
+        np.save(path, matrix)
+    rr, h1, h5 = [], 0, 0
+    for q, vec in zip(corpus.questions(split), queries, strict=True):
+        ranked = [pages[i] for i in np.argsort(-(matrix @ vec), kind="stable")[:50]]
+        rank_ = ranked.index(q.page) + 1 if q.page in ranked else 0
+        rr.append(1 / rank_ if rank_ else 0.0)
+        h1 += rank_ == 1
+        h5 += 0 < rank_ <= 5
+    n = len(rr)
+    return f"{h1 / n:.2f}/{h5 / n:.2f}/{np.mean(rr):.2f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="all-minilm-l6-v2")
@@ -136,9 +179,13 @@ def main() -> None:
     ap.add_argument("--decay", default="1,0.7", help="same-file discounts (1 = none)")
     ap.add_argument("--norms", default="floor", help="dense normalisations: floor,mean,raw")
     ap.add_argument("--split", default="dev")
+    ap.add_argument("--headers", default="0,1", help="document headers off (0) / on (1)")
+    ap.add_argument("--pages", type=int, default=0, help="keep N pages per corpus (quick run)")
     args = ap.parse_args()
     corpora, _ = build(CACHE)
     chosen = [c for c in corpora if c.name in args.corpora.split(",")]
+    if args.pages:
+        chosen = [c.smaller(args.pages, args.split) for c in chosen]
     weights = [float(w) for w in args.weights.split(",")]
     for model_id in args.models.split(","):
         model, qprefix, pprefix = load_model(model_id)
@@ -153,18 +200,21 @@ def main() -> None:
                 [qprefix + q.question for q in corpus.questions(args.split)],
                 normalize_embeddings=True, show_progress_bar=False,
             )  # fmt: skip
-            for setting in args.chunks.split(","):
+            print(f"{corpus.name:<11} naive dense baseline "
+                  f"{naive(corpus, model_id, model, pprefix, queries, args.split)}")  # fmt: skip
+            for setting, header in itertools.product(
+                args.chunks.split(","), [x == "1" for x in args.headers.split(",")]
+            ):
                 size, overlap = (int(x) for x in setting.split("/"))
-                ix = index(corpus, model_id, model, pprefix, size, overlap)
+                ix = index(corpus, model_id, model, pprefix, size, overlap, header)
                 norms = {"floor": floor, "mean": None, "raw": 0.0}
                 for norm, doc, decay in itertools.product(
                     args.norms.split(","),
                     [float(x) for x in args.doc.split(",")],
                     [float(x) for x in args.decay.split(",")],
                 ):
-                    row = [
-                        f"{corpus.name:<11}{setting:>8} {norm:<6}doc {doc:.2f} decay {decay:.2f}"
-                    ]
+                    h = f"{setting:>8}{' h' if header else '  '} {norm:<6}"
+                    row = [f"{corpus.name:<11}{h}doc {doc:.2f} decay {decay:.2f}"]
                     for w in weights:
                         mrr, h1, h5 = evaluate(
                             ix, corpus, queries, args.split,

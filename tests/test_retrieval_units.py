@@ -11,7 +11,7 @@ import pytest
 
 from tunelab.errors import InvalidRequest
 from tunelab.models.registry import MINILM, Registry
-from tunelab.retrieval.chunking import StaticStrategy, chunk_text
+from tunelab.retrieval.chunking import StaticStrategy, chunk_text, document_header, fitted_header
 from tunelab.retrieval.documents import DocumentError, extract_text
 from tunelab.retrieval.filters import matches, validate_filter
 from tunelab.retrieval.grounding import Passage, build_grounded_messages, find_citations
@@ -35,11 +35,12 @@ def tokenizer():
 def test_clamp_keeps_the_overlap_ratio():
     assert StaticStrategy(800, 400).clamped(254) == StaticStrategy(254, 127)
     assert StaticStrategy(200, 50).clamped(254) == StaticStrategy(200, 50)
+    assert StaticStrategy().clamped(254) == StaticStrategy(254, 0)  # `auto`
 
 
 def test_chunks_fit_the_window_cover_the_text_and_are_source_slices(tokenizer):
     text = (DATA / "manual.md").read_text(encoding="utf-8")
-    chunks = chunk_text(text, tokenizer, StaticStrategy().clamped(254))
+    chunks = chunk_text(text, tokenizer, StaticStrategy(800, 400).clamped(254))
     assert len(chunks) > 5
     for c in chunks:
         assert c.text == text[c.start : c.end]  # case and spacing preserved
@@ -48,6 +49,21 @@ def test_chunks_fit_the_window_cover_the_text_and_are_source_slices(tokenizer):
     # Consecutive chunks overlap, and most end at a sentence or paragraph end.
     assert all(b.start < a.end for a, b in itertools.pairwise(chunks))
     assert sum(c.text.rstrip().endswith((".", ":")) for c in chunks) >= len(chunks) - 2
+
+
+def test_every_chunk_is_indexed_with_the_documents_name_and_title(tokenizer):
+    man = "LS(1)      User Commands      LS(1)\n\nNAME\n       ls - list directory contents\n\n"
+    assert document_header("ls.1.txt", man + "SYNOPSIS\n  ls [OPTION]...") == (
+        "ls.1 \u2014 LS(1) User Commands LS(1) \u2014 ls - list directory contents\n\n"
+    )
+    zh = "BIFF(1)\n\n名称 (NAME)\n     biff — 新到邮件提醒\n\n总览\n  biff [ny]"
+    dash = " \u2014 "
+    assert document_header("biff.1.txt", zh) == f"biff.1{dash}BIFF(1){dash}biff — 新到邮件提醒\n\n"
+    assert document_header("notes.md", "# Notes\n\nText.") == "notes \u2014 # Notes\n\n"
+    # A long title is cut to a quarter of the window, and its tokens are counted.
+    header, used = fitted_header("a.txt", "word " * 300, tokenizer, 100)
+    assert used == 25 and header.endswith("\n\n")
+    assert len(tokenizer(header, add_special_tokens=False)["input_ids"]) == 25
 
 
 def test_chinese_without_spaces_is_chunked_at_sentence_ends(tokenizer):

@@ -89,6 +89,9 @@ def test_paraphrased_questions_find_their_section_in_markdown_and_pdf(client, ma
             missed.append(question)
         assert {r.file_id for r in page.data} <= {md_id, pdf_id}
         assert page.data[0].filename in ("manual.md", "manual.pdf")
+        # Chunks are indexed with a document header, but the text returned is the
+        # document's own text alone.
+        assert all(r.content[0].text in MANUAL for r in page.data if r.file_id == md_id)
     # Questions share few words with the text: MiniLM + keywords find nearly all.
     assert len(missed) <= 1, missed
 

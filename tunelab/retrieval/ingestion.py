@@ -40,7 +40,7 @@ from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import NotFound
 from tunelab.files import FileStore
 from tunelab.retrieval import streaming
-from tunelab.retrieval.chunking import Chunk, StaticStrategy
+from tunelab.retrieval.chunking import Chunk, StaticStrategy, fitted_header
 from tunelab.retrieval.claims import Claim, FileClaims
 from tunelab.retrieval.documents import DocumentError
 from tunelab.retrieval.index import KeywordIndex
@@ -78,6 +78,7 @@ def drop_chunks(s: Session, store_id: str, file_id: str | None) -> int:
 @dataclass(eq=False)
 class _Job(Claim):
     model: str = ""
+    header: str = ""  # indexed with every chunk (`chunking.document_header`), never returned
     # The file's next chunks (at most EMBED_BATCH), and whether more are to come.
     chunks: list[Chunk] = field(default_factory=list)
     terms: list[bytes] = field(default_factory=list)  # each chunk's keyword terms
@@ -230,7 +231,12 @@ class Ingestor:
         job.model = model
         tokenizer = self._tokenizer(job.model)
         window = self.embeddings.max_tokens(job.model) - tokenizer.num_special_tokens_to_add()
-        strategy = StaticStrategy(row.max_chunk_tokens, row.chunk_overlap_tokens).clamped(window)
+        # The header comes from the document's start (its name, first line, NAME line),
+        # which the first window holds.
+        job.header, header_tokens = fitted_header(row.filename, first, tokenizer, window)
+        strategy = StaticStrategy(row.max_chunk_tokens, row.chunk_overlap_tokens).clamped(
+            window - header_tokens
+        )
         job.rest = streaming.stream_chunks(first, ended, pieces, tokenizer, strategy)
         self._next_chunks(job)
         return True
@@ -238,7 +244,7 @@ class Ingestor:
     def _next_chunks(self, job: _Job) -> None:
         """Read the file's next EMBED_BATCH chunks (or fewer, at its end)."""
         job.chunks = [c for _, c in zip(range(EMBED_BATCH), job.rest, strict=False)]
-        job.terms = [self.keyword.encode(c.text) for c in job.chunks]
+        job.terms = [self.keyword.encode(job.header + c.text) for c in job.chunks]
         job.vectors = []
         job.more = len(job.chunks) == EMBED_BATCH and self._peek(job)
 
@@ -279,7 +285,7 @@ class Ingestor:
                 live = {job for job in live if self.claims.current(job) is not None}
             part = [(job, n) for job, n in items[start : start + EMBED_BATCH] if job in live]
             for model in {job.model for job, _ in part}:
-                texts = [job.chunks[n].text for job, n in part if job.model == model]
+                texts = [job.header + job.chunks[n].text for job, n in part if job.model == model]
                 try:
                     vectors = np.asarray(
                         self.embeddings.embed(model, texts, kind="passage"), dtype=np.float32

@@ -6,10 +6,12 @@
              [0, 1]. Embedding models differ a lot in their cosine ranges
              (multilingual-e5 puts unrelated texts near 0.7, MiniLM near 0); above
              their floors they land on comparable scales, so one keyword weight
-             suits both. A chunk is also judged by its document's opening: the
-             score mixes in DOCUMENT_WEIGHT of the score of the file's first chunk
-             (title, summary), because a passage deep inside a manual page ("-r,
-             --recursive ...") rarely names what the page is about.
+             suits both. A passage deep inside a manual page ("-r, --recursive
+             ...") rarely names what the page is about; every chunk is therefore
+             indexed with its document's header (`chunking.document_header`: file
+             name, title, NAME line). That replaced mixing DOCUMENT_WEIGHT of the
+             score of the file's first chunk into each chunk's score: with headers
+             the best weight on the development questions is 0.
     keyword  BM25 normalised per query (`index.StorePostings.scores`): roughly the
              share of the query's idf-weighted words that the chunk contains.
     hybrid   (1 - KEYWORD_WEIGHT) * dense + KEYWORD_WEIGHT * keyword, computed for
@@ -38,7 +40,7 @@ import numpy as np
 from tunelab.errors import InvalidRequest
 
 KEYWORD_WEIGHT = 0.2
-DOCUMENT_WEIGHT = 0.3
+DOCUMENT_WEIGHT = 0.0
 SAME_FILE_DECAY = 0.7
 
 RANKERS = {
@@ -100,6 +102,8 @@ def with_document(dense: np.ndarray, first_rows: np.ndarray) -> np.ndarray:
 
     first_rows[i] is the row of the first chunk of row i's file.
     """
+    if DOCUMENT_WEIGHT == 0.0:
+        return dense
     mixed: np.ndarray = (1.0 - DOCUMENT_WEIGHT) * dense + DOCUMENT_WEIGHT * dense[first_rows]
     return mixed.astype(np.float32)
 
