@@ -59,13 +59,16 @@ screenshots: install browser-deps
 
 # What the tests need from Debian: Chromium for the browser tests and a CJK font
 # (without one Chromium draws the Chinese pages as empty boxes), PostgreSQL for the
-# tests on a real PostgreSQL, WordNet for the METEOR grader.
+# tests on a real PostgreSQL, WordNet for the METEOR grader. pgvector (vector stores
+# on PostgreSQL) has no bookworm package: scripts/install-pgvector.sh builds Debian's
+# source of it against the installed PostgreSQL, once.
 SYSTEM_PKGS := chromium fonts-noto-cjk postgresql wordnet-base
 
 system-deps:
 	@dpkg -s $(SYSTEM_PKGS) >/dev/null 2>&1 || { apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 	  $(SYSTEM_PKGS); }
+	@scripts/install-pgvector.sh
 
 browser-deps: system-deps
 

@@ -54,6 +54,7 @@ class Indexed:
     names: list[str]
     matrix: np.ndarray
     postings: StorePostings
+    texts: list[str]  # each chunk's text
 
 
 def load_model(model_id: str):  # type: ignore[no-untyped-def]
@@ -109,7 +110,10 @@ def index(
         print(f"  embedded {len(texts)} chunks of {key} in {time.perf_counter() - t:.0f} s")
     ids = np.arange(len(texts), dtype=np.int64)
     postings = StorePostings.build(0, ids, [decode_terms(encode_terms(x)) for x in texts])
-    return Indexed(np.array(pages), [d.name for d in corpus.documents], matrix, postings)
+    if len(matrix) != len(texts):
+        raise SystemExit(f"{path} holds {len(matrix)} vectors for {len(texts)} chunks: delete it")
+    names = [d.name for d in corpus.documents]
+    return Indexed(np.array(pages), names, matrix, postings, texts)
 
 
 def evaluate(

@@ -18,8 +18,14 @@
    10k and 100k chunks (real chunk texts repeated, random unit vectors), plus the
    SDK round trip p50/p95 of the quality run.
 
+4. With --backends ...,postgres, each corpus again through a server on PostgreSQL + pgvector:
+   the same quality table for that path, then (benchmarks/hnsw.py) recall@10 of its
+   HNSW + full-text search against exact search over the same rows, per ranker, and
+   the latency of both.
+
     .venv/bin/python benchmarks/retrieval.py [--models all-minilm-l6-v2,...]
         [--corpora man-en,python-doc,man-zh,man-zh-xl] [--sizes 10000,100000]
+        [--backends sqlite,postgres]
 """
 
 from __future__ import annotations
@@ -28,21 +34,23 @@ import argparse
 import os
 import re
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import hnsw
 import numpy as np
 from corpora import Corpus, Question, build
 
+from tests import postgres
+from tests.support import scratch_database
 from tunelab.models.registry import Registry
 from tunelab.retrieval.documents import extract_text
 
@@ -74,9 +82,10 @@ class Scores:
 
 
 @contextmanager
-def live_server(model: str, cache: Path) -> Iterator[str]:
+def live_server(model: str, cache: Path, database_url: str = "") -> Iterator[str]:
     """`tunelab serve` in its own process, data in a temp dir, `model` the model of every
-    store (no choice by the documents' script: each run measures one model)."""
+    store (no choice by the documents' script: each run measures one model); its
+    database is SQLite in the data dir, or `database_url`."""
     with tempfile.TemporaryDirectory() as tmp:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -86,6 +95,8 @@ def live_server(model: str, cache: Path) -> Iterator[str]:
             "TUNELAB_MULTILINGUAL_EMBEDDING_MODEL": "",
             "TUNELAB_CACHE_DIR": str(cache / "models"), "HF_HUB_OFFLINE": "1",
         }  # fmt: skip
+        if database_url:
+            env["TUNELAB_DATABASE_URL"] = database_url
         proc = subprocess.Popen(
             [sys.executable, "-m", "tunelab", "serve", "--port", str(port), "--data-dir", tmp],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -110,16 +121,35 @@ def live_server(model: str, cache: Path) -> Iterator[str]:
             proc.wait(timeout=60)
 
 
-def chunk_texts(data_dir: str, store_id: str) -> list[str]:
-    with sqlite3.connect(Path(data_dir) / "tunelab.db") as db:
-        rows = db.execute(
-            "SELECT text FROM vector_store_chunks WHERE vector_store_id = ?", (store_id,)
-        ).fetchall()
+def chunk_texts(database_url: str, store_id: str) -> list[str]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.connect() as c:
+        rows = c.execute(
+            text("SELECT text FROM vector_store_chunks WHERE vector_store_id = :s"),
+            {"s": store_id},
+        ).all()
+    engine.dispose()
     return [r[0] for r in rows]
 
 
-def tunelab_rows(client, data_dir: str, corpus: Corpus, model, prefix: str) -> dict[str, Scores]:  # type: ignore[no-untyped-def]
-    """Index `corpus` through the API and score the rankers; prints ingestion speed."""
+def file_names(database_url: str, store_id: str) -> list[tuple[str, str]]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.connect() as c:
+        rows = c.execute(
+            text("SELECT file_id, filename FROM vector_store_files WHERE vector_store_id = :s"),
+            {"s": store_id},
+        ).all()
+    engine.dispose()
+    return [(r[0], r[1]) for r in rows]
+
+
+def tunelab_rows(client, database_url: str, corpus: Corpus, model, prefix: str):  # type: ignore[no-untyped-def]
+    """Index `corpus` through the API and score the rankers; prints ingestion speed.
+    Returns the scores of each ranker and the store's id."""
     vs = client.vector_stores.create(name=corpus.name)
     files = [(d.filename, d.data) for d in corpus.documents]
     t = time.perf_counter()
@@ -129,7 +159,7 @@ def tunelab_rows(client, data_dir: str, corpus: Corpus, model, prefix: str) -> d
         )
         assert batch.file_counts.failed == 0, batch.file_counts
     elapsed = time.perf_counter() - t
-    texts = chunk_texts(data_dir, vs.id)
+    texts = chunk_texts(database_url, vs.id)
     t = time.perf_counter()
     model.encode([prefix + x for x in texts], batch_size=64, show_progress_bar=False)
     floor = time.perf_counter() - t
@@ -149,7 +179,7 @@ def tunelab_rows(client, data_dir: str, corpus: Corpus, model, prefix: str) -> d
             out[ranker].add([page_of[r.filename] for r in page.data], q.page)
     p50, p95 = percentiles(times)
     print(f"  SDK search round trip over {len(texts)} chunks: p50 {p50:.0f} ms, p95 {p95:.0f} ms")
-    return out
+    return out, vs.id
 
 
 # ------------------------------------------------------------------ baselines in-process
@@ -251,9 +281,38 @@ def latency(sizes: list[int], n_queries: int, texts: list[str], questions: list[
     )
 
 
-def main() -> None:
+def quality(  # type: ignore[no-untyped-def]
+    model_id: str, model, prefixes: tuple[str, str], chosen: list[Corpus], cache: Path,
+    database: str = "",
+) -> None:  # fmt: skip
+    """Every corpus through one live server (SQLite in its data dir, or `database`):
+    the rankers' scores; on SQLite next to the baselines, on PostgreSQL followed by
+    HNSW against exact search over the same rows."""
     from openai import OpenAI
 
+    qprefix, pprefix = prefixes
+    with live_server(model_id, cache, database) as both:
+        url, data_dir = both.split("|")
+        client = OpenAI(base_url=url + "/v1", api_key="bench", timeout=600)
+        for corpus in chosen:
+            print(f"\n{model_id} / {corpus.name}" + (" on PostgreSQL" if database else ""))
+            db_url = database or f"sqlite:///{data_dir}/tunelab.db"
+            rows, store = tunelab_rows(client, db_url, corpus, model, pprefix)
+            if not database:
+                rows.update(baseline_rows(corpus, model, qprefix, pprefix))
+            print(f"  {'ranker':<22}{'hit@1':>7}{'hit@5':>7}{'MRR':>7}")
+            for name, scores in rows.items():
+                label = f"tunelab {name}" if name in RANKERS else name
+                print(f"  {label:<22}{scores.row()}", flush=True)
+            if database:
+                qs = corpus.questions()
+                page_of = {d.filename: d.name for d in corpus.documents}
+                files = {f: page_of[n] for f, n in file_names(database, store)}
+                hnsw.compare(database, store, [q.question for q in qs], model, qprefix,
+                             pprefix, [q.page for q in qs], files)  # fmt: skip
+
+
+def main() -> None:
     from tunelab.models.loading import load_sentence_transformer
 
     registry = Registry.load()
@@ -265,6 +324,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--pages", type=int, default=0, help="keep N pages per corpus (quick run)")
+    ap.add_argument("--backends", default="sqlite",
+                    help="sqlite and/or postgres (+ HNSW vs exact search)")  # fmt: skip
     args = ap.parse_args()
     corpora, versions = build(args.cache)
     chosen = [c for c in corpora if c.name in args.corpora.split(",")]
@@ -278,21 +339,19 @@ def main() -> None:
         print(f"corpus {c.name}: {len(c.documents)} pages, "
               f"{sum(len(d.data) for d in c.documents) / 1e6:.1f} MB, "
               f"{len(c.questions())} questions ({c.language})")  # fmt: skip
-    for model_id in args.models.split(","):
-        spec = registry.get(model_id)
-        qprefix, pprefix = getattr(spec, "query_prefix", ""), getattr(spec, "passage_prefix", "")
-        model = load_sentence_transformer(spec, args.cache / "models")  # as the server's
-        with live_server(model_id, args.cache) as both:
-            url, data_dir = both.split("|")
-            client = OpenAI(base_url=url + "/v1", api_key="bench", timeout=600)
-            for corpus in chosen:
-                print(f"\n{model_id} / {corpus.name}")
-                rows = tunelab_rows(client, data_dir, corpus, model, pprefix)
-                rows.update(baseline_rows(corpus, model, qprefix, pprefix))
-                print(f"  {'ranker':<22}{'hit@1':>7}{'hit@5':>7}{'MRR':>7}")
-                for name, scores in rows.items():
-                    label = f"tunelab {name}" if name in RANKERS else name
-                    print(f"  {label:<22}{scores.row()}", flush=True)
+    with ExitStack() as stack:
+        # postgres: a throwaway PostgreSQL cluster (tests/postgres.py; pgvector from
+        # `make system-deps`), one database per model.
+        pg = stack.enter_context(postgres.cluster()) if "postgres" in args.backends else ""
+        for model_id in args.models.split(","):
+            spec = registry.get(model_id)
+            prefixes = getattr(spec, "query_prefix", ""), getattr(spec, "passage_prefix", "")
+            model = load_sentence_transformer(spec, args.cache / "models")  # as the server's
+            if "sqlite" in args.backends:
+                quality(model_id, model, prefixes, chosen, args.cache)
+            if pg:
+                database = scratch_database(pg, f"bench_{model_id}")
+                quality(model_id, model, prefixes, chosen, args.cache, database)
     man = next(c for c in corpora if c.name == "man-en")
     texts, _ = naive_chunks(man)
     latency([int(s) for s in args.sizes.split(",")], args.queries, texts,

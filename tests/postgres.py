@@ -15,11 +15,24 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _bin(name: str) -> str | None:
+    """A server program: on PATH, else Debian's newest /usr/lib/postgresql/N/bin."""
+    found = shutil.which(name)
+    if found is not None:
+        return found
+    debian = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+    )
+    return str(debian[-1]) if debian else None
+
+
 def available() -> bool:
-    return shutil.which("initdb") is not None and shutil.which("pg_ctl") is not None
+    return _bin("initdb") is not None and _bin("pg_ctl") is not None
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
+    cmd = [_bin(cmd[0]) or cmd[0], *cmd[1:]]
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 

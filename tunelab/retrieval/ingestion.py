@@ -43,9 +43,9 @@ from tunelab.retrieval import streaming
 from tunelab.retrieval.chunking import Chunk, StaticStrategy, fitted_header
 from tunelab.retrieval.claims import Claim, FileClaims
 from tunelab.retrieval.documents import DocumentError
-from tunelab.retrieval.index import KeywordIndex
 from tunelab.retrieval.language import StoreModels
 from tunelab.retrieval.tables import ChunkRow, VectorStoreFileRow, VectorStoreRow
+from tunelab.retrieval.terms import encode_terms
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +103,9 @@ class Ingestor:
         db: Database,
         files: FileStore,
         embeddings: Embedder,
-        keyword: KeywordIndex,
         models: StoreModels,
         *,
+        on_chunks: Callable[[Session, list[ChunkRow], list[str]], None] | None = None,
         poll_seconds: float = 1.0,
         stale_seconds: float = 30.0,
         clock: Callable[[], float] = time.time,
@@ -113,10 +113,13 @@ class Ingestor:
         self.db = db
         self.files = files
         self.embeddings = embeddings
-        self.keyword = keyword
         self.models = models
         self.poll_seconds = poll_seconds
         self.claims = FileClaims(db, stale_seconds=stale_seconds, clock=clock)
+        # Called with new chunk rows (ids assigned) and the text their keyword terms
+        # come from (header + chunk), in the transaction that writes them:
+        # PostgreSQL's chunk index (`pgindex.py`) is written there.
+        self.on_chunks = on_chunks
         # Chunking uses its own tokenizer copy (fast tokenizers are not thread-safe).
         self._tokenizers: dict[str, Any] = {}
         self._stop = threading.Event()
@@ -244,7 +247,7 @@ class Ingestor:
     def _next_chunks(self, job: _Job) -> None:
         """Read the file's next EMBED_BATCH chunks (or fewer, at its end)."""
         job.chunks = [c for _, c in zip(range(EMBED_BATCH), job.rest, strict=False)]
-        job.terms = [self.keyword.encode(job.header + c.text) for c in job.chunks]
+        job.terms = [encode_terms(job.header + c.text) for c in job.chunks]
         job.vectors = []
         job.more = len(job.chunks) == EMBED_BATCH and self._peek(job)
 
@@ -347,6 +350,9 @@ class Ingestor:
                 for n, c in enumerate(job.chunks)
             ]
             s.add_all(rows)
+            if self.on_chunks is not None:
+                s.flush()
+                self.on_chunks(s, rows, [job.header + c.text for c in job.chunks])
             job.stored += len(rows)
             job.usage += sum(len(r.text.encode()) + len(r.embedding) for r in rows)
             if not final:

@@ -1,12 +1,12 @@
 """Search over one or more vector stores: dense, keyword or hybrid, with filters.
 
-Every chunk of each searched store is scored by the ranker (`ranking.py` defines the
-scores, all in [0, 1]): exact cosine over the store's matrix, BM25 over its
-postings, or their convex combination; a file's second, third... passages are then
-discounted (`ranking.spread_files`) so that the first results cover several files.
-A list of queries is searched query by query and each chunk keeps its best score.
-Only files whose ingestion completed and whose attributes pass `filters` take part;
-`score_threshold` drops weaker chunks.
+Each searched store's chunks are ranked by a `backend.StoreSearch` (exact in RAM on
+SQLite, pgvector + full-text search on PostgreSQL) with the scores of `ranking.py`,
+all in [0, 1]: cosine, BM25, or their convex combination; a file's second, third...
+passages are discounted (`ranking.spread_files`) so that the first results cover
+several files. A list of queries is searched query by query and each chunk keeps
+its best score. Only files whose ingestion completed and whose attributes pass
+`filters` take part; `score_threshold` drops weaker chunks.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -23,17 +22,9 @@ from tunelab import limits
 from tunelab.db.base import Database
 from tunelab.embeddings.protocol import Embedder, Vectors
 from tunelab.errors import InvalidRequest
+from tunelab.retrieval.backend import Files, StoreQuery, StoreSearch
 from tunelab.retrieval.filters import matches, validate_filter
-from tunelab.retrieval.index import DenseIndex, KeywordIndex, StoreMatrix
-from tunelab.retrieval.ranking import (
-    UNRELATED,
-    dense_scores,
-    hybrid_scores,
-    resolve_ranker,
-    similarity_floor,
-    spread_files,
-    with_document,
-)
+from tunelab.retrieval.ranking import UNRELATED, resolve_ranker, similarity_floor
 from tunelab.retrieval.stores import VectorStores
 from tunelab.retrieval.tables import ChunkRow, VectorStoreFileRow, VectorStoreRow
 
@@ -55,14 +46,12 @@ class Searcher:
         db: Database,
         stores: VectorStores,
         embeddings: Embedder,
-        dense: DenseIndex,
-        keyword: KeywordIndex,
+        backend: StoreSearch,
     ) -> None:
         self.db = db
         self.stores = stores
         self.embeddings = embeddings
-        self.dense = dense
-        self.keyword = keyword
+        self.backend = backend
         self._floors: dict[str, float] = {}
 
     def search_stores(
@@ -105,25 +94,28 @@ class Searcher:
             score_threshold=score_threshold,
         )
 
-    def _eligible(
+    def _files(
         self, s: Session, store: VectorStoreRow, filters: dict[str, Any] | None
-    ) -> dict[str, tuple[str, dict[str, Any]]]:
+    ) -> tuple[dict[str, tuple[str, dict[str, Any]]], Files]:
+        """The store's files a search may return (indexed and passing `filters`), with
+        their names and attributes, and as the backend's `Files`."""
         rows = s.execute(
             select(
                 VectorStoreFileRow.file_id,
                 VectorStoreFileRow.filename,
                 VectorStoreFileRow.attributes_json,
-            ).where(
-                VectorStoreFileRow.vector_store_id == store.id,
-                VectorStoreFileRow.status == "completed",
-            )
+                VectorStoreFileRow.status,
+            ).where(VectorStoreFileRow.vector_store_id == store.id)
         ).all()
         out = {}
-        for file_id, filename, attrs_json in rows:
+        excluded = set()
+        for file_id, filename, attrs_json, status in rows:
             attrs = json.loads(attrs_json) if attrs_json else {}
-            if filters is None or matches(filters, attrs):
+            if status == "completed" and (filters is None or matches(filters, attrs)):
                 out[file_id] = (filename, attrs)
-        return out
+            else:
+                excluded.add(file_id)
+        return out, Files(set(out), excluded)
 
     def search(
         self,
@@ -151,7 +143,7 @@ class Searcher:
             for store in stores:
                 if not store.embedding_model:
                     continue
-                allowed = self._eligible(s, store, filters)
+                allowed, files = self._files(s, store, filters)
                 eligible.update({(store.id, f): v for f, v in allowed.items()})
                 if not allowed:
                     continue
@@ -160,19 +152,13 @@ class Searcher:
                 version = s.execute(
                     select(VectorStoreRow.index_version).where(VectorStoreRow.id == store.id)
                 ).scalar_one()
-                m = self.dense.matrix(s, store.id, version)
                 model = store.embedding_model
-                floor = floors.get(model, 0.0)
-                scores = self._score(
-                    s, store.id, version, m, queries, vectors.get(model), floor, ranker
+                q = StoreQuery(
+                    queries, vectors.get(model), floors.get(model, 0.0), ranker, max_results
                 )
-                if len(allowed) < len(m.files):
-                    scores = np.where(m.mask(set(allowed)), scores, 0.0)
-                rows, ranked = spread_files(scores, m.file_codes, max_results)
-                for i, score in zip(rows, ranked, strict=True):
+                for score, cid, file_id in self.backend.rank(s, store.id, version, q, files):
                     if score >= score_threshold:
-                        cid = int(m.chunk_ids[i])
-                        found.append((float(score), cid, store.id, m.files[m.file_codes[i]]))
+                        found.append((score, cid, store.id, file_id))
             found.sort(key=lambda x: (-x[0], x[1]))
             found = found[:max_results]
             texts = dict(
@@ -194,41 +180,3 @@ class Searcher:
                 self.embeddings.embed(model, UNRELATED, kind="passage"),
             )
         return self._floors[model]
-
-    def _score(
-        self,
-        s: Session,
-        store_id: str,
-        version: int,
-        m: StoreMatrix,
-        queries: list[str],
-        vectors: np.ndarray | None,
-        floor: float,
-        ranker: str,
-    ) -> np.ndarray:
-        """Each chunk's best score over the queries, aligned with the matrix rows."""
-        best = np.zeros(len(m.chunk_ids), dtype=np.float32)
-        if len(m.chunk_ids) == 0:
-            return best
-        postings = self.keyword.postings(s, store_id, version) if ranker != "dense" else None
-        first_rows = m.first_rows if ranker != "keyword" else None
-        for qi, query in enumerate(queries):
-            keyword = np.zeros(len(m.chunk_ids), dtype=np.float32)
-            if postings is not None:
-                rows, kw = postings.scores(query)
-                # The postings were loaded by their own query: map their rows onto
-                # the matrix's by chunk id (the same ids unless a write came between).
-                ids = postings.chunk_ids[rows]
-                pos = np.minimum(np.searchsorted(m.chunk_ids, ids), len(m.chunk_ids) - 1)
-                ok = m.chunk_ids[pos] == ids
-                keyword[pos[ok]] = kw[ok]
-            if ranker == "keyword":
-                scores = keyword
-            else:
-                assert vectors is not None
-                q = vectors[qi]
-                assert first_rows is not None
-                dense = with_document(dense_scores(m.matrix @ q, floor), first_rows)
-                scores = dense if ranker == "dense" else hybrid_scores(dense, keyword)
-            np.maximum(best, scores, out=best)
-        return best

@@ -22,7 +22,7 @@ from tunelab.db.base import Database
 from tunelab.errors import InvalidRequest, NotFound
 from tunelab.files import FileStore
 from tunelab.ids import new_id
-from tunelab.retrieval.index import DenseIndex, KeywordIndex
+from tunelab.retrieval.backend import StoreSearch
 from tunelab.retrieval.ingestion import Ingestor, drop_chunks
 from tunelab.retrieval.language import StoreModels
 from tunelab.retrieval.params import (
@@ -85,15 +85,13 @@ class VectorStores:
         db: Database,
         files: FileStore,
         ingestor: Ingestor,
-        dense: DenseIndex,
-        keyword: KeywordIndex,
+        backend: StoreSearch,
         models: StoreModels,
     ) -> None:
         self.db = db
         self.files = files
         self.ingestor = ingestor
-        self.dense = dense
-        self.keyword = keyword
+        self.backend = backend
         self.models = models
 
     # ------------------------------------------------------------ stores
@@ -193,8 +191,7 @@ class VectorStores:
             )
             s.execute(delete(FileBatchRow).where(FileBatchRow.vector_store_id == store_id))
             s.delete(row)
-        self.dense.forget(store_id)
-        self.keyword.forget(store_id)
+        self.backend.forget(store_id)
 
     def touch_for_search(
         self, project: str, store_ids: builtins.list[str]

@@ -8,14 +8,14 @@ indexer every time fails instead of being retried forever. Files that were being
 indexed when this migration runs are unclaimed and are picked up again.
 
 Revision ID: 0012_ingestion_claims
-Revises: 0010_jobs_objective
+Revises: 0011_pgvector
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0012_ingestion_claims"
-down_revision = "0010_jobs_objective"
+down_revision = "0011_pgvector"
 branch_labels = None
 depends_on = None
 
