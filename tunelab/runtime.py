@@ -174,6 +174,8 @@ def build_runtime(
             registry.default_embedding_model,
             _multilingual_model(registry, settings.multilingual_embedding_model),
         ),
+        poll_seconds=settings.worker_poll_seconds,
+        stale_seconds=settings.worker_stale_seconds,
     )
     run_worker = settings.embedded_worker if embedded_worker is None else embedded_worker
     eval_runner = (

@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     # whose cores are shared with other busy processes fp32 can be faster
     # (benchmarks/training.py measures both).
     training_bf16: bool | None = None
+    # Training processes per job on this worker's machine: above 1 the worker starts
+    # supervised jobs under torchrun (data parallel; gloo on CPU, nccl on GPU, one GPU
+    # per process). train_torchrun_args replaces torchrun's `--standalone` for a
+    # multi-node rendezvous (docs/deployment.md).
+    train_processes: int = Field(default=1, ge=1, le=1024)
+    train_torchrun_args: str = ""
 
     # Uploaded files in an S3-compatible bucket instead of data_dir/files:
     # "s3://bucket/prefix". Credentials come from boto3's chain (AWS_* variables,

@@ -7,17 +7,19 @@ killed server resumes where it stopped (lines in the chunk that was running are
 run again; finished lines never are). Between chunks the worker yields for
 `pause_s`, so interactive requests queued meanwhile go first.
 
-A batch is claimed with a lease (owner + expiry), so several workers on one
-database never run the same batch at once; a dead worker's lease runs out, at
-once when it was a process on this machine that is gone (a killed server).
+A batch is claimed with a lease (owner + expiry), so several workers on one database
+(API replicas, `tunelab worker`s) never run the same batch at once; a dead worker's
+lease runs out, at once when it was a process on this machine that is gone (a killed
+server); a live worker renews its leases from a thread of its own. Every write
+proves the lease is still held, in the transaction that writes: a worker that was
+too slow and lost its batch to another one writes nothing, so each line's result is
+stored exactly once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -25,11 +27,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from tunelab.batches.executors import Executor, Outcome
 from tunelab.batches.lines import parse_input
 from tunelab.batches.states import ACTIVE, transition
 from tunelab.batches.tables import BatchItem, BatchRow
+from tunelab.db import holders
 from tunelab.db.base import Database, now
 from tunelab.errors import NotFound
 from tunelab.files import FileStore
@@ -82,7 +86,7 @@ class BatchWorker:
         self.pause_s = pause_s
         self.lease_s = lease_s
         self.clock = clock
-        self.owner = f"{socket.gethostname()}/{os.getpid()}-{random_token(8)}"
+        self.owner = holders.new_holder()
         self._stop = threading.Event()
 
     # -- the loop
@@ -99,12 +103,28 @@ class BatchWorker:
     @contextmanager
     def running(self) -> Iterator[BatchWorker]:
         thread = threading.Thread(target=self.run_forever, name="batch-worker", daemon=True)
+        # Leases are renewed from a thread of their own: one chunk may take longer
+        # than a lease (a slow model on a busy machine), and only a dead or hung
+        # worker should lose its batch.
+        heartbeat = holders.Heartbeat(self.renew_leases, self.lease_s / 4, "batch-leases")
         thread.start()
+        heartbeat.start()
         try:
             yield self
         finally:
             self._stop.set()
             thread.join(timeout=30)
+            heartbeat.stop()
+
+    def renew_leases(self) -> None:
+        """Extend the lease of every batch this worker holds."""
+        with self.db.begin() as s:
+            s.execute(
+                update(BatchRow)
+                .where(BatchRow.lease_owner == self.owner, BatchRow.status.in_(ACTIVE))
+                .values(lease_until=self.clock() + self.lease_s)
+                .execution_options(synchronize_session=False)
+            )
 
     def step(self) -> bool:
         """Do one unit of work; False when no batch needs any."""
@@ -118,7 +138,8 @@ class BatchWorker:
                 self._finish(batch, "expired")
             elif not self._run_chunk(batch):
                 with self._batch(batch.id) as row:
-                    transition(row, "finalizing", self.clock())
+                    if row is not None:
+                        transition(row, "finalizing", self.clock())
         elif batch.status == "finalizing":
             self._finish(batch, "completed")
         elif batch.status == "cancelling":
@@ -157,19 +178,28 @@ class BatchWorker:
     def _free(self, owner: str | None, until: int | None, t: int) -> bool:
         if owner is None or owner == self.owner or until is None or until < t:
             return True
-        # A worker on this machine whose process is gone (a killed server) holds nothing.
-        host, _, rest = owner.partition("/")
-        pid = rest.split("-", 1)[0]
-        return host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
+        return holders.gone(owner)  # a worker on this machine whose process is gone
 
     @contextmanager
-    def _batch(self, batch_id: str) -> Iterator[BatchRow]:
-        """The batch row, fresh, inside one transaction."""
+    def _batch(self, batch_id: str) -> Iterator[BatchRow | None]:
+        """The batch row, fresh and locked (on PostgreSQL), inside one transaction;
+        None when this worker no longer holds its lease (nothing is to be written)."""
         with self.db.begin() as s:
-            row = s.get(BatchRow, batch_id)
+            row = s.get(BatchRow, batch_id, with_for_update=True, populate_existing=True)
             if row is None:
                 raise NotFound(f"batch {batch_id} vanished")
-            yield row
+            yield row if row.lease_owner == self.owner else None
+
+    def _renew(self, s: Session, batch_id: str, **changes: Any) -> bool:
+        """Extend this worker's lease (writing `changes` with it); False when it lost it.
+        The UPDATE locks the row on PostgreSQL until the caller's transaction ends."""
+        renewed = s.execute(
+            update(BatchRow)
+            .where(BatchRow.id == batch_id, BatchRow.lease_owner == self.owner)
+            .values(lease_until=self.clock() + self.lease_s, **changes)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(renewed.rowcount == 1)  # type: ignore[attr-defined]
 
     # -- validating
 
@@ -192,9 +222,9 @@ class BatchWorker:
                 ],
             )
         with self.db.begin() as s:
-            row = s.get(BatchRow, batch.id)
-            if row is None or row.status != "validating":
-                return  # cancelled meanwhile: the next step finishes it
+            row = s.get(BatchRow, batch.id, with_for_update=True, populate_existing=True)
+            if row is None or row.lease_owner != self.owner or row.status != "validating":
+                return  # lost, or cancelled meanwhile: the next step finishes it
             if parsed is None or errors:
                 row.errors = errors
                 transition(row, "failed", self.clock())
@@ -240,26 +270,26 @@ class BatchWorker:
         else:
             results = [(it, o, None) for it, o in zip(items, outcomes, strict=True)]
         with self.db.begin() as s:
+            if not self._renew(s, batch.id):
+                return True  # another worker took the batch over: its results count
             done = failed = 0
             for it, outcome, error in results:
                 ok = outcome is not None and outcome.status_code == 200
                 s.execute(
                     update(BatchItem)
-                    .where(BatchItem.batch_id == batch.id, BatchItem.line == it.line)
+                    .where(
+                        BatchItem.batch_id == batch.id,
+                        BatchItem.line == it.line,
+                        BatchItem.state == "pending",
+                    )
                     .values(
                         state="done" if ok else "failed",
                         result=output_line(it.custom_id, outcome, error),
                     )
                 )
                 done, failed = done + ok, failed + (not ok)
-            s.execute(
-                update(BatchRow)
-                .where(BatchRow.id == batch.id)
-                .values(
-                    completed=BatchRow.completed + done,
-                    failed=BatchRow.failed + failed,
-                    lease_until=self.clock() + self.lease_s,
-                )
+            self._renew(
+                s, batch.id, completed=BatchRow.completed + done, failed=BatchRow.failed + failed
             )
         return True
 
@@ -267,9 +297,14 @@ class BatchWorker:
 
     def _finish(self, batch: BatchRow, ending: str) -> None:
         """Report unfinished lines (expired/cancelled), write the files, end the batch."""
+        with self.db.begin() as s:
+            if not self._renew(s, batch.id):
+                return  # another worker took the batch over and finishes it
         if ending in ENDINGS:
             code, message = ENDINGS[ending]
             with self.db.begin() as s:
+                if not self._renew(s, batch.id):
+                    return
                 pending = list(
                     s.execute(
                         select(BatchItem).where(
@@ -286,6 +321,8 @@ class BatchWorker:
         output = self._write_file(batch, "done", "output")
         errors = self._write_file(batch, "failed", "error")
         with self._batch(batch.id) as row:
+            if row is None:
+                return  # lost while writing the files; the new holder writes its own
             row.output_file_id, row.error_file_id = output, errors
             row.lease_owner = row.lease_until = None
             transition(row, ending, self.clock())
@@ -315,16 +352,6 @@ class BatchWorker:
                 expires_at=expires,
             )
             return row.id
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 def _json(obj: Any) -> str:

@@ -276,7 +276,11 @@ def jobs_results(job_id: str) -> None:
     help="Same data dir (and database) as the server.",
 )
 def worker(data_dir: Path | None) -> None:
-    """Run a fine-tuning worker against the server's database (more workers, more jobs at once).
+    """Run a worker against the server's database (more workers, more work at once).
+
+    It trains fine-tuning jobs and, beside them, grades eval runs, runs batches and
+    indexes vector-store files: all claimed from the database, so any number of
+    workers and API replicas share the work and each piece is done once.
 
     \b
     Example:  TUNELAB_DATA_DIR=~/.tunelab tunelab worker
@@ -294,6 +298,7 @@ def worker(data_dir: Path | None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     click.echo(f"tunelab worker {w.id} polling {settings.db_url}", err=True)
+    runtime.start()  # ingestion and batches (the job worker and evals are started here)
     evals.start()
     try:
         w.run(stop)

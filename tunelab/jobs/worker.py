@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -45,6 +46,7 @@ from tunelab.models.catalog import Catalog
 from tunelab.settings import Settings
 from tunelab.training.events import (
     EVENTS_FILE,
+    SUPERVISOR_ENV,
     CheckpointEvent,
     CheckpointRemovedEvent,
     DoneEvent,
@@ -75,6 +77,22 @@ def training_env(environ: Mapping[str, str]) -> dict[str, str]:
     # on the 2-core CI machine. A user's own OMP_WAIT_POLICY wins.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
+
+
+def torchrun_command(processes: int, extra_args: str, job_dir: Path) -> list[str]:
+    """torchrun starting `processes` training processes on this machine for a job: one
+    machine by default (`--standalone`), or the rendezvous `extra_args` names."""
+    rendezvous = shlex.split(extra_args) or ["--standalone"]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={processes}",
+        *rendezvous,
+        "--module",
+        "tunelab.training",
+        str(job_dir),
+    ]
 
 
 log = logging.getLogger("tunelab.worker")
@@ -220,7 +238,9 @@ class Worker:
                 job = s.get(Job, job_id)
                 assert job is not None
             staging.write_config(self.settings, self.catalog.registry, self.files, job, job_dir)
-            proc = self._spawn(job_dir)
+            # DPO trains in one process (tunelab.training.distributed covers supervised).
+            processes = self.settings.train_processes if job.objective == "supervised" else 1
+            proc = self._spawn(job_dir, processes)
         except Exception as e:  # a job that cannot start fails with the reason; the worker goes on
             self._fail(job_id, f"The job could not start: {type(e).__name__}: {e}")
             return True
@@ -234,14 +254,20 @@ class Worker:
                 if job.attempts <= 1
                 else f"Fine-tuning job restarted (attempt {job.attempts})"
             )
+            if processes > 1:
+                started += f" on {processes} training processes"
             add_event(s, job, started, at=self.clock.time())
         return True
 
-    def _spawn(self, job_dir: Path) -> subprocess.Popen[bytes]:
+    def _spawn(self, job_dir: Path, processes: int = 1) -> subprocess.Popen[bytes]:
         env = training_env(os.environ)
+        command = [sys.executable, "-m", "tunelab.training", str(job_dir)]
+        if processes > 1:
+            command = torchrun_command(processes, self.settings.train_torchrun_args, job_dir)
+            env[SUPERVISOR_ENV] = str(os.getpid())
         with open(job_dir / "train.log", "ab") as train_log:  # the child keeps its own copy
             return subprocess.Popen(
-                [sys.executable, "-m", "tunelab.training", str(job_dir)],
+                command,
                 env=env,
                 stdout=train_log,
                 stderr=subprocess.STDOUT,

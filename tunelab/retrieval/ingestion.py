@@ -1,26 +1,31 @@
 """Background ingestion: document -> text -> chunks -> vectors -> indexes.
 
-Attaching a file only writes an `in_progress` row and queues (store, file, attempt)
-here; a background thread does the work so the request returns at once (the SDK's
-`upload_and_poll` / `create_and_poll` then poll). Every path ends the file in
-`completed`, `failed` (with `last_error` saying why) or leaves it `cancelled`, so the
-pollers always finish. A file of up to EMBED_BATCH chunks is committed in one
-transaction together with the `completed` status, and only if the attempt is still
-current. A longer one streams (`streaming.py`): EMBED_BATCH chunks at a time are
-read, embedded and written, each write checking that the attempt is still current,
-and the last write marks it `completed`; until then the indexes leave its chunks out
-(`index.py` loads the chunks of completed files only), a failure or cancellation
-deletes them, and the next attempt replaces them. So no file is ever half-indexed,
-and ingestion holds a bounded part of a file in memory whatever its size. On startup,
-files still `in_progress` (the server stopped mid-ingestion) are queued again.
+Attaching a file only writes an `in_progress` row; the work is claimed from the
+database (`claims.FileClaims`), so any API replica or `tunelab worker` on the same
+database can index it, and exactly one does: the request returns at once (the SDK's
+`upload_and_poll` / `create_and_poll` then poll), the process that attached the file
+is woken at once, others poll. A file whose indexing was started MAX_CLAIMS times
+(its indexer kept dying) fails with the reason instead of being retried forever.
+Every path ends the file in `completed`, `failed` (with `last_error` saying why) or
+leaves it `cancelled`, so the pollers always finish.
+
+A file of up to EMBED_BATCH chunks is committed in one transaction together with the
+`completed` status, and only if this process still holds the current attempt. A
+longer one streams (`streaming.py`): EMBED_BATCH chunks at a time are read, embedded
+and written, each write proving the claim is still held, and the last write marks it
+`completed`; until then the indexes leave its chunks out (`index.py` loads the chunks
+of completed files only), a failure or cancellation deletes them, and the next
+attempt (or the process that takes the claim back) replaces them. So no file is ever
+half-indexed, nor indexed twice, and ingestion holds a bounded part of a file in
+memory whatever its size.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,12 +34,14 @@ import numpy as np
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from tunelab.db import holders
 from tunelab.db.base import Database
 from tunelab.embeddings.protocol import Embedder
 from tunelab.errors import NotFound
 from tunelab.files import FileStore
 from tunelab.retrieval import streaming
 from tunelab.retrieval.chunking import Chunk, StaticStrategy, fitted_header
+from tunelab.retrieval.claims import Claim, FileClaims
 from tunelab.retrieval.documents import DocumentError
 from tunelab.retrieval.language import StoreModels
 from tunelab.retrieval.tables import ChunkRow, VectorStoreFileRow, VectorStoreRow
@@ -45,6 +52,11 @@ log = logging.getLogger(__name__)
 # Chunks embedded per call (the embedding service encodes them 64 per forward pass,
 # sorted by length, so a bigger call also pads less).
 EMBED_BATCH = 256
+# Starts of one file's indexing before a file that keeps stopping its indexer fails.
+# A start counts from the claim, and a server killed while it loads the embedding
+# model (before touching the file) spends one too: 5 leaves room for a few restarts
+# (tests/test_crash_recovery.py kills the server three times) before blaming the file.
+MAX_CLAIMS = 5
 
 
 def drop_chunks(s: Session, store_id: str, file_id: str | None) -> int:
@@ -64,10 +76,7 @@ def drop_chunks(s: Session, store_id: str, file_id: str | None) -> int:
 
 
 @dataclass(eq=False)
-class _Job:
-    store_id: str
-    file_id: str
-    attempt: int
+class _Job(Claim):
     model: str = ""
     header: str = ""  # indexed with every chunk (`chunking.document_header`), never returned
     # The file's next chunks (at most EMBED_BATCH), and whether more are to come.
@@ -81,11 +90,11 @@ class _Job:
 
 
 class Ingestor:
-    """One background thread that drains the queue in groups of files.
+    """One background thread that claims files from the database in groups.
 
     MiniLM on a CPU embeds 64 texts per forward pass about 2.5x faster per text than 8
     (measured on the 2-core CI machine), and most files have only a few chunks, so the
-    thread takes every queued file (up to EMBED_BATCH chunks' worth), chunks them,
+    thread claims every waiting file (up to EMBED_BATCH chunks' worth), chunks them,
     embeds all their chunks together, and commits each file on its own.
     """
 
@@ -97,74 +106,95 @@ class Ingestor:
         models: StoreModels,
         *,
         on_chunks: Callable[[Session, list[ChunkRow], list[str]], None] | None = None,
+        poll_seconds: float = 1.0,
+        stale_seconds: float = 30.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
         self.files = files
         self.embeddings = embeddings
         self.models = models
+        self.poll_seconds = poll_seconds
+        self.claims = FileClaims(db, stale_seconds=stale_seconds, clock=clock)
         # Called with new chunk rows (ids assigned) and the text their keyword terms
         # come from (header + chunk), in the transaction that writes them:
         # PostgreSQL's chunk index (`pgindex.py`) is written there.
         self.on_chunks = on_chunks
         # Chunking uses its own tokenizer copy (fast tokenizers are not thread-safe).
         self._tokenizers: dict[str, Any] = {}
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
+        self._heartbeat = holders.Heartbeat(
+            self.claims.beat, every=min(poll_seconds, stale_seconds / 3), name="ingest-heartbeat"
+        )
 
-    def submit(self, store_id: str, file_id: str, attempt: int) -> None:
-        self._queue.put(_Job(store_id, file_id, attempt))
+    def wake(self) -> None:
+        """A file was attached here: look for work now rather than at the next poll."""
+        self._wake.set()
 
     def start(self) -> None:
-        """Start the thread, and queue again the files a stop interrupted."""
+        self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="ingest", daemon=True)
         self._thread.start()
-        self._recover()
-
-    def _recover(self) -> None:
-        with self.db() as s:
-            pending = s.execute(
-                select(
-                    VectorStoreFileRow.vector_store_id,
-                    VectorStoreFileRow.file_id,
-                    VectorStoreFileRow.attempt,
-                ).where(VectorStoreFileRow.status == "in_progress")
-            ).all()
-        for store_id, file_id, attempt in pending:
-            self.submit(store_id, file_id, attempt)
+        self._heartbeat.start()
 
     def close(self) -> None:
-        """Stop after the current group; unfinished files are picked up at next start."""
+        """Stop after the current group and let go of what this process still holds
+        (another process, or this one at its next start, picks it up)."""
         if self._thread is not None:
-            self._stopping.set()  # a long file stops between two writes
-            self._queue.put(None)
+            self._stop.set()
+            self._wake.set()
             self._thread.join()
             self._thread = None
-            self._stopping.clear()
+            self._heartbeat.stop()
+            self.claims.release_all()
 
     def _loop(self) -> None:
-        while (job := self._queue.get()) is not None:
-            group: list[_Job] = []
-            stop = False
-            while True:
-                if self._guarded(job, self._prepare):
-                    group.append(job)
-                if sum(len(j.chunks) for j in group) >= EMBED_BATCH:
-                    break
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                job = nxt
-            if group:
-                self._embed(group)
-                for done in group:
-                    self._guarded(done, self._finish)
-            if stop:
-                return
+        while not self._stop.is_set():
+            try:
+                if self.step():
+                    continue
+            except Exception:  # a database hiccup must not end ingestion; the next poll retries
+                log.exception("ingestion step failed")
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+
+    def step(self) -> bool:
+        """Take back stale claims, then claim, index and commit one group of files;
+        False when there was nothing to do."""
+        self.claims.recover_stale()
+        group: list[_Job] = []
+        while sum(len(j.chunks) for j in group) < EMBED_BATCH and not self._stop.is_set():
+            job = self._claim()
+            if job is None:
+                break
+            if self._guarded(job, self._prepare):
+                group.append(job)
+            elif not group:
+                return True  # that one needed no embedding; look again
+        if not group:
+            return False
+        self._embed(group)
+        for done in group:
+            self._guarded(done, self._finish)
+        return True
+
+    def _claim(self) -> _Job | None:
+        """The next file to index, claimed; a file whose indexing stopped its indexer
+        MAX_CLAIMS times fails instead, with the reason."""
+        while (taken := self.claims.take()) is not None:
+            claim, before = taken
+            job = _Job(claim.store_id, claim.file_id, claim.attempt)
+            if before < MAX_CLAIMS:
+                return job
+            self._fail(
+                job,
+                "server_error",
+                f"Indexing this file stopped unexpectedly {before} times; it was given up. "
+                "Check the server logs, then attach the file again.",
+            )
+        return None
 
     def _guarded(self, job: _Job, step: Any) -> bool:
         """Run one step for a job; a failure ends that file `failed` with the reason."""
@@ -179,13 +209,6 @@ class Ingestor:
             self._fail(job, "server_error", f"Indexing failed: {e}")
         return False
 
-    def _current(self, job: _Job) -> VectorStoreFileRow | None:
-        with self.db() as s:
-            row = s.get(VectorStoreFileRow, (job.store_id, job.file_id))
-        if row is None or row.attempt != job.attempt or row.status != "in_progress":
-            return None
-        return row
-
     def _tokenizer(self, model: str) -> Any:
         if model not in self._tokenizers:
             self._tokenizers[model] = self.embeddings.tokenizer(model)  # a private copy
@@ -193,7 +216,7 @@ class Ingestor:
 
     def _prepare(self, job: _Job) -> bool:
         """Extract and chunk; False when the file no longer needs indexing."""
-        row = self._current(job)
+        row = self.claims.current(job)
         if row is None:
             return False
         with self.db() as s:
@@ -262,7 +285,7 @@ class Ingestor:
         live = set(group)
         for start in range(0, len(items), EMBED_BATCH):
             if start:
-                live = {job for job in live if self._current(job) is not None}
+                live = {job for job in live if self.claims.current(job) is not None}
             part = [(job, n) for job, n in items[start : start + EMBED_BATCH] if job in live]
             for model in {job.model for job, _ in part}:
                 texts = [job.header + job.chunks[n].text for job, n in part if job.model == model]
@@ -288,8 +311,8 @@ class Ingestor:
                 return False
             if not job.more:
                 return True
-            if self._stopping.is_set():
-                return False  # still in_progress: the next start indexes it again
+            if self._stop.is_set():
+                return False  # still claimed until close lets go: another process redoes it
             self._next_chunks(job)
             self._embed([job])
 
@@ -299,11 +322,16 @@ class Ingestor:
         if len(job.vectors) != len(job.chunks):
             return False  # cancelled or failed while embedding
         with self.db.begin() as s:
-            # Locked (on PostgreSQL) so a detach or cancel waits for this write.
-            row = s.get(VectorStoreFileRow, (job.store_id, job.file_id), with_for_update=True)
-            if row is None or row.attempt != job.attempt or row.status != "in_progress":
-                if job.stored and row is not None and row.attempt == job.attempt:
-                    drop_chunks(s, job.store_id, job.file_id)  # cancelled midway
+            # The claim's UPDATE locks the row (on PostgreSQL), so a detach, cancel or
+            # take-back waits for this write; the last write also lets go of the claim.
+            row = self.claims.release(s, job) if final else self.claims.hold(s, job)
+            if row is None:
+                # Cancelled midway: drop what this attempt wrote. Never while the file is
+                # still in_progress: another process holds it now, with its own chunks.
+                now = s.get(VectorStoreFileRow, (job.store_id, job.file_id))
+                cancelled = now is not None and now.attempt == job.attempt
+                if job.stored and cancelled and now is not None and now.status != "in_progress":
+                    drop_chunks(s, job.store_id, job.file_id)
                 return False
             if not job.stored:  # a previous attempt's chunks, complete or not
                 drop_chunks(s, job.store_id, job.file_id)
@@ -341,8 +369,8 @@ class Ingestor:
 
     def _fail(self, job: _Job, code: str, message: str) -> None:
         with self.db.begin() as s:
-            row = s.get(VectorStoreFileRow, (job.store_id, job.file_id))
-            if row is None or row.attempt != job.attempt or row.status != "in_progress":
+            row = self.claims.release(s, job)
+            if row is None:
                 return
             if job.stored:
                 drop_chunks(s, job.store_id, job.file_id)  # what this attempt wrote

@@ -33,8 +33,8 @@ class Retrieval:
     chunk_index: PgChunkIndex | None = None  # PostgreSQL only
 
     def start(self) -> None:
-        """Index what an older version left unindexed, then start ingesting (and queue
-        again what a stop interrupted)."""
+        """Index what an older version left unindexed, then start ingesting (files
+        are claimed from the database, whoever attached them)."""
         if self.chunk_index is not None:
             self.chunk_index.catch_up(self.stores.db)
         self.ingestor.start()
@@ -49,10 +49,13 @@ def build_retrieval(
     embedder: Embedder,
     *,
     models: StoreModels,
+    poll_seconds: float = 1.0,
+    stale_seconds: float = 30.0,
 ) -> Retrieval:
     """Indexes, ingestion and search over `db`, `files` and `embedder`.
 
-    Deleting a File drops its chunks from every store.
+    Deleting a File drops its chunks from every store. Ingestion polls the database
+    every `poll_seconds` and takes back claims whose heartbeat is `stale_seconds` old.
     """
     backend: StoreSearch
     if db.dialect == "postgresql":
@@ -65,7 +68,13 @@ def build_retrieval(
         chunk_index = None
         backend = ExactSearch(DenseIndex(), KeywordIndex())
     ingestor = Ingestor(
-        db, files, embedder, models, on_chunks=chunk_index.add if chunk_index else None
+        db,
+        files,
+        embedder,
+        models,
+        on_chunks=chunk_index.add if chunk_index else None,
+        poll_seconds=poll_seconds,
+        stale_seconds=stale_seconds,
     )
     stores = VectorStores(db, files, ingestor, backend, models)
     searcher = Searcher(db, stores, embedder, backend)

@@ -257,6 +257,8 @@ class VectorStores:
             row.max_chunk_tokens, row.chunk_overlap_tokens = chunking
             row.usage_bytes = 0
             row.attempt = (row.attempt or 0) + 1
+            # A new attempt is unclaimed: whoever held the previous one cannot commit it.
+            row.worker_id, row.heartbeat_at, row.claims = None, None, 0
             row.created_at = now
             if batch_id is not None:
                 s.merge(
@@ -264,7 +266,7 @@ class VectorStores:
                         batch_id=batch_id, file_id=file_id, vector_store_id=store_id, created_at=now
                     )
                 )
-        self.ingestor.submit(store_id, file_id, row.attempt)
+        self.ingestor.wake()
         return row
 
     def get_file(self, project: str, store_id: str, file_id: str) -> VectorStoreFileRow:

@@ -9,7 +9,7 @@ builds the store's BM25 index in RAM.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import BigInteger, Boolean, Float, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tunelab.db.base import Base
@@ -34,6 +34,7 @@ class VectorStoreRow(Base):
 
 class VectorStoreFileRow(Base):
     __tablename__ = "vector_store_files"
+    __table_args__ = (Index("ix_vector_store_files_status_worker", "status", "worker_id"),)
 
     vector_store_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     file_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
@@ -50,6 +51,11 @@ class VectorStoreFileRow(Base):
     # when the attempt it started for is still the current one.
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    # Ingestion is claimed from this table (migration 0012): the process indexing the
+    # file, when it last proved alive, and how many times indexing was started.
+    worker_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    claims: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class FileBatchRow(Base):

@@ -36,6 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 EVENTS_FILE = "events.jsonl"
 CONTROL_FILE = "control"
 CONFIG_FILE = "config.json"
+# The pid of the worker that supervises a torchrun-launched job (see Control).
+SUPERVISOR_ENV = "TUNELAB_SUPERVISOR_PID"
 
 Level = Literal["info", "warn", "error"]
 
@@ -209,6 +211,9 @@ class Control:
         self.path = job_dir / CONTROL_FILE
         self._signalled = False
         self._parent = os.getppid()
+        # Under torchrun the parent is torchrun's agent, which outlives a dead worker:
+        # the worker names itself here instead (tunelab.jobs.worker).
+        self._supervisor = int(os.environ.get(SUPERVISOR_ENV, "0"))
 
     def install_signal_handler(self) -> None:
         def _on_term(signum: int, frame: FrameType | None) -> None:
@@ -219,11 +224,23 @@ class Control:
     def request(self) -> str | None:
         if self._signalled or os.getppid() != self._parent:
             return "cancel"
+        if self._supervisor and not _alive(self._supervisor):
+            return "cancel"
         try:
             text = self.path.read_text().strip()
         except FileNotFoundError:
             return None
         return text if text in ("cancel", "pause") else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_control(job_dir: Path, request: str) -> None:

@@ -35,10 +35,11 @@ import torch
 import torch.nn.functional as F
 
 from tunelab.hardware import bf16_fast
-from tunelab.training import checkpoints
+from tunelab.training import checkpoints, distributed
 from tunelab.training.classification import classification_metrics
 from tunelab.training.config import TrainConfig, steps_per_epoch
 from tunelab.training.data import Dataset, MicroBatch, Sample, encode_dataset, epoch_steps, pack
+from tunelab.training.distributed import Group
 from tunelab.training.dpo import REFERENCE_FILE, Preferences, encode_pairs
 from tunelab.training.events import (
     CheckpointEvent,
@@ -157,10 +158,22 @@ def evaluate(
 
 
 def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
-    # -- 1. process setup
+    """Train as configured; under torchrun, as one rank of a data-parallel group
+    (tunelab.training.distributed)."""
     if cfg.device == "auto":
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.set_num_threads(cfg.num_threads or len(os.sched_getaffinity(0)))
+    group, cfg.device = distributed.join(cfg.device)
+    if group.world > 1 and cfg.objective == "dpo":
+        raise ValueError("DPO jobs train in one process; run them without torchrun")
+    outcome = _train(cfg, events, control, group)
+    distributed.leave(group)
+    return outcome
+
+
+def _train(cfg: TrainConfig, events: EventWriter, control: Control, group: Group) -> Outcome:
+    # -- 1. process setup (the processes of a group on one machine share its cores)
+    cores = len(os.sched_getaffinity(0))
+    torch.set_num_threads(cfg.num_threads or max(1, cores // group.local_world))
     bf16 = bf16_fast(cfg.device) if cfg.bf16 is None else cfg.bf16
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -170,11 +183,13 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
     # -- 2. model
     model, tokenizer = load_model(cfg, resume.path if resume else None)
     params = [p for p in model.parameters() if p.requires_grad]
+    distributed.same_start(group, params)
     n_trainable = sum(p.numel() for p in params)
     events.message(
         f"Training {cfg.base_model} with {cfg.method} ({n_trainable:,} trainable parameters, "
         f"{'bf16 autocast' if bf16 else 'fp32'} on {cfg.device}, "
-        f"{torch.get_num_threads()} threads)"
+        f"{torch.get_num_threads()} threads"
+        + (f", {group.world} processes)" if group.world > 1 else ")")
     )
 
     # -- 3. data
@@ -211,6 +226,8 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
         events.message(f"Resumed from the checkpoint at step {step}")
 
     def save(at: int) -> Path:
+        if not group.leader:  # every rank holds the same weights; one writes them
+            return checkpoints.checkpoint_dir(output_dir, at)
         state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -228,7 +245,7 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
     metrics: StepMetrics | None = None
     for epoch in range(step // per_epoch, cfg.n_epochs):
         for batch in epoch_steps(n, cfg.batch_size, cfg.seed, epoch)[step - epoch * per_epoch :]:
-            request = control.request()
+            request = distributed.agree(group, control.request() if group.leader else None)
             if request == "pause":
                 path = save(step)
                 events.emit(PausedEvent(step=step, path=str(path)))
@@ -249,7 +266,7 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
             else:
                 assert train_data is not None
                 measured, step_tokens = _supervised_step(
-                    model, [train_data.samples[i] for i in batch], cfg, bf16
+                    model, [train_data.samples[i] for i in group.share(batch)], cfg, bf16, group
                 )
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             # The rate this step applies (the schedule moves on after it).
@@ -262,7 +279,7 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
 
             # A validation batch every eval_interval steps; the whole validation set
             # at each epoch end, so every checkpoint carries its validation metrics.
-            if n_valid and step % cfg.eval_interval == 0:
+            if n_valid and group.leader and step % cfg.eval_interval == 0:
                 idx = [
                     (valid_cursor + i) % n_valid
                     for i in range(min(cfg.eval_batch_examples, n_valid))
@@ -274,7 +291,7 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
                     assert valid_data is not None
                     loss, acc = evaluate(model, valid_data, idx, cfg, bf16)
                     measured.update(valid_loss=loss, valid_mean_token_accuracy=acc)
-            if n_valid and step % per_epoch == 0:
+            if n_valid and group.leader and step % per_epoch == 0:
                 measured.update(
                     _full_validation(cfg, model, tokenizer, valid_data, valid_prefs, bf16)
                 )
@@ -294,7 +311,7 @@ def train(cfg: TrainConfig, events: EventWriter, control: Control) -> Outcome:
         epoch_ckpts = [*epoch_ckpts, step][-cfg.keep_checkpoints :]
         path = save(step)
         events.emit(CheckpointEvent(step=step, path=str(path), metrics=metrics))
-        for gone in checkpoints.prune(output_dir, epoch_ckpts):
+        for gone in checkpoints.prune(output_dir, epoch_ckpts) if group.leader else []:
             events.emit(CheckpointRemovedEvent(step=gone.step, path=str(gone.path)))
 
     final = checkpoints.checkpoint_dir(output_dir, step)
@@ -352,11 +369,15 @@ def _preferences(
 
 
 def _supervised_step(
-    model: Any, samples: list[Sample], cfg: TrainConfig, bf16: bool
+    model: Any, samples: list[Sample], cfg: TrainConfig, bf16: bool, group: Group
 ) -> tuple[dict[str, float], int]:
-    """Forward and backward over one step's examples: (metrics, tokens seen)."""
+    """Forward and backward over one step's examples (in a group: this rank's share,
+    gradients then summed over the ranks): (metrics, tokens seen)."""
     micro = pack(samples, cfg.micro_batch_tokens)
-    n_targets = max(1, sum(mb.n_targets for mb in micro))
+    # Every rank divides by the whole step's count, so the summed gradient is the
+    # one-process gradient.
+    (all_targets,) = distributed.total(group, sum(mb.n_targets for mb in micro))
+    n_targets = max(1, int(all_targets))
     loss_sum, correct = 0.0, 0
     for mb in micro:
         if mb.n_targets == 0:
@@ -364,11 +385,15 @@ def _supervised_step(
         loss, c = forward_loss(model, mb, cfg.device, bf16)
         torch.autograd.backward(loss / n_targets)
         loss_sum, correct = loss_sum + float(loss.detach()), correct + c
+    distributed.sum_gradients(group, [p for p in model.parameters() if p.requires_grad])
+    loss_sum, n_correct, n_tokens = distributed.total(
+        group, loss_sum, correct, sum(mb.n_tokens for mb in micro)
+    )
     measured = {
         "train_loss": loss_sum / n_targets,
-        "train_mean_token_accuracy": correct / n_targets,
+        "train_mean_token_accuracy": n_correct / n_targets,
     }
-    return measured, sum(mb.n_tokens for mb in micro)
+    return measured, int(n_tokens)
 
 
 def _full_validation(
