@@ -35,7 +35,7 @@ def tokenizer():
 def test_clamp_keeps_the_overlap_ratio():
     assert StaticStrategy(800, 400).clamped(254) == StaticStrategy(254, 127)
     assert StaticStrategy(200, 50).clamped(254) == StaticStrategy(200, 50)
-    assert StaticStrategy().clamped(254) == StaticStrategy(254, 0)  # `auto`
+    assert StaticStrategy().clamped(254) == StaticStrategy(254, 127)  # `auto`
 
 
 def test_chunks_fit_the_window_cover_the_text_and_are_source_slices(tokenizer):

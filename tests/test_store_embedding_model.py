@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from tests.conftest import run_server, sdk
 from tunelab.db.base import MIGRATIONS_DIR
 from tunelab.models.registry import E5_SMALL, MINILM, Registry
+from tunelab.retrieval.chunking import document_header
 from tunelab.settings import Settings
 
 pytestmark = pytest.mark.realmodel
@@ -69,13 +70,15 @@ def test_a_store_keeps_its_model_when_the_default_changes(
         client = sdk(url)
         assert _dense(client, vs.id, "how do I factory reset the router?") == before
         # A file added now is embedded with the store's model too: searching a chunk's
-        # own text finds it at cosine ~1, which only the same model can give
-        # (MiniLM has no prefixes, so query and passage vectors of a text coincide).
+        # own indexed text (its document header + its text) finds it at cosine ~1, which
+        # only the same model can give (MiniLM has no prefixes, so query and passage
+        # vectors of a text coincide).
         f2 = client.vector_stores.files.upload_and_poll(
             vector_store_id=vs.id, file=("warranty.txt", WARRANTY.encode())
         )
         assert f2.status == "completed"
-        top_text, top_score = _dense(client, vs.id, WARRANTY)[0]
+        indexed = document_header("warranty.txt", WARRANTY) + WARRANTY
+        top_text, top_score = _dense(client, vs.id, indexed)[0]
         assert top_text == WARRANTY and top_score > 0.999
         assert _store_model(new, vs.id) == MINILM
 

@@ -7,11 +7,12 @@ which [CLS] and [SEP] take 2) the effective chunk is 254 tokens, less the docume
 header every chunk is indexed with (`fitted_header`); a requested overlap is scaled
 by the same factor (static 800/400 -> 254/127), keeping the overlap *ratio*.
 
-The `auto` strategy (DEFAULT_*) is a full window without overlap: 800 tokens clamped
-to the window (254 for MiniLM; for multilingual-e5-small 512 less the special tokens
-and the "passage: " prefix), overlap 0. On the man-en development questions
-(docs/retrieval.md) 254/0 ranks as well as the clamped OpenAI default 254/127 (MRR
-0.69 vs 0.67) with 41% fewer chunks to embed and store.
+The `auto` strategy (DEFAULT_*) is OpenAI's default, 800/400, clamped the same way
+(254/127 for MiniLM). On the man-en development questions (docs/retrieval.md) 254/0
+ranks as well (MRR 0.69 vs 0.67) with 41% fewer chunks, but answers suffer: with no
+overlap a short manual's sections share windows, and the window holding "E4: ..."
+opens with "E1: ...", so a small model answers about E1 (tests/test_responses_file_search.py).
+With overlap some window starts at, or near, every section.
 
 Chunks end, where possible, before a Markdown heading, else at a paragraph break,
 else at a sentence end (". ! ?" and the Chinese "。！？；"), else at a line break, else
@@ -29,7 +30,7 @@ from pathlib import PurePath
 from typing import Any
 
 DEFAULT_MAX_TOKENS = 800
-DEFAULT_OVERLAP_TOKENS = 0
+DEFAULT_OVERLAP_TOKENS = 400
 MIN_MAX_TOKENS = 100
 MAX_MAX_TOKENS = 4096
 
