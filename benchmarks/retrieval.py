@@ -121,30 +121,25 @@ def live_server(model: str, cache: Path, database_url: str = "") -> Iterator[str
             proc.wait(timeout=60)
 
 
-def chunk_texts(database_url: str, store_id: str) -> list[str]:
+def store_rows(database_url: str, sql: str, store_id: str) -> list[tuple[str, ...]]:
+    """Rows of one query about a store (`:s` is its id), read straight from the database."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(database_url)
     with engine.connect() as c:
-        rows = c.execute(
-            text("SELECT text FROM vector_store_chunks WHERE vector_store_id = :s"),
-            {"s": store_id},
-        ).all()
+        rows = c.execute(text(sql), {"s": store_id}).all()
     engine.dispose()
-    return [r[0] for r in rows]
+    return [tuple(r) for r in rows]
+
+
+def chunk_texts(database_url: str, store_id: str) -> list[str]:
+    sql = "SELECT text FROM vector_store_chunks WHERE vector_store_id = :s"
+    return [r[0] for r in store_rows(database_url, sql, store_id)]
 
 
 def file_names(database_url: str, store_id: str) -> list[tuple[str, str]]:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(database_url)
-    with engine.connect() as c:
-        rows = c.execute(
-            text("SELECT file_id, filename FROM vector_store_files WHERE vector_store_id = :s"),
-            {"s": store_id},
-        ).all()
-    engine.dispose()
-    return [(r[0], r[1]) for r in rows]
+    sql = "SELECT file_id, filename FROM vector_store_files WHERE vector_store_id = :s"
+    return [(r[0], r[1]) for r in store_rows(database_url, sql, store_id)]
 
 
 def tunelab_rows(client, database_url: str, corpus: Corpus, model, prefix: str):  # type: ignore[no-untyped-def]
