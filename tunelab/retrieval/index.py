@@ -7,7 +7,7 @@ is a few milliseconds, close to the memory-bandwidth limit, and never misses;
 `benchmarks/retrieval.py` measures it next to FAISS IndexFlatIP.
 
 Keywords: Okapi BM25 (k1=1.2, b=0.75, Lucene's idf) over the chunks' keyword terms
-(`terms.py`: stemmed English words, CJK character bigrams), with the statistics
+(`terms.py`: English words less stop words, jieba-segmented Chinese), with the statistics
 (document frequencies, average length) of the store alone, so one project's
 documents never change another's ranking. Each store's postings are one sorted
 array of term hashes with the chunk row and count of each occurrence, loaded from
@@ -35,6 +35,10 @@ from tunelab.retrieval.terms import TERM_DTYPE, decode_terms, encode_terms, quer
 
 BM25_K1 = 1.2
 BM25_B = 0.75
+# A chunk's keyword score is multiplied by (query terms it holds / query terms) to this
+# power (Lucene's classic "coord" factor), so a chunk that shares one word with a
+# longer question scores far below one that holds most of it, however rare the word.
+KEYWORD_COORD = 1.0
 
 
 def indexed(store_id: str) -> list[ColumnElement[bool]]:
@@ -189,7 +193,7 @@ class StorePostings:
         return cls(0, chunk_ids, lengths.astype(np.float32), terms[order], rows[order], tf[order])
 
     def scores(
-        self, query: str, store: tuple[int, float] | None = None
+        self, query: str, store: tuple[int, float] | None = None, coord: float = KEYWORD_COORD
     ) -> tuple[np.ndarray, np.ndarray]:
         """(rows, score) of the chunks that contain a query term; score in [0, 1].
 
@@ -197,7 +201,8 @@ class StorePostings:
         query term once, capped at 1: roughly the share of the query's (idf-weighted)
         words that the chunk contains. A query term absent from the store still counts
         in the divisor, so a chunk that shares one common word with a long question
-        scores low however the store is made up.
+        scores low however the store is made up; the coord factor (KEYWORD_COORD)
+        lowers it further by the share of the query's terms the chunk holds.
 
         `store`: (chunks, average length) of the whole store when these postings
         hold only some of its chunks, all those that contain a query term (so the
@@ -210,6 +215,7 @@ class StorePostings:
         avgdl = float(avgdl) or 1.0
         norm = BM25_K1 * (1 - BM25_B + BM25_B * self.lengths / avgdl)
         total = np.zeros(len(self.chunk_ids), dtype=np.float32)
+        held = np.zeros(len(self.chunk_ids), dtype=np.float32)
         full = 0.0
         for h in hashes:
             lo, hi = np.searchsorted(self.terms, [h, h + 1])
@@ -219,8 +225,12 @@ class StorePostings:
             if df:
                 rows, tf = self.rows[lo:hi], self.tfs[lo:hi]
                 total[rows] += idf * tf * (BM25_K1 + 1) / (tf + norm[rows])
+                held[rows] += 1.0
         hit = np.flatnonzero(total)
-        return hit, np.minimum(total[hit] / full, 1.0)
+        share = np.minimum(total[hit] / full, 1.0)
+        if coord:
+            share *= (held[hit] / len(hashes)) ** coord
+        return hit, share.astype(np.float32)
 
 
 class KeywordIndex:
