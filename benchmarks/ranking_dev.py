@@ -36,7 +36,7 @@ from tunelab.models.registry import Registry
 from tunelab.retrieval import terms as term_module
 from tunelab.retrieval.chunking import StaticStrategy, chunk_text, fitted_header
 from tunelab.retrieval.documents import extract_text
-from tunelab.retrieval.index import KEYWORD_COORD, StorePostings
+from tunelab.retrieval.index import StorePostings
 from tunelab.retrieval.ranking import (
     UNRELATED,
     dense_scores,
@@ -139,13 +139,12 @@ def keyword_postings(texts: list[str]) -> StorePostings:
 def evaluate(
     ix: Indexed, corpus: Corpus, queries: np.ndarray, split: str,
     rank: Callable[[np.ndarray, np.ndarray], np.ndarray], floor: float | None,
-    doc: float, decay: float, coord: float = KEYWORD_COORD,
+    doc: float, decay: float,
 ) -> tuple[float, float, float]:  # fmt: skip
     """(MRR, hit@1, hit@5) with chunk rankings from rank(dense, keyword) scores.
 
     floor: the dense normalisation's floor; None = the store's mean cosine to the query.
-    doc: the document (first chunk) weight; decay: the same-file discount;
-    coord: the keyword score's coord power.
+    doc: the document (first chunk) weight; decay: the same-file discount.
     """
     centroid = ix.matrix.mean(axis=0)
     first = np.array([np.flatnonzero(ix.pages == p)[0] for p in range(len(ix.names))])
@@ -154,7 +153,7 @@ def evaluate(
         base = float(centroid @ vec) if floor is None else floor
         own = dense_scores(ix.matrix @ vec, base)
         dense = (1 - doc) * own + doc * own[first[ix.pages]]
-        rows, kw = ix.postings.scores(q.question, coord=coord)
+        rows, kw = ix.postings.scores(q.question)
         keyword = np.zeros(len(ix.pages), dtype=np.float32)
         keyword[rows] = kw
         order, _ = spread_files(rank(dense, keyword), ix.pages, 50, decay)
@@ -206,7 +205,6 @@ def main() -> None:
     ap.add_argument("--split", default="dev")
     ap.add_argument("--headers", default="0,1", help="document headers off (0) / on (1)")
     ap.add_argument("--stop", default="tunelab", help=f"stop-word lists: {','.join(STOPLISTS)}")
-    ap.add_argument("--coord", default=str(KEYWORD_COORD), help="keyword coord powers")
     ap.add_argument("--pages", type=int, default=0, help="keep N pages per corpus (quick run)")
     args = ap.parse_args()
     corpora, _ = build(CACHE)
@@ -235,23 +233,20 @@ def main() -> None:
                 size, overlap = (int(x) for x in setting.split("/"))
                 ix = index(corpus, model_id, model, pprefix, size, overlap, header)
                 norms = {"floor": floor, "mean": None, "raw": 0.0}
-                for stop, norm, doc, decay, coord in itertools.product(
+                for stop, norm, doc, decay in itertools.product(
                     args.stop.split(","),
                     args.norms.split(","),
                     [float(x) for x in args.doc.split(",")],
                     [float(x) for x in args.decay.split(",")],
-                    [float(x) for x in args.coord.split(",")],
                 ):
                     term_module.STOPWORDS = STOPLISTS[stop]
                     ix.postings = keyword_postings(ix.texts)
                     h = f"{setting:>8}{' h' if header else '  '} {norm:<6}"
-                    row = [f"{corpus.name:<11}{h}doc {doc:.2f} decay {decay:.2f} "
-                           f"stop {stop:<7} coord {coord:.1f}"]  # fmt: skip
+                    row = [f"{corpus.name:<11}{h}doc {doc:.2f} decay {decay:.2f} stop {stop:<7}"]
                     for w in weights:
                         mrr, h1, h5 = evaluate(
                             ix, corpus, queries, args.split,
                             lambda d, k, w=w: hybrid_scores(d, k, w), norms[norm], doc, decay,
-                            coord,
                         )  # fmt: skip
                         row.append(f"{h1:.2f}/{h5:.2f}/{mrr:.2f}")
                     print("  ".join(row), flush=True)

@@ -35,10 +35,6 @@ from tunelab.retrieval.terms import TERM_DTYPE, decode_terms, encode_terms, quer
 
 BM25_K1 = 1.2
 BM25_B = 0.75
-# A chunk's keyword score is multiplied by (query terms it holds / query terms) to this
-# power (Lucene's classic "coord" factor), so a chunk that shares one word with a
-# longer question scores far below one that holds most of it, however rare the word.
-KEYWORD_COORD = 1.0
 
 
 def indexed(store_id: str) -> list[ColumnElement[bool]]:
@@ -193,7 +189,7 @@ class StorePostings:
         return cls(0, chunk_ids, lengths.astype(np.float32), terms[order], rows[order], tf[order])
 
     def scores(
-        self, query: str, store: tuple[int, float] | None = None, coord: float = KEYWORD_COORD
+        self, query: str, store: tuple[int, float] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(rows, score) of the chunks that contain a query term; score in [0, 1].
 
@@ -201,8 +197,7 @@ class StorePostings:
         query term once, capped at 1: roughly the share of the query's (idf-weighted)
         words that the chunk contains. A query term absent from the store still counts
         in the divisor, so a chunk that shares one common word with a long question
-        scores low however the store is made up; the coord factor (KEYWORD_COORD)
-        lowers it further by the share of the query's terms the chunk holds.
+        scores low however the store is made up.
 
         `store`: (chunks, average length) of the whole store when these postings
         hold only some of its chunks, all those that contain a query term (so the
@@ -215,7 +210,6 @@ class StorePostings:
         avgdl = float(avgdl) or 1.0
         norm = BM25_K1 * (1 - BM25_B + BM25_B * self.lengths / avgdl)
         total = np.zeros(len(self.chunk_ids), dtype=np.float32)
-        held = np.zeros(len(self.chunk_ids), dtype=np.float32)
         full = 0.0
         for h in hashes:
             lo, hi = np.searchsorted(self.terms, [h, h + 1])
@@ -225,12 +219,8 @@ class StorePostings:
             if df:
                 rows, tf = self.rows[lo:hi], self.tfs[lo:hi]
                 total[rows] += idf * tf * (BM25_K1 + 1) / (tf + norm[rows])
-                held[rows] += 1.0
         hit = np.flatnonzero(total)
-        share = np.minimum(total[hit] / full, 1.0)
-        if coord:
-            share *= (held[hit] / len(hashes)) ** coord
-        return hit, share.astype(np.float32)
+        return hit, np.minimum(total[hit] / full, 1.0)
 
 
 class KeywordIndex:

@@ -41,13 +41,15 @@ _IS_KANA_HANGUL = re.compile(rf"[{_KANA_HANGUL}]")
 
 # Words that say nothing about which passage answers a question: scikit-learn's
 # English stop-word list (318 words; the one `TfidfVectorizer(stop_words="english")`
-# uses), less the few of its words that name programs or technical things in
-# documentation, where they are what a question is about ("find", "less", "top",
-# "last", "more", "system", "name", "empty", "fill", "call"). A dropped word is
-# dropped from chunks (ingestion) and from queries alike, so a question never
-# matches a passage on "every" or "get" alone.
+# uses), less two kinds of its words that do say something in documentation: those
+# that name programs or technical things ("find", "less", "top", "last", "more",
+# "system", "name", "empty", "fill", "call"), and numbers ("the third column", "two
+# files"). A dropped word is dropped from chunks (ingestion) and from queries alike,
+# so a question never matches a passage on "every" or "get" alone.
 KEPT_STOPWORDS = frozenset(
     {"find", "less", "top", "last", "more", "system", "name", "empty", "fill", "call"}
+    | {"one", "two", "three", "four", "five", "six", "eight", "nine", "ten", "eleven"}
+    | {"twelve", "fifteen", "twenty", "forty", "fifty", "sixty", "hundred", "first", "third"}
 )
 STOPWORDS = frozenset(ENGLISH_STOP_WORDS) - KEPT_STOPWORDS
 
