@@ -156,8 +156,12 @@ def build_runtime(
     migrate(settings.db_url)
     db = Database(settings.db_url)
     registry = Registry.for_settings(settings)
-    catalog = Catalog(registry, db, settings.models_dir)
-    files = FileStore(db, blobs or _default_blobs(settings), max_bytes=settings.max_upload_bytes)
+    blobs = blobs or _default_blobs(settings)
+    # Fine-tuned weights go through object storage; with a local store they stay in
+    # models_dir, which is where that store would have put them (tunelab.models.weights).
+    remote = None if isinstance(blobs, LocalBlobStore) else blobs
+    catalog = Catalog(registry, db, settings.models_dir, remote=remote)
+    files = FileStore(db, blobs, max_bytes=settings.max_upload_bytes)
     embeddings = embedder or _default_embedder(settings, registry)
     engine = chat_engine or _default_chat_engine(settings)
     if any(spec.vllm_url for spec in registry.all()):

@@ -177,11 +177,12 @@ def _train(cfg: TrainConfig, events: EventWriter, control: Control, group: Group
     bf16 = bf16_fast(cfg.device) if cfg.bf16 is None else cfg.bf16
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    resume = checkpoints.latest(output_dir)
+    weights = checkpoints.published(cfg)
+    resume = checkpoints.resume_point(output_dir, weights)
     seed_everything(cfg.seed)
 
     # -- 2. model
-    model, tokenizer = load_model(cfg, resume.path if resume else None)
+    model, tokenizer = load_model(cfg, resume)
     params = [p for p in model.parameters() if p.requires_grad]
     distributed.same_start(group, params)
     n_trainable = sum(p.numel() for p in params)
@@ -214,7 +215,7 @@ def _train(cfg: TrainConfig, events: EventWriter, control: Control, group: Group
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
     step, trained_tokens, epoch_ckpts = 0, 0, []
     if resume is not None:
-        state = checkpoints.load_state(resume.path)
+        state = checkpoints.load_state(resume)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, trained_tokens, epoch_ckpts = (
@@ -236,7 +237,9 @@ def _train(cfg: TrainConfig, events: EventWriter, control: Control, group: Group
             "epoch_checkpoints": epoch_ckpts,
             "torch_rng": torch.get_rng_state(),
         }
-        return checkpoints.save(output_dir, at, model, tokenizer, cfg.method, state)
+        path = checkpoints.save(output_dir, at, model, tokenizer, cfg.method, state)
+        weights.publish(path)  # before its event: a registered checkpoint is published
+        return path
 
     # -- 5. the loop
     started = time.monotonic()
@@ -311,7 +314,7 @@ def _train(cfg: TrainConfig, events: EventWriter, control: Control, group: Group
         epoch_ckpts = [*epoch_ckpts, step][-cfg.keep_checkpoints :]
         path = save(step)
         events.emit(CheckpointEvent(step=step, path=str(path), metrics=metrics))
-        for gone in checkpoints.prune(output_dir, epoch_ckpts) if group.leader else []:
+        for gone in checkpoints.prune(output_dir, epoch_ckpts, weights) if group.leader else []:
             events.emit(CheckpointRemovedEvent(step=gone.step, path=str(gone.path)))
 
     final = checkpoints.checkpoint_dir(output_dir, step)
