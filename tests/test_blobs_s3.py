@@ -69,3 +69,31 @@ def test_uploads_live_in_the_bucket_and_every_replica_reads_them(
         assert f"files/{f.id}" not in keys(s3)
         with pytest.raises(openai.NotFoundError):
             client.files.content(f.id)
+
+
+def test_files_publish_list_and_download_under_folder_keys(
+    s3: Any, s3_server: str, tmp_path: Path
+) -> None:
+    from tunelab.s3blobs import S3BlobStore
+
+    store = S3BlobStore(f"s3://{BUCKET}/data", tmp_path / "cache", endpoint_url=s3_server)
+    source = tmp_path / "state.pt"
+    source.write_bytes(os.urandom(300_000))
+    store.put_file("checkpoints/job/step-3/trainer_state.pt", source)
+    store.put_file("checkpoints/job/step-12/model.tar", source)
+    assert keys(s3) == {
+        "data/checkpoints/job/step-3/trainer_state.pt",
+        "data/checkpoints/job/step-12/model.tar",
+    }
+    assert store.keys("checkpoints/job/step-") == [
+        "checkpoints/job/step-12/model.tar",
+        "checkpoints/job/step-3/trainer_state.pt",
+    ]
+    assert store.keys("checkpoints/other/") == []
+    dest = tmp_path / "copy"
+    assert store.get_file("checkpoints/job/step-12/model.tar", dest)
+    assert dest.read_bytes() == source.read_bytes()
+    assert not store.get_file("checkpoints/job/step-99/model.tar", tmp_path / "none")
+    assert list((tmp_path / "cache").iterdir()) == []  # whole-file transfers keep no cache copy
+    with pytest.raises(ValueError):
+        store.put_file("checkpoints/../escape", source)
