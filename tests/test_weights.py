@@ -205,3 +205,18 @@ def test_with_a_local_store_the_models_dir_is_the_store(tmp_path: Path) -> None:
     assert own.exists()
     weights.remove(weights.models_dir)  # never the models dir itself
     assert written.exists()
+
+
+def test_a_dpo_reference_travels_with_the_job(store: LocalBlobStore, tmp_path: Path) -> None:
+    a = Weights(tmp_path / "a", store)
+    b = Weights(tmp_path / "b", store)
+    saved = a.models_dir / JOB / "train_reference.pt"
+    assert not a.fetch_file(saved)  # nothing published yet: the trainer computes it
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_bytes(os.urandom(1000))
+    a.publish_file(saved)
+    on_b = b.models_dir / JOB / "train_reference.pt"
+    assert b.fetch_file(on_b)
+    assert on_b.read_bytes() == saved.read_bytes()
+    assert b.published_steps(JOB) == []  # not a checkpoint
+    assert leftovers(b.models_dir) == []

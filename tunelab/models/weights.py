@@ -176,6 +176,29 @@ class Weights:
         finally:
             archive.unlink(missing_ok=True)
 
+    def publish_file(self, path: Path) -> None:
+        """Publish one file of a job's models folder that is no checkpoint (a DPO
+        job's reference log-probabilities) under `checkpoints/<job>/<name>`."""
+        ref = self._ref_of(path)
+        if self.remote is not None and ref is not None:
+            self.remote.put_file(f"{PREFIX}/{ref}", path)
+
+    def fetch_file(self, path: Path) -> bool:
+        """Make sure this machine has a file `publish_file` published, fetching it if
+        needed; whether it exists now."""
+        ref = self._ref_of(path)
+        if self.remote is None or ref is None or path.exists():
+            return path.exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = temp_file(path.parent, "download")
+        os.close(fd)
+        try:
+            if self.remote.get_file(f"{PREFIX}/{ref}", tmp):
+                os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path.exists()
+
     def unpublish(self, path: Path) -> None:
         """Remove a checkpoint's objects (model.tar first: it stops being one at once)."""
         ref = self._ref_of(path)

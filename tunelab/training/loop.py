@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from tunelab.hardware import bf16_fast
+from tunelab.models.weights import Weights
 from tunelab.training import checkpoints, distributed
 from tunelab.training.classification import classification_metrics
 from tunelab.training.config import TrainConfig, steps_per_epoch
@@ -199,7 +200,7 @@ def _train(cfg: TrainConfig, events: EventWriter, control: Control, group: Group
     prefs: Preferences | None = None
     valid_prefs: Preferences | None = None
     if cfg.objective == "dpo":
-        prefs, valid_prefs = _preferences(cfg, model, tokenizer, output_dir, bf16, resume is None)
+        prefs, valid_prefs = _preferences(cfg, model, tokenizer, weights, bf16, resume is None)
         n = len(prefs.pairs)
     else:
         train_data, valid_data = _examples(cfg, tokenizer, events)
@@ -347,25 +348,32 @@ def _examples(
 
 
 def _preferences(
-    cfg: TrainConfig, model: Any, tokenizer: Any, output_dir: Path, bf16: bool, fresh: bool
+    cfg: TrainConfig, model: Any, tokenizer: Any, weights: Weights, bf16: bool, fresh: bool
 ) -> tuple[Preferences, Preferences | None]:
     """The training (and validation) pairs with their reference log-probabilities.
 
     The reference is the model before its first step: for a new LoRA adapter the
-    base with the adapter disabled, when continuing a fine-tune that fine-tune."""
+    base with the adapter disabled, when continuing a fine-tune that fine-tune. It
+    is computed once and published with the checkpoints, so a job resumed on
+    another machine keeps it (recomputed from the resumed model it would be wrong)."""
     fresh_adapter = fresh and cfg.method == "lora" and cfg.init_adapter is None
 
     def load(path: str, name: str) -> Preferences:
-        return Preferences.prepare(
+        saved = Path(cfg.output_dir) / f"{name}_{REFERENCE_FILE}"
+        had = weights.fetch_file(saved)
+        prefs = Preferences.prepare(
             model,
             encode_pairs(tokenizer, Path(path), cfg.max_length),
-            output_dir / f"{name}_{REFERENCE_FILE}",
+            saved,
             beta=cfg.beta,
             micro_batch_tokens=cfg.micro_batch_tokens,
             device=cfg.device,
             bf16=bf16,
             fresh_adapter=fresh_adapter,
         )
+        if not had:
+            weights.publish_file(saved)
+        return prefs
 
     train_prefs = load(cfg.training_file, "train")
     return train_prefs, load(cfg.validation_file, "valid") if cfg.validation_file else None
