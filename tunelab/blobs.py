@@ -220,20 +220,20 @@ def _abandoned(path: Path, now: float, grace_seconds: float) -> bool:
 def sweep_temp_files(
     directory: Path, *, grace_seconds: float = TEMP_GRACE_SECONDS, now: float | None = None
 ) -> list[Path]:
-    """Remove the temporary files in `directory` that no live process is writing (their
-    writer died: a kill, a power cut); returns what was removed. Temporary files of
-    live writers, here or on other replicas sharing the directory, are left alone."""
+    """Remove the temporary files (and folders: `temp_dir`) in `directory` that no
+    live process is writing (their writer died: a kill, a power cut); returns what was
+    removed. Those of live writers, here or on other replicas sharing the directory,
+    are left alone."""
     if not directory.is_dir():
         return []
     now = time.time() if now is None else now
     prefixes = tuple(f".{kind}-" for kind in TEMP_KINDS)
     removed = []
     for path in directory.iterdir():
-        if (
-            path.name.startswith(prefixes)
-            and path.is_file()
-            and _abandoned(path, now, grace_seconds)
-        ):
-            path.unlink(missing_ok=True)
+        if path.name.startswith(prefixes) and _abandoned(path, now, grace_seconds):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
             removed.append(path)
     return removed

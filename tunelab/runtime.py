@@ -100,9 +100,13 @@ class Runtime:
         when embedded, the job worker and the eval runner. First, the temporary files
         of writes a kill interrupted are removed (only those no live process, of
         this or another replica, is writing: `blobs.sweep_temp_files`)."""
+        models = self.settings.models_dir
+        # Job folders hold the archives and unpacked folders of checkpoint publishes
+        # and fetches (tunelab.models.weights).
+        job_dirs = sorted(models.iterdir()) if models.is_dir() else []
         swept = self.uploads.sweep() + sum(
             len(sweep_temp_files(d))
-            for d in (self.settings.files_dir, self.settings.blob_cache_dir)
+            for d in (self.settings.files_dir, self.settings.blob_cache_dir, *job_dirs)
         )
         if swept:
             log.info("removed %d temporary files left by interrupted writes", swept)

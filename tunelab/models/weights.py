@@ -85,8 +85,10 @@ class Weights:
         """`path` (a model directory under the models dir), fetched from the blob
         store first when this machine does not have it. Returns `path` either way:
         weights that exist nowhere are the caller's "weights missing" error."""
+        if self.remote is None:  # local store: nothing to do (each request passes here)
+            return path
         ref = self._ref_of(path)
-        if self.remote is None or ref is None or path.is_dir():
+        if ref is None or path.is_dir():
             return path
         with self._lock(ref):
             if not path.is_dir():
