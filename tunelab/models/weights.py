@@ -162,8 +162,10 @@ class Weights:
     def publish(self, path: Path) -> None:
         """Publish a complete checkpoint directory (under the models dir) to the
         blob store: the trainer state, then model.tar, which marks it complete."""
+        if self.remote is None:
+            return
         ref = self._ref_of(path)
-        if self.remote is None or ref is None:
+        if ref is None:
             return
         state = path / STATE_FILE
         if state.exists():
