@@ -125,8 +125,9 @@ class Settings(BaseSettings):
 
     # Uploaded files in an S3-compatible bucket instead of data_dir/files, and
     # fine-tuned weights published there too (tunelab.models.weights), so machines
-    # need not share a data dir: "s3://bucket/prefix". Credentials come from boto3's chain (AWS_* variables,
-    # ~/.aws); s3_endpoint_url names a non-AWS server (MinIO, Ceph, R2).
+    # need not share a data dir: "s3://bucket/prefix". Credentials come from
+    # boto3's chain (AWS_* variables, ~/.aws); s3_endpoint_url names a non-AWS
+    # server (MinIO, Ceph, R2).
     blob_url: str | None = None
     s3_endpoint_url: str | None = None
 
