@@ -283,3 +283,27 @@ def test_each_step_reports_the_learning_rate_it_applied(
     assert rates == pytest.approx([cfg.learning_rate * factor(i) for i in range(18)])
     peak = rates.index(max(rates))
     assert 0 < peak < 17 and rates[-1] < rates[peak]
+
+
+@TRAINS
+def test_the_same_seed_trains_the_same_adapter(tmp_path: Path, tiny_chat_dir: Path) -> None:
+    """A job is reproducible from its seed: data order, LoRA initialisation and dropout
+    all come from it, so two runs give bit-identical losses and weights, and another
+    seed does not."""
+    from safetensors.torch import load_file
+
+    def adapter(name: str, seed: int) -> tuple[list[float], dict[str, torch.Tensor]]:
+        (tmp_path / name).mkdir()
+        cfg = make_config(tmp_path / name, tiny_chat_dir, seed=seed, n_epochs=2, lora_dropout=0.1)
+        outcome, events = run(cfg, tmp_path / name / "job")
+        assert outcome.status == "succeeded"
+        losses = [e.metrics.train_loss for e in events if isinstance(e, MetricsEvent)]
+        return losses, load_file(str(outcome.path / "adapter_model.safetensors"))
+
+    first_losses, first = adapter("a", 11)
+    again_losses, again = adapter("b", 11)
+    other_losses, other = adapter("c", 12)
+    assert first_losses == again_losses
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    assert other_losses != first_losses
+    assert not all(torch.equal(first[k], other[k]) for k in first)
