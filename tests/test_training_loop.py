@@ -337,3 +337,26 @@ def test_a_dpo_job_resumes_on_another_machine_from_the_bucket(
     published = {o["Key"] for o in s3.list_objects_v2(Bucket=S3_BUCKET)["Contents"]}
     assert {"tl/checkpoints/ftjob-x/step-4/model.tar", "tl/checkpoints/ftjob-x/step-8/model.tar",
             f"tl/checkpoints/ftjob-x/{name}"} <= published  # fmt: skip
+
+
+def test_the_same_seed_trains_the_same_adapter(tmp_path: Path, tiny_chat_dir: Path) -> None:
+    """A job is reproducible from its seed: data order, LoRA initialisation and dropout
+    all come from it, so two runs give bit-identical losses and weights, and another
+    seed does not."""
+    from safetensors.torch import load_file
+
+    def adapter(name: str, seed: int) -> tuple[list[float], dict[str, torch.Tensor]]:
+        (tmp_path / name).mkdir()
+        cfg = make_config(tmp_path / name, tiny_chat_dir, seed=seed, n_epochs=2, lora_dropout=0.1)
+        outcome, events = run(cfg, tmp_path / name / "job")
+        assert outcome.status == "succeeded"
+        losses = [e.metrics.train_loss for e in events if isinstance(e, MetricsEvent)]
+        return losses, load_file(str(outcome.path / "adapter_model.safetensors"))
+
+    first_losses, first = adapter("a", 11)
+    again_losses, again = adapter("b", 11)
+    other_losses, other = adapter("c", 12)
+    assert first_losses == again_losses
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    assert other_losses != first_losses
+    assert not all(torch.equal(first[k], other[k]) for k in first)
