@@ -339,6 +339,7 @@ def test_a_dpo_job_resumes_on_another_machine_from_the_bucket(
             f"tl/checkpoints/ftjob-x/{name}"} <= published  # fmt: skip
 
 
+@TRAINS
 def test_the_same_seed_trains_the_same_adapter(tmp_path: Path, tiny_chat_dir: Path) -> None:
     """A job is reproducible from its seed: data order, LoRA initialisation and dropout
     all come from it, so two runs give bit-identical losses and weights, and another
