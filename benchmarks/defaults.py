@@ -15,6 +15,15 @@ why (from the job's events). Needs a tunelab server (TUNELAB_BASE_URL, default
 http://127.0.0.1:8000/v1) and `apt-get install wordnet-base`.
 
     python benchmarks/defaults.py --seeds 1,2,3
+
+With --parallel every job (each seed, and the first seed again) is created at once
+and graded in one eval when all have finished: run one `tunelab worker` per core
+beside a server without its embedded worker (TUNELAB_EMBEDDED_WORKER=false), each
+pinned to its core (`taskset -c 0 tunelab worker`, `taskset -c 1 ...`), and every
+job trains with one thread. On a machine others are using too, that is far faster
+than one two-thread job after another: torch's threads wait for each other at every
+operation whenever one of them is descheduled. A job's thread count is part of its
+numerics, so compare seeds within one mode.
 """
 
 from __future__ import annotations
@@ -59,7 +68,12 @@ def baseline(client: Any, train: list[dict[str, Any]], heldout: list[dict[str, A
 
 
 def fine_tune(client: Any, file_id: str, seed: int) -> Any:
-    job = client.fine_tuning.jobs.create(model=MODEL, training_file=file_id, seed=seed)
+    return finished(
+        client, client.fine_tuning.jobs.create(model=MODEL, training_file=file_id, seed=seed)
+    )
+
+
+def finished(client: Any, job: Any) -> Any:
     while job.status not in ("succeeded", "failed", "cancelled"):
         time.sleep(5)
         job = client.fine_tuning.jobs.retrieve(job.id)
@@ -112,6 +126,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
+    parser.add_argument("--parallel", action="store_true", help="create every job at once")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     client = openai.OpenAI(base_url=args.base_url, api_key="tunelab")
@@ -120,20 +135,46 @@ def main() -> None:
     print(f"embeddings + logistic regression: {baseline(client, train, heldout):.3f}", flush=True)
     print(f"base {MODEL}: {eval_accuracy(client, [MODEL], heldout)[0]:.3f}", flush=True)
     uploaded = client.files.create(file=train_path.open("rb"), purpose="fine-tune")
+    if args.parallel:
+        parallel(client, uploaded.id, seeds, heldout)
+        return
     # One job at a time, each graded as soon as it finishes, so a long run reports as
     # it goes; the first seed runs again last.
     per_seed: list[float] = []
     for k, seed in enumerate([*seeds, seeds[0]]):
         job = fine_tune(client, uploaded.id, seed)
         if k == 0:
-            for e in reversed(list(client.fine_tuning.jobs.list_events(job.id, limit=100))):
-                if "auto" in e.message:
-                    print("  ", e.message, flush=True)
+            print_auto(client, job)
         acc = eval_accuracy(client, [job.fine_tuned_model], heldout)[0]
         again = " (again)" if k == len(seeds) else ""
         print(f"fine-tuned, auto hyperparameters, seed {seed}{again}: {acc:.3f}", flush=True)
         if k < len(seeds):
             per_seed.append(acc)
+    print(
+        f"mean {statistics.mean(per_seed):.3f}, spread (max - min) "
+        f"{max(per_seed) - min(per_seed):.3f}",
+        flush=True,
+    )
+
+
+def print_auto(client: Any, job: Any) -> None:
+    for e in reversed(list(client.fine_tuning.jobs.list_events(job.id, limit=100))):
+        if "auto" in e.message:
+            print("  ", e.message, flush=True)
+
+
+def parallel(client: Any, file_id: str, seeds: list[int], heldout: list[dict[str, Any]]) -> None:
+    runs = [*seeds, seeds[0]]
+    jobs = [
+        client.fine_tuning.jobs.create(model=MODEL, training_file=file_id, seed=s) for s in runs
+    ]
+    jobs = [finished(client, job) for job in jobs]
+    print_auto(client, jobs[0])
+    accuracies = eval_accuracy(client, [j.fine_tuned_model for j in jobs], heldout)
+    for k, (seed, acc) in enumerate(zip(runs, accuracies, strict=True)):
+        again = " (again)" if k == len(seeds) else ""
+        print(f"fine-tuned, auto hyperparameters, seed {seed}{again}: {acc:.3f}", flush=True)
+    per_seed = accuracies[: len(seeds)]
     print(
         f"mean {statistics.mean(per_seed):.3f}, spread (max - min) "
         f"{max(per_seed) - min(per_seed):.3f}",

@@ -7,9 +7,10 @@ for "1 stream", and one left-padded batch of all prompts for "8 streams".
 For the adapter rows a random LoRA adapter is served as an `ft:` model, and the
 baseline is the peft-wrapped model's `generate`.
 
-Also in the same run: llama.cpp (llama-cpp-python, if installed; it has no CPU
-wheel on PyPI, so `pip install llama-cpp-python` builds it) on the GGUF file
-SmolLM2 ships as (Q4_1), one prompt at a time; and the memory-bandwidth limit:
+Also in the same run: llama.cpp on the GGUF file SmolLM2 ships as (Q4_1), one
+prompt at a time, through llama-cpp-python if installed (PyPI has only its source,
+a long compile) or else gpt4all's wheel, which carries a prebuilt llama.cpp
+(`.venv/bin/pip install gpt4all==2.8.2`); and the memory-bandwidth limit:
 decoding one token reads every weight once, so tokens/s can not exceed
 bandwidth / weight bytes (fp32 for tunelab and transformers, the GGUF's size for
 llama.cpp).
@@ -94,36 +95,97 @@ def gguf_path() -> Path | None:
     return found[0] if found else None
 
 
-def llama_cpp_run(path: Path, prompts: list[str], tokens: int) -> tuple[float, float, float] | None:
-    """(tokens/s, tokens per CPU-second, mean TTFT) of llama.cpp on the GGUF, greedy,
-    one prompt at a time; None when llama-cpp-python is not installed."""
+def _gpt4all_gguf(path: Path, directory: Path) -> Path:
+    """A copy of the GGUF that gpt4all's llama.cpp (mid-2024) loads.
+
+    That llama.cpp predates the pre-tokenizer name "smollm" in SmolLM2's metadata
+    and refuses the file. llama.cpp splits "smollm" text with exactly the regexes
+    of "refact" (same case in llama-vocab.cpp), a name of the same length, so the
+    copy differs in those six bytes only and tokenizes identically.
+    """
+    data = bytearray(path.read_bytes())
+    key = data.find(b"tokenizer.ggml.pre")
+    at = data.find(b"smollm", key, key + 64)
+    if key >= 0 and at >= 0:
+        data[at : at + 6] = b"refact"
+    out = directory / path.name
+    out.write_bytes(bytes(data))
+    return out
+
+
+def llama_cpp_engine(path: Path, work: Path) -> tuple[str, Any] | None:
+    """(name, generate(prompt_text, n) -> (tokens, seconds, ttft)) for llama.cpp on the
+    GGUF, greedy, through llama-cpp-python if installed, else gpt4all (whose wheel
+    carries a prebuilt llama.cpp: `pip install gpt4all==2.8.2`); None if neither."""
+    threads = torch.get_num_threads()
     try:
         from llama_cpp import Llama
+
+        llm = Llama(model_path=str(path), n_ctx=1024, n_threads=threads, verbose=False)
+        eos = llm.token_eos()
+
+        def lcp(text: str, n: int) -> tuple[int, float, float]:
+            t, first, count = time.perf_counter(), 0.0, 0
+            for _ in llm.create_completion(
+                text, max_tokens=n, temperature=0, logit_bias={eos: -100.0}, stream=True
+            ):
+                first = first or time.perf_counter() - t
+                count += 1
+            return count, time.perf_counter() - t, first
+
+        return "llama-cpp-python", lcp
+    except ImportError:
+        pass
+    try:
+        from gpt4all import GPT4All
     except ImportError:
         return None
-    llm = Llama(model_path=str(path), n_ctx=1024, n_threads=torch.get_num_threads(), verbose=False)
-    eos = llm.token_eos()
+    copy = _gpt4all_gguf(path, work)
+    g = GPT4All(copy.name, model_path=str(work), allow_download=False, device="cpu",
+                n_threads=threads, n_ctx=1024)  # fmt: skip
 
-    def one(prompt: str, n: int) -> float:
-        messages = [{"role": "user", "content": prompt}]
-        t = time.perf_counter()
-        out = llm.create_chat_completion(
-            messages=messages,  # type: ignore[arg-type]
-            max_tokens=n,
-            temperature=0,
-            logit_bias={eos: -100.0},
-        )
-        assert out["usage"]["completion_tokens"] == n, out["usage"]  # type: ignore[index]
-        return time.perf_counter() - t
+    def g4a(text: str, n: int) -> tuple[int, float, float]:
+        # its own end-of-turn stop can not be banned: tokens are counted, not assumed
+        t, first, count = time.perf_counter(), 0.0, 0
 
-    one(prompts[0], 4)  # warm up
-    cpu, t = time.process_time(), time.perf_counter()
-    for p in prompts:
-        one(p, tokens)
-    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
-    ttft = statistics.mean(one(p, 1) for p in prompts)
-    n = len(prompts) * tokens
-    return n / wall, n / cpu, ttft
+        def on_token(token_id: int, piece: str) -> bool:
+            nonlocal first, count
+            first = first or time.perf_counter() - t
+            count += 1
+            return True
+
+        g.model.prompt_model(text, "%1", on_token, n_predict=n, top_k=1, temp=0.0,
+                             n_batch=512, repeat_penalty=1.0, reset_context=True,
+                             special=True)  # fmt: skip
+        return count, time.perf_counter() - t, first
+
+    return "gpt4all 2.8.2 (llama.cpp)", g4a
+
+
+def llama_cpp_run(
+    path: Path, tok: Any, prompts: list[str], tokens: int
+) -> tuple[str, float, float, float] | None:
+    """(engine, tokens/s, tokens per CPU-second, mean TTFT) of llama.cpp on the GGUF,
+    greedy, one prompt at a time, the same chat-templated prompts as the others."""
+    with tempfile.TemporaryDirectory() as work:
+        engine = llama_cpp_engine(path, Path(work))
+        if engine is None:
+            return None
+        name, generate = engine
+        texts = [
+            tok.apply_chat_template(
+                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+            )
+            for p in prompts
+        ]
+        generate(texts[0], 4)  # warm up
+        cpu, n, wall = time.process_time(), 0, 0.0
+        for text in texts:
+            count, seconds, _ = generate(text, tokens)
+            n, wall = n + count, wall + seconds
+        cpu = time.process_time() - cpu
+        ttft = statistics.mean(generate(text, 1)[2] for text in texts)
+        return name, n / wall, n / cpu, ttft
 
 
 def make_adapter(model: Any, target: Path) -> Any:
@@ -309,7 +371,7 @@ def main() -> None:
             mixed_tps = 8 * args.tokens / (time.perf_counter() - t)
 
     gguf = gguf_path()
-    llama = llama_cpp_run(gguf, single, args.tokens) if gguf else None
+    llama = llama_cpp_run(gguf, tok, single, args.tokens) if gguf else None
     peak = matmul_peak()
     bandwidth = memory_bandwidth()
     weight_bytes = params * torch.finfo(dtype).bits // 8
@@ -349,14 +411,14 @@ def main() -> None:
     )
     if llama is None:
         print(
-            "llama.cpp: llama-cpp-python is not installed here (PyPI has only its source; "
-            "`pip install llama-cpp-python` compiles llama.cpp)"
+            "llama.cpp: neither llama-cpp-python (PyPI has only its source) nor gpt4all "
+            "(`pip install gpt4all==2.8.2`, a prebuilt llama.cpp) is installed"
         )
     else:
-        l_tps, l_cps, l_ttft = llama
+        engine, l_tps, l_cps, l_ttft = llama
         size = gguf.stat().st_size if gguf else 0
         print(
-            f"llama.cpp on {gguf.name if gguf else '?'} ({size / 1e6:.0f} MB, limit "
+            f"llama.cpp ({engine}) on {gguf.name if gguf else '?'} ({size / 1e6:.0f} MB, limit "
             f"{bandwidth / max(size, 1):.0f} tok/s), 1 stream: {l_tps:.1f} tok/s, "
             f"{l_cps:.1f} tok/CPU-s, TTFT {l_ttft:.2f}s -> tunelab/llama.cpp "
             f"{t1[0] / l_tps:.2f}x (tok/s), {t1[1] / l_cps:.2f}x (tok/CPU-s)"

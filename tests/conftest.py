@@ -15,7 +15,16 @@ from typing import Any
 import openai
 import pytest
 
-from tests.support import chromium, dashboard_page, is_local, register_models, run_server, sdk
+from tests.support import (
+    S3_BUCKET,
+    chromium,
+    dashboard_page,
+    free_port,
+    is_local,
+    register_models,
+    run_server,
+    sdk,
+)
 from tests.tiny_models import build_tiny_chat_model, tiny_registry_entry
 from tunelab.settings import Settings
 
@@ -89,6 +98,40 @@ def postgres_url() -> Iterator[str]:
         pytest.skip("PostgreSQL (initdb, pg_ctl) is not installed on this machine")
     with postgres.cluster() as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[str]:
+    """moto's S3 server over real HTTP on a loopback port; its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A boto3 client on the moto server with an empty bucket S3_BUCKET (removed after)."""
+    import boto3
+
+    # moto accepts any credentials; boto3 must find some (its usual chain).
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3", endpoint_url=s3_server)
+    client.create_bucket(Bucket=S3_BUCKET)
+    yield client
+    for obj in client.list_objects_v2(Bucket=S3_BUCKET).get("Contents", []):
+        client.delete_object(Bucket=S3_BUCKET, Key=obj["Key"])
+    client.delete_bucket(Bucket=S3_BUCKET)
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,7 @@ from tunelab.settings import Settings
 T = TypeVar("T")
 
 TERMINAL = states.TERMINAL
+S3_BUCKET = "tunelab-test"  # the bucket of the `s3` fixture (conftest.py)
 
 
 def register_models(settings: Settings, entries: list[dict[str, Any]]) -> None:
@@ -362,6 +363,26 @@ def serve_process(settings: Settings, *, log: Path, **env: str) -> Iterator[tupl
     try:
         wait_until(up, timeout=120, every=0.2, what="tunelab serve to answer")
         yield url, proc
+    finally:
+        kill_hard(proc)
+
+
+@contextmanager
+def worker_process(env: dict[str, str], log: Path) -> Iterator[Any]:
+    """`tunelab worker` in its own process (and session); killed hard at the end."""
+    import subprocess
+    import sys
+
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tunelab", "worker"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
     finally:
         kill_hard(proc)
 

@@ -9,54 +9,17 @@ from __future__ import annotations
 
 import io
 import os
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
+from tests.support import S3_BUCKET as BUCKET
 from tests.support import chat_lines, run_server, sdk
 from tunelab.settings import Settings
 
 pytestmark = pytest.mark.api
-
-BUCKET = "tunelab-test"
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    import boto3
-
-    # moto accepts any credentials; boto3 must find some (its usual chain).
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    client = boto3.client("s3", endpoint_url=s3_server)
-    client.create_bucket(Bucket=BUCKET)
-    yield client
-    for obj in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
-        client.delete_object(Bucket=BUCKET, Key=obj["Key"])
-    client.delete_bucket(Bucket=BUCKET)
 
 
 def keys(s3: Any) -> set[str]:
@@ -106,3 +69,31 @@ def test_uploads_live_in_the_bucket_and_every_replica_reads_them(
         assert f"files/{f.id}" not in keys(s3)
         with pytest.raises(openai.NotFoundError):
             client.files.content(f.id)
+
+
+def test_files_publish_list_and_download_under_folder_keys(
+    s3: Any, s3_server: str, tmp_path: Path
+) -> None:
+    from tunelab.s3blobs import S3BlobStore
+
+    store = S3BlobStore(f"s3://{BUCKET}/data", tmp_path / "cache", endpoint_url=s3_server)
+    source = tmp_path / "state.pt"
+    source.write_bytes(os.urandom(300_000))
+    store.put_file("checkpoints/job/step-3/trainer_state.pt", source)
+    store.put_file("checkpoints/job/step-12/model.tar", source)
+    assert keys(s3) == {
+        "data/checkpoints/job/step-3/trainer_state.pt",
+        "data/checkpoints/job/step-12/model.tar",
+    }
+    assert store.keys("checkpoints/job/step-") == [
+        "checkpoints/job/step-12/model.tar",
+        "checkpoints/job/step-3/trainer_state.pt",
+    ]
+    assert store.keys("checkpoints/other/") == []
+    dest = tmp_path / "copy"
+    assert store.get_file("checkpoints/job/step-12/model.tar", dest)
+    assert dest.read_bytes() == source.read_bytes()
+    assert not store.get_file("checkpoints/job/step-99/model.tar", tmp_path / "none")
+    assert list((tmp_path / "cache").iterdir()) == []  # whole-file transfers keep no cache copy
+    with pytest.raises(ValueError):
+        store.put_file("checkpoints/../escape", source)

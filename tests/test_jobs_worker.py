@@ -215,7 +215,7 @@ def test_the_model_resolved_at_creation_is_what_trains(rt: Runtime, tmp_path: Pa
 
     # The name is gone from the catalog; the job still trains what it was created with.
     rt.catalog.delete("default", parent)
-    cfg = staging.write_config(rt.settings, rt.registry, rt.files, job, tmp_path / "job")
+    cfg = staging.write_config(rt.settings, rt.catalog, rt.files, job, tmp_path / "job")
     assert cfg.init_adapter == str(parent_dir) and cfg.base_model == TINY_CHAT
 
     # Without the weights it cannot start, and says why.

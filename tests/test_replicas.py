@@ -15,10 +15,6 @@ does. Nothing a request needs lives in one process's memory:
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import openai
@@ -33,6 +29,7 @@ from tests.support import (
     sdk,
     serve_process,
     wait_until,
+    worker_process,
 )
 from tests.tiny_models import TINY_CHAT, tiny_registry_entry
 from tunelab.retrieval.tables import VectorStoreFileRow
@@ -45,23 +42,6 @@ MANUAL = (
     "To replace the water filter, lift the lid and turn the blue cartridge left.\n\n"
     "The warranty covers the grinder for two years."
 )
-
-
-@contextmanager
-def worker_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`tunelab worker` in its own process (and session); killed hard at the end."""
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tunelab", "worker"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield proc
-    finally:
-        kill_hard(proc)
 
 
 def events(client: openai.OpenAI, job_id: str) -> list[str]:

@@ -65,11 +65,21 @@ def test_starting_the_runtime_sweeps_files_and_upload_parts(settings: Settings) 
     settings.files_dir.mkdir(parents=True)
     part_dir = settings.data_dir / "uploads" / "upload_x"
     part_dir.mkdir(parents=True)
+    # A checkpoint fetch (tunelab.models.weights) killed while unpacking: its folder.
+    job_dir = settings.models_dir / "ftjob-x"
+    unpacking = job_dir / f".download-{dead_pid()}@{here}~c"
+    unpacking.mkdir(parents=True)
+    touch(unpacking / "adapter_model.safetensors")
+    checkpoint = job_dir / "step-3"
+    checkpoint.mkdir()
     left = [
         touch(settings.files_dir / f".upload-{dead_pid()}@{here}~a"),
         touch(part_dir / f".part-{dead_pid()}@{here}~b"),
+        touch(job_dir / f".part-{dead_pid()}@{here}~d"),  # a checkpoint archive being sent
+        unpacking,
     ]
     done_part = touch(part_dir / "part_1")
     with build_runtime(settings, embedded_worker=False):
         assert not any(p.exists() for p in left)
         assert done_part.exists()
+        assert checkpoint.exists()

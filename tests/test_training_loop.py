@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.support import chat_lines
+from tests.support import S3_BUCKET, chat_lines
 from tunelab.training import checkpoints
 from tunelab.training.config import (
     ConfigError,
@@ -283,3 +283,81 @@ def test_each_step_reports_the_learning_rate_it_applied(
     assert rates == pytest.approx([cfg.learning_rate * factor(i) for i in range(18)])
     peak = rates.index(max(rates))
     assert 0 < peak < 17 and rates[-1] < rates[peak]
+
+
+@TRAINS
+def test_a_dpo_job_resumes_on_another_machine_from_the_bucket(
+    s3: Any, s3_server: str, tmp_path: Path, tiny_chat_dir: Path
+) -> None:
+    """Checkpoints published to S3 (moto): machine B, with nothing of the job in its
+    data dir, resumes from A's checkpoint and keeps A's DPO reference (recomputed
+    from the resumed model it would differ)."""
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "input": {"messages": [{"role": "user", "content": f"What is {i} plus one?"}]},
+                    "preferred_output": [{"role": "assistant", "content": f"Perhaps {i + 1}?"}],
+                    "non_preferred_output": [{"role": "assistant", "content": f"{i + 1}."}],
+                }
+            )
+            + "\n"
+            for i in range(8)
+        )
+    )
+
+    def machine(name: str, n_epochs: int) -> TrainConfig:
+        return make_config(
+            tmp_path,
+            tiny_chat_dir,
+            objective="dpo",
+            training_file=str(pairs),
+            output_dir=str(tmp_path / name / "models" / "ftjob-x"),
+            blob_cache_dir=str(tmp_path / name / "blob-cache"),
+            blob_url=f"s3://{S3_BUCKET}/tl",
+            s3_endpoint_url=s3_server,
+            n_epochs=n_epochs,
+            batch_size=2,
+            learning_rate_multiplier=20.0,
+        )
+
+    outcome, _ = run(machine("a", 1), tmp_path / "a" / "job")
+    assert outcome.status == "succeeded" and outcome.step == 4
+    outcome, events = run(machine("b", 2), tmp_path / "b" / "job")
+    assert outcome.status == "succeeded" and outcome.step == 8
+    assert any(
+        isinstance(e, MessageEvent) and e.message == "Resumed from the checkpoint at step 4"
+        for e in events
+    )
+    name = "train_reference_logps.pt"
+    a_ref = torch.load(tmp_path / "a" / "models" / "ftjob-x" / name)
+    b_ref = torch.load(tmp_path / "b" / "models" / "ftjob-x" / name)
+    assert torch.equal(a_ref, b_ref)
+    published = {o["Key"] for o in s3.list_objects_v2(Bucket=S3_BUCKET)["Contents"]}
+    assert {"tl/checkpoints/ftjob-x/step-4/model.tar", "tl/checkpoints/ftjob-x/step-8/model.tar",
+            f"tl/checkpoints/ftjob-x/{name}"} <= published  # fmt: skip
+
+
+@TRAINS
+def test_the_same_seed_trains_the_same_adapter(tmp_path: Path, tiny_chat_dir: Path) -> None:
+    """A job is reproducible from its seed: data order, LoRA initialisation and dropout
+    all come from it, so two runs give bit-identical losses and weights, and another
+    seed does not."""
+    from safetensors.torch import load_file
+
+    def adapter(name: str, seed: int) -> tuple[list[float], dict[str, torch.Tensor]]:
+        (tmp_path / name).mkdir()
+        cfg = make_config(tmp_path / name, tiny_chat_dir, seed=seed, n_epochs=2, lora_dropout=0.1)
+        outcome, events = run(cfg, tmp_path / name / "job")
+        assert outcome.status == "succeeded"
+        losses = [e.metrics.train_loss for e in events if isinstance(e, MetricsEvent)]
+        return losses, load_file(str(outcome.path / "adapter_model.safetensors"))
+
+    first_losses, first = adapter("a", 11)
+    again_losses, again = adapter("b", 11)
+    other_losses, other = adapter("c", 12)
+    assert first_losses == again_losses
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    assert other_losses != first_losses
+    assert not all(torch.equal(first[k], other[k]) for k in first)

@@ -1,16 +1,18 @@
 """The blob-store seam: named byte streams, written atomically.
 
-Uploaded files live here (and, as the scale-out work lands, checkpoints and
-converted models). `LocalBlobStore` keeps them in a directory; an object-storage
-backend implements the same Protocol. A blob is either fully there or absent:
-`put` streams into a temporary object, hashes on the way, and publishes it
-under its key only when complete.
+Uploaded files live here, and with object storage the fine-tuned weights too
+(tunelab.models.weights). `LocalBlobStore` keeps them in a directory; an
+object-storage backend implements the same Protocol. A blob is either fully
+there or absent: `put` streams into a temporary object, hashes on the way, and
+publishes it under its key only when complete; `put_file` publishes a finished
+local file the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -59,13 +61,26 @@ class BlobStore(Protocol):
         """A local file with the blob's bytes (for readers that need a path)."""
         ...
 
+    def put_file(self, key: str, path: Path) -> None:
+        """Publish the finished file at `path` under `key`, atomically (`path` stays)."""
+        ...
+
+    def get_file(self, key: str, dest: Path) -> bool:
+        """Write the blob's bytes to the file `dest` (the caller's, and the caller
+        publishes it); False when there is no such blob."""
+        ...
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key that starts with `prefix` (a folder: ends with "/")."""
+        ...
+
     def delete(self, key: str) -> None: ...
 
     def exists(self, key: str) -> bool: ...
 
 
 class LocalBlobStore:
-    """Blobs as files in one directory (keys are file names)."""
+    """Blobs as files in one directory (a key's "/" are folders)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -83,12 +98,41 @@ class LocalBlobStore:
         check: Callable[[Path], None] | None = None,
     ) -> Stored:
         final = self._path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
         with spooled(stream, self.root, key, max_bytes=max_bytes, check=check) as (tmp, stored):
             os.replace(tmp, final)
         return stored
 
     def local_path(self, key: str) -> Path:
         return self._path(key)
+
+    def put_file(self, key: str, path: Path) -> None:
+        final = self._path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = temp_file(final.parent, "part")
+        os.close(fd)
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def get_file(self, key: str, dest: Path) -> bool:
+        try:
+            shutil.copyfile(self._path(key), dest)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def keys(self, prefix: str) -> list[str]:
+        folder = self.root / prefix.rpartition("/")[0]  # only walk below the prefix's folder
+        return sorted(
+            key
+            for p in (folder.rglob("*") if folder.is_dir() else ())
+            if p.is_file()
+            and (key := p.relative_to(self.root).as_posix()).startswith(prefix)
+            and not any(part.startswith(".") for part in key.split("/"))
+        )
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -98,8 +142,8 @@ class LocalBlobStore:
 
 
 def check_key(key: str) -> str:
-    """A blob key is one plain file name (no folders, nothing hidden)."""
-    if not key or "/" in key or key.startswith("."):
+    """A blob key is plain names joined by "/" (no empty, hidden, or parent parts)."""
+    if not key or any(not part or part.startswith(".") for part in key.split("/")):
         raise ValueError(f"invalid blob key {key!r}")
     return key
 
@@ -142,10 +186,19 @@ def _machine() -> str:
     return f"{socket.gethostname()}.{namespace}".replace("~", "-").replace("/", "-")
 
 
+def _temp_prefix(kind: str) -> str:
+    return f".{kind}-{os.getpid()}@{_machine()}~"
+
+
 def temp_file(directory: Path, kind: str) -> tuple[int, Path]:
     """A new temporary file in `directory` named for its owner: (open fd, path)."""
-    fd, name = tempfile.mkstemp(dir=directory, prefix=f".{kind}-{os.getpid()}@{_machine()}~")
+    fd, name = tempfile.mkstemp(dir=directory, prefix=_temp_prefix(kind))
     return fd, Path(name)
+
+
+def temp_dir(directory: Path, kind: str) -> Path:
+    """A new temporary folder in `directory`, named for its owner like `temp_file`'s."""
+    return Path(tempfile.mkdtemp(dir=directory, prefix=_temp_prefix(kind)))
 
 
 def _abandoned(path: Path, now: float, grace_seconds: float) -> bool:
@@ -167,20 +220,20 @@ def _abandoned(path: Path, now: float, grace_seconds: float) -> bool:
 def sweep_temp_files(
     directory: Path, *, grace_seconds: float = TEMP_GRACE_SECONDS, now: float | None = None
 ) -> list[Path]:
-    """Remove the temporary files in `directory` that no live process is writing (their
-    writer died: a kill, a power cut); returns what was removed. Temporary files of
-    live writers, here or on other replicas sharing the directory, are left alone."""
+    """Remove the temporary files (and folders: `temp_dir`) in `directory` that no
+    live process is writing (their writer died: a kill, a power cut); returns what was
+    removed. Those of live writers, here or on other replicas sharing the directory,
+    are left alone."""
     if not directory.is_dir():
         return []
     now = time.time() if now is None else now
     prefixes = tuple(f".{kind}-" for kind in TEMP_KINDS)
     removed = []
     for path in directory.iterdir():
-        if (
-            path.name.startswith(prefixes)
-            and path.is_file()
-            and _abandoned(path, now, grace_seconds)
-        ):
-            path.unlink(missing_ok=True)
+        if path.name.startswith(prefixes) and _abandoned(path, now, grace_seconds):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
             removed.append(path)
     return removed

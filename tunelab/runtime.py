@@ -100,9 +100,13 @@ class Runtime:
         when embedded, the job worker and the eval runner. First, the temporary files
         of writes a kill interrupted are removed (only those no live process, of
         this or another replica, is writing: `blobs.sweep_temp_files`)."""
+        models = self.settings.models_dir
+        # Job folders hold the archives and unpacked folders of checkpoint publishes
+        # and fetches (tunelab.models.weights).
+        job_dirs = sorted(models.iterdir()) if models.is_dir() else []
         swept = self.uploads.sweep() + sum(
             len(sweep_temp_files(d))
-            for d in (self.settings.files_dir, self.settings.blob_cache_dir)
+            for d in (self.settings.files_dir, self.settings.blob_cache_dir, *job_dirs)
         )
         if swept:
             log.info("removed %d temporary files left by interrupted writes", swept)
@@ -156,8 +160,12 @@ def build_runtime(
     migrate(settings.db_url)
     db = Database(settings.db_url)
     registry = Registry.for_settings(settings)
-    catalog = Catalog(registry, db, settings.models_dir)
-    files = FileStore(db, blobs or _default_blobs(settings), max_bytes=settings.max_upload_bytes)
+    blobs = blobs or _default_blobs(settings)
+    # Fine-tuned weights go through object storage; with a local store they stay in
+    # models_dir, which is where that store would have put them (tunelab.models.weights).
+    remote = None if isinstance(blobs, LocalBlobStore) else blobs
+    catalog = Catalog(registry, db, settings.models_dir, remote=remote)
+    files = FileStore(db, blobs, max_bytes=settings.max_upload_bytes)
     embeddings = embedder or _default_embedder(settings, registry)
     engine = chat_engine or _default_chat_engine(settings)
     if any(spec.vllm_url for spec in registry.all()):

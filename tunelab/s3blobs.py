@@ -85,6 +85,30 @@ class S3BlobStore:
                 raise
         return cached
 
+    def put_file(self, key: str, path: Path) -> None:
+        # Multipart for large files, like `put`: the object appears only when complete.
+        self._s3.upload_file(str(path), self.bucket, self._object(key))
+
+    def get_file(self, key: str, dest: Path) -> bool:
+        try:
+            self._s3.download_file(self.bucket, self._object(key), str(dest))
+        except Exception as e:
+            if _is_missing(e):
+                return False
+            raise
+        return True
+
+    def keys(self, prefix: str) -> list[str]:
+        start = f"{self.prefix}/" if self.prefix else ""
+        pages = self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=start + prefix
+        )
+        return sorted(
+            str(obj["Key"]).removeprefix(start)
+            for page in pages
+            for obj in page.get("Contents", [])
+        )
+
     def delete(self, key: str) -> None:
         self._s3.delete_object(Bucket=self.bucket, Key=self._object(key))
         (self.cache_dir / key).unlink(missing_ok=True)

@@ -123,9 +123,11 @@ class Settings(BaseSettings):
     train_processes: int = Field(default=1, ge=1, le=1024)
     train_torchrun_args: str = ""
 
-    # Uploaded files in an S3-compatible bucket instead of data_dir/files:
-    # "s3://bucket/prefix". Credentials come from boto3's chain (AWS_* variables,
-    # ~/.aws); s3_endpoint_url names a non-AWS server (MinIO, Ceph, R2).
+    # Uploaded files in an S3-compatible bucket instead of data_dir/files, and
+    # fine-tuned weights published there too (tunelab.models.weights), so machines
+    # need not share a data dir: "s3://bucket/prefix". Credentials come from
+    # boto3's chain (AWS_* variables, ~/.aws); s3_endpoint_url names a non-AWS
+    # server (MinIO, Ceph, R2).
     blob_url: str | None = None
     s3_endpoint_url: str | None = None
 
@@ -216,7 +218,8 @@ class Settings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
-        """Fine-tuned adapters, checkpoints and full fine-tunes."""
+        """Fine-tuned adapters, checkpoints and full fine-tunes (with blob_url: this
+        machine's copies of those published to the bucket)."""
         return self.data_dir / "models"
 
     @property

@@ -64,6 +64,8 @@ class FineTunedModelRow(Base):
     project: Mapped[str] = mapped_column(String(128), index=True)
     base_model: Mapped[str] = mapped_column(String(256))
     kind: Mapped[str] = mapped_column(String(16))  # lora | full
+    # The weights directory: relative to the models dir ("<job>/step-<N>", each
+    # process's own: tunelab.models.weights), or absolute (rows from before).
     path: Mapped[str] = mapped_column(Text)
     job_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     step: Mapped[int | None] = mapped_column(Integer, nullable=True)

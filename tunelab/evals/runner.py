@@ -177,7 +177,7 @@ class EvalRunner:
             plan = plan_from_echo(run.data_source, ev.item_schema)
             rows = self._rows(run, plan)
             if plan.sampling is not None:
-                self.inference.target(run.project, plan.sampling.model)
+                self.inference.target(run.project, plan.sampling.model, fetch=False)
         except TunelabError as e:
             self._fail(run_id, "invalid_run", e.message)
             return

@@ -80,7 +80,7 @@ class EvalService:
 
     def check_model(self, project: str, model: str, param: str) -> None:
         try:
-            self.inference.target(project, model)
+            self.inference.target(project, model, fetch=False)
         except (NotFound, InvalidRequest) as e:
             raise InvalidRequest(e.message, param=param, code="model_not_found") from None
 

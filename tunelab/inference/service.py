@@ -250,8 +250,10 @@ class InferenceService:
         self.catalog = catalog
         self.default_max_tokens = default_max_tokens
 
-    def target(self, project: str, model: str) -> Target:
-        """Resolve a model id for this project; refuse models that cannot chat."""
+    def target(self, project: str, model: str, *, fetch: bool = True) -> Target:
+        """Resolve a model id for this project; refuse models that cannot chat. With
+        `fetch`, a fine-tune's weights are on this machine when it returns (fetched
+        from the blob store if another machine trained them); without, it only checks."""
         r = self.catalog.resolve(project, model)
         if r.base.kind != "chat":
             raise InvalidRequest(
@@ -260,7 +262,8 @@ class InferenceService:
                 param="model",
                 code="model_not_supported",
             )
-        return Target(id=r.id, base=r.base, kind=r.kind, path=r.path)
+        path = self.catalog.weights.local(r.path) if fetch and r.path is not None else r.path
+        return Target(id=r.id, base=r.base, kind=r.kind, path=path)
 
     def _submit(
         self,

@@ -71,7 +71,8 @@ class JobService:
             model=resolved.base.id if aliased else req.model,
             base_model=resolved.base.id,
             parent_kind=None if resolved.kind == "base" else resolved.kind,
-            parent_path=None if resolved.path is None else str(resolved.path),
+            # Relative to the models dir: the worker finds (or fetches) it under its own.
+            parent_path=None if resolved.path is None else self.catalog.weights.ref(resolved.path),
             training_file=req.training_file,
             validation_file=req.validation_file,
             hyperparameters=hp.as_dict(),

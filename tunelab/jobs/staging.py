@@ -21,7 +21,7 @@ from tunelab.data.validation import MIN_EXAMPLES, validate_file
 from tunelab.errors import NotFound
 from tunelab.files import FileStore
 from tunelab.jobs.tables import Job
-from tunelab.models.registry import Registry
+from tunelab.models.catalog import Catalog
 from tunelab.settings import Settings
 from tunelab.training import auto
 from tunelab.training.config import CPU_MAX_LENGTH, TrainConfig, steps_per_epoch
@@ -127,21 +127,27 @@ def _format_mismatch(objective: str, fmt: str | None) -> str | None:
 
 
 def write_config(
-    settings: Settings, registry: Registry, files: FileStore, job: Job, job_dir: Path
+    settings: Settings, catalog: Catalog, files: FileStore, job: Job, job_dir: Path
 ) -> TrainConfig:
     """The job's TrainConfig in job_dir/config.json; stale events and control files moved aside."""
-    base = registry.find(job.base_model)
+    base = catalog.registry.find(job.base_model)
     if base is None:
         raise LookupError(f"the base model {job.base_model} is no longer in the model registry")
     source, gguf, adapter = base.source, base.gguf_file, None
     if job.parent_kind is not None:
-        # Continuing a fine-tune: its weights as they were when the job was created.
-        if job.parent_path is None or not Path(job.parent_path).exists():
+        # Continuing a fine-tune: its weights as they were when the job was created
+        # (fetched from the blob store when another machine trained them).
+        parent = (
+            None
+            if job.parent_path is None
+            else catalog.weights.local(catalog.weights.path(job.parent_path))
+        )
+        if parent is None or not parent.exists():
             raise FileNotFoundError(f"the weights of {job.model} no longer exist")
         if job.parent_kind == "lora":
-            adapter = job.parent_path
+            adapter = str(parent)
         else:
-            source, gguf = job.parent_path, None
+            source, gguf = str(parent), None
     train = _file_path(files, job.project, job.training_file)
     if train is None:
         raise FileNotFoundError(f"training file {job.training_file} no longer exists")
@@ -174,6 +180,9 @@ def write_config(
         max_length=max_length,
         device=settings.device,
         bf16=settings.training_bf16,
+        blob_url=settings.blob_url,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        blob_cache_dir=str(settings.blob_cache_dir),
         eval_interval=max(1, min(50, total_steps // 10)),
     )
     job_dir.mkdir(parents=True, exist_ok=True)

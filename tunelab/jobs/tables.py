@@ -27,7 +27,8 @@ class Job(Base):
     model: Mapped[str] = mapped_column(String(256))  # as requested (may be an ft: model)
     # What creation resolved `model` to, stored so that nothing resolves it again:
     # the registry id of the base, and when `model` is a fine-tune to continue, its
-    # kind ("lora" | "full") and weights directory. parent_path is None with a
+    # kind ("lora" | "full") and weights directory (relative to the models dir, as
+    # catalog rows name it: tunelab.models.weights). parent_path is None with a
     # parent_kind only for jobs migrated after their parent was deleted.
     base_model: Mapped[str] = mapped_column(String(256))
     parent_kind: Mapped[str | None] = mapped_column(String(16))

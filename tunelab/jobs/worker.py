@@ -237,7 +237,7 @@ class Worker:
             with self.db() as s:
                 job = s.get(Job, job_id)
                 assert job is not None
-            staging.write_config(self.settings, self.catalog.registry, self.files, job, job_dir)
+            staging.write_config(self.settings, self.catalog, self.files, job, job_dir)
             # DPO trains in one process (tunelab.training.distributed covers supervised).
             processes = self.settings.train_processes if job.objective == "supervised" else 1
             proc = self._spawn(job_dir, processes)

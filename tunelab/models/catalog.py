@@ -6,6 +6,9 @@ and survive restarts; another project's fine-tune does not exist for you (404).
 A job's checkpoints are catalog rows too (`add_job_checkpoint`), one row per
 checkpoint: see `tunelab.db.tables.FineTunedModelRow` for why.
 
+Weights are named relative to the models dir (tunelab.models.weights), so each
+replica finds them under its own data dir, fetched from the blob store when needed.
+
 Names are never reused: a new row is inserted, never merged over an existing one,
 and a job's checkpoint draws a fresh random id8 until its name is free, so two
 jobs can never end up sharing (or overwriting) one model.
@@ -13,7 +16,6 @@ jobs can never end up sharing (or overwriting) one model.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +24,14 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from tunelab.blobs import BlobStore
 from tunelab.db.base import Database, now
 from tunelab.db.pagination import paginate
 from tunelab.db.tables import FineTunedModelRow
 from tunelab.errors import NotFound, PermissionDenied, model_not_found
 from tunelab.ids import new_id, random_token
 from tunelab.models.registry import ModelSpec, Registry
+from tunelab.models.weights import Weights
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,9 @@ class ResolvedModel:
     id: str
     base: ModelSpec
     kind: Literal["base", "lora", "full"]
-    path: Path | None = None  # adapter or full-weights directory for fine-tunes
+    # The adapter or full-weights directory of a fine-tune on this machine (it may
+    # still have to be fetched: `Catalog.weights.local`).
+    path: Path | None = None
     owned_by: str = "tunelab"
     created: int = 0
 
@@ -51,11 +57,15 @@ class Catalog:
         db: Database,
         models_dir: Path,
         *,
+        remote: BlobStore | None = None,
         id8: Callable[[], str] = lambda: random_token(8),
     ) -> None:
+        """`remote`: the object store fine-tuned weights are published to (None: they
+        live in `models_dir`, shared by whoever shares the data dir)."""
         self.registry = registry
         self.db = db
         self.models_dir = models_dir
+        self.weights = Weights(models_dir, remote)
         self._id8 = id8
 
     def register_fine_tuned(
@@ -73,7 +83,7 @@ class Catalog:
             project=project,
             base_model=base_model,
             kind=kind,
-            path=str(path),
+            path=self.weights.ref(path),
             created_at=now(),
         )
         if not self._insert(row):
@@ -107,7 +117,7 @@ class Catalog:
                 project=project,
                 base_model=base_model,
                 kind=kind,
-                path=str(path),
+                path=self.weights.ref(path),
                 job_id=job_id,
                 step=step,
                 created_at=created_at,
@@ -180,7 +190,7 @@ class Catalog:
             id=row.id,
             base=base,
             kind="full" if row.kind == "full" else "lora",
-            path=Path(row.path),
+            path=self.weights.path(row.path),
             owned_by=row.project,
             created=row.created_at,
         )
@@ -212,7 +222,8 @@ class Catalog:
         return out
 
     def delete(self, project: str, model: str) -> None:
-        """Delete a fine-tune (its weights too, when they live under models_dir)."""
+        """Delete a fine-tune (its weights too, when they live under models_dir: this
+        machine's copy and the published one)."""
         row = self._row(project, model)
         if row is None:
             if self.registry.find(model) is not None:
@@ -227,6 +238,4 @@ class Catalog:
             obj = s.get(FineTunedModelRow, model)
             if obj is not None:
                 s.delete(obj)
-        path = Path(row.path).resolve()
-        if self.models_dir.resolve() in path.parents:
-            shutil.rmtree(path, ignore_errors=True)
+        self.weights.remove(self.weights.path(row.path))

@@ -7,7 +7,9 @@
 The model part is what inference loads (peft `PeftModel.from_pretrained(base, dir)` or
 `from_pretrained(dir)`); the trainer state is only for resuming. Directories are
 written under a temporary name and renamed, so a crash never leaves half a checkpoint
-that looks complete.
+that looks complete. With object storage (cfg.blob_url) each one is then published
+there (tunelab.models.weights), and a job resumes from the newest published one,
+fetched when this machine does not have it: the worker may be another machine.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 
 import torch
 
-STATE_FILE = "trainer_state.pt"
+from tunelab.models.weights import STATE_FILE, Weights
+from tunelab.training.config import TrainConfig
 
 
 @dataclass
@@ -48,6 +51,29 @@ def save(
     return target
 
 
+def published(cfg: TrainConfig) -> Weights:
+    """Where this job's checkpoints are published: its models dir (output_dir's
+    parent) alone, or object storage too."""
+    models_dir = Path(cfg.output_dir).parent
+    if cfg.blob_url is None:
+        return Weights(models_dir)
+    from tunelab.s3blobs import S3BlobStore
+
+    cache = Path(cfg.blob_cache_dir) if cfg.blob_cache_dir else models_dir.parent / "blob-cache"
+    store = S3BlobStore(cfg.blob_url, cache, endpoint_url=cfg.s3_endpoint_url)
+    return Weights(models_dir, store)
+
+
+def resume_point(output_dir: Path, weights: Weights) -> Path | None:
+    """The checkpoint a (re)started job continues from: the newest complete one,
+    in object storage when checkpoints are published there (it is the truth across
+    machines; this machine's folder may be missing or behind)."""
+    if weights.remote is not None:
+        return weights.resume_point(output_dir.name)
+    saved = latest(output_dir)
+    return saved.path if saved else None
+
+
 def latest(output_dir: Path) -> Saved | None:
     """The newest complete checkpoint (epoch end or pause), if any."""
     found = [
@@ -63,12 +89,16 @@ def load_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def prune(output_dir: Path, keep_steps: list[int]) -> list[Saved]:
-    """Delete every checkpoint not in keep_steps; return what was removed."""
-    removed = []
+def prune(output_dir: Path, keep_steps: list[int], weights: Weights | None = None) -> list[Saved]:
+    """Delete every checkpoint not in keep_steps, here and where `weights` publishes
+    them (a checkpoint another machine wrote may only be there); return what was removed."""
+    removed = {}
     for p in output_dir.glob("step-*"):
         step = p.name.removeprefix("step-")
         if step.isdigit() and int(step) not in keep_steps:
             shutil.rmtree(p, ignore_errors=True)
-            removed.append(Saved(int(step), p))
-    return removed
+            removed[int(step)] = Saved(int(step), p)
+    if weights is not None:
+        for step_n in weights.prune(output_dir.name, keep_steps):
+            removed.setdefault(step_n, Saved(step_n, checkpoint_dir(output_dir, step_n)))
+    return [removed[n] for n in sorted(removed)]

@@ -108,6 +108,17 @@ class TrainConfig:
     )
     keep_checkpoints: int = field(default=3, metadata={"help": "epoch checkpoints kept"})
 
+    # Publishing checkpoints (tunelab.models.weights): None keeps them in output_dir only.
+    blob_url: str | None = field(
+        default=None, metadata={"help": "s3://bucket/prefix checkpoints are published to"}
+    )
+    s3_endpoint_url: str | None = field(
+        default=None, metadata={"help": "a non-AWS S3 server (MinIO, Ceph, R2)"}
+    )
+    blob_cache_dir: str | None = field(
+        default=None, metadata={"help": "the S3 backend's local cache folder"}
+    )
+
     def __post_init__(self) -> None:
         self.validate()
 

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from tunelab.hardware import bf16_fast
+from tunelab.models.weights import Weights
 from tunelab.training import checkpoints, distributed
 from tunelab.training.classification import classification_metrics
 from tunelab.training.config import TrainConfig, steps_per_epoch
@@ -177,11 +178,12 @@ def _train(cfg: TrainConfig, events: EventWriter, control: Control, group: Group
     bf16 = bf16_fast(cfg.device) if cfg.bf16 is None else cfg.bf16
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    resume = checkpoints.latest(output_dir)
+    weights = checkpoints.published(cfg)
+    resume = checkpoints.resume_point(output_dir, weights)
     seed_everything(cfg.seed)
 
     # -- 2. model
-    model, tokenizer = load_model(cfg, resume.path if resume else None)
+    model, tokenizer = load_model(cfg, resume)
     params = [p for p in model.parameters() if p.requires_grad]
     distributed.same_start(group, params)
     n_trainable = sum(p.numel() for p in params)
@@ -198,7 +200,7 @@ def _train(cfg: TrainConfig, events: EventWriter, control: Control, group: Group
     prefs: Preferences | None = None
     valid_prefs: Preferences | None = None
     if cfg.objective == "dpo":
-        prefs, valid_prefs = _preferences(cfg, model, tokenizer, output_dir, bf16, resume is None)
+        prefs, valid_prefs = _preferences(cfg, model, tokenizer, weights, bf16, resume is None)
         n = len(prefs.pairs)
     else:
         train_data, valid_data = _examples(cfg, tokenizer, events)
@@ -214,7 +216,7 @@ def _train(cfg: TrainConfig, events: EventWriter, control: Control, group: Group
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
     step, trained_tokens, epoch_ckpts = 0, 0, []
     if resume is not None:
-        state = checkpoints.load_state(resume.path)
+        state = checkpoints.load_state(resume)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, trained_tokens, epoch_ckpts = (
@@ -236,7 +238,9 @@ def _train(cfg: TrainConfig, events: EventWriter, control: Control, group: Group
             "epoch_checkpoints": epoch_ckpts,
             "torch_rng": torch.get_rng_state(),
         }
-        return checkpoints.save(output_dir, at, model, tokenizer, cfg.method, state)
+        path = checkpoints.save(output_dir, at, model, tokenizer, cfg.method, state)
+        weights.publish(path)  # before its event: a registered checkpoint is published
+        return path
 
     # -- 5. the loop
     started = time.monotonic()
@@ -311,7 +315,7 @@ def _train(cfg: TrainConfig, events: EventWriter, control: Control, group: Group
         epoch_ckpts = [*epoch_ckpts, step][-cfg.keep_checkpoints :]
         path = save(step)
         events.emit(CheckpointEvent(step=step, path=str(path), metrics=metrics))
-        for gone in checkpoints.prune(output_dir, epoch_ckpts) if group.leader else []:
+        for gone in checkpoints.prune(output_dir, epoch_ckpts, weights) if group.leader else []:
             events.emit(CheckpointRemovedEvent(step=gone.step, path=str(gone.path)))
 
     final = checkpoints.checkpoint_dir(output_dir, step)
@@ -344,25 +348,32 @@ def _examples(
 
 
 def _preferences(
-    cfg: TrainConfig, model: Any, tokenizer: Any, output_dir: Path, bf16: bool, fresh: bool
+    cfg: TrainConfig, model: Any, tokenizer: Any, weights: Weights, bf16: bool, fresh: bool
 ) -> tuple[Preferences, Preferences | None]:
     """The training (and validation) pairs with their reference log-probabilities.
 
     The reference is the model before its first step: for a new LoRA adapter the
-    base with the adapter disabled, when continuing a fine-tune that fine-tune."""
+    base with the adapter disabled, when continuing a fine-tune that fine-tune. It
+    is computed once and published with the checkpoints, so a job resumed on
+    another machine keeps it (recomputed from the resumed model it would be wrong)."""
     fresh_adapter = fresh and cfg.method == "lora" and cfg.init_adapter is None
 
     def load(path: str, name: str) -> Preferences:
-        return Preferences.prepare(
+        saved = Path(cfg.output_dir) / f"{name}_{REFERENCE_FILE}"
+        had = weights.fetch_file(saved)
+        prefs = Preferences.prepare(
             model,
             encode_pairs(tokenizer, Path(path), cfg.max_length),
-            output_dir / f"{name}_{REFERENCE_FILE}",
+            saved,
             beta=cfg.beta,
             micro_batch_tokens=cfg.micro_batch_tokens,
             device=cfg.device,
             bf16=bf16,
             fresh_adapter=fresh_adapter,
         )
+        if not had:
+            weights.publish_file(saved)
+        return prefs
 
     train_prefs = load(cfg.training_file, "train")
     return train_prefs, load(cfg.validation_file, "valid") if cfg.validation_file else None
