@@ -63,8 +63,21 @@ class Corpus:
         return [Question(r["question"], r["page"]) for r in rows if r["page"] in names]
 
     def smaller(self, pages: int, split: str = "report") -> Corpus:
-        """The first `pages` pages, those that answer questions first (for quick runs)."""
-        answers = {q.page for q in self.questions(split)}
+        """The first `pages` pages, those that answer questions first (for quick runs).
+
+        Pages that answer any question of the corpus (development, reported, and the
+        cross-lingual set of the same pages) come first, so every split (and man-zh and
+        man-zh-xl) gets the same pages and shares one set of cached vectors; `split` only
+        says which questions must all be answerable.
+        """
+        base = self.name.removesuffix("-xl")
+        files = [QUESTIONS / "dev" / f"{base}.jsonl", *sorted(QUESTIONS.glob(f"{base}*.jsonl"))]
+        rows = [
+            json.loads(x) for f in files for x in f.read_text(encoding="utf-8").splitlines() if x
+        ]
+        answers = {r["page"] for r in rows}
+        if len(answers) > pages:
+            answers = {q.page for q in self.questions(split)}
         ranked = sorted(self.documents, key=lambda d: d.name not in answers)
         return Corpus(self.name, ranked[:pages], self.language)
 

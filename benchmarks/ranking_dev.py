@@ -33,6 +33,7 @@ import numpy as np
 from corpora import Corpus, build
 
 from tunelab.models.registry import Registry
+from tunelab.retrieval import terms as term_module
 from tunelab.retrieval.chunking import StaticStrategy, chunk_text, fitted_header
 from tunelab.retrieval.documents import extract_text
 from tunelab.retrieval.index import StorePostings
@@ -44,6 +45,20 @@ from tunelab.retrieval.ranking import (
     spread_files,
 )
 from tunelab.retrieval.terms import decode_terms, encode_terms
+
+# Stop-word lists to compare (--stop): tunelab's, scikit-learn's whole list, and the
+# short hand-written list used before it.
+_OLD_STOPWORD_TEXT = """
+a an and are as at be been but by can could did do does doing for from had has have how i
+if in into is it its me my of on or our should so than that the their them then there these
+they this those to was we were what when where which who why will with would you your
+"""
+OLD_STOPWORDS = frozenset(_OLD_STOPWORD_TEXT.split())
+STOPLISTS = {
+    "tunelab": term_module.STOPWORDS,
+    "sklearn": term_module.STOPWORDS | term_module.KEPT_STOPWORDS,
+    "old": OLD_STOPWORDS,
+}
 
 CACHE = Path.home() / ".cache" / "tunelab-bench"
 
@@ -108,12 +123,17 @@ def index(
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, matrix)
         print(f"  embedded {len(texts)} chunks of {key} in {time.perf_counter() - t:.0f} s")
-    ids = np.arange(len(texts), dtype=np.int64)
-    postings = StorePostings.build(0, ids, [decode_terms(encode_terms(x)) for x in texts])
+    postings = keyword_postings(texts)
     if len(matrix) != len(texts):
         raise SystemExit(f"{path} holds {len(matrix)} vectors for {len(texts)} chunks: delete it")
     names = [d.name for d in corpus.documents]
     return Indexed(np.array(pages), names, matrix, postings, texts)
+
+
+def keyword_postings(texts: list[str]) -> StorePostings:
+    """BM25 postings of the chunks' texts under the current stop-word list."""
+    ids = np.arange(len(texts), dtype=np.int64)
+    return StorePostings.build(0, ids, [decode_terms(encode_terms(x)) for x in texts])
 
 
 def evaluate(
@@ -184,6 +204,7 @@ def main() -> None:
     ap.add_argument("--norms", default="floor", help="dense normalisations: floor,mean,raw")
     ap.add_argument("--split", default="dev")
     ap.add_argument("--headers", default="0,1", help="document headers off (0) / on (1)")
+    ap.add_argument("--stop", default="tunelab", help=f"stop-word lists: {','.join(STOPLISTS)}")
     ap.add_argument("--pages", type=int, default=0, help="keep N pages per corpus (quick run)")
     args = ap.parse_args()
     corpora, _ = build(CACHE)
@@ -212,13 +233,16 @@ def main() -> None:
                 size, overlap = (int(x) for x in setting.split("/"))
                 ix = index(corpus, model_id, model, pprefix, size, overlap, header)
                 norms = {"floor": floor, "mean": None, "raw": 0.0}
-                for norm, doc, decay in itertools.product(
+                for stop, norm, doc, decay in itertools.product(
+                    args.stop.split(","),
                     args.norms.split(","),
                     [float(x) for x in args.doc.split(",")],
                     [float(x) for x in args.decay.split(",")],
                 ):
+                    term_module.STOPWORDS = STOPLISTS[stop]
+                    ix.postings = keyword_postings(ix.texts)
                     h = f"{setting:>8}{' h' if header else '  '} {norm:<6}"
-                    row = [f"{corpus.name:<11}{h}doc {doc:.2f} decay {decay:.2f}"]
+                    row = [f"{corpus.name:<11}{h}doc {doc:.2f} decay {decay:.2f} stop {stop:<7}"]
                     for w in weights:
                         mrr, h1, h5 = evaluate(
                             ix, corpus, queries, args.split,

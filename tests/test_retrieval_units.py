@@ -192,6 +192,24 @@ def test_bm25_prefers_rare_words_and_normalises_per_query():
     assert p.scores("")[0].size == 0
 
 
+def test_a_stop_word_alone_matches_nothing():
+    # scikit-learn's English stop words go, on both sides; the words of it that name
+    # programs in documentation stay.
+    assert terms("How often should I get every line?") == ["line"]
+    assert terms("find files with less and top") == ["find", "files", "less", "top"]
+    assert terms("the third column of two files") == ["third", "column", "two", "files"]
+    p = postings([
+        "Every morning the cron daemon wakes up.",
+        "nl numbers the lines of a file.",
+    ])  # fmt: skip
+    # "every" was dropped at indexing and from the question: the cron chunk cannot
+    # collect a match on it, only the chunk with the question's own word does.
+    rows, _ = p.scores("put a number in front of every line")
+    assert list(rows) == []
+    rows, _ = p.scores("number every lines")
+    assert list(rows) == [1]
+
+
 def test_bm25_finds_chinese_words():
     p = postings(
         [

@@ -7,7 +7,7 @@ is a few milliseconds, close to the memory-bandwidth limit, and never misses;
 `benchmarks/retrieval.py` measures it next to FAISS IndexFlatIP.
 
 Keywords: Okapi BM25 (k1=1.2, b=0.75, Lucene's idf) over the chunks' keyword terms
-(`terms.py`: stemmed English words, CJK character bigrams), with the statistics
+(`terms.py`: English words less stop words, jieba-segmented Chinese), with the statistics
 (document frequencies, average length) of the store alone, so one project's
 documents never change another's ranking. Each store's postings are one sorted
 array of term hashes with the chunk row and count of each occurrence, loaded from

@@ -3,8 +3,8 @@
 A text is NFKC-normalised (full-width Latin and digits become ASCII) and lower-cased,
 then split into runs of letters/digits, of Chinese characters and of kana/hangul:
 
-- a Latin (or any other non-CJK) word is a term, unless it is one of a few very common
-  English words, which are dropped;
+- a Latin (or any other non-CJK) word is a term, unless it is an English stop word
+  (STOPWORDS), which is dropped;
 - a Chinese run is segmented into words by jieba's search mode (rjieba, the Rust
   port: same dictionary and output, ~30x faster), which also emits the shorter words
   inside long ones ("文件系统" -> 文件 系统 文件系统);
@@ -31,6 +31,7 @@ from collections import Counter
 
 import numpy as np
 import rjieba
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 _HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _KANA_HANGUL = "\u3040-\u30ff\uac00-\ud7af"
@@ -38,15 +39,19 @@ _RUNS = re.compile(rf"[{_HAN}]+|[{_KANA_HANGUL}]+|[^\W_{_HAN}{_KANA_HANGUL}]+")
 _IS_HAN = re.compile(rf"[{_HAN}]")
 _IS_KANA_HANGUL = re.compile(rf"[{_KANA_HANGUL}]")
 
-# Words so common that they say nothing about which passage answers a question.
-# BM25's idf already gives them little weight; dropping them keeps posting lists
-# short and stops a chunk full of "the" from collecting many small matches.
-_STOPWORD_TEXT = """
-a an and are as at be been but by can could did do does doing for from had has have how i
-if in into is it its me my of on or our should so than that the their them then there these
-they this those to was we were what when where which who why will with would you your
-"""
-STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+# Words that say nothing about which passage answers a question: scikit-learn's
+# English stop-word list (318 words; the one `TfidfVectorizer(stop_words="english")`
+# uses), less two kinds of its words that do say something in documentation: those
+# that name programs or technical things ("find", "less", "top", "last", "more",
+# "system", "name", "empty", "fill", "call"), and numbers ("the third column", "two
+# files"). A dropped word is dropped from chunks (ingestion) and from queries alike,
+# so a question never matches a passage on "every" or "get" alone.
+KEPT_STOPWORDS = frozenset(
+    {"find", "less", "top", "last", "more", "system", "name", "empty", "fill", "call"}
+    | {"one", "two", "three", "four", "five", "six", "eight", "nine", "ten", "eleven"}
+    | {"twelve", "fifteen", "twenty", "forty", "fifty", "sixty", "hundred", "first", "third"}
+)
+STOPWORDS = frozenset(ENGLISH_STOP_WORDS) - KEPT_STOPWORDS
 
 TERM_DTYPE = np.dtype([("term", "<u4"), ("tf", "<u2")])
 
