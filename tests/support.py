@@ -328,8 +328,6 @@ def free_port() -> int:
 def serve_process(settings: Settings, *, log: Path, **env: str) -> Iterator[tuple[str, Any]]:
     """`tunelab serve` in its own process (and session) for these settings; yields its
     base URL and the Popen, and kills it (and its children) at the end."""
-    import subprocess
-    import sys
 
     import httpx
 
@@ -342,14 +340,7 @@ def serve_process(settings: Settings, *, log: Path, **env: str) -> Iterator[tupl
         "TUNELAB_PORT": str(port),
         **env,
     }
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tunelab", "serve"],
-            env=environ,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = _spawn("serve", environ, log)
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -370,21 +361,37 @@ def serve_process(settings: Settings, *, log: Path, **env: str) -> Iterator[tupl
 @contextmanager
 def worker_process(env: dict[str, str], log: Path) -> Iterator[Any]:
     """`tunelab worker` in its own process (and session); killed hard at the end."""
+    proc = _spawn("worker", env, log)
+    try:
+        yield proc
+    finally:
+        kill_hard(proc)
+
+
+def _spawn(command: str, env: dict[str, str], log: Path) -> Any:
+    """`tunelab <command>` in its own process and session, output appended to `log`."""
     import subprocess
     import sys
 
     with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tunelab", "worker"],
+        return subprocess.Popen(
+            [sys.executable, "-m", "tunelab", command],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    try:
-        yield proc
-    finally:
-        kill_hard(proc)
+
+
+def first_words(client: openai.OpenAI, model: str) -> str:
+    """A fine-tune's greedy answer to the tiny chat set's first question (8 tokens)."""
+    reply = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Question number 0?"}],
+        max_tokens=8,
+        temperature=0,
+    )
+    return reply.choices[0].message.content or ""
 
 
 def kill_hard(proc: Any) -> None:

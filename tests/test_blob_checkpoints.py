@@ -24,6 +24,7 @@ import pytest
 from tests.support import (
     S3_BUCKET,
     chat_lines,
+    first_words,
     kill_hard,
     register_models,
     sdk,
@@ -124,25 +125,16 @@ def test_workers_and_replicas_share_checkpoints_through_the_bucket(
         ).exists()
 
         # -- the replica serves what the workers trained, fetched from the bucket
-        def ask(model: str) -> str:
-            reply = client.chat.completions.create(
-                model=model,
-                messages=[{"role": "user", "content": "Question number 0?"}],
-                max_tokens=8,
-                temperature=0,
-            )
-            return reply.choices[0].message.content or ""
-
         assert done.fine_tuned_model is not None
         assert not (replica.models_dir / job.id).exists()
-        assert ask(done.fine_tuned_model).startswith("Ahoy! Answer")
+        assert first_words(client, done.fine_tuned_model).startswith("Ahoy! Answer")
         served = replica.models_dir / job.id / "step-36"
         assert weights(served) == weights(machines["C"].models_dir / job.id / "step-36")
         assert not (served / "trainer_state.pt").exists()  # serving fetches the model only
 
         ckpts = client.fine_tuning.jobs.checkpoints.list(job.id).data
         at_12 = next(ck for ck in ckpts if ck.step_number == 12)
-        ask(at_12.fine_tuned_model_checkpoint)
+        first_words(client, at_12.fine_tuned_model_checkpoint)
         assert weights(replica.models_dir / job.id / "step-12") == weights(a_step_12)
 
         client.models.delete(done.fine_tuned_model)

@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, select
 
 from tests.support import (
     chat_lines,
+    first_words,
     kill_hard,
     register_models,
     scratch_database,
@@ -137,15 +138,6 @@ def test_two_replicas_and_workers_share_one_database(
         assert resumed and resumed[0] >= 12  # from a checkpoint, not from scratch
 
         # -- the fine-tune answers through the other replica, the base model does not
-        def ask(model: str) -> str:
-            reply = two.chat.completions.create(
-                model=model,
-                messages=[{"role": "user", "content": "Question number 0?"}],
-                max_tokens=8,
-                temperature=0,
-            )
-            return reply.choices[0].message.content or ""
-
         assert done.fine_tuned_model is not None
-        assert ask(done.fine_tuned_model).startswith("Ahoy! Answer")
-        assert "Ahoy" not in ask(TINY_CHAT)
+        assert first_words(two, done.fine_tuned_model).startswith("Ahoy! Answer")
+        assert "Ahoy" not in first_words(two, TINY_CHAT)
