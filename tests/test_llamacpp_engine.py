@@ -156,3 +156,18 @@ def test_json_schema_still_works_on_transformers(client: openai.OpenAI, runtime:
     )
     assert set(json.loads(r.choices[0].message.content or "")) == {"city"}
     assert counters(runtime)["routed_to_transformers"] == before + 1
+
+
+def test_a_prompt_llama_cpp_would_read_differently_runs_on_transformers(
+    client: openai.OpenAI, runtime: Runtime, tokenizer: Any
+) -> None:
+    # "H" + "ello" is not how "Hello" tokenizes: llama.cpp, given the text, would read
+    # other tokens than these, so the request runs where these exact ids are read
+    ids = [*tokenizer.encode("H", add_special_tokens=False)]
+    ids += tokenizer.encode("ello, my name is", add_special_tokens=False)
+    assert ids != tokenizer.encode("Hello, my name is", add_special_tokens=False)
+    before = counters(runtime).get("prompt_fallbacks", 0)
+    r = client.completions.create(model=SMOLLM2, prompt=ids, max_tokens=5, temperature=0)
+    assert r.usage is not None and r.usage.prompt_tokens == len(ids)
+    assert r.usage.completion_tokens >= 1 and r.choices[0].text
+    assert counters(runtime)["prompt_fallbacks"] == before + 1
