@@ -33,6 +33,7 @@ per CPU-second of the whole process: on a shared, busy machine wall-clock rates
 swing wildly, CPU time much less.
 
     .venv/bin/python benchmarks/generation.py [--tokens 32] [--dtype float32|bfloat16]
+        [--llamacpp-only]
 
 (--dtype defaults to what the server picks here: bf16 on CPUs with native bf16.)
 """
@@ -325,13 +326,12 @@ def counted_run(
 
 
 def llamacpp_serving(
-    cache: Path, single: list[str], eight: list[str], tokens: int
+    cache: Path, single: list[str], eight: list[str], tokens: int, configs: list[tuple[int, int]]
 ) -> list[tuple[str, tuple[float, float, float]]]:
-    """tunelab's llama.cpp engine: (label, counted_run) for 1 and 8 streams, with one
-    copy on all cores and two copies on half each."""
-    cores = max(1, torch.get_num_threads())
+    """tunelab's llama.cpp engine: (label, counted_run) for 1 and 8 streams, per
+    (copies, threads per copy)."""
     rows: list[tuple[str, tuple[float, float, float]]] = []
-    for copies, threads in [(1, cores), (2, max(1, cores // 2))]:
+    for copies, threads in configs:
         with tempfile.TemporaryDirectory() as tmp:
             settings = Settings(
                 data_dir=Path(tmp) / "data",
@@ -350,6 +350,24 @@ def llamacpp_serving(
     return rows
 
 
+def print_served(
+    llama: tuple[str, float, float, float], served: list[tuple[str, tuple[float, float, float]]]
+) -> None:
+    engine, l_tps, l_cps, l_ttft = llama
+    print(
+        "\ntunelab serving through its llama.cpp engine (greedy, tokens before the end "
+        f"of turn counted), vs llama.cpp direct ({engine}), 1 stream: {l_tps:.1f} tok/s, "
+        f"{l_cps:.1f} tok/CPU-s, TTFT {l_ttft:.2f}s"
+    )
+    head = f"{'run':24} {'tok/s':>7} {'tok/CPU-s':>9} {'TTFT':>6}"
+    print(f"{head}   {'vs direct':>9} {'CPU ratio':>9} {'TTFT ratio':>10}")
+    for name, (tps, cps, ttft) in served:
+        print(
+            f"{name:24} {tps:7.1f} {cps:9.1f} {ttft:5.2f}s   {tps / l_tps:8.2f}x "
+            f"{cps / l_cps:8.2f}x {ttft / l_ttft:9.2f}x"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=32)
@@ -359,11 +377,34 @@ def main() -> None:
     # the server's own default (inference_dtype "auto"): bf16 only where the CPU computes it
     auto = "bfloat16" if cpu_has_native_bf16() else "float32"
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default=auto)
+    ap.add_argument(
+        "--llamacpp-only",
+        action="store_true",
+        help="only llama.cpp direct and tunelab's llama.cpp engine (no transformers rows)",
+    )
+    ap.add_argument(
+        "--llamacpp-configs",
+        default=f"1x{torch.get_num_threads()},2x{max(1, torch.get_num_threads() // 2)}",
+        help="llama.cpp engine setups to measure: COPIESxTHREADS,... (default: one copy "
+        "on every core, two on half each)",
+    )
     args = ap.parse_args()
+    configs = [
+        (int(c), int(t)) for c, t in (item.split("x") for item in args.llamacpp_configs.split(","))
+    ]
     cache = Settings().model_cache_dir
     spec = Registry.load().get(SMOLLM2)
     dtype = getattr(torch, args.dtype)
     single, eight = PROMPTS[: args.single], PROMPTS[:8]
+    gguf = gguf_path()
+    if args.llamacpp_only:
+        direct = (
+            llama_cpp_run(gguf, load_tokenizer(spec, cache), single, args.tokens) if gguf else None
+        )
+        if direct is None:
+            raise SystemExit("llama.cpp: `pip install gpt4all==2.8.2` (a tunelab dependency)")
+        print_served(direct, llamacpp_serving(cache, single, eight, args.tokens, configs))
+        return
 
     results: list[tuple[str, tuple[float, float, float], tuple[float, float, float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -425,9 +466,8 @@ def main() -> None:
                 )
             mixed_tps = 8 * args.tokens / (time.perf_counter() - t)
 
-    gguf = gguf_path()
     llama = llama_cpp_run(gguf, tok, single, args.tokens) if gguf else None
-    served = llamacpp_serving(cache, single, eight, args.tokens) if llama else []
+    served = llamacpp_serving(cache, single, eight, args.tokens, configs) if llama else []
     peak = matmul_peak()
     bandwidth = memory_bandwidth()
     weight_bytes = params * torch.finfo(dtype).bits // 8
@@ -479,17 +519,7 @@ def main() -> None:
             f"{l_cps:.1f} tok/CPU-s, TTFT {l_ttft:.2f}s -> tunelab/llama.cpp "
             f"{t1[0] / l_tps:.2f}x (tok/s), {t1[1] / l_cps:.2f}x (tok/CPU-s)"
         )
-        print(
-            "\ntunelab serving through its llama.cpp engine (greedy, tokens before the end "
-            "of turn counted), vs llama.cpp direct 1 stream:"
-        )
-        head = f"{'run':24} {'tok/s':>7} {'tok/CPU-s':>9} {'TTFT':>6}"
-        print(f"{head}   {'vs direct':>9} {'TTFT ratio':>10}")
-        for name, (tps, cps, ttft) in served:
-            print(
-                f"{name:24} {tps:7.1f} {cps:9.1f} {ttft:5.2f}s   {tps / l_tps:8.2f}x "
-                f"{ttft / l_ttft:9.2f}x"
-            )
+        print_served(llama, served)
 
 
 if __name__ == "__main__":
