@@ -106,11 +106,10 @@ def gguf_path() -> Path | None:
     return found[0] if found else None
 
 
-def llama_cpp_engine(path: Path) -> tuple[str, Any] | None:
+def llama_cpp_engine(path: Path, threads: int) -> tuple[str, Any] | None:
     """(name, generate(prompt_text, n) -> (tokens, seconds, ttft)) for llama.cpp on the
     GGUF, greedy, through llama-cpp-python if installed, else gpt4all (whose wheel
     carries a prebuilt llama.cpp: `pip install gpt4all==2.8.2`); None if neither."""
-    threads = torch.get_num_threads()
     try:
         from llama_cpp import Llama
 
@@ -157,11 +156,12 @@ def llama_cpp_engine(path: Path) -> tuple[str, Any] | None:
 
 
 def llama_cpp_run(
-    path: Path, tok: Any, prompts: list[str], tokens: int
+    path: Path, tok: Any, prompts: list[str], tokens: int, threads: int | None = None
 ) -> tuple[str, float, float, float] | None:
     """(engine, tokens/s, tokens per CPU-second, mean TTFT) of llama.cpp on the GGUF,
-    greedy, one prompt at a time, the same chat-templated prompts as the others."""
-    engine = llama_cpp_engine(path)
+    greedy, one prompt at a time, the same chat-templated prompts as the others, on
+    `threads` threads (default: torch's)."""
+    engine = llama_cpp_engine(path, threads or torch.get_num_threads())
     if engine is None:
         return None
     name, generate = engine
@@ -325,12 +325,15 @@ def counted_run(
     return n / wall, n / cpu, statistics.mean(first for _, first in runs)
 
 
+Served = list[tuple[str, int, tuple[float, float, float]]]
+
+
 def llamacpp_serving(
     cache: Path, single: list[str], eight: list[str], tokens: int, configs: list[tuple[int, int]]
-) -> list[tuple[str, tuple[float, float, float]]]:
-    """tunelab's llama.cpp engine: (label, counted_run) for 1 and 8 streams, per
-    (copies, threads per copy)."""
-    rows: list[tuple[str, tuple[float, float, float]]] = []
+) -> Served:
+    """tunelab's llama.cpp engine: (label, threads per copy, counted_run) for 1 and 8
+    streams, per (copies, threads per copy)."""
+    rows: Served = []
     for copies, threads in configs:
         with tempfile.TemporaryDirectory() as tmp:
             settings = Settings(
@@ -345,27 +348,48 @@ def llamacpp_serving(
                 client = sdk(url)
                 counted_run(client, single[:1], 4, False)  # load + warm up
                 label = f"{copies} x {threads} thr"
-                rows.append((f"{label}, 1 stream", counted_run(client, single, tokens, False)))
-                rows.append((f"{label}, 8 streams", counted_run(client, eight, tokens, True)))
+                one = counted_run(client, single, tokens, False)
+                rows.append((f"{label}, 1 stream", threads, one))
+                rows.append(
+                    (f"{label}, 8 streams", threads, counted_run(client, eight, tokens, True))
+                )
     return rows
 
 
-def print_served(
-    llama: tuple[str, float, float, float], served: list[tuple[str, tuple[float, float, float]]]
-) -> None:
-    engine, l_tps, l_cps, l_ttft = llama
+def print_served(directs: dict[int, tuple[str, float, float, float]], served: Served) -> None:
+    """The llama.cpp engine's rows, each against llama.cpp direct on as many threads."""
+    for threads, (engine, tps, cps, ttft) in sorted(directs.items()):
+        print(
+            f"\nllama.cpp direct ({engine}), {threads} thread(s), 1 stream: {tps:.1f} tok/s, "
+            f"{cps:.1f} tok/CPU-s, TTFT {ttft:.2f}s"
+        )
     print(
-        "\ntunelab serving through its llama.cpp engine (greedy, tokens before the end "
-        f"of turn counted), vs llama.cpp direct ({engine}), 1 stream: {l_tps:.1f} tok/s, "
-        f"{l_cps:.1f} tok/CPU-s, TTFT {l_ttft:.2f}s"
+        "tunelab serving through its llama.cpp engine (greedy, tokens before the end of "
+        "turn counted), vs llama.cpp direct on as many threads per copy:"
     )
     head = f"{'run':24} {'tok/s':>7} {'tok/CPU-s':>9} {'TTFT':>6}"
     print(f"{head}   {'vs direct':>9} {'CPU ratio':>9} {'TTFT ratio':>10}")
-    for name, (tps, cps, ttft) in served:
+    for name, threads, (tps, cps, ttft) in served:
+        _, l_tps, l_cps, l_ttft = directs[threads]
         print(
             f"{name:24} {tps:7.1f} {cps:9.1f} {ttft:5.2f}s   {tps / l_tps:8.2f}x "
             f"{cps / l_cps:8.2f}x {ttft / l_ttft:9.2f}x"
         )
+
+
+def llamacpp_rows(
+    gguf: Path, tok: Any, cache: Path, single: list[str], eight: list[str], tokens: int,
+    configs: list[tuple[int, int]],
+) -> None:  # fmt: skip
+    """Measure and print llama.cpp direct and served, in one run."""
+    directs = {}
+    for threads in sorted({t for _, t in configs}):
+        direct = llama_cpp_run(gguf, tok, single, tokens, threads)
+        if direct is None:
+            print("llama.cpp: `pip install gpt4all==2.8.2` (a tunelab dependency)")
+            return
+        directs[threads] = direct
+    print_served(directs, llamacpp_serving(cache, single, eight, tokens, configs))
 
 
 def main() -> None:
@@ -398,12 +422,9 @@ def main() -> None:
     single, eight = PROMPTS[: args.single], PROMPTS[:8]
     gguf = gguf_path()
     if args.llamacpp_only:
-        direct = (
-            llama_cpp_run(gguf, load_tokenizer(spec, cache), single, args.tokens) if gguf else None
-        )
-        if direct is None:
-            raise SystemExit("llama.cpp: `pip install gpt4all==2.8.2` (a tunelab dependency)")
-        print_served(direct, llamacpp_serving(cache, single, eight, args.tokens, configs))
+        if gguf is not None:
+            tok = load_tokenizer(spec, cache)
+            llamacpp_rows(gguf, tok, cache, single, eight, args.tokens, configs)
         return
 
     results: list[tuple[str, tuple[float, float, float], tuple[float, float, float]]] = []
@@ -467,7 +488,6 @@ def main() -> None:
             mixed_tps = 8 * args.tokens / (time.perf_counter() - t)
 
     llama = llama_cpp_run(gguf, tok, single, args.tokens) if gguf else None
-    served = llamacpp_serving(cache, single, eight, args.tokens, configs) if llama else []
     peak = matmul_peak()
     bandwidth = memory_bandwidth()
     weight_bytes = params * torch.finfo(dtype).bits // 8
@@ -519,7 +539,8 @@ def main() -> None:
             f"{l_cps:.1f} tok/CPU-s, TTFT {l_ttft:.2f}s -> tunelab/llama.cpp "
             f"{t1[0] / l_tps:.2f}x (tok/s), {t1[1] / l_cps:.2f}x (tok/CPU-s)"
         )
-        print_served(llama, served)
+        assert gguf is not None
+        llamacpp_rows(gguf, tok, cache, single, eight, args.tokens, configs)
 
 
 if __name__ == "__main__":
