@@ -103,3 +103,20 @@ def test_the_gguf_llama_cpp_loads_is_patched_once_in_the_cache(tmp_path: Path) -
     assert before[:at] == after[:at] and before[at + 6 :] == after[at + 6 :]
     made = copy.stat().st_mtime_ns
     assert llamacpp_gguf(spec, tmp_path) == copy and copy.stat().st_mtime_ns == made
+
+
+def test_serve_refuses_an_unknown_engine_with_a_clean_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from tunelab.cli.server import serve
+
+    (tmp_path / "models.json").write_text(
+        json.dumps({"models": [{"id": SMOLLM2, "engine": "vllm"}]}), encoding="utf-8"
+    )
+    monkeypatch.setenv("TUNELAB_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(serve, [])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "bad model entry {'id': 'smollm2-135m-instruct', 'engine': 'vllm'}" in result.output
+    assert "engine must be one of 'transformers', 'llama.cpp', not 'vllm'" in result.output

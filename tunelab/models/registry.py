@@ -138,7 +138,15 @@ def builtin_models() -> list[ModelSpec]:
     return specs
 
 
-def _spec_from_entry(entry: dict[str, Any], where: Path) -> ModelSpec:
+class RegistryError(ValueError):
+    """A registry file entry that can not be used (the server refuses to start)."""
+
+
+def _spec_from_entry(
+    given: dict[str, Any], where: Path, builtin: ModelSpec | None = None
+) -> ModelSpec:
+    """The spec of one registry file entry; `builtin` is the built-in model it changes."""
+    entry = {**asdict(builtin), **given} if builtin is not None else given
     try:
         kind = entry["kind"]
         if kind not in ("chat", "embedding"):
@@ -161,7 +169,7 @@ def _spec_from_entry(entry: dict[str, Any], where: Path) -> ModelSpec:
             engine=_engine(entry),
         )
     except (KeyError, ValueError, TypeError) as e:
-        raise ValueError(f"{where}: bad model entry {entry!r}: {e}") from e
+        raise RegistryError(f"{where}: bad model entry {given!r}: {e}") from e
 
 
 def _engine(entry: dict[str, Any]) -> ChatEngineName:
@@ -237,10 +245,9 @@ class Registry:
         if registry_file is not None and registry_file.exists():
             data = json.loads(registry_file.read_text(encoding="utf-8"))
             for entry in data.get("models", []):
+                # {"id": <a built-in id>, ...} without a source changes that entry
                 builtin = specs.get(entry.get("id")) if "source" not in entry else None
-                if builtin is not None:  # {"id": <built-in>, ...}: changes to that entry
-                    entry = {**asdict(builtin), **entry}
-                spec = _spec_from_entry(entry, registry_file)
+                spec = _spec_from_entry(entry, registry_file, builtin)
                 specs[spec.id] = spec
             aliases.update(data.get("aliases", {}))
         return cls(
