@@ -105,8 +105,9 @@ class Settings(BaseSettings):
     # loaded (each runs one generation at a time; the copies share the mmapped
     # weights, each has its own KV cache), and CPU threads per copy (0: the cores
     # divided among the copies). Two single-thread copies on 2 cores beat one copy
-    # on both by 3-8x on a shared machine, one stream or eight: llama.cpp's threads
-    # wait for each other at every operation (docs/inference.md).
+    # on both by 3-8x on a busy machine, one stream or eight (llama.cpp's threads
+    # wait for each other at every operation); idle, one copy on both is 1.7x faster
+    # for a lone stream (docs/inference.md).
     llamacpp_instances: int = 2
     llamacpp_threads: int = Field(default=0, ge=0)
 
