@@ -42,6 +42,7 @@ from tunelab.errors import InvalidRequest
 KEYWORD_WEIGHT = 0.2
 DOCUMENT_WEIGHT = 0.0
 SAME_FILE_DECAY = 0.7
+COVERAGE_POWER = 1.0
 
 RANKERS = {
     "auto": "hybrid",
@@ -148,6 +149,12 @@ def spread_files(
         if take == len(positive) or discounted[best[-1]] >= left_out:
             return rows[best], discounted[best]
         take = min(len(positive), 4 * take)
+
+
+def keyword_weight(coverage: float) -> float:
+    """The keyword side's weight for a query whose terms carry `coverage` of their idf
+    mass in the store (`index.StorePostings.coverage`)."""
+    return KEYWORD_WEIGHT * coverage**COVERAGE_POWER
 
 
 def hybrid_scores(
