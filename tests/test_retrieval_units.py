@@ -17,13 +17,7 @@ from tunelab.retrieval.filters import matches, validate_filter
 from tunelab.retrieval.grounding import Passage, build_grounded_messages, find_citations
 from tunelab.retrieval.index import DenseIndex, StoreMatrix, StorePostings
 from tunelab.retrieval.language import StoreModels, mostly_latin
-from tunelab.retrieval.ranking import (
-    KEYWORD_WEIGHT,
-    dense_scores,
-    hybrid_scores,
-    keyword_weight,
-    spread_files,
-)
+from tunelab.retrieval.ranking import dense_scores, hybrid_scores, spread_files
 from tunelab.retrieval.terms import decode_terms, encode_terms, terms
 
 pytestmark = pytest.mark.unit
@@ -228,37 +222,6 @@ def test_bm25_finds_chinese_words():
     assert list(rows) == [0]
     rows, scores = p.scores("怎么恢复出厂设置")
     assert rows[np.argmax(scores)] == 1
-
-
-def test_a_question_in_another_language_gets_little_keyword_weight():
-    # Chinese manual pages carry a few English words (option and file names).
-    p = postings([
-        "host - 使用域名服务器查询主机名字。host 命令用于 DNS 查询。",
-        "ping - 向网络主机发送 ICMP 回显请求，检查主机是否可以访问。",
-        "apm - 查询高级电源管理 BIOS，显示电池状态。",
-        "kill - 终止进程，向进程发送信号，默认信号是 TERM。",
-    ])  # fmt: skip
-    # In the store's language, every word of the question occurs in it: full weight.
-    assert p.coverage("怎么检查主机是否可以访问") == pytest.approx(1.0)
-    assert keyword_weight(p.coverage("怎么检查主机是否可以访问")) == pytest.approx(KEYWORD_WEIGHT)
-    # An English question shares one stray word ("host") with the store: its BM25
-    # scores are a match on that word alone, and they get little weight.
-    english = "How do I check whether a remote host answers over the network?"
-    rows, kw = p.scores(english)
-    assert list(rows) == [0] and kw[0] > 0
-    assert p.coverage(english) < 0.3
-    weight = keyword_weight(p.coverage(english))
-    assert weight < KEYWORD_WEIGHT / 3
-    # So the page that means the question (ping, dense 0.49) stays ahead of the one
-    # holding the stray word (host, dense 0.47), which a fixed weight would reverse.
-    dense = np.array([0.47, 0.49, 0.1, 0.1], dtype=np.float32)
-    keyword = np.zeros(4, dtype=np.float32)
-    keyword[rows] = kw
-    assert np.argmax(hybrid_scores(dense, keyword, weight)) == 1
-    assert np.argmax(hybrid_scores(dense, keyword, KEYWORD_WEIGHT)) == 0
-    # No terms at all (only stop words), or none in the store: no keyword weight.
-    assert p.coverage("how would you do it") == 0.0
-    assert p.coverage("laptop battery") == 0.0 and keyword_weight(0.0) == 0.0
 
 
 def test_dense_search_and_hybrid_scores():

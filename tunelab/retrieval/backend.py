@@ -20,13 +20,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from tunelab.retrieval.index import DenseIndex, KeywordIndex, StoreMatrix
-from tunelab.retrieval.ranking import (
-    dense_scores,
-    hybrid_scores,
-    keyword_weight,
-    spread_files,
-    with_document,
-)
+from tunelab.retrieval.ranking import dense_scores, hybrid_scores, spread_files, with_document
 
 # (score, chunk id, file id), best first
 Ranked = list[tuple[float, int, str]]
@@ -100,9 +94,7 @@ class ExactSearch:
         first_rows = m.first_rows if q.ranker != "keyword" else None
         for qi, query in enumerate(q.queries):
             keyword = np.zeros(len(m.chunk_ids), dtype=np.float32)
-            weight = 0.0
             if postings is not None:
-                weight = keyword_weight(postings.coverage(query))
                 rows, kw = postings.scores(query)
                 # The postings were loaded by their own query: map their rows onto
                 # the matrix's by chunk id (the same ids unless a write came between).
@@ -115,6 +107,6 @@ class ExactSearch:
             else:
                 assert q.vectors is not None and first_rows is not None
                 dense = with_document(dense_scores(m.matrix @ q.vectors[qi], q.floor), first_rows)
-                scores = dense if q.ranker == "dense" else hybrid_scores(dense, keyword, weight)
+                scores = dense if q.ranker == "dense" else hybrid_scores(dense, keyword)
             np.maximum(best, scores, out=best)
         return best

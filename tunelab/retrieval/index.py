@@ -203,52 +203,24 @@ class StorePostings:
         hold only some of its chunks, all those that contain a query term (so the
         document frequencies are still the store's): how PostgreSQL ranks.
         """
-        spans = self._spans(query, store)
-        if not spans:
+        hashes = query_terms(query)
+        if not hashes or len(self.chunk_ids) == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        _, avgdl = self._size(store)
-        norm = BM25_K1 * (1 - BM25_B + BM25_B * self.lengths / (avgdl or 1.0))
+        n, avgdl = store if store is not None else (len(self.chunk_ids), self.lengths.mean())
+        avgdl = float(avgdl) or 1.0
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * self.lengths / avgdl)
         total = np.zeros(len(self.chunk_ids), dtype=np.float32)
         full = 0.0
-        for lo, hi, idf in spans:
+        for h in hashes:
+            lo, hi = np.searchsorted(self.terms, [h, h + 1])
+            df = int(hi - lo)
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
             full += idf
-            if hi > lo:
+            if df:
                 rows, tf = self.rows[lo:hi], self.tfs[lo:hi]
                 total[rows] += idf * tf * (BM25_K1 + 1) / (tf + norm[rows])
         hit = np.flatnonzero(total)
         return hit, np.minimum(total[hit] / full, 1.0)
-
-    def coverage(self, query: str, store: tuple[int, float] | None = None) -> float:
-        """The share of the query's idf-weighted terms that occur in the store at all.
-
-        Near 1 when the question is in the store's language (most of its words appear
-        somewhere); low when it is not (an English question over Chinese pages shares
-        only the odd option or file name with them), and then its BM25 scores are
-        matches on stray words. 0 for a query without terms. `store` as in `scores`.
-        """
-        spans = self._spans(query, store)
-        full = sum(idf for _, _, idf in spans)
-        found = sum(idf for lo, hi, idf in spans if hi > lo)
-        return found / full if full else 0.0
-
-    def _size(self, store: tuple[int, float] | None) -> tuple[int, float]:
-        """(chunks, average length in terms) of the store."""
-        if store is not None:
-            return store
-        return len(self.chunk_ids), float(self.lengths.mean()) if len(self.lengths) else 0.0
-
-    def _spans(self, query: str, store: tuple[int, float] | None) -> list[tuple[int, int, float]]:
-        """For each distinct query term: its postings' slice [lo, hi) and its idf."""
-        hashes = query_terms(query)
-        if not hashes or len(self.chunk_ids) == 0:
-            return []
-        n, _ = self._size(store)
-        out = []
-        for h in hashes:
-            lo, hi = (int(x) for x in np.searchsorted(self.terms, [h, h + 1]))
-            df = hi - lo
-            out.append((lo, hi, math.log(1 + (n - df + 0.5) / (df + 0.5))))
-        return out
 
 
 class KeywordIndex:

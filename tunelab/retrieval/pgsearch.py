@@ -35,13 +35,7 @@ from sqlalchemy.orm import Session
 from tunelab.retrieval.backend import Files, Ranked, StoreQuery
 from tunelab.retrieval.index import StorePostings
 from tunelab.retrieval.pgindex import TABLE, _vector_type, lexemes
-from tunelab.retrieval.ranking import (
-    dense_scores,
-    hybrid_scores,
-    keyword_weight,
-    spread_files,
-    with_document,
-)
+from tunelab.retrieval.ranking import dense_scores, hybrid_scores, spread_files, with_document
 from tunelab.retrieval.terms import encode_terms, query_terms, terms
 
 # Candidates per requested result, and at least MIN_CANDIDATES: spread_files can
@@ -165,16 +159,15 @@ class PgSearch:
         best: dict[int, float] = {}
         for qi, query in enumerate(q.queries):
             keyword: dict[int, float] = {}
-            weight = 0.0
             if q.ranker != "dense":
-                keyword, weight = self._keyword(s, store_id, query, stats, files, file_of)
+                keyword = self._keyword(s, store_id, query, stats, files, file_of)
             if q.ranker == "keyword":
                 scores = keyword
             else:
                 assert q.vectors is not None
-                vector = q.vectors[qi]
-                scored = (keyword, weight)
-                scores = self._dense(s, store_id, dims, q, vector, n_candidates, scored, files, file_of)
+                scores = self._dense(
+                    s, store_id, dims, q, q.vectors[qi], n_candidates, keyword, files, file_of
+                )
             for cid, score in scores.items():
                 if score > best.get(cid, 0.0):
                     best[cid] = score
@@ -193,16 +186,14 @@ class PgSearch:
         stats: tuple[int, float],
         files: Files,
         file_of: dict[int, str],
-    ) -> tuple[dict[int, float], float]:
-        """BM25 (`StorePostings.scores`) of every chunk holding a query term, and the
-        keyword side's weight in hybrid (`ranking.keyword_weight`): the rows are all
-        the store's chunks that hold a query term, so the coverage is the store's."""
+    ) -> dict[int, float]:
+        """BM25 (`StorePostings.scores`) of every chunk holding a query term."""
         literal = tsquery(query)
         if literal is None:
-            return {}, 0.0
+            return {}
         rows = s.execute(_KEYWORD, {"store": store_id, "query": literal}).all()
         if not rows:
-            return {}, 0.0
+            return {}
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         lengths = np.fromiter((r[2] for r in rows), dtype=np.float32, count=len(rows))
         blobs = [t if t is not None else encode_terms(x) for _, _, _, t, x in rows]
@@ -214,7 +205,7 @@ class PgSearch:
             if file_id in files.allowed:
                 out[cid] = float(value)
                 file_of[cid] = file_id
-        return out, keyword_weight(postings.coverage(query, stats))
+        return out
 
     def _dense(
         self,
@@ -224,13 +215,11 @@ class PgSearch:
         q: StoreQuery,
         vector: np.ndarray,
         n_candidates: int,
-        scored: tuple[dict[int, float], float],
+        keyword: dict[int, float],
         files: Files,
         file_of: dict[int, str],
     ) -> dict[int, float]:
-        """Dense (or, with `scored` = (keyword scores, their weight), hybrid) scores of
-        the query's candidates."""
-        keyword, weight = scored
+        """Dense (or, with keyword scores, hybrid) scores of the query's candidates."""
         params: dict[str, Any] = {"store": store_id, "q": vector, "k": n_candidates}
         if not files.excluded:
             mode = ""
@@ -255,5 +244,5 @@ class PgSearch:
         dense = with_document(both, len(ids) + np.arange(2 * len(ids)) % len(ids))[: len(ids)]
         if q.ranker == "hybrid":
             kw = np.array([keyword.get(c, 0.0) for c in ids], dtype=np.float32)
-            dense = hybrid_scores(dense, kw, weight)
+            dense = hybrid_scores(dense, kw)
         return {c: float(v) for c, v in zip(ids, dense, strict=True)}

@@ -16,7 +16,11 @@
              share of the query's idf-weighted words that the chunk contains.
     hybrid   (1 - KEYWORD_WEIGHT) * dense + KEYWORD_WEIGHT * keyword, computed for
              every chunk of the store (not only the top of each list), so a chunk
-             found by one side is still scored by the other.
+             found by one side is still scored by the other. One weight for every
+             query: scaling it down for a question in another language than the
+             store's (by the share of its words found in the store) was measured and
+             rejected, as English questions over Chinese man pages still find most of
+             their words there (option and file names); docs/retrieval.md.
 
 Whichever the ranker, a file's repeated passages are then discounted (`spread_files`:
 its second-best chunk counts SAME_FILE_DECAY of its score, the third that squared...).
@@ -42,7 +46,6 @@ from tunelab.errors import InvalidRequest
 KEYWORD_WEIGHT = 0.2
 DOCUMENT_WEIGHT = 0.0
 SAME_FILE_DECAY = 0.7
-COVERAGE_POWER = 1.0
 
 RANKERS = {
     "auto": "hybrid",
@@ -149,12 +152,6 @@ def spread_files(
         if take == len(positive) or discounted[best[-1]] >= left_out:
             return rows[best], discounted[best]
         take = min(len(positive), 4 * take)
-
-
-def keyword_weight(coverage: float) -> float:
-    """The keyword side's weight for a query whose terms carry `coverage` of their idf
-    mass in the store (`index.StorePostings.coverage`)."""
-    return KEYWORD_WEIGHT * coverage**COVERAGE_POWER
 
 
 def hybrid_scores(
