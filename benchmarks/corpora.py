@@ -11,7 +11,9 @@ Page size limits keep a whole benchmark run within reach of a 2-core machine; th
 page lists are deterministic for a given Debian release (the package versions used
 are printed). Questions live in benchmarks/questions/<corpus>.jsonl (reported) and
 benchmarks/questions/dev/<corpus>.jsonl (used to choose weights and chunk sizes):
-one JSON object per line, {"question": ..., "page": <document name>}.
+one JSON object per line, {"question": ..., "page": <document name>}. `man-zh-xl` has
+development questions of its own (English, on pages of the same 100-page subset that
+its held-out questions do not ask about).
 """
 
 from __future__ import annotations
@@ -56,8 +58,7 @@ class Corpus:
 
     def questions(self, split: str = "report") -> list[Question]:
         """The reported questions, or the development set with split="dev"."""
-        base = self.name.removesuffix("-xl")
-        path = QUESTIONS / (f"dev/{base}.jsonl" if split == "dev" else f"{self.name}.jsonl")
+        path = QUESTIONS / (f"dev/{self.name}.jsonl" if split == "dev" else f"{self.name}.jsonl")
         rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x]
         names = {d.name for d in self.documents}
         return [Question(r["question"], r["page"]) for r in rows if r["page"] in names]

@@ -72,6 +72,9 @@ def test_adapters_change_output_survive_restart_and_stay_in_their_project(
         assert greedy(a, TINY_CHAT) == base  # the shared base is untouched
         # adapter_cache_size=1: A was evicted for B and is re-attached, same answer
         assert greedy(a, FT_A) == ft_a
+        # Base alone runs with the adapter layers off; the next adapter turns them on.
+        assert greedy(a, TINY_CHAT) == base
+        assert greedy(a, FT_A) == ft_a
 
         # Base and both adapters in flight at once: rows of one batch, each its own answer.
         with ThreadPoolExecutor(6) as pool:

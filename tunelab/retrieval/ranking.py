@@ -16,7 +16,11 @@
              share of the query's idf-weighted words that the chunk contains.
     hybrid   (1 - KEYWORD_WEIGHT) * dense + KEYWORD_WEIGHT * keyword, computed for
              every chunk of the store (not only the top of each list), so a chunk
-             found by one side is still scored by the other.
+             found by one side is still scored by the other. One weight for every
+             query: scaling it down for a question in another language than the
+             store's (by the share of its words found in the store) was measured and
+             rejected, as English questions over Chinese man pages still find most of
+             their words there (option and file names); docs/retrieval.md.
 
 Whichever the ranker, a file's repeated passages are then discounted (`spread_files`:
 its second-best chunk counts SAME_FILE_DECAY of its score, the third that squared...).
