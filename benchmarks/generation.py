@@ -15,6 +15,15 @@ decoding one token reads every weight once, so tokens/s can not exceed
 bandwidth / weight bytes (fp32 for tunelab and transformers, the GGUF's size for
 llama.cpp).
 
+Then tunelab serving SmolLM2 through its llama.cpp engine (registry "engine":
+"llama.cpp", tunelab/inference/llamacpp.py), 1 stream and 8 concurrent streams,
+with one llama.cpp copy using every core and with two copies of half the cores
+each, next to llama.cpp driven directly: the difference is what tunelab's serving
+layer (HTTP, SSE, the SDK, detokenizing) costs. Those runs are greedy with the
+end of turn allowed (banning it needs logit_bias, which llama.cpp can not do, so
+such a request would run on transformers), and count the tokens generated
+before it, as the direct run does.
+
 Both sides run torch on a non-main thread (see Plain.run). Every run generates
 exactly --tokens tokens per prompt (end-of-turn is banned), so tokens/s compare
 like for like. TTFT = time to the first streamed token
@@ -24,6 +33,7 @@ per CPU-second of the whole process: on a shared, busy machine wall-clock rates
 swing wildly, CPU time much less.
 
     .venv/bin/python benchmarks/generation.py [--tokens 32] [--dtype float32|bfloat16]
+        [--llamacpp-only]
 
 (--dtype defaults to what the server picks here: bf16 on CPUs with native bf16.)
 """
@@ -43,9 +53,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from tests.support import run_server, sdk
+from tests.support import register_models, run_server, sdk
 from tunelab.api.app import create_app
 from tunelab.hardware import cpu_has_native_bf16
+from tunelab.models.llamacpp_gguf import llamacpp_gguf
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.registry import SMOLLM2, Registry
 from tunelab.settings import Settings
@@ -95,29 +106,10 @@ def gguf_path() -> Path | None:
     return found[0] if found else None
 
 
-def _gpt4all_gguf(path: Path, directory: Path) -> Path:
-    """A copy of the GGUF that gpt4all's llama.cpp (mid-2024) loads.
-
-    That llama.cpp predates the pre-tokenizer name "smollm" in SmolLM2's metadata
-    and refuses the file. llama.cpp splits "smollm" text with exactly the regexes
-    of "refact" (same case in llama-vocab.cpp), a name of the same length, so the
-    copy differs in those six bytes only and tokenizes identically.
-    """
-    data = bytearray(path.read_bytes())
-    key = data.find(b"tokenizer.ggml.pre")
-    at = data.find(b"smollm", key, key + 64)
-    if key >= 0 and at >= 0:
-        data[at : at + 6] = b"refact"
-    out = directory / path.name
-    out.write_bytes(bytes(data))
-    return out
-
-
-def llama_cpp_engine(path: Path, work: Path) -> tuple[str, Any] | None:
+def llama_cpp_engine(path: Path, threads: int) -> tuple[str, Any] | None:
     """(name, generate(prompt_text, n) -> (tokens, seconds, ttft)) for llama.cpp on the
     GGUF, greedy, through llama-cpp-python if installed, else gpt4all (whose wheel
     carries a prebuilt llama.cpp: `pip install gpt4all==2.8.2`); None if neither."""
-    threads = torch.get_num_threads()
     try:
         from llama_cpp import Llama
 
@@ -140,8 +132,9 @@ def llama_cpp_engine(path: Path, work: Path) -> tuple[str, Any] | None:
         from gpt4all import GPT4All
     except ImportError:
         return None
-    copy = _gpt4all_gguf(path, work)
-    g = GPT4All(copy.name, model_path=str(work), allow_download=False, device="cpu",
+    # the GGUF as that (mid-2024) llama.cpp loads it, prepared once in the model cache
+    copy = llamacpp_gguf(Registry.load().get(SMOLLM2), Settings().model_cache_dir)
+    g = GPT4All(copy.name, model_path=str(copy.parent), allow_download=False, device="cpu",
                 n_threads=threads, n_ctx=1024)  # fmt: skip
 
     def g4a(text: str, n: int) -> tuple[int, float, float]:
@@ -154,7 +147,7 @@ def llama_cpp_engine(path: Path, work: Path) -> tuple[str, Any] | None:
             count += 1
             return True
 
-        g.model.prompt_model(text, "%1", on_token, n_predict=n, top_k=1, temp=0.0,
+        g.model.prompt_model(text, "%1%2", on_token, n_predict=n, top_k=1, temp=0.0,
                              n_batch=512, repeat_penalty=1.0, reset_context=True,
                              special=True)  # fmt: skip
         return count, time.perf_counter() - t, first
@@ -163,29 +156,29 @@ def llama_cpp_engine(path: Path, work: Path) -> tuple[str, Any] | None:
 
 
 def llama_cpp_run(
-    path: Path, tok: Any, prompts: list[str], tokens: int
+    path: Path, tok: Any, prompts: list[str], tokens: int, threads: int | None = None
 ) -> tuple[str, float, float, float] | None:
     """(engine, tokens/s, tokens per CPU-second, mean TTFT) of llama.cpp on the GGUF,
-    greedy, one prompt at a time, the same chat-templated prompts as the others."""
-    with tempfile.TemporaryDirectory() as work:
-        engine = llama_cpp_engine(path, Path(work))
-        if engine is None:
-            return None
-        name, generate = engine
-        texts = [
-            tok.apply_chat_template(
-                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
-            )
-            for p in prompts
-        ]
-        generate(texts[0], 4)  # warm up
-        cpu, n, wall = time.process_time(), 0, 0.0
-        for text in texts:
-            count, seconds, _ = generate(text, tokens)
-            n, wall = n + count, wall + seconds
-        cpu = time.process_time() - cpu
-        ttft = statistics.mean(generate(text, 1)[2] for text in texts)
-        return name, n / wall, n / cpu, ttft
+    greedy, one prompt at a time, the same chat-templated prompts as the others, on
+    `threads` threads (default: torch's)."""
+    engine = llama_cpp_engine(path, threads or torch.get_num_threads())
+    if engine is None:
+        return None
+    name, generate = engine
+    texts = [
+        tok.apply_chat_template(
+            [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+        )
+        for p in prompts
+    ]
+    generate(texts[0], 4)  # warm up
+    cpu, n, wall = time.process_time(), 0, 0.0
+    for text in texts:
+        count, seconds, _ = generate(text, tokens)
+        n, wall = n + count, wall + seconds
+    cpu = time.process_time() - cpu
+    ttft = statistics.mean(generate(text, 1)[2] for text in texts)
+    return name, n / wall, n / cpu, ttft
 
 
 def make_adapter(model: Any, target: Path) -> Any:
@@ -295,6 +288,110 @@ def tunelab_run(
     return n / (time.perf_counter() - t), n / (time.process_time() - cpu), statistics.mean(ttfts)
 
 
+def counted_run(
+    client: Any, prompts: list[str], tokens: int, concurrent: bool
+) -> tuple[float, float, float]:
+    """(tokens/s, tokens per CPU-second, mean TTFT) of greedy streams that may end early:
+    the tokens before the end of turn are counted (as llama_cpp_run counts them)."""
+
+    def one(prompt: str) -> tuple[int, float]:
+        t, first, n = time.perf_counter(), None, 0
+        stream = client.chat.completions.create(
+            model=SMOLLM2,
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=tokens,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        reason = None
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content and first is None:
+                first = time.perf_counter() - t
+            if chunk.choices and chunk.choices[0].finish_reason:
+                reason = chunk.choices[0].finish_reason
+            if chunk.usage:
+                n = chunk.usage.completion_tokens - (reason == "stop")
+        return n, first or 0.0
+
+    t, cpu = time.perf_counter(), time.process_time()
+    if concurrent:
+        with ThreadPoolExecutor(len(prompts)) as pool:
+            runs = list(pool.map(one, prompts))
+    else:
+        runs = [one(p) for p in prompts]
+    n = sum(count for count, _ in runs)
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    return n / wall, n / cpu, statistics.mean(first for _, first in runs)
+
+
+Served = list[tuple[str, int, tuple[float, float, float]]]
+
+
+def llamacpp_serving(
+    cache: Path, single: list[str], eight: list[str], tokens: int, configs: list[tuple[int, int]]
+) -> Served:
+    """tunelab's llama.cpp engine: (label, threads per copy, counted_run) for 1 and 8
+    streams, per (copies, threads per copy)."""
+    rows: Served = []
+    for copies, threads in configs:
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = Settings(
+                data_dir=Path(tmp) / "data",
+                cache_dir=cache,
+                embedded_worker=False,
+                llamacpp_instances=copies,
+                llamacpp_threads=threads,
+            )
+            register_models(settings, [{"id": SMOLLM2, "engine": "llama.cpp"}])
+            with run_server(create_app(settings)) as url:
+                client = sdk(url)
+                counted_run(client, single[:1], 4, False)  # load + warm up
+                label = f"{copies} x {threads} thr"
+                one = counted_run(client, single, tokens, False)
+                rows.append((f"{label}, 1 stream", threads, one))
+                rows.append(
+                    (f"{label}, 8 streams", threads, counted_run(client, eight, tokens, True))
+                )
+    return rows
+
+
+def print_served(directs: dict[int, tuple[str, float, float, float]], served: Served) -> None:
+    """The llama.cpp engine's rows, each against llama.cpp direct on as many threads."""
+    for threads, (engine, tps, cps, ttft) in sorted(directs.items()):
+        print(
+            f"\nllama.cpp direct ({engine}), {threads} thread(s), 1 stream: {tps:.1f} tok/s, "
+            f"{cps:.1f} tok/CPU-s, TTFT {ttft:.2f}s"
+        )
+    print(
+        "tunelab serving through its llama.cpp engine (greedy, tokens before the end of "
+        "turn counted), vs llama.cpp direct on as many threads per copy:"
+    )
+    head = f"{'run':24} {'tok/s':>7} {'tok/CPU-s':>9} {'TTFT':>6}"
+    print(f"{head}   {'vs direct':>9} {'CPU ratio':>9} {'TTFT ratio':>10}")
+    for name, threads, (tps, cps, ttft) in served:
+        _, l_tps, l_cps, l_ttft = directs[threads]
+        print(
+            f"{name:24} {tps:7.1f} {cps:9.1f} {ttft:5.2f}s   {tps / l_tps:8.2f}x "
+            f"{cps / l_cps:8.2f}x {ttft / l_ttft:9.2f}x"
+        )
+
+
+def llamacpp_rows(
+    gguf: Path, tok: Any, cache: Path, single: list[str], eight: list[str], tokens: int,
+    configs: list[tuple[int, int]],
+) -> None:  # fmt: skip
+    """Measure and print llama.cpp direct and served, in one run."""
+    directs = {}
+    for threads in sorted({t for _, t in configs}):
+        direct = llama_cpp_run(gguf, tok, single, tokens, threads)
+        if direct is None:
+            print("llama.cpp: `pip install gpt4all==2.8.2` (a tunelab dependency)")
+            return
+        directs[threads] = direct
+    print_served(directs, llamacpp_serving(cache, single, eight, tokens, configs))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=32)
@@ -304,11 +401,31 @@ def main() -> None:
     # the server's own default (inference_dtype "auto"): bf16 only where the CPU computes it
     auto = "bfloat16" if cpu_has_native_bf16() else "float32"
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default=auto)
+    ap.add_argument(
+        "--llamacpp-only",
+        action="store_true",
+        help="only llama.cpp direct and tunelab's llama.cpp engine (no transformers rows)",
+    )
+    ap.add_argument(
+        "--llamacpp-configs",
+        default=f"1x{torch.get_num_threads()},2x{max(1, torch.get_num_threads() // 2)}",
+        help="llama.cpp engine setups to measure: COPIESxTHREADS,... (default: one copy "
+        "on every core, two on half each)",
+    )
     args = ap.parse_args()
+    configs = [
+        (int(c), int(t)) for c, t in (item.split("x") for item in args.llamacpp_configs.split(","))
+    ]
     cache = Settings().model_cache_dir
     spec = Registry.load().get(SMOLLM2)
     dtype = getattr(torch, args.dtype)
     single, eight = PROMPTS[: args.single], PROMPTS[:8]
+    gguf = gguf_path()
+    if args.llamacpp_only:
+        if gguf is not None:
+            tok = load_tokenizer(spec, cache)
+            llamacpp_rows(gguf, tok, cache, single, eight, args.tokens, configs)
+        return
 
     results: list[tuple[str, tuple[float, float, float], tuple[float, float, float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -370,7 +487,6 @@ def main() -> None:
                 )
             mixed_tps = 8 * args.tokens / (time.perf_counter() - t)
 
-    gguf = gguf_path()
     llama = llama_cpp_run(gguf, tok, single, args.tokens) if gguf else None
     peak = matmul_peak()
     bandwidth = memory_bandwidth()
@@ -423,6 +539,8 @@ def main() -> None:
             f"{l_cps:.1f} tok/CPU-s, TTFT {l_ttft:.2f}s -> tunelab/llama.cpp "
             f"{t1[0] / l_tps:.2f}x (tok/s), {t1[1] / l_cps:.2f}x (tok/CPU-s)"
         )
+        assert gguf is not None
+        llamacpp_rows(gguf, tok, cache, single, eight, args.tokens, configs)
 
 
 if __name__ == "__main__":

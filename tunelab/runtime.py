@@ -168,6 +168,11 @@ def build_runtime(
     files = FileStore(db, blobs, max_bytes=settings.max_upload_bytes)
     embeddings = embedder or _default_embedder(settings, registry)
     engine = chat_engine or _default_chat_engine(settings)
+    if any(spec.engine == "llama.cpp" for spec in registry.all()):
+        from tunelab.inference.llamacpp import LlamaCppEngine
+
+        # those models' plain requests run there; the rest of theirs, and all others, here
+        engine = LlamaCppEngine(engine, settings)
     if any(spec.vllm_url for spec in registry.all()):
         from tunelab.inference.vllm import VLLMEngine
 

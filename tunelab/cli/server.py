@@ -58,9 +58,13 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
     from tunelab.api.app import create_app
+    from tunelab.models.registry import RegistryError
     from tunelab.runtime import build_runtime
 
-    runtime = build_runtime(settings)
+    try:
+        runtime = build_runtime(settings)
+    except RegistryError as e:
+        raise click.ClickException(str(e)) from None
     if not _is_loopback(settings.host) and not runtime.keys.any_configured():
         raise click.ClickException(
             f"Refusing to listen on {settings.host} without API keys: anyone could use it. "

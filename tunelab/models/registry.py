@@ -15,12 +15,17 @@ a Hugging Face model without code changes:
      ],
      "aliases": {"gpt-4o-mini": "qwen2.5-0.5b"}}
 
+An entry that names a built-in id without a `source` changes only the keys it
+gives, e.g. {"id": "smollm2-135m-instruct", "engine": "llama.cpp"}.
+
 `source` is a Hugging Face id or a local directory; optional keys: `gguf_file`,
 `fine_tunable` (chat models default to true), `context_length`, `dimensions`,
 `query_prefix` / `passage_prefix` (embedding models trained with instructions, e.g.
 {"query_prefix": "query: ", "passage_prefix": "passage: "} for e5, or bge's query
 instruction), `options` (passed to from_pretrained, e.g. {"trust_remote_code": true}),
-`vllm_url` / `vllm_model` (a chat model served by a vLLM server: docs/deployment.md).
+`vllm_url` / `vllm_model` (a chat model served by a vLLM server: docs/deployment.md),
+`engine` ("transformers", the default, or "llama.cpp": a chat model with a local
+`gguf_file` whose plain requests run on llama.cpp, tunelab.inference.llamacpp).
 Code written for OpenAI runs unchanged: every OpenAI model name it hard-codes
 (`gpt-4o-mini`, `text-davinci-003`, `davinci`, `text-embedding-3-small`, dated
 snapshots; tunelab.models.openai_names) resolves to the configured default model
@@ -31,7 +36,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +45,8 @@ from tunelab.models.openai_names import openai_kind
 from tunelab.settings import Settings
 
 ModelKind = Literal["chat", "embedding"]
+ChatEngineName = Literal["transformers", "llama.cpp"]
+ENGINES: tuple[ChatEngineName, ...] = ("transformers", "llama.cpp")
 
 SMOLLM2 = "smollm2-135m-instruct"
 MINILM = "all-minilm-l6-v2"
@@ -69,6 +76,13 @@ class ModelSpec:
     # of in-process; vLLM knows the base as `vllm_model` (default: `source`).
     vllm_url: str | None = None
     vllm_model: str | None = None
+    # What runs the base model's generations in-process: "llama.cpp" runs the GGUF
+    # file itself for the requests it can serve exactly (tunelab.inference.llamacpp).
+    engine: ChatEngineName = "transformers"
+
+    @property
+    def gguf_path(self) -> Path | None:
+        return Path(self.source) / self.gguf_file if self.gguf_file else None
 
 
 def _package_dir(package: str) -> Path | None:
@@ -124,7 +138,15 @@ def builtin_models() -> list[ModelSpec]:
     return specs
 
 
-def _spec_from_entry(entry: dict[str, Any], where: Path) -> ModelSpec:
+class RegistryError(ValueError):
+    """A registry file entry that can not be used (the server refuses to start)."""
+
+
+def _spec_from_entry(
+    given: dict[str, Any], where: Path, builtin: ModelSpec | None = None
+) -> ModelSpec:
+    """The spec of one registry file entry; `builtin` is the built-in model it changes."""
+    entry = {**asdict(builtin), **given} if builtin is not None else given
     try:
         kind = entry["kind"]
         if kind not in ("chat", "embedding"):
@@ -144,9 +166,33 @@ def _spec_from_entry(entry: dict[str, Any], where: Path) -> ModelSpec:
             created=int(entry.get("created", 0)),
             vllm_url=entry.get("vllm_url"),
             vllm_model=entry.get("vllm_model"),
+            engine=_engine(entry),
         )
     except (KeyError, ValueError, TypeError) as e:
-        raise ValueError(f"{where}: bad model entry {entry!r}: {e}") from e
+        raise RegistryError(f"{where}: bad model entry {given!r}: {e}") from e
+
+
+def _engine(entry: dict[str, Any]) -> ChatEngineName:
+    """The entry's `engine`, refused unless the model can run on it."""
+    engine = entry.get("engine", "transformers")
+    if engine == "transformers":
+        return "transformers"
+    if engine != "llama.cpp":
+        raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}, not {engine!r}")
+    if entry.get("kind") != "chat":
+        raise ValueError('engine "llama.cpp" runs chat models only')
+    if entry.get("vllm_url"):
+        raise ValueError('engine "llama.cpp" and vllm_url exclude each other: pick one')
+    gguf = entry.get("gguf_file")
+    if not gguf:
+        raise ValueError('engine "llama.cpp" needs gguf_file: the GGUF file inside source')
+    path = Path(str(entry["source"])) / str(gguf)
+    if not path.is_file():
+        raise ValueError(
+            f'engine "llama.cpp" runs a local GGUF file, and {path} is none: make source a '
+            "local directory that holds gguf_file"
+        )
+    return "llama.cpp"
 
 
 class Registry:
@@ -199,7 +245,9 @@ class Registry:
         if registry_file is not None and registry_file.exists():
             data = json.loads(registry_file.read_text(encoding="utf-8"))
             for entry in data.get("models", []):
-                spec = _spec_from_entry(entry, registry_file)
+                # {"id": <a built-in id>, ...} without a source changes that entry
+                builtin = specs.get(entry.get("id")) if "source" not in entry else None
+                spec = _spec_from_entry(entry, registry_file, builtin)
                 specs[spec.id] = spec
             aliases.update(data.get("aliases", {}))
         return cls(

@@ -1,0 +1,122 @@
+"""Opting a model into llama.cpp in the registry, and which requests llama.cpp runs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tunelab.errors import Overloaded
+from tunelab.inference.handle import Generation, SamplingParams
+from tunelab.inference.llamacpp import transformers_only
+from tunelab.inference.llamacpp_runner import LlamaCppModel
+from tunelab.inference.protocol import Target
+from tunelab.models.registry import SMOLLM2, Registry
+
+pytestmark = pytest.mark.unit
+
+
+def registry_with(tmp_path: Path, *entries: dict[str, object]) -> Registry:
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps({"models": list(entries)}), encoding="utf-8")
+    return Registry.load(path)
+
+
+def test_a_built_in_model_is_switched_to_llama_cpp_by_id_alone(tmp_path: Path) -> None:
+    built_in = Registry.load().get(SMOLLM2)
+    spec = registry_with(tmp_path, {"id": SMOLLM2, "engine": "llama.cpp"}).get(SMOLLM2)
+    assert spec.engine == "llama.cpp"
+    assert replace(spec, engine="transformers") == built_in  # nothing else changed
+    assert built_in.engine == "transformers"
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        (
+            {"id": SMOLLM2, "engine": "llamacpp"},
+            "engine must be one of 'transformers', 'llama.cpp'",
+        ),
+        ({"id": SMOLLM2, "engine": "llama.cpp", "gguf_file": None}, "needs gguf_file"),
+        ({"id": SMOLLM2, "engine": "llama.cpp", "gguf_file": "missing.gguf"}, "is none"),
+        ({"id": SMOLLM2, "engine": "llama.cpp", "vllm_url": "http://x/v1"}, "exclude each other"),
+        (
+            {"id": "e", "kind": "embedding", "source": "/m", "engine": "llama.cpp"},
+            "chat models only",
+        ),
+    ],
+)
+def test_an_engine_the_model_can_not_run_on_is_refused(
+    tmp_path: Path, entry: dict[str, object], says: str
+) -> None:
+    with pytest.raises(ValueError, match="bad model entry") as e:
+        registry_with(tmp_path, entry)
+    assert says in str(e.value)
+
+
+def test_only_requests_llama_cpp_runs_exactly_go_there() -> None:
+    base = Registry.load().get(SMOLLM2)
+    plain = SamplingParams(max_tokens=8, temperature=0.7, n=3, stop=("\n",))
+    on_base = Target(id=base.id, base=base, kind="base")
+    assert transformers_only(on_base, plain) is None
+    assert transformers_only(on_base, replace(plain, top_p=0.5, temperature=1.0)) is None
+    assert transformers_only(on_base, replace(plain, top_p=0.5, temperature=0)) is None
+    lora = Target(id="ft:x", base=base, kind="lora", path=Path("/nowhere"))
+    assert transformers_only(lora, plain) == "a fine-tune"
+    for change, why in [
+        ({"grammar": "start: /x/"}, "structured outputs or tools"),
+        ({"logit_bias": {2: -100.0}}, "logit_bias"),
+        ({"logprobs": True}, "logprobs"),
+        ({"presence_penalty": 0.5}, "presence or frequency penalty"),
+        ({"frequency_penalty": -0.5}, "presence or frequency penalty"),
+        ({"seed": 7}, "seed"),
+        ({"top_p": 0.5}, "top_p with a temperature other than 0 or 1"),
+    ]:
+        assert transformers_only(on_base, replace(plain, **change)) == why
+
+
+def test_the_queue_is_bounded() -> None:
+    # no copies: nothing drains the queue, so it only fills
+    model = LlamaCppModel("m@llama.cpp", [], None, frozenset(), max_queued=2)
+    params = SamplingParams(max_tokens=4)
+    for _ in range(2):
+        model.submit(Generation([1], params, stop_token_ids=frozenset()), lambda: None)
+    with pytest.raises(Overloaded):
+        model.submit(Generation([1], params, stop_token_ids=frozenset()), lambda: None)
+    assert model.snapshot()["waiting"] == 2
+
+
+def test_the_gguf_llama_cpp_loads_is_patched_once_in_the_cache(tmp_path: Path) -> None:
+    from tunelab.models.llamacpp_gguf import llamacpp_gguf, pre_tokenizer
+
+    spec = Registry.load().get(SMOLLM2)
+    assert spec.gguf_path is not None
+    copy = llamacpp_gguf(spec, tmp_path)
+    assert copy.parent == tmp_path / "llamacpp"
+    before, after = spec.gguf_path.read_bytes(), copy.read_bytes()
+    found = pre_tokenizer(before)
+    assert found is not None and found[1] == b"smollm"
+    at = found[0]
+    assert pre_tokenizer(after) == (at, b"refact")
+    assert before[:at] == after[:at] and before[at + 6 :] == after[at + 6 :]
+    made = copy.stat().st_mtime_ns
+    assert llamacpp_gguf(spec, tmp_path) == copy and copy.stat().st_mtime_ns == made
+
+
+def test_serve_refuses_an_unknown_engine_with_a_clean_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from tunelab.cli.server import serve
+
+    (tmp_path / "models.json").write_text(
+        json.dumps({"models": [{"id": SMOLLM2, "engine": "vllm"}]}), encoding="utf-8"
+    )
+    monkeypatch.setenv("TUNELAB_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(serve, [])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "bad model entry {'id': 'smollm2-135m-instruct', 'engine': 'vllm'}" in result.output
+    assert "engine must be one of 'transformers', 'llama.cpp', not 'vllm'" in result.output
