@@ -87,6 +87,10 @@ class Settings(BaseSettings):
 
     # Inference: LoRA adapters kept attached, and the bound on waiting requests.
     adapter_cache_size: int = 8
+    # A batch that uses one adapter alone runs on a merged copy of the weights it
+    # changes (the base's speed: peft's unmerged LoRA costs ~20% a token on a CPU);
+    # copies are kept while they fit in this many MiB, 0 turns merging off.
+    merged_adapter_memory_mb: int = Field(default=1024, ge=0)
     max_queued_requests: int = 64
     # Output tokens when a request names no max_tokens / max_output_tokens. None is
     # OpenAI's rule (whatever room the context window leaves: thousands of tokens, many

@@ -3,11 +3,12 @@
 The first adapter wraps the base in a peft `PeftModel`; later ones are loaded
 into it with `load_adapter`. Nothing is merged, so one batch can mix rows for
 several adapters and the base (peft's `adapter_names` mixed-batch forward).
-A batch whose rows all use one adapter runs it as peft's active adapter instead,
-and a batch of base rows only runs with every adapter layer switched off: the
-mixed-batch path gathers and scatters every row at every LoRA layer, which costs
-a single-adapter batch more than the adapter itself, and slowed base-only decoding
-by ~45 ms a token (SmolLM2-135M, CPU) once any adapter had been attached.
+A batch whose rows all use one adapter runs on a merged copy of its weights
+(`merged.MergedCopies`; else as peft's active adapter), and a batch of base rows
+only runs with every adapter layer switched off: the mixed-batch path gathers and
+scatters every row at every LoRA layer, which costs a single-adapter batch more
+than the adapter itself, and slowed base-only decoding by ~45 ms a token
+(SmolLM2-135M, CPU) once any adapter had been attached.
 An adapter in use by a running sequence is never evicted. Only the worker
 thread that owns the base calls into this class, so it needs no lock.
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 from tunelab.errors import ModelUnavailable
 from tunelab.inference.handle import AdapterRef
+from tunelab.inference.merged import MergedCopies
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +30,9 @@ BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 
 
 class AdapterSet:
-    def __init__(self, base: Any, capacity: int) -> None:
+    def __init__(self, base: Any, capacity: int, merged_limit_bytes: int = 0) -> None:
         self.model = base
+        self.merged = MergedCopies(merged_limit_bytes)
         self.capacity = max(1, capacity)
         self._loaded: OrderedDict[str, AdapterRef] = OrderedDict()
         # What the adapter layers run now, when we set it: one adapter's key, BASE
@@ -43,6 +46,8 @@ class AdapterSet:
         if ref.key in self._loaded:
             self._loaded.move_to_end(ref.key)
             return
+        self.merged.swap_out()  # peft loads and deletes on the base weights
+        self._active = None
         if not (ref.path / "adapter_config.json").exists():
             raise ModelUnavailable(
                 f"The adapter files of this model are missing ({ref.path}); "
@@ -62,6 +67,7 @@ class AdapterSet:
                 warnings.simplefilter("ignore", UserWarning)
                 self.model.delete_adapter(victim)
             del self._loaded[victim]
+            self.merged.forget(victim)
             self._active = None  # peft may have switched to another one
             log.info("detached adapter %s", victim)
 
@@ -93,13 +99,22 @@ class AdapterSet:
         first = keys[0] if keys else None
         if keys and all(k == first for k in keys):
             if self._active != (first or BASE):
-                if self._layers_on != (first is not None):
-                    self._switch_layers(first is not None)
-                if first is not None:  # set_adapter walks every LoRA layer too
-                    self.model.set_adapter(first, inference_mode=True)
+                self._run_alone(first)
                 self._active = first or BASE
             return {}
+        self.merged.swap_out()
         if not self._layers_on:
             self._switch_layers(True)
         self._active = None
         return {"adapter_names": [k or BASE for k in keys]}
+
+    def _run_alone(self, key: str | None) -> None:
+        """Set the model up for a batch of `key`'s rows only (None: the base's)."""
+        merged = key is not None and self.merged.swap_in(self.model, key)
+        if not merged:
+            self.merged.swap_out()
+        peft_layers = key is not None and not merged  # merged weights carry the adapter
+        if self._layers_on != peft_layers:
+            self._switch_layers(peft_layers)
+        if peft_layers:  # set_adapter walks every LoRA layer too
+            self.model.set_adapter(key, inference_mode=True)

@@ -66,6 +66,7 @@ class InferenceEngine:
             max_batch=s.max_batch_size,
             max_queued=s.max_queued_requests,
             adapter_capacity=adapters,
+            merged_adapter_bytes=s.merged_adapter_memory_mb * 2**20,
         )
 
     def worker(self, target: Target) -> GenerationWorker:

@@ -96,10 +96,11 @@ class GenerationWorker:
         max_batch: int,
         max_queued: int,
         adapter_capacity: int,
+        merged_adapter_bytes: int = 0,
     ) -> None:
         self.name = name
         self.tokenizer = tokenizer
-        self.adapters = AdapterSet(model, adapter_capacity)
+        self.adapters = AdapterSet(model, adapter_capacity, merged_adapter_bytes)
         self.max_batch = max(1, max_batch)
         self.max_queued = max(0, max_queued)
         self._pending: deque[Generation] = deque()
