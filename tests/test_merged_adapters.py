@@ -35,7 +35,9 @@ def make_adapter(base_dir: Path, target: Path, seed: int, **lora: Any) -> Adapte
 
 
 @pytest.fixture(scope="module")
-def adapters(tiny_chat_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, AdapterRef]:
+def adapters(
+    tiny_chat_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, AdapterRef]:
     root = tmp_path_factory.mktemp("adapters")
     return {
         "a": make_adapter(tiny_chat_dir, root / "a", 1),
