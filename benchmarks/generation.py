@@ -254,57 +254,32 @@ class Plain:
 
 
 def tunelab_run(
-    client: Any, model: str, prompts: list[str], tokens: int, concurrent: bool
+    client: Any,
+    model: str,
+    prompts: list[str],
+    tokens: int,
+    concurrent: bool,
+    *,
+    ban_end: bool = True,
 ) -> tuple[float, float, float]:
-    def one(prompt: str) -> float:
-        t = time.perf_counter()
-        first = None
-        n = 0
+    """(tokens/s, tokens per CPU-second, mean TTFT) of greedy streams through the SDK.
+
+    ban_end: the end-of-turn token is banned (logit_bias) so every stream runs `tokens`
+    long, like the plain baseline. Without it (the llama.cpp engine routes logit_bias
+    to transformers) a stream may end early, and the tokens before the end of turn
+    are counted, as llama_cpp_run counts them."""
+
+    def one(prompt: str) -> tuple[int, float]:
+        t, first, n, reason = time.perf_counter(), None, 0, None
         stream = client.chat.completions.create(
             model=model,
             messages=[{"role": "user", "content": prompt}],
             max_tokens=tokens,
             temperature=0,
-            logit_bias={"2": -100},
             stream=True,
             stream_options={"include_usage": True},
+            **({"logit_bias": {"2": -100}} if ban_end else {}),
         )
-        for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content and first is None:
-                first = time.perf_counter() - t
-            if chunk.usage:
-                n = chunk.usage.completion_tokens
-        assert n == tokens, n
-        return first or 0.0
-
-    t, cpu = time.perf_counter(), time.process_time()
-    if concurrent:
-        with ThreadPoolExecutor(len(prompts)) as pool:
-            ttfts = list(pool.map(one, prompts))
-    else:
-        ttfts = [one(p) for p in prompts]
-    # process CPU time includes the server, HTTP and the SDK client: all of tunelab's cost
-    n = len(prompts) * tokens
-    return n / (time.perf_counter() - t), n / (time.process_time() - cpu), statistics.mean(ttfts)
-
-
-def counted_run(
-    client: Any, prompts: list[str], tokens: int, concurrent: bool
-) -> tuple[float, float, float]:
-    """(tokens/s, tokens per CPU-second, mean TTFT) of greedy streams that may end early:
-    the tokens before the end of turn are counted (as llama_cpp_run counts them)."""
-
-    def one(prompt: str) -> tuple[int, float]:
-        t, first, n = time.perf_counter(), None, 0
-        stream = client.chat.completions.create(
-            model=SMOLLM2,
-            messages=[{"role": "user", "content": prompt}],
-            max_tokens=tokens,
-            temperature=0,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-        reason = None
         for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content and first is None:
                 first = time.perf_counter() - t
@@ -312,6 +287,7 @@ def counted_run(
                 reason = chunk.choices[0].finish_reason
             if chunk.usage:
                 n = chunk.usage.completion_tokens - (reason == "stop")
+        assert n == tokens or not ban_end, n
         return n, first or 0.0
 
     t, cpu = time.perf_counter(), time.process_time()
@@ -320,6 +296,7 @@ def counted_run(
             runs = list(pool.map(one, prompts))
     else:
         runs = [one(p) for p in prompts]
+    # process CPU time includes the server, HTTP and the SDK client: all of tunelab's cost
     n = sum(count for count, _ in runs)
     wall, cpu = time.perf_counter() - t, time.process_time() - cpu
     return n / wall, n / cpu, statistics.mean(first for _, first in runs)
@@ -331,7 +308,7 @@ Served = list[tuple[str, int, tuple[float, float, float]]]
 def llamacpp_serving(
     cache: Path, single: list[str], eight: list[str], tokens: int, configs: list[tuple[int, int]]
 ) -> Served:
-    """tunelab's llama.cpp engine: (label, threads per copy, counted_run) for 1 and 8
+    """tunelab's llama.cpp engine: (label, threads per copy, tunelab_run) for 1 and 8
     streams, per (copies, threads per copy)."""
     rows: Served = []
     for copies, threads in configs:
@@ -346,12 +323,16 @@ def llamacpp_serving(
             register_models(settings, [{"id": SMOLLM2, "engine": "llama.cpp"}])
             with run_server(create_app(settings)) as url:
                 client = sdk(url)
-                counted_run(client, single[:1], 4, False)  # load + warm up
+                tunelab_run(client, SMOLLM2, single[:1], 4, False, ban_end=False)  # load + warm up
                 label = f"{copies} x {threads} thr"
-                one = counted_run(client, single, tokens, False)
+                one = tunelab_run(client, SMOLLM2, single, tokens, False, ban_end=False)
                 rows.append((f"{label}, 1 stream", threads, one))
                 rows.append(
-                    (f"{label}, 8 streams", threads, counted_run(client, eight, tokens, True))
+                    (
+                        f"{label}, 8 streams",
+                        threads,
+                        tunelab_run(client, SMOLLM2, eight, tokens, True, ban_end=False),
+                    )
                 )
     return rows
 

@@ -79,5 +79,13 @@ class ModelUnavailable(InvalidRequest):
     default_code = "model_not_supported"
 
 
+def queue_full(model: str, waiting: int) -> Overloaded:
+    """A model's bounded request queue is full: 503 with Retry-After, which SDKs retry."""
+    return Overloaded(
+        f"Too many requests are waiting for model '{model}' ({waiting} queued). Retry shortly.",
+        retry_after=1.0,
+    )
+
+
 def model_not_found(model: str) -> NotFound:
     return NotFound(f"The model '{model}' does not exist", param="model", code="model_not_found")

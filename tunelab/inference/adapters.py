@@ -110,9 +110,8 @@ class AdapterSet:
 
     def _run_alone(self, key: str | None) -> None:
         """Set the model up for a batch of `key`'s rows only (None: the base's)."""
+        self.merged.swap_out()
         merged = key is not None and self.merged.swap_in(self.model, key)
-        if not merged:
-            self.merged.swap_out()
         peft_layers = key is not None and not merged  # merged weights carry the adapter
         if self._layers_on != peft_layers:
             self._switch_layers(peft_layers)

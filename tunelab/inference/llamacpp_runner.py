@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunelab.errors import ModelUnavailable, Overloaded, TunelabError
+from tunelab.errors import ModelUnavailable, TunelabError, queue_full
 from tunelab.inference.handle import Delta, Failed, Finished, Generation
 from tunelab.inference.protocol import Tokenizer
 from tunelab.inference.textstream import IncrementalDetokenizer, StopMatcher
@@ -148,11 +148,7 @@ class LlamaCppModel:
         """Queue `gen`; `fallback()` submits it to transformers instead (see _generate)."""
         with self._cond:
             if len(self._pending) >= self.max_queued:
-                raise Overloaded(
-                    f"Too many requests are waiting for model '{self.name}' "
-                    f"({len(self._pending)} queued). Retry shortly.",
-                    retry_after=1.0,
-                )
+                raise queue_full(self.name, len(self._pending))
             self._pending.append((gen, fallback))
             self.stats["requests"] += 1  # holding the lock already
             self._cond.notify()

@@ -31,7 +31,6 @@ class MergedCopies:
     def __init__(self, limit_bytes: int) -> None:
         self.limit = max(0, limit_bytes)
         self._copies: OrderedDict[str, list[Swap]] = OrderedDict()
-        self._sizes: dict[str, int] = {}
         self._unmergeable: set[str] = set()
         self._swapped: list[Swap] = []
         self.built = 0  # merged copies computed (counted for tests and stats)
@@ -58,7 +57,6 @@ class MergedCopies:
         if self._swapped and self._copies.get(key) is self._swapped:
             self.swap_out()
         self._copies.pop(key, None)
-        self._sizes.pop(key, None)
         self._unmergeable.discard(key)
 
     def _copy(self, model: Any, key: str) -> list[Swap] | None:
@@ -67,15 +65,13 @@ class MergedCopies:
             return self._copies[key]
         if key in self._unmergeable or self.limit == 0:
             return None
-        layers = _mergeable_layers(model, key)
-        size = sum(_nbytes(layer.get_base_layer().weight) for layer in layers or [])
-        if layers is None or size > self.limit:
+        layers = _mergeable_layers(model, key) or []
+        size = sum(_nbytes(layer.get_base_layer().weight) for layer in layers)
+        if not layers or size > self.limit:
             self._unmergeable.add(key)
             return None
-        while self._copies and sum(self._sizes.values()) + size > self.limit:
-            oldest = next(iter(self._copies))
-            self._copies.pop(oldest)
-            self._sizes.pop(oldest)
+        while self._copies and self._held() + size > self.limit:
+            self._copies.popitem(last=False)  # the least recently used
         import torch
 
         swaps: list[Swap] = []
@@ -86,14 +82,17 @@ class MergedCopies:
             merged = torch.nn.Parameter(weight + delta, requires_grad=False)
             swaps.append((base_layer, weight, merged))
         self._copies[key] = swaps
-        self._sizes[key] = size
         self.built += 1
         return swaps
+
+    def _held(self) -> int:
+        """Bytes of the merged copies kept."""
+        return sum(_nbytes(merged) for swaps in self._copies.values() for *_, merged in swaps)
 
 
 def _mergeable_layers(model: Any, key: str) -> list[Any] | None:
     """The LoRA layers `key` changes, when all are plain LoRA on a linear layer whose
-    weight no other module shares; None otherwise."""
+    weight no other module shares; None otherwise (or when it changes none)."""
     from peft.tuners.lora.layer import Linear as LoraLinear
 
     uses = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))

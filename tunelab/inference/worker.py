@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from tunelab.errors import Overloaded, TunelabError
+from tunelab.errors import TunelabError, queue_full
 from tunelab.inference.adapters import AdapterSet
 from tunelab.inference.constrained import ConstraintFailed, TokenConstraint, blocked_tokens
 from tunelab.inference.handle import Delta, Failed, Finished, Generation, TokenLogprob
@@ -118,11 +118,7 @@ class GenerationWorker:
     def submit(self, gen: Generation) -> None:
         with self._cond:
             if len(self._pending) >= self.max_queued:
-                raise Overloaded(
-                    f"Too many requests are waiting for model '{self.name}' "
-                    f"({len(self._pending)} queued). Retry shortly.",
-                    retry_after=1.0,
-                )
+                raise queue_full(self.name, len(self._pending))
             self._pending.append(gen)
             self._cond.notify()
 
