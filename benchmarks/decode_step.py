@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 
 from tunelab.inference.engine import stop_token_ids
+from tunelab.inference.forward import TorchForward
 from tunelab.inference.handle import Finished, Generation, SamplingParams
 from tunelab.inference.worker import GenerationWorker
 from tunelab.models.loading import load_causal_lm, load_tokenizer
@@ -66,9 +67,7 @@ def main() -> None:
         [{"role": "user", "content": PROMPT}], tokenize=False, add_generation_prompt=True
     )
     ids = list(tok(text, add_special_tokens=False)["input_ids"])
-    worker = GenerationWorker(
-        model, tok, name="bench", max_batch=8, max_queued=8, adapter_capacity=1
-    )
+    worker = GenerationWorker(TorchForward(model, 1), tok, name="bench", max_batch=8, max_queued=8)
     stops = stop_token_ids(tok, worker)
     ban = dict.fromkeys(stops, -100.0)
 

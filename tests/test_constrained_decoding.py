@@ -24,11 +24,12 @@ CALL = format_call("get_weather", '{"city": "Paris"}')
 def worker(tiny_chat_dir: Path, model_cache: Path) -> Any:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from tunelab.inference.forward import TorchForward
     from tunelab.inference.worker import GenerationWorker
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_chat_dir)).eval()
     tok = AutoTokenizer.from_pretrained(str(tiny_chat_dir))
-    w = GenerationWorker(model, tok, name=TINY_CHAT, max_batch=8, max_queued=8, adapter_capacity=1)
+    w = GenerationWorker(TorchForward(model, 1), tok, name=TINY_CHAT, max_batch=8, max_queued=8)
     yield w
     w.close()
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from tunelab.errors import ModelUnavailable, Overloaded
 from tunelab.hardware import bf16_fast, resolve_device
+from tunelab.inference.forward import TorchForward
 from tunelab.inference.handle import AdapterRef, Generation, SamplingParams
 from tunelab.inference.protocol import Target, Tokenizer
 from tunelab.inference.worker import GenerationWorker
@@ -36,6 +37,9 @@ def _adapter_key(path: Path) -> str:
     return "a" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
 
 
+Worker = GenerationWorker[TorchForward]
+
+
 def _param_bytes(model: Any) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
@@ -45,8 +49,8 @@ class InferenceEngine:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._bases: dict[str, GenerationWorker] = {}
-        self._full: OrderedDict[str, tuple[GenerationWorker, int]] = OrderedDict()
+        self._bases: dict[str, Worker] = {}
+        self._full: OrderedDict[str, tuple[Worker, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def _dtype(self) -> Any:
@@ -57,19 +61,17 @@ class InferenceEngine:
             name = "bfloat16" if bf16_fast(resolve_device(self._settings.device)) else "float32"
         return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
-    def _new_worker(self, name: str, model: Any, tokenizer: Any, adapters: int) -> GenerationWorker:
+    def _new_worker(self, name: str, model: Any, tokenizer: Any, adapters: int) -> Worker:
         s = self._settings
         return GenerationWorker(
-            model,
+            TorchForward(model, adapters, s.merged_adapter_memory_mb * 2**20),
             tokenizer,
             name=name,
             max_batch=s.max_batch_size,
             max_queued=s.max_queued_requests,
-            adapter_capacity=adapters,
-            merged_adapter_bytes=s.merged_adapter_memory_mb * 2**20,
         )
 
-    def worker(self, target: Target) -> GenerationWorker:
+    def worker(self, target: Target) -> Worker:
         """The worker that serves `target`, loading its model on first use."""
         if target.kind != "full":
             loaded = self._bases.get(
@@ -86,7 +88,7 @@ class InferenceEngine:
                 self._bases[target.base.id] = worker
             return worker
 
-    def _load_base(self, spec: ModelSpec) -> GenerationWorker:
+    def _load_base(self, spec: ModelSpec) -> Worker:
         from tunelab.models.loading import load_causal_lm, load_tokenizer
 
         s = self._settings
@@ -97,7 +99,7 @@ class InferenceEngine:
         log.info("loaded base model %s", spec.id)
         return self._new_worker(spec.id, model, tokenizer, s.adapter_cache_size)
 
-    def _full_worker(self, target: Target) -> GenerationWorker:
+    def _full_worker(self, target: Target) -> Worker:
         from tunelab.models.loading import load_causal_lm, load_tokenizer
 
         if target.id in self._full:
@@ -173,7 +175,7 @@ class InferenceEngine:
         decoding)."""
         with self._lock:
             workers = [*self._bases.values(), *(w for w, _ in self._full.values())]
-        return {w.name: {**w.stats, "adapter_loads": w.adapters.loads} | _depth(w) for w in workers}
+        return {w.name: {**w.stats, **w.forward.counters()} | _depth(w) for w in workers}
 
     def close(self) -> None:
         with self._lock:
@@ -183,15 +185,15 @@ class InferenceEngine:
             self._full.clear()
 
 
-def _depth(worker: GenerationWorker) -> dict[str, int]:
+def _depth(worker: GenerationWorker[Any]) -> dict[str, int]:
     waiting, running = worker.depth
     return {"waiting": waiting, "running": running}
 
 
-def stop_token_ids(tokenizer: Any, worker: GenerationWorker) -> frozenset[int]:
+def stop_token_ids(tokenizer: Any, worker: Worker) -> frozenset[int]:
     """End-of-sequence ids from the tokenizer and the model's generation config."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    config = getattr(worker.adapters.model, "generation_config", None)
+    config = getattr(worker.forward.adapters.model, "generation_config", None)
     eos = getattr(config, "eos_token_id", None)
     if isinstance(eos, int):
         ids.add(eos)
@@ -200,8 +202,8 @@ def stop_token_ids(tokenizer: Any, worker: GenerationWorker) -> frozenset[int]:
     return frozenset(ids)
 
 
-def context_length(target: Target, worker: GenerationWorker) -> int:
+def context_length(target: Target, worker: Worker) -> int:
     if target.base.context_length:
         return target.base.context_length
-    config = worker.adapters.model.config
+    config = worker.forward.config
     return int(getattr(config, "max_position_embeddings", 2048))

@@ -1,7 +1,9 @@
 """One generation thread per loaded model: a bounded queue and batched decoding.
 
-Torch on CPU parallelises inside an operation, not across Python threads, so
-each loaded model gets exactly one thread that owns it. The loop:
+Torch and llama.cpp on CPU parallelise inside an operation, not across Python
+threads, so each loaded model gets exactly one thread that owns it. The model
+itself is behind a `Forward` (tunelab.inference.forward): transformers or
+llama.cpp; this module is everything else. The loop:
 
 1. admit waiting requests while the batch has room: attach their adapters, run
    their prompts through the model together (one left-padded pass; the n choices
@@ -29,15 +31,14 @@ import logging
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 
 from tunelab.errors import TunelabError, queue_full
-from tunelab.inference.adapters import AdapterSet
 from tunelab.inference.constrained import ConstraintFailed, TokenConstraint, blocked_tokens
+from tunelab.inference.forward import Forward
 from tunelab.inference.handle import Delta, Failed, Finished, Generation, TokenLogprob
-from tunelab.inference.kvbatch import KVBatch
 from tunelab.inference.sampling import (
     adjust_logits,
     choose,
@@ -86,26 +87,20 @@ class _Sequence:
         return self.gen.adapter.key if self.gen.adapter else None
 
 
-class GenerationWorker:
+F = TypeVar("F", bound=Forward)
+
+
+class GenerationWorker(Generic[F]):
     def __init__(
-        self,
-        model: Any,
-        tokenizer: Any,
-        *,
-        name: str,
-        max_batch: int,
-        max_queued: int,
-        adapter_capacity: int,
-        merged_adapter_bytes: int = 0,
+        self, forward: F, tokenizer: Any, *, name: str, max_batch: int, max_queued: int
     ) -> None:
         self.name = name
+        self.forward = forward
         self.tokenizer = tokenizer
-        self.adapters = AdapterSet(model, adapter_capacity, merged_adapter_bytes)
         self.max_batch = max(1, max_batch)
         self.max_queued = max(0, max_queued)
         self._pending: deque[Generation] = deque()
         self._active: list[_Sequence] = []
-        self._kv = KVBatch()
         self._blocked: dict[frozenset[int], torch.Tensor] = {}
         self._cond = threading.Condition()
         self._stopping = False
@@ -161,7 +156,8 @@ class GenerationWorker:
                 for seq in self._active:
                     if not seq.done:
                         seq.gen.put(Failed(e))
-                self._active, self._kv = [], KVBatch()
+                self._active = []
+                self.forward.reset()
         for gen in self._pending:
             gen.put(Failed(RuntimeError("the server is shutting down")))
         for seq in self._active:
@@ -206,25 +202,29 @@ class GenerationWorker:
                     # running sequences and requests admitted with this one keep their adapters
                     in_use = {s.adapter_key for s in self._active if s.adapter_key}
                     in_use |= {g.adapter.key for g in ready if g.adapter}
-                    self.adapters.ensure(gen.adapter, in_use)
+                    self.forward.attach(gen.adapter, in_use)
             except Exception as e:
                 gen.put(Failed(e))
                 continue
             ready.append(gen)
         for group in _prefill_groups(ready):
             try:
-                logits, layers = self._prefill(group)
+                logits, prompts = self.forward.prefill(group)
             except Exception as e:
                 for gen in group:
                     gen.put(Failed(e))
                 continue
+            self.stats["prefill_tokens"] += sum(len(g.prompt_ids) for g in group)
+            self.stats["prefill_passes"] += 1
             for row, gen in enumerate(group):
+                seqs: list[_Sequence] = []
                 try:
-                    self._start(
-                        gen, logits[row], [(k[row : row + 1], v[row : row + 1]) for k, v in layers]
-                    )
+                    seqs = self._start(gen, logits[row])
                 except Exception as e:
                     self._fail(gen, e)
+                # the rows continuing this prompt; none frees it
+                self.forward.add(prompts[row], len(seqs))
+                self._active.extend(seqs)
 
     def _constraint(self, gen: Generation) -> TokenConstraint | None:
         if gen.params.grammar is None:
@@ -236,9 +236,8 @@ class GenerationWorker:
             )
         return TokenConstraint(self.tokenizer, gen.params.grammar, blocked)
 
-    def _start(
-        self, gen: Generation, logits: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]
-    ) -> None:
+    def _start(self, gen: Generation, logits: torch.Tensor) -> list[_Sequence]:
+        """The request's choices, each with its first token; those not done at once."""
         seqs = []
         for i in range(gen.params.n):  # a failure here fails this request only (_admit)
             seq = _Sequence(
@@ -252,55 +251,12 @@ class GenerationWorker:
             self._advance(seq, logits)
             if not seq.done:
                 seqs.append(seq)
-        if seqs:
-            # the prompt's own columns only: left padding from the prefill batch is cut off
-            n = len(gen.prompt_ids)
-            self._kv.add([(k[:, :, -n:], v[:, :, -n:]) for k, v in layers], n, copies=len(seqs))
-            self._active.extend(seqs)
-
-    def _prefill(
-        self, gens: list[Generation]
-    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """One forward over the left-padded prompts: last-position logits and the cache."""
-        from transformers import DynamicCache
-
-        width = max(len(g.prompt_ids) for g in gens)
-        ids = torch.zeros(len(gens), width, dtype=torch.long)
-        mask = torch.zeros(len(gens), width, dtype=torch.long)
-        for row, g in enumerate(gens):
-            ids[row, width - len(g.prompt_ids) :] = torch.tensor(g.prompt_ids)
-            mask[row, width - len(g.prompt_ids) :] = 1
-        out = self.adapters.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-            cache=DynamicCache(config=self._config()),
-            use_cache=True,
-            logits_to_keep=1,
-            **self.adapters.forward_kwargs([g.adapter.key if g.adapter else None for g in gens]),
-        )
-        self.stats["prefill_tokens"] += sum(len(g.prompt_ids) for g in gens)
-        self.stats["prefill_passes"] += 1
-        return out.logits[:, -1], [(k, v) for k, v, *_ in out.cache]
-
-    def _config(self) -> Any:
-        return self.adapters.model.config
+        return seqs
 
     def _step(self) -> None:
-        from transformers import DynamicCache
-
-        mask, positions, data = self._kv.step_inputs()
-        tokens = torch.tensor([[s.last_token] for s in self._active], dtype=torch.long)
-        out = self.adapters.model(
-            input_ids=tokens,
-            attention_mask=mask,
-            position_ids=positions,
-            cache=DynamicCache(ddp_cache_data=data),
-            use_cache=True,
-            **self.adapters.forward_kwargs([s.adapter_key for s in self._active]),
+        logits = self.forward.step(
+            [s.last_token for s in self._active], [s.adapter_key for s in self._active]
         )
-        self._kv.absorb(out.cache, mask)
-        logits = out.logits[:, -1]
         self.stats["decode_steps"] += 1
         for row, seq in enumerate(self._active):
             if seq.done:  # a sibling choice of a request that failed in this step
@@ -317,7 +273,7 @@ class GenerationWorker:
             except Exception as e:
                 self._fail(seq.gen, e)
         keep = [i for i, s in enumerate(self._active) if not s.done]
-        self._kv.keep(keep)
+        self.forward.keep(keep)
         self._active = [self._active[i] for i in keep]
 
     def _advance(self, seq: _Sequence, logits: torch.Tensor) -> None:

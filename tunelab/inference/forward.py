@@ -1,0 +1,135 @@
+"""The model half of a generation worker: prompts and tokens in, logits out.
+
+The worker (tunelab.inference.worker) schedules, samples, detokenizes and streams;
+a `Forward` runs the model and keeps every running sequence's cache, one row per
+sequence in the worker's order. Two implement it: `TorchForward` (transformers,
+with peft adapters, below) and `LlamaCppForward` (llama.cpp through its C API,
+tunelab.inference.llamacpp_forward), so both engines share one scheduler, one
+sampler and one grammar engine, and differ only in how a step is computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from tunelab.inference.adapters import AdapterSet
+from tunelab.inference.handle import AdapterRef, Generation
+from tunelab.inference.kvbatch import KVBatch
+
+Layers = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class Forward(Protocol):
+    """A model and the caches of the sequences it is decoding, as ordered rows."""
+
+    def attach(self, adapter: AdapterRef, in_use: set[str]) -> None:
+        """Make `adapter` servable; adapters in `in_use` have running rows."""
+        ...
+
+    def prefill(self, gens: list[Generation]) -> tuple[torch.Tensor, list[object]]:
+        """Read each prompt: logits after its last token (one row per generation), and a
+        handle per generation for `add`."""
+        ...
+
+    def add(self, prompt: object, copies: int) -> None:
+        """Append `copies` rows continuing a prefilled prompt (0: the prompt is dropped)."""
+        ...
+
+    def step(self, tokens: list[int], adapters: list[str | None]) -> torch.Tensor:
+        """Feed one token to every row (with its adapter); the next logits, one row each."""
+        ...
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only these rows (in this order); the others' caches are freed."""
+        ...
+
+    def reset(self) -> None:
+        """Drop every row (after a failed step)."""
+        ...
+
+    def counters(self) -> dict[str, int]:
+        """Counters of its own for the engine's stats (e.g. adapter loads)."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    """One prefilled prompt's cache, its own columns only."""
+
+    layers: Layers
+    length: int
+
+
+class TorchForward:
+    """A transformers model with its LoRA adapters; the caches batched in a KVBatch."""
+
+    def __init__(self, model: Any, adapter_capacity: int, merged_adapter_bytes: int = 0) -> None:
+        self.adapters = AdapterSet(model, adapter_capacity, merged_adapter_bytes)
+        self._kv = KVBatch()
+
+    @property
+    def config(self) -> Any:
+        return self.adapters.model.config
+
+    def attach(self, adapter: AdapterRef, in_use: set[str]) -> None:
+        self.adapters.ensure(adapter, in_use)
+
+    def prefill(self, gens: list[Generation]) -> tuple[torch.Tensor, list[object]]:
+        """One forward over the left-padded prompts."""
+        from transformers import DynamicCache
+
+        width = max(len(g.prompt_ids) for g in gens)
+        ids = torch.zeros(len(gens), width, dtype=torch.long)
+        mask = torch.zeros(len(gens), width, dtype=torch.long)
+        for row, g in enumerate(gens):
+            ids[row, width - len(g.prompt_ids) :] = torch.tensor(g.prompt_ids)
+            mask[row, width - len(g.prompt_ids) :] = 1
+        out = self.adapters.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            cache=DynamicCache(config=self.config),
+            use_cache=True,
+            logits_to_keep=1,
+            **self.adapters.forward_kwargs([g.adapter.key if g.adapter else None for g in gens]),
+        )
+        layers = [(k, v) for k, v, *_ in out.cache]
+        handles: list[object] = []
+        for r, g in enumerate(gens):  # the left padding of the batch is cut off
+            n = len(g.prompt_ids)
+            own = [(k[r : r + 1, :, -n:], v[r : r + 1, :, -n:]) for k, v in layers]
+            handles.append(_Prompt(own, n))
+        return out.logits[:, -1], handles
+
+    def add(self, prompt: object, copies: int) -> None:
+        assert isinstance(prompt, _Prompt)  # made by prefill above
+        if copies:
+            self._kv.add(prompt.layers, prompt.length, copies=copies)
+
+    def step(self, tokens: list[int], adapters: list[str | None]) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        mask, positions, data = self._kv.step_inputs()
+        out = self.adapters.model(
+            input_ids=torch.tensor([[t] for t in tokens], dtype=torch.long),
+            attention_mask=mask,
+            position_ids=positions,
+            cache=DynamicCache(ddp_cache_data=data),
+            use_cache=True,
+            **self.adapters.forward_kwargs(adapters),
+        )
+        self._kv.absorb(out.cache, mask)
+        logits: torch.Tensor = out.logits[:, -1]
+        return logits
+
+    def keep(self, rows: list[int]) -> None:
+        self._kv.keep(rows)
+
+    def reset(self) -> None:
+        self._kv = KVBatch()
+
+    def counters(self) -> dict[str, int]:
+        return {"adapter_loads": self.adapters.loads}
