@@ -1,11 +1,12 @@
 """The embedded SmolLM2 served by llama.cpp (registry "engine": "llama.cpp"), through
-the official openai SDK: plain requests run on llama.cpp, with tunelab's own prompt
-and token counts; what llama.cpp can not do exactly runs on transformers."""
+the official openai SDK: every request for the base runs on llama.cpp, with tunelab's
+own prompt ids, token counts, sampler and grammars; transformers never loads."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +73,7 @@ def test_chat_runs_on_llama_cpp_with_tunelabs_prompt_and_counts(
         == len(tokenizer(answer, add_special_tokens=False)["input_ids"]) + 1
     )
     stats = counters(runtime)
-    # llama.cpp read exactly those prompt tokens (any difference falls back to transformers)
-    assert stats["requests"] >= 1 and stats["prefill_tokens"] >= len(prompt)
-    assert stats.get("prompt_fallbacks", 0) == 0 and stats.get("routed_to_transformers", 0) == 0
+    assert stats["prefill_tokens"] >= len(prompt) and stats["decode_calls"] >= 1
     assert SMOLLM2 not in runtime.inference.engine.stats()  # transformers never loaded
 
 
@@ -131,13 +130,14 @@ def test_a_closed_stream_stops_its_generation(client: openai.OpenAI, runtime: Ru
             counters(runtime).get("cancelled", 0) > before and counters(runtime)["running"] == 0
         ),
         timeout=30,
-        what="the generation stopped and its llama.cpp copy free again",
+        what="the generation stopped and its llama.cpp sequence freed",
     )
     assert ended(runtime) == finished  # it did not run on to an end
 
 
-def test_json_schema_still_works_on_transformers(client: openai.OpenAI, runtime: Runtime) -> None:
-    before = counters(runtime).get("routed_to_transformers", 0)
+def test_structured_output_and_sampling_options_run_on_llama_cpp(
+    client: openai.OpenAI, runtime: Runtime, tokenizer: Any
+) -> None:
     schema = {
         "type": "object",
         "properties": {"city": {"type": "string"}},
@@ -155,19 +155,58 @@ def test_json_schema_still_works_on_transformers(client: openai.OpenAI, runtime:
         },
     )
     assert set(json.loads(r.choices[0].message.content or "")) == {"city"}
-    assert counters(runtime)["routed_to_transformers"] == before + 1
+    # a seed reproduces a sampled answer; logprobs come with it
+    kw: dict[str, Any] = {"model": SMOLLM2, "messages": FRANCE, "max_tokens": 12}
+    one, two = (
+        client.chat.completions.create(**kw, temperature=1.2, seed=11, logprobs=True)
+        for _ in range(2)
+    )
+    assert one.choices[0].message.content == two.choices[0].message.content
+    lp = one.choices[0].logprobs
+    assert lp is not None and lp.content and all(t.logprob <= 0 for t in lp.content)
+    # logit_bias bans the greedy answer's first token
+    plain = client.chat.completions.create(**kw, temperature=0)
+    first = tokenizer.encode(plain.choices[0].message.content or "", add_special_tokens=False)[0]
+    biased = client.chat.completions.create(
+        **kw, temperature=0, logit_bias={str(first): -100}, logprobs=True
+    )
+    assert biased.choices[0].logprobs is not None
+    chosen = biased.choices[0].logprobs.content or []
+    assert chosen and tokenizer.encode(chosen[0].token, add_special_tokens=False)[0] != first
+    assert SMOLLM2 not in runtime.inference.engine.stats()  # transformers never loaded
 
 
-def test_a_prompt_llama_cpp_would_read_differently_runs_on_transformers(
+def test_the_exact_prompt_ids_are_read(
     client: openai.OpenAI, runtime: Runtime, tokenizer: Any
 ) -> None:
-    # "H" + "ello" is not how "Hello" tokenizes: llama.cpp, given the text, would read
-    # other tokens than these, so the request runs where these exact ids are read
+    # "H" + "ello" is not how "Hello" tokenizes: llama.cpp reads these ids as they are
     ids = [*tokenizer.encode("H", add_special_tokens=False)]
     ids += tokenizer.encode("ello, my name is", add_special_tokens=False)
     assert ids != tokenizer.encode("Hello, my name is", add_special_tokens=False)
-    before = counters(runtime).get("prompt_fallbacks", 0)
+    before = counters(runtime)["prefill_tokens"]
     r = client.completions.create(model=SMOLLM2, prompt=ids, max_tokens=5, temperature=0)
     assert r.usage is not None and r.usage.prompt_tokens == len(ids)
     assert r.usage.completion_tokens >= 1 and r.choices[0].text
-    assert counters(runtime)["prompt_fallbacks"] == before + 1
+    assert counters(runtime)["prefill_tokens"] == before + len(ids)
+
+
+def test_concurrent_requests_share_decode_steps(client: openai.OpenAI, runtime: Runtime) -> None:
+    before = counters(runtime)
+    asks = [f"Count from {i} to {i + 30}, separated by spaces." for i in range(4)]
+
+    def ask(text: str) -> int:
+        r = client.chat.completions.create(
+            model=SMOLLM2,
+            messages=[{"role": "user", "content": text}],
+            temperature=0,
+            max_tokens=24,
+        )
+        assert r.usage is not None
+        return r.usage.completion_tokens
+
+    with ThreadPoolExecutor(4) as pool:
+        generated = sum(pool.map(ask, asks))
+    after = counters(runtime)
+    steps = after["decode_steps"] - before["decode_steps"]
+    # one at a time would take a step per token after the first of each request
+    assert steps < generated - len(asks)

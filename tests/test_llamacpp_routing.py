@@ -1,4 +1,4 @@
-"""Opting a model into llama.cpp in the registry, and which requests llama.cpp runs."""
+"""Opting a model into llama.cpp in the registry, and which models llama.cpp runs."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tunelab.errors import Overloaded
-from tunelab.inference.handle import Generation, SamplingParams
-from tunelab.inference.llamacpp import transformers_only
-from tunelab.inference.llamacpp_runner import LlamaCppModel
+from tunelab.inference.llamacpp import runs_on_llamacpp
 from tunelab.inference.protocol import Target
 from tunelab.models.registry import SMOLLM2, Registry
 
@@ -56,36 +53,13 @@ def test_an_engine_the_model_can_not_run_on_is_refused(
     assert says in str(e.value)
 
 
-def test_only_requests_llama_cpp_runs_exactly_go_there() -> None:
-    base = Registry.load().get(SMOLLM2)
-    plain = SamplingParams(max_tokens=8, temperature=0.7, n=3, stop=("\n",))
-    on_base = Target(id=base.id, base=base, kind="base")
-    assert transformers_only(on_base, plain) is None
-    assert transformers_only(on_base, replace(plain, top_p=0.5, temperature=1.0)) is None
-    assert transformers_only(on_base, replace(plain, top_p=0.5, temperature=0)) is None
-    lora = Target(id="ft:x", base=base, kind="lora", path=Path("/nowhere"))
-    assert transformers_only(lora, plain) == "a fine-tune"
-    for change, why in [
-        ({"grammar": "start: /x/"}, "structured outputs or tools"),
-        ({"logit_bias": {2: -100.0}}, "logit_bias"),
-        ({"logprobs": True}, "logprobs"),
-        ({"presence_penalty": 0.5}, "presence or frequency penalty"),
-        ({"frequency_penalty": -0.5}, "presence or frequency penalty"),
-        ({"seed": 7}, "seed"),
-        ({"top_p": 0.5}, "top_p with a temperature other than 0 or 1"),
-    ]:
-        assert transformers_only(on_base, replace(plain, **change)) == why
-
-
-def test_the_queue_is_bounded() -> None:
-    # no copies: nothing drains the queue, so it only fills
-    model = LlamaCppModel("m@llama.cpp", [], None, frozenset(), max_queued=2)
-    params = SamplingParams(max_tokens=4)
-    for _ in range(2):
-        model.submit(Generation([1], params, stop_token_ids=frozenset()), lambda: None)
-    with pytest.raises(Overloaded):
-        model.submit(Generation([1], params, stop_token_ids=frozenset()), lambda: None)
-    assert model.snapshot()["waiting"] == 2
+def test_the_base_runs_on_llama_cpp_and_its_fine_tunes_on_transformers(tmp_path: Path) -> None:
+    base = registry_with(tmp_path, {"id": SMOLLM2, "engine": "llama.cpp"}).get(SMOLLM2)
+    assert runs_on_llamacpp(Target(id=base.id, base=base, kind="base"))
+    for kind in ("lora", "full"):
+        assert not runs_on_llamacpp(Target(id="ft:x", base=base, kind=kind, path=Path("/x")))
+    plain = Registry.load().get(SMOLLM2)
+    assert not runs_on_llamacpp(Target(id=plain.id, base=plain, kind="base"))
 
 
 def test_the_gguf_llama_cpp_loads_is_patched_once_in_the_cache(tmp_path: Path) -> None:

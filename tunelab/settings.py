@@ -105,14 +105,10 @@ class Settings(BaseSettings):
     inference_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     # Full fine-tunes loaded at once are kept under this many MiB of weights.
     full_model_memory_mb: int = 4096
-    # Models whose registry entry says "engine": "llama.cpp": copies of the model
-    # loaded (each runs one generation at a time; the copies share the mmapped
-    # weights, each has its own KV cache), and CPU threads per copy (0: the cores
-    # divided among the copies). Two single-thread copies on 2 cores beat one copy
-    # on both by 3-8x on a busy machine, one stream or eight (llama.cpp's threads
-    # wait for each other at every operation); idle, one copy on both is 1.7x faster
-    # for a lone stream (docs/inference.md).
-    llamacpp_instances: int = 2
+    # Models whose registry entry says "engine": "llama.cpp": the tokens their shared
+    # key/value cache holds for all running sequences together (allocated at load;
+    # at least one context window), and CPU threads (0: every core).
+    llamacpp_cache_tokens: int = 32768
     llamacpp_threads: int = Field(default=0, ge=0)
 
     # What the CLI talks to (TUNELAB_BASE_URL, TUNELAB_API_KEY).
@@ -158,7 +154,7 @@ class Settings(BaseSettings):
         "adapter_cache_size",
         "max_batch_size",
         "full_model_memory_mb",
-        "llamacpp_instances",
+        "llamacpp_cache_tokens",
         "worker_poll_seconds",
         "worker_stale_seconds",
         mode="after",

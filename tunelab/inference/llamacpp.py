@@ -3,49 +3,19 @@
 A registry entry with `"engine": "llama.cpp"` (and a local `gguf_file`) is run by
 llama.cpp on its GGUF file: on a CPU several times faster than transformers on
 the dequantised model (benchmarks/generation.py). llama.cpp comes prebuilt in
-gpt4all's wheel (gpt4all==2.8.2; PyPI has no wheel of llama-cpp-python), driven
-through that wheel's C API (`llmodel_prompt`), pinned with it.
+gpt4all's wheel (gpt4all==2.8.2; PyPI has no wheel of llama-cpp-python); tunelab
+drives its C API (tunelab.inference.llamacpp_capi).
 
-**What runs where.** A request for such a model runs on llama.cpp when llama.cpp
-can do exactly what it asks: the base model itself (not a fine-tune), with
-`temperature`, `top_p`, `max_tokens`, `stop`, `n` and streaming. Everything else
-goes to the in-process transformers engine for the same model, so every feature
-keeps working and no parameter is silently dropped (`transformers_only` says why):
+**One scheduler.** Each such model gets a `GenerationWorker` (the transformers
+engine's scheduler) over a `LlamaCppForward`: continuous batching (every running
+sequence advances in one `llama_decode`), tunelab's prompt token ids fed as they
+are, and tunelab's sampler on llama.cpp's logits. So `seed`, `logit_bias`,
+penalties, `logprobs`, `n`, `stop` and grammars (structured outputs, tools) behave
+as on transformers; the output differs only as the weights the file holds do.
 
-- LoRA and full fine-tunes of the base (their weights are not in the GGUF file);
-- a grammar: `response_format` json_object / json_schema, `tools`, `functions`;
-- `logit_bias`, `logprobs` / `top_logprobs`, `presence_penalty` /
-  `frequency_penalty` (the binding exposes none of them), and `seed` (llama.cpp's
-  sampler draws from one generator per loaded copy that a request can not seed);
-- `top_p` below 1 with a temperature other than 0 or 1: llama.cpp cuts the nucleus
-  before applying the temperature, OpenAI after.
-
-Output differs from the transformers engine's only as the model's numerics do:
-llama.cpp computes with the quantised weights the file holds.
-
-**The prompt is the one tunelab counted.** The seam hands token ids; they are
-decoded to text with special tokens kept, and llama.cpp tokenizes that text with
-special tokens parsed and no template of its own (`%1%2`). Every prompt token it
-decodes is compared with tunelab's ids; on any difference the generation stops
-before its first token and the request runs on transformers instead (counted as
-`prompt_fallbacks`), so `usage.prompt_tokens` is always what the model read.
-
-**Generation.** Each token llama.cpp samples comes back through a callback with
-its id: tunelab detokenizes it (the same incremental detokenizer and stop-string
-matcher as its own engine), sends text deltas, ends the choice on a stop string,
-an end-of-turn token or `max_tokens` (finish_reason stop / length), and stops
-llama.cpp by returning False, also when the client has gone away.
-`completion_tokens` counts the end-of-turn token, as the transformers engine does.
-A limit of that build: it also ends a reply where the text "### Instruction",
-"### Prompt", "### Response", "### Human", "### Assistant" or "### Context"
-begins, a rule written into gpt4all's generation loop; such a reply ends with
-finish_reason "stop" before that text.
-
-**Concurrency.** A llama.cpp context serves one generation at a time, so each
-model gets `settings.llamacpp_instances` copies (the weights are mmapped and
-shared; each copy has its own KV cache), each owned by one thread with
-`llamacpp_threads` CPU threads. Requests wait in one queue of at most
-`max_queued_requests`; past that, Overloaded (503 + Retry-After), as in-process.
+**What runs elsewhere.** Fine-tunes of the base (LoRA or full; their weights are
+not in the GGUF file) run on the in-process transformers engine for the same
+model, which loads on the first such request.
 """
 
 from __future__ import annotations
@@ -55,34 +25,16 @@ import os
 import threading
 
 from tunelab.inference.handle import Generation, SamplingParams
-from tunelab.inference.llamacpp_runner import LlamaCppModel, load_copy
+from tunelab.inference.llamacpp_forward import LlamaCppForward
 from tunelab.inference.protocol import ChatEngine, Target, Tokenizer
+from tunelab.inference.worker import GenerationWorker
+from tunelab.limits import MAX_N
 from tunelab.models.registry import ModelSpec
 from tunelab.settings import Settings
 
 log = logging.getLogger(__name__)
 
 LLAMA_CPP = "llama.cpp"
-
-
-def transformers_only(target: Target, params: SamplingParams) -> str | None:
-    """Why llama.cpp can not run this request exactly (it then runs on transformers),
-    or None when it can."""
-    if target.kind != "base":
-        return "a fine-tune"
-    if params.grammar is not None:
-        return "structured outputs or tools"
-    if params.logit_bias:
-        return "logit_bias"
-    if params.logprobs:
-        return "logprobs"
-    if params.presence_penalty or params.frequency_penalty:
-        return "presence or frequency penalty"
-    if params.seed is not None:
-        return "seed"
-    if params.top_p < 1 and params.temperature not in (0, 1):
-        return "top_p with a temperature other than 0 or 1"
-    return None
 
 
 class LlamaCppEngine:
@@ -92,14 +44,14 @@ class LlamaCppEngine:
         self.local = local
         self._settings = settings
         self._lock = threading.Lock()
-        self._models: dict[str, LlamaCppModel] = {}
+        self._models: dict[str, GenerationWorker[LlamaCppForward]] = {}
         self._tokenizers: dict[str, Tokenizer] = {}
         self._contexts: dict[str, int] = {}
 
     # -- the ChatEngine seam ---------------------------------------------------------
 
     def tokenizer(self, target: Target) -> Tokenizer:
-        if not _runs_here(target):
+        if not runs_on_llamacpp(target):
             return self.local.tokenizer(target)
         base = target.base
         with self._lock:
@@ -113,7 +65,7 @@ class LlamaCppEngine:
         return tok
 
     def context_length(self, target: Target) -> int:
-        if not _runs_here(target):
+        if not runs_on_llamacpp(target):
             return self.local.context_length(target)
         base = target.base
         if base.context_length:
@@ -130,33 +82,29 @@ class LlamaCppEngine:
         return known
 
     def submit(self, target: Target, prompt_ids: list[int], params: SamplingParams) -> Generation:
-        if not _runs_here(target):
+        if not runs_on_llamacpp(target):
             return self.local.submit(target, prompt_ids, params)
-        model = self._model(target)
-        reason = transformers_only(target, params)
-        if reason is not None:
-            model.count("routed_to_transformers")
-            log.debug("%s: %s runs on transformers (%s)", target.base.id, target.id, reason)
-            return self.local.submit(target, prompt_ids, params)
-        gen = Generation(prompt_ids, params, stop_token_ids=model.stop_token_ids)
-        model.submit(gen, lambda: self.local.submit(target, prompt_ids, params))
+        worker = self._model(target)
+        gen = Generation(prompt_ids, params, stop_token_ids=_stop_token_ids(worker.tokenizer))
+        worker.submit(gen)
         return gen
 
     def stats(self) -> dict[str, dict[str, int]]:
         with self._lock:
             models = list(self._models.values())
-        return {**self.local.stats(), **{m.name: m.snapshot() for m in models}}
+        return {**self.local.stats(), **{m.name: _counters(m) for m in models}}
 
     def close(self) -> None:
         with self._lock:
             models, self._models = list(self._models.values()), {}
         for model in models:
             model.close()
+            model.forward.close()
         self.local.close()
 
     # -- loading -----------------------------------------------------------------------
 
-    def _model(self, target: Target) -> LlamaCppModel:
+    def _model(self, target: Target) -> GenerationWorker[LlamaCppForward]:
         base = target.base
         with self._lock:
             model = self._models.get(base.id)
@@ -170,26 +118,39 @@ class LlamaCppEngine:
                 model = self._models[base.id] = self._load(base, tok, n_ctx)
         return model
 
-    def _load(self, base: ModelSpec, tok: Tokenizer, n_ctx: int) -> LlamaCppModel:
+    def _load(
+        self, base: ModelSpec, tok: Tokenizer, n_ctx: int
+    ) -> GenerationWorker[LlamaCppForward]:
         from tunelab.models.llamacpp_gguf import llamacpp_gguf
 
         s = self._settings
-        path = llamacpp_gguf(base, s.model_cache_dir)
-        instances = s.llamacpp_instances
-        threads = s.llamacpp_threads or max(1, _cores() // instances)
-        copies = [load_copy(base, path, n_ctx, threads) for _ in range(instances)]
-        log.info("loaded %s on llama.cpp: %d x %d threads", base.id, instances, threads)
-        return LlamaCppModel(
-            f"{base.id}@{LLAMA_CPP}",
-            copies,
+        rows = max(s.max_batch_size, MAX_N)  # a request's n choices always fit
+        forward = LlamaCppForward(
+            llamacpp_gguf(base, s.model_cache_dir),
+            max_rows=rows,
+            cache_tokens=max(n_ctx, s.llamacpp_cache_tokens),  # one full window at least
+            threads=s.llamacpp_threads or _cores(),
+        )
+        log.info("loaded %s on llama.cpp: %d cache tokens", base.id, forward.cache_tokens)
+        return GenerationWorker(
+            forward,
             tok,
-            # llama.cpp ends a reply at the file's end token itself; the tokenizer's too:
-            frozenset({tok.eos_token_id} if tok.eos_token_id is not None else ()),
+            name=f"{base.id}@{LLAMA_CPP}",
+            max_batch=s.max_batch_size,
             max_queued=s.max_queued_requests,
         )
 
 
-def _runs_here(target: Target) -> bool:
+def _stop_token_ids(tok: Tokenizer) -> frozenset[int]:
+    return frozenset({tok.eos_token_id} if tok.eos_token_id is not None else ())
+
+
+def _counters(worker: GenerationWorker[LlamaCppForward]) -> dict[str, int]:
+    waiting, running = worker.depth
+    return {**worker.stats, **worker.forward.counters(), "waiting": waiting, "running": running}
+
+
+def runs_on_llamacpp(target: Target) -> bool:
     """The base model of an entry with engine "llama.cpp" (its fine-tunes are not in the
     GGUF file: they, their tokenizers and their windows are the local engine's)."""
     return target.base.engine == LLAMA_CPP and target.kind == "base"
