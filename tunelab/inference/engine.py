@@ -153,16 +153,7 @@ class InferenceEngine:
         """Queue a generation; raises Overloaded when the model's queue is full."""
         worker = self.worker(target)
         tok = worker.tokenizer
-        adapter = None
-        if target.kind == "lora":
-            if target.path is None or not (target.path / "adapter_config.json").exists():
-                # checked here too, so even a streaming request gets a clean 400
-                raise ModelUnavailable(
-                    f"The adapter files of model '{target.id}' are missing; "
-                    "delete it and fine-tune again.",
-                    param="model",
-                )
-            adapter = AdapterRef(key=_adapter_key(target.path), path=target.path)
+        adapter = adapter_ref(target) if target.kind == "lora" else None
         gen = Generation(
             prompt_ids, params, stop_token_ids=stop_token_ids(tok, worker), adapter=adapter
         )
@@ -183,6 +174,17 @@ class InferenceEngine:
                 worker.close()
             self._bases.clear()
             self._full.clear()
+
+
+def adapter_ref(target: Target) -> AdapterRef:
+    """A LoRA fine-tune's adapter; its files are checked here, before anything is queued,
+    so even a streaming request gets a clean 400."""
+    if target.path is None or not (target.path / "adapter_config.json").exists():
+        raise ModelUnavailable(
+            f"The adapter files of model '{target.id}' are missing; delete it and fine-tune again.",
+            param="model",
+        )
+    return AdapterRef(key=_adapter_key(target.path), path=target.path)
 
 
 def _depth(worker: GenerationWorker[Any]) -> dict[str, int]:

@@ -13,18 +13,26 @@ are, and tunelab's sampler on llama.cpp's logits. So `seed`, `logit_bias`,
 penalties, `logprobs`, `n`, `stop` and grammars (structured outputs, tools) behave
 as on transformers; the output differs only as the weights the file holds do.
 
-**What runs elsewhere.** Fine-tunes of the base (LoRA or full; their weights are
-not in the GGUF file) run on the in-process transformers engine for the same
-model, which loads on the first such request.
+**Fine-tunes.** A LoRA fine-tune of the base runs on llama.cpp too: its adapter
+is converted once to llama.cpp's GGUF adapter format and applied at run time
+(tunelab.models.gguf_lora, LlamaCppForward). An adapter that format can not
+express (see gguf_lora) and full fine-tunes (their own weights) run on the
+in-process transformers engine, which loads on the first such request;
+`routed_to_transformers` counts those requests.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
+from collections import Counter
+from pathlib import Path
 
-from tunelab.inference.handle import Generation, SamplingParams
+from tunelab.inference.engine import adapter_ref
+from tunelab.inference.handle import AdapterRef, Generation, SamplingParams
+from tunelab.inference.llamacpp_capi import quantize
 from tunelab.inference.llamacpp_forward import LlamaCppForward
 from tunelab.inference.protocol import ChatEngine, Target, Tokenizer
 from tunelab.inference.worker import GenerationWorker
@@ -47,6 +55,7 @@ class LlamaCppEngine:
         self._models: dict[str, GenerationWorker[LlamaCppForward]] = {}
         self._tokenizers: dict[str, Tokenizer] = {}
         self._contexts: dict[str, int] = {}
+        self._routed: Counter[str] = Counter()  # fine-tune requests sent to transformers
 
     # -- the ChatEngine seam ---------------------------------------------------------
 
@@ -85,21 +94,49 @@ class LlamaCppEngine:
         if not runs_on_llamacpp(target):
             return self.local.submit(target, prompt_ids, params)
         worker = self._model(target)
-        gen = Generation(prompt_ids, params, stop_token_ids=_stop_token_ids(worker.tokenizer))
+        adapter = None
+        if target.kind == "lora":
+            adapter = adapter_ref(target)
+            if not self._convertible(target.base, adapter):
+                with self._lock:
+                    self._routed[target.base.id] += 1
+                return self.local.submit(target, prompt_ids, params)
+        gen = Generation(
+            prompt_ids, params, stop_token_ids=_stop_token_ids(worker.tokenizer), adapter=adapter
+        )
         worker.submit(gen)
         return gen
 
+    def _convertible(self, base: ModelSpec, adapter: AdapterRef) -> bool:
+        """Whether llama.cpp can run `adapter` (converting it now, once, if so)."""
+        from tunelab.models.gguf_lora import AdapterNotConvertible, gguf_lora
+
+        cache = self._settings.model_cache_dir
+        try:
+            gguf_lora(adapter.path, weights_file(base, cache), cache)
+        except AdapterNotConvertible as e:
+            log.info("%s runs on transformers: %s", adapter.path, e)
+            return False
+        return True
+
     def stats(self) -> dict[str, dict[str, int]]:
         with self._lock:
-            models = list(self._models.values())
-        return {**self.local.stats(), **{m.name: _counters(m) for m in models}}
+            models = list(self._models.items())
+            routed = dict(self._routed)
+        return {
+            **self.local.stats(),
+            **{
+                m.name: {**_counters(m), "routed_to_transformers": routed.get(base, 0)}
+                for base, m in models
+            },
+        }
 
     def close(self) -> None:
         with self._lock:
             models, self._models = list(self._models.values()), {}
         for model in models:
             model.close()
-            model.forward.close()
+            model.forward.close()  # after its thread: nothing decodes any more
         self.local.close()
 
     # -- loading -----------------------------------------------------------------------
@@ -121,15 +158,15 @@ class LlamaCppEngine:
     def _load(
         self, base: ModelSpec, tok: Tokenizer, n_ctx: int
     ) -> GenerationWorker[LlamaCppForward]:
-        from tunelab.models.llamacpp_gguf import llamacpp_gguf
-
         s = self._settings
         rows = max(s.max_batch_size, MAX_N)  # a request's n choices always fit
         forward = LlamaCppForward(
-            llamacpp_gguf(base, s.model_cache_dir),
+            weights_file(base, s.model_cache_dir),
             max_rows=rows,
             cache_tokens=max(n_ctx, s.llamacpp_cache_tokens),  # one full window at least
             threads=s.llamacpp_threads or _cores(),
+            adapter_capacity=s.adapter_cache_size,
+            cache_dir=s.model_cache_dir,
         )
         log.info("loaded %s on llama.cpp: %d cache tokens", base.id, forward.cache_tokens)
         return GenerationWorker(
@@ -139,6 +176,32 @@ class LlamaCppEngine:
             max_batch=s.max_batch_size,
             max_queued=s.max_queued_requests,
         )
+
+
+def weights_file(base: ModelSpec, cache_dir: Path) -> Path:
+    """The GGUF file llama.cpp serves `base` from: its own file (as that build can load
+    it, tunelab.models.llamacpp_gguf), or converted once to the entry's
+    `llamacpp_weights` into the model cache (temporary name, then renamed: a crash
+    leaves no half-written file)."""
+    from tunelab.models.llamacpp_gguf import llamacpp_gguf
+
+    path = llamacpp_gguf(base, cache_dir)
+    if base.llamacpp_weights == "file":
+        return path
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    name = f"{key.hexdigest()[:16]}-{path.stem}.{base.llamacpp_weights}.gguf"
+    target = cache_dir / "llamacpp" / name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{name}.{os.getpid()}.tmp")
+        try:
+            log.info("converting %s to %s for llama.cpp", path.name, base.llamacpp_weights)
+            quantize(path, temp, base.llamacpp_weights, _cores())
+            os.replace(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
+    return target
 
 
 def _stop_token_ids(tok: Tokenizer) -> frozenset[int]:
@@ -151,9 +214,11 @@ def _counters(worker: GenerationWorker[LlamaCppForward]) -> dict[str, int]:
 
 
 def runs_on_llamacpp(target: Target) -> bool:
-    """The base model of an entry with engine "llama.cpp" (its fine-tunes are not in the
-    GGUF file: they, their tokenizers and their windows are the local engine's)."""
-    return target.base.engine == LLAMA_CPP and target.kind == "base"
+    """The base model of an entry with engine "llama.cpp", and its LoRA fine-tunes (base
+    tokenizer and window; submit sends an adapter llama.cpp can not run to transformers).
+    A full fine-tune is a model of its own: its weights, tokenizer and window are the
+    local engine's."""
+    return target.base.engine == LLAMA_CPP and target.kind in ("base", "lora")
 
 
 def _cores() -> int:

@@ -9,7 +9,8 @@ back to Python, runtime LoRA adapters. The library is pinned with the wheel
 - `llama_model_params` (64 bytes) and `llama_context_params` (120 bytes) are taken
   from the library's own `*_default_params()` and passed back whole; only the
   leading integer fields of the context's (n_ctx ... n_threads_batch) are set.
-- `llama_batch` (72 bytes) is declared field by field: it is filled here.
+- `llama_batch` (72 bytes) is declared field by field: it is filled here; so is
+  `llama_model_quantize_params` (40 bytes).
 
 The layouts were read from the library's code (the stores in its default-params
 functions and `llama_batch_get_one`); `load()` checks the sizes the defaults
@@ -62,6 +63,25 @@ class Batch(ctypes.Structure):
     ]
 
 
+class QuantizeParams(ctypes.Structure):
+    _fields_ = [
+        ("nthread", ctypes.c_int32),
+        ("ftype", ctypes.c_int32),
+        ("output_tensor_type", ctypes.c_int32),
+        ("token_embedding_type", ctypes.c_int32),
+        ("allow_requantize", ctypes.c_bool),
+        ("quantize_output_tensor", ctypes.c_bool),
+        ("only_copy", ctypes.c_bool),
+        ("pure", ctypes.c_bool),
+        ("keep_split", ctypes.c_bool),
+        ("imatrix", ctypes.c_void_p),
+        ("kv_overrides", ctypes.c_void_p),
+    ]
+
+
+# llama_ftype values of the weight types tunelab offers (registry LLAMACPP_WEIGHTS)
+FTYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9}
+
 LogCallback = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 
 _SIGNATURES: dict[str, tuple[object, list[object]]] = {
@@ -89,6 +109,11 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
         [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32],
     ),
     "llama_kv_cache_clear": (None, [ctypes.c_void_p]),
+    "llama_model_quantize_default_params": (QuantizeParams, []),
+    "llama_model_quantize": (
+        ctypes.c_uint32,
+        [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(QuantizeParams)],
+    ),
     "llama_lora_adapter_init": (ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_char_p]),
     "llama_lora_adapter_set": (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float]),
     "llama_lora_adapter_remove": (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p]),
@@ -140,9 +165,21 @@ def _check_layouts(lib: ctypes.CDLL) -> None:
     """The defaults of the build these layouts were read from; anything else is refused."""
     cp = lib.llama_context_default_params()
     mp = lib.llama_model_default_params()
-    expected = (cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max, mp.n_gpu_layers)
-    if expected != (512, 2048, 512, 1, 0):
+    qp = lib.llama_model_quantize_default_params()
+    seen = (cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max, mp.n_gpu_layers, qp.ftype)
+    if seen != (512, 2048, 512, 1, 0, FTYPES["q5_1"]) or not qp.quantize_output_tensor:
         raise ImportError(
             f"{library_path()} is not the llama.cpp build tunelab was written for "
             "(gpt4all==2.8.2): its default parameters differ"
         )
+
+
+def quantize(source: Path, target: Path, weights: str, threads: int) -> None:
+    """Write `source` with its weights converted to `weights` (a FTYPES key) to `target`."""
+    lib = load()
+    params = lib.llama_model_quantize_default_params()
+    params.ftype = FTYPES[weights]
+    params.allow_requantize = True  # the source is usually quantised already
+    params.nthread = threads
+    if lib.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params)):
+        raise RuntimeError(f"llama.cpp could not convert {source} to {weights}")

@@ -13,6 +13,13 @@ tokenizer of llama.cpp's), so `usage.prompt_tokens` is what the model read, and
 its logits go through tunelab's sampler: seeds, logit_bias, penalties, logprobs
 and grammars (structured outputs, tools) work as on transformers.
 
+**LoRA fine-tunes** run on the same context: each adapter is converted once to
+llama.cpp's GGUF adapter format (tunelab.models.gguf_lora) and loaded beside the
+base weights (`llama_lora_adapter_init`), at most `adapter_capacity` at a time
+(least recently used first out, never one with running rows). An adapter applies
+to a whole `llama_decode`, so a step decodes the rows of each adapter (and of the
+base) as a batch of their own, the adapter set for it.
+
 The cache holds `cache_tokens` cells in all, allocated when the model loads. A
 step that finds no free cell fails the running requests with a 503 to retry
 (Overloaded); `TUNELAB_LLAMACPP_CACHE_TOKENS` sizes it.
@@ -21,6 +28,7 @@ step that finds no free cell fails the running requests with a 503 to retry
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +59,17 @@ class _Row:
 class LlamaCppForward:
     """One GGUF model on llama.cpp with up to `max_rows` sequences at once."""
 
-    def __init__(self, path: Path, *, max_rows: int, cache_tokens: int, threads: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_rows: int,
+        cache_tokens: int,
+        threads: int,
+        adapter_capacity: int = 1,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self._path, self._cache_dir = path, cache_dir
         self._lib = lib = llamacpp_capi.load()
         self._model = lib.llama_load_model_from_file(
             str(path).encode(), lib.llama_model_default_params()
@@ -77,12 +95,31 @@ class LlamaCppForward:
         self._batch = lib.llama_batch_init(self._capacity, 0, 1)
         self._free = list(range(max_rows))
         self._rows: list[_Row] = []
-        self._stats = {"decode_calls": 0}
+        self._adapters: OrderedDict[str, int] = OrderedDict()  # key -> llama.cpp adapter
+        self._adapter_capacity = max(1, adapter_capacity)
+        self._applied: str | None = None  # the adapter set on the context now
+        self._stats = {"decode_calls": 0, "adapter_loads": 0}
 
     # -- the Forward seam ------------------------------------------------------------
 
     def attach(self, adapter: AdapterRef, in_use: set[str]) -> None:
-        raise TunelabError("LoRA adapters do not run on llama.cpp yet")
+        """Load `adapter` (converted once) unless loaded; evict the least recently used."""
+        if adapter.key in self._adapters:
+            self._adapters.move_to_end(adapter.key)
+            return
+        from tunelab.models.gguf_lora import gguf_lora
+
+        converted = gguf_lora(adapter.path, self._path, self._cache_dir or adapter.path)
+        handle = self._lib.llama_lora_adapter_init(self._model, str(converted).encode())
+        if not handle:
+            raise ModelUnavailable(f"llama.cpp could not load the adapter {converted}")
+        self._adapters[adapter.key] = handle
+        self._stats["adapter_loads"] += 1
+        for key in [k for k in self._adapters if k not in in_use and k != adapter.key]:
+            if len(self._adapters) <= self._adapter_capacity:
+                break
+            self._use(None if self._applied == key else self._applied)
+            self._lib.llama_lora_adapter_free(self._adapters.pop(key))
 
     def prefill(self, gens: list[Generation]) -> tuple[torch.Tensor, list[object]]:
         """Each prompt into a fresh sequence, BATCH_TOKENS tokens per decode call; the
@@ -91,17 +128,20 @@ class LlamaCppForward:
             raise Overloaded("llama.cpp has no free sequence for this request", retry_after=1)
         prompts = [_Prompt(self._free.pop(0), len(g.prompt_ids)) for g in gens]
         logits = torch.empty(len(gens), self.vocab)
-        pending: list[tuple[int, int, int, int]] = []  # token, pos, seq, output row or -1
-        for row, (g, p) in enumerate(zip(gens, prompts, strict=True)):
-            for pos, token in enumerate(g.prompt_ids):
-                pending.append((token, pos, p.seq, row if pos == p.length - 1 else -1))
         try:
-            for start in range(0, len(pending), self._capacity):
-                chunk = pending[start : start + self._capacity]
-                self._decode(chunk)
-                for i, (_, _, _, row) in enumerate(chunk):
-                    if row >= 0:
-                        logits[row] = self._row_logits(i)
+            for key, rows in _by_adapter([g.adapter.key if g.adapter else None for g in gens]):
+                self._use(key)
+                pending: list[tuple[int, int, int, int]] = []  # token, pos, seq, out row/-1
+                for row in rows:
+                    p = prompts[row]
+                    for pos, token in enumerate(gens[row].prompt_ids):
+                        pending.append((token, pos, p.seq, row if pos == p.length - 1 else -1))
+                for start in range(0, len(pending), self._capacity):
+                    chunk = pending[start : start + self._capacity]
+                    self._decode(chunk)
+                    for i, (_, _, _, row) in enumerate(chunk):
+                        if row >= 0:
+                            logits[row] = self._row_logits(i)
         except BaseException:
             for p in prompts:
                 self._release(p.seq)
@@ -123,17 +163,22 @@ class LlamaCppForward:
             self._rows.append(_Row(seq, prompt.length))
 
     def step(self, tokens: list[int], adapters: list[str | None]) -> torch.Tensor:
-        if any(adapters):
-            raise TunelabError("LoRA adapters do not run on llama.cpp yet")
-        self._decode(
-            [(t, r.pos, r.seq, i) for i, (t, r) in enumerate(zip(tokens, self._rows, strict=True))]
-        )
+        groups = _by_adapter(adapters)
+        logits = torch.empty(len(tokens), self.vocab) if len(groups) > 1 else None
+        for key, rows in groups:
+            self._use(key)
+            self._decode([(tokens[i], self._rows[i].pos, self._rows[i].seq, i) for i in rows])
+            out = np.ctypeslib.as_array(
+                self._lib.llama_get_logits(self._ctx), shape=(len(rows), self.vocab)
+            )
+            if logits is None:  # one group: every row, in order
+                logits = torch.from_numpy(out.copy())  # llama.cpp reuses the buffer
+            else:
+                logits[rows] = torch.from_numpy(out)
         for r in self._rows:
             r.pos += 1
-        out = np.ctypeslib.as_array(
-            self._lib.llama_get_logits(self._ctx), shape=(len(tokens), self.vocab)
-        )
-        return torch.from_numpy(out.copy())  # llama.cpp reuses the buffer next call
+        assert logits is not None
+        return logits
 
     def keep(self, rows: list[int]) -> None:
         kept = set(rows)
@@ -151,6 +196,9 @@ class LlamaCppForward:
         return dict(self._stats)
 
     def close(self) -> None:
+        self._use(None)
+        for handle in self._adapters.values():
+            self._lib.llama_lora_adapter_free(handle)
         self._lib.llama_batch_free(self._batch)
         self._lib.llama_free(self._ctx)
         self._lib.llama_free_model(self._model)
@@ -178,6 +226,18 @@ class LlamaCppForward:
         if rc != 0:
             raise TunelabError(f"llama.cpp failed to decode (llama_decode returned {rc})")
 
+    def _use(self, key: str | None) -> None:
+        """Set the context's adapter to `key`'s (None: the base weights alone)."""
+        if key == self._applied:
+            return
+        if self._applied is not None and self._applied in self._adapters:
+            self._lib.llama_lora_adapter_remove(self._ctx, self._adapters[self._applied])
+        self._applied = None
+        if key is not None:
+            if self._lib.llama_lora_adapter_set(self._ctx, self._adapters[key], 1.0) != 0:
+                raise TunelabError("llama.cpp could not apply a LoRA adapter")
+            self._applied = key
+
     def _row_logits(self, index: int) -> torch.Tensor:
         ptr = self._lib.llama_get_logits_ith(self._ctx, index)
         return torch.from_numpy(np.ctypeslib.as_array(ptr, shape=(self.vocab,)).copy())
@@ -186,3 +246,10 @@ class LlamaCppForward:
         self._lib.llama_kv_cache_seq_rm(self._ctx, seq, -1, -1)
         self._free.append(seq)
 
+
+def _by_adapter(keys: list[str | None]) -> list[tuple[str | None, list[int]]]:
+    """Row indices grouped by adapter, groups in order of first appearance."""
+    groups: dict[str | None, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return list(groups.items())

@@ -25,7 +25,9 @@ gives, e.g. {"id": "smollm2-135m-instruct", "engine": "llama.cpp"}.
 instruction), `options` (passed to from_pretrained, e.g. {"trust_remote_code": true}),
 `vllm_url` / `vllm_model` (a chat model served by a vLLM server: docs/deployment.md),
 `engine` ("transformers", the default, or "llama.cpp": a chat model with a local
-`gguf_file` whose plain requests run on llama.cpp, tunelab.inference.llamacpp).
+`gguf_file` whose base requests run on llama.cpp, tunelab.inference.llamacpp), and
+with it `llamacpp_weights` ("file", the default: the GGUF's own types; or one of
+LLAMACPP_WEIGHTS, which llama.cpp converts the file to once, into the model cache).
 Code written for OpenAI runs unchanged: every OpenAI model name it hard-codes
 (`gpt-4o-mini`, `text-davinci-003`, `davinci`, `text-embedding-3-small`, dated
 snapshots; tunelab.models.openai_names) resolves to the configured default model
@@ -47,6 +49,10 @@ from tunelab.settings import Settings
 ModelKind = Literal["chat", "embedding"]
 ChatEngineName = Literal["transformers", "llama.cpp"]
 ENGINES: tuple[ChatEngineName, ...] = ("transformers", "llama.cpp")
+# Weight types llama.cpp can serve a GGUF model as; on a CPU the type decides both
+# the speed of one stream and how much batching several streams gains
+# (docs/inference.md): "file" keeps the file's own.
+LLAMACPP_WEIGHTS = ("file", "f32", "f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
 
 SMOLLM2 = "smollm2-135m-instruct"
 MINILM = "all-minilm-l6-v2"
@@ -79,6 +85,7 @@ class ModelSpec:
     # What runs the base model's generations in-process: "llama.cpp" runs the GGUF
     # file itself for the requests it can serve exactly (tunelab.inference.llamacpp).
     engine: ChatEngineName = "transformers"
+    llamacpp_weights: str = "file"
 
     @property
     def gguf_path(self) -> Path | None:
@@ -167,6 +174,7 @@ def _spec_from_entry(
             vllm_url=entry.get("vllm_url"),
             vllm_model=entry.get("vllm_model"),
             engine=_engine(entry),
+            llamacpp_weights=_llamacpp_weights(entry),
         )
     except (KeyError, ValueError, TypeError) as e:
         raise RegistryError(f"{where}: bad model entry {given!r}: {e}") from e
@@ -193,6 +201,18 @@ def _engine(entry: dict[str, Any]) -> ChatEngineName:
             "local directory that holds gguf_file"
         )
     return "llama.cpp"
+
+
+def _llamacpp_weights(entry: dict[str, Any]) -> str:
+    weights = entry.get("llamacpp_weights", "file")
+    if weights not in LLAMACPP_WEIGHTS:
+        raise ValueError(
+            f"llamacpp_weights must be one of {', '.join(map(repr, LLAMACPP_WEIGHTS))}, "
+            f"not {weights!r}"
+        )
+    if weights != "file" and entry.get("engine") != "llama.cpp":
+        raise ValueError('llamacpp_weights needs "engine": "llama.cpp"')
+    return str(weights)
 
 
 class Registry:
