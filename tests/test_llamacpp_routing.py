@@ -53,7 +53,7 @@ def test_an_engine_the_model_can_not_run_on_is_refused(
     assert says in str(e.value)
 
 
-def test_the_base_and_its_lora_fine_tunes_run_on_llama_cpp_full_ones_on_transformers(
+def test_the_base_and_lora_fine_tunes_run_on_llama_cpp(
     tmp_path: Path,
 ) -> None:
     base = registry_with(tmp_path, {"id": SMOLLM2, "engine": "llama.cpp"}).get(SMOLLM2)
