@@ -43,6 +43,11 @@ def test_a_built_in_model_is_switched_to_llama_cpp_by_id_alone(tmp_path: Path) -
             {"id": "e", "kind": "embedding", "source": "/m", "engine": "llama.cpp"},
             "chat models only",
         ),
+        (
+            {"id": SMOLLM2, "engine": "llama.cpp", "llamacpp_weights": "q3_k"},
+            "llamacpp_weights must be one of 'file', 'f32'",
+        ),
+        ({"id": SMOLLM2, "llamacpp_weights": "q8_0"}, 'llamacpp_weights needs "engine"'),
     ],
 )
 def test_an_engine_the_model_can_not_run_on_is_refused(
