@@ -1,8 +1,8 @@
 """peft LoRA adapters -> llama.cpp GGUF adapter files (tunelab.models.gguf_lora).
 
 A tiny llama base GGUF is written in code (the embedded SmolLM2's layout at toy
-size: 4 query heads, 2 key/value heads) and a real peft adapter is trained-shaped
-over a transformers model of the same config, with random non-zero lora_B. The
+size: 4 query heads, 2 key/value heads) and a real peft adapter is saved over a
+transformers model of the same config, with random non-zero lora_B. The
 converted file is read back with gguf's reader: metadata, names, ggml shapes, the
 data, and the q/k row order llama.cpp's RoPE expects. That llama.cpp computes the
 same logits as transformers + peft with such a file is measured against the real
@@ -80,7 +80,7 @@ def write_adapter(target: Path, modules: list[str]) -> dict[str, Any]:
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_()
-    model.save_pretrained(target)
+    model.save_pretrained(str(target))
     from safetensors.numpy import load_file
 
     return load_file(target / "adapter_model.safetensors")
@@ -137,7 +137,8 @@ def test_metadata_names_shapes_and_data(work: dict[str, Any], tmp_path: Path) ->
                     assert np.array_equal(b.data[row + 2 * i], peft_b[row + i])
                     assert np.array_equal(b.data[row + 2 * i + 1], peft_b[row + half + i])
             # and transformers' own GGUF loader restores peft's order from it
-            restored = LlamaTensorProcessor()._reverse_permute_weights(b.data, HEADS, heads)
+            processor = LlamaTensorProcessor()  # type: ignore[no-untyped-call]
+            restored = processor._reverse_permute_weights(b.data, HEADS, heads)
             assert np.array_equal(restored, peft_b)
 
 
@@ -181,6 +182,8 @@ def copy_with_config(work: dict[str, Any], target: Path, **changes: Any) -> Path
         ({"rank_pattern": {"q_proj": 2}}, "rank_pattern"),
         ({"alpha_pattern": {"q_proj": 2}}, "alpha_pattern"),
         ({"peft_type": "IA3"}, "not LoRA"),
+        # a config whose rank is not the tensors' would be scaled wrongly
+        ({"r": RANK * 2}, r"A\(4, 64\)"),
     ],
 )
 def test_refuses_configs_it_cannot_express(

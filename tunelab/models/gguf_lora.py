@@ -78,8 +78,8 @@ def _identity(paths: list[Path]) -> str:
     return hashlib.sha256("\n".join([CONVERTER_VERSION, *parts]).encode()).hexdigest()[:16]
 
 
-def _check_config(config: dict[str, Any]) -> float:
-    """adapter.lora.alpha for the config (llama.cpp scales by alpha / rank), or refuse."""
+def _check_config(config: dict[str, Any]) -> tuple[int, float]:
+    """(rank, adapter.lora.alpha) of the config (llama.cpp scales by alpha / rank)."""
     if config.get("peft_type") != "LORA":
         raise AdapterNotConvertible(f"peft_type {config.get('peft_type')!r} is not LoRA")
     if config.get("bias", "none") != "none":
@@ -89,7 +89,7 @@ def _check_config(config: dict[str, Any]) -> float:
             raise AdapterNotConvertible(f"{key}={config[key]!r} has no llama.cpp LoRA equivalent")
     rank, alpha = int(config["r"]), float(config["lora_alpha"])
     # rsLoRA scales by alpha / sqrt(r): the same scale as alpha * sqrt(r) over r.
-    return alpha * math.sqrt(rank) if config.get("use_rslora") else alpha
+    return rank, alpha * math.sqrt(rank) if config.get("use_rslora") else alpha
 
 
 def _base_layout(base_gguf: Path) -> tuple[str, dict[str, tuple[int, ...]], int, int]:
@@ -136,7 +136,7 @@ def gguf_lora(adapter_dir: Path, base_gguf: Path, cache_dir: Path) -> Path:
     target = cache_dir / "llamacpp-lora" / f"{key}-{adapter_dir.name}.gguf"
     if target.exists():
         return target
-    alpha = _check_config(json.loads(files[0].read_text()))
+    rank, alpha = _check_config(json.loads(files[0].read_text()))
     from gguf import GGUFWriter
     from safetensors.torch import load_file
 
@@ -155,8 +155,9 @@ def gguf_lora(adapter_dir: Path, base_gguf: Path, cache_dir: Path) -> Path:
             base = shapes.get(f"{name}.weight")
             if a is None or b is None or base is None:
                 raise AdapterNotConvertible(f"{name}: no base tensor or an incomplete A/B pair")
-            # ggml ne [in, out] vs numpy A [rank, in], B [out, rank]
-            if (a.shape[1], b.shape[0]) != base[:2] or a.shape[0] != b.shape[1]:
+            # ggml ne [in, out] vs numpy A [rank, in], B [out, rank]; llama.cpp takes
+            # the rank it divides alpha by from the tensors, peft from the config.
+            if (a.shape[1], b.shape[0]) != base[:2] or not a.shape[0] == b.shape[1] == rank:
                 raise AdapterNotConvertible(f"{name}: A{a.shape} B{b.shape} vs base ne {base}")
             if name.endswith(".attn_q"):
                 b = rope_permute(b, n_head)
