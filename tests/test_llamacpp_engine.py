@@ -210,3 +210,31 @@ def test_concurrent_requests_share_decode_steps(client: openai.OpenAI, runtime: 
     steps = after["decode_steps"] - before["decode_steps"]
     # one at a time would take a step per token after the first of each request
     assert steps < generated - len(asks)
+
+
+def test_a_lora_fine_tune_runs_on_llama_cpp(
+    client: openai.OpenAI, runtime: Runtime, model_cache: Path, tmp_path_factory: Any
+) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from tunelab.models.loading import load_causal_lm
+    from tunelab.models.registry import Registry
+
+    torch.manual_seed(0)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=targets, init_lora_weights=False)
+    model = get_peft_model(load_causal_lm(Registry.load().get(SMOLLM2), model_cache), config)
+    path = tmp_path_factory.mktemp("ft") / "adapter"
+    model.save_pretrained(str(path))
+    ft = f"ft:{SMOLLM2}:default:llama:abc123"
+    runtime.catalog.register_fine_tuned(
+        project="default", model_id=ft, base_model=SMOLLM2, path=path, kind="lora"
+    )
+    kw: dict[str, Any] = {"messages": FRANCE, "temperature": 0, "max_tokens": 12}
+    base = client.chat.completions.create(model=SMOLLM2, **kw).choices[0].message.content
+    tuned = client.chat.completions.create(model=ft, **kw).choices[0].message.content
+    assert tuned and tuned != base  # the adapter changes what the model says
+    stats = counters(runtime)
+    assert stats["adapter_loads"] == 1 and stats["routed_to_transformers"] == 0
+    assert SMOLLM2 not in runtime.inference.engine.stats()  # transformers never loaded

@@ -89,3 +89,49 @@ def test_batched_rows_match_transformers(forward: LlamaCppForward, hf: Any) -> N
     _, prompts = forward.prefill([gen(A)])
     forward.add(prompts[0], 4)
     forward.keep([])
+
+
+@pytest.fixture(scope="module")
+def adapter(
+    spec: ModelSpec, model_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[AdapterRef, Any]:
+    """A LoRA on all seven projections with random non-zero B, saved as a fine-tune's
+    (on a model of its own: peft changes the model it wraps)."""
+    from peft import LoraConfig, get_peft_model
+
+    from tunelab.models.loading import load_causal_lm
+
+    hf = load_causal_lm(spec, model_cache)
+    torch.manual_seed(0)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=targets, init_lora_weights=False)
+    model = get_peft_model(hf, config).eval()
+    path = tmp_path_factory.mktemp("adapter")
+    model.save_pretrained(str(path))
+    return AdapterRef(key="a1", path=path), model
+
+
+def test_lora_rows_match_peft_next_to_base_rows(
+    forward: LlamaCppForward, hf: Any, adapter: tuple[AdapterRef, Any]
+) -> None:
+    ref, peft_model = adapter
+    forward.attach(ref, set())
+    logits, prompts = forward.prefill([gen(A, ref), gen(B)])
+    with peft_model.disable_adapter():
+        base_b = reference(peft_model, B)
+    tuned_a = reference(peft_model, A)
+    assert_same(logits[0], tuned_a)
+    assert_same(logits[1], base_b)
+    # the adapter matters: its logits are far from the base's
+    with peft_model.disable_adapter():
+        assert (
+            float(torch.nn.functional.cosine_similarity(tuned_a, reference(peft_model, A), dim=0))
+            < 0.99
+        )
+    forward.add(prompts[0], 1)
+    forward.add(prompts[1], 1)
+    step = forward.step([100, 300], ["a1", None])  # one step, two adapters: two decodes
+    assert_same(step[0], reference(peft_model, [*A, 100]))
+    with peft_model.disable_adapter():
+        assert_same(step[1], reference(peft_model, [*B, 300]))
+    forward.keep([])
