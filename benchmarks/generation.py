@@ -234,7 +234,13 @@ def main() -> None:
     single, eight = PROMPTS[: args.single], PROMPTS[:8]
     if args.llamacpp_only:
         tok = load_tokenizer(spec, cache)
-        llamacpp_rows(tunelab_run, tok, cache, single, eight, args.tokens, weights, threads, None)
+        with tempfile.TemporaryDirectory() as tmp:
+            adapter_dir = Path(tmp) / "adapter"
+            make_adapter(load_causal_lm(spec, cache), adapter_dir)
+            llamacpp_rows(
+                tunelab_run, tok, cache, single, eight, args.tokens, weights, threads, None,
+                adapter_dir,
+            )  # fmt: skip
         return
 
     results: list[tuple[str, tuple[float, float, float], tuple[float, float, float]]] = []
@@ -297,10 +303,12 @@ def main() -> None:
                 )
             mixed_tps = 8 * args.tokens / (time.perf_counter() - t)
 
-    plain_rows = (base_rows[0][1], base_rows[1][1])
-    ours = llamacpp_rows(
-        tunelab_run, tok, cache, single, eight, args.tokens, weights, threads, plain_rows
-    )
+        plain_rows = (base_rows[0][1], base_rows[1][1])
+        ours = llamacpp_rows(
+            tunelab_run, tok, cache, single, eight, args.tokens, weights, threads, plain_rows,
+            adapter_dir,
+        )  # fmt: skip
+
     peak = matmul_peak()
     bandwidth = memory_bandwidth()
     weight_bytes = params * torch.finfo(dtype).bits // 8

@@ -9,7 +9,9 @@ For each weight type (--llamacpp-weights; "file" is the GGUF SmolLM2 ships, Q4_1
 - tunelab: a real server whose registry runs SmolLM2 on llama.cpp with those
   weights, through the SDK (streaming, logit_bias banning the end of turn), 1
   stream and 8 concurrent streams. The difference is what tunelab's serving layer
-  costs: HTTP, SSE, the SDK, scheduling, sampling, detokenizing.
+  costs: HTTP, SSE, the SDK, scheduling, sampling, detokenizing. Then the same for
+  a LoRA fine-tune of it (generation.py's random adapter, run by llama.cpp as a
+  converted adapter), against the base on the same server.
 
 Run alone: .venv/bin/python benchmarks/generation.py --llamacpp-only
 """
@@ -33,6 +35,7 @@ from tunelab.models.registry import SMOLLM2, Registry
 from tunelab.settings import Settings
 
 Rates = tuple[float, float, float]  # tokens/s, tokens per CPU-second, mean TTFT
+FT = "ft:smollm2-135m-instruct:default:bench:lcpp01"
 
 
 class Direct:
@@ -95,9 +98,10 @@ class Direct:
 
 def served(
     run: Any, weights: str, cache: Path, single: list[str], eight: list[str], tokens: int,
-    threads: int,
-) -> tuple[Rates, Rates]:  # fmt: skip
-    """tunelab serving SmolLM2 on llama.cpp with `weights`: 1 stream, 8 streams."""
+    threads: int, adapter: Path,
+) -> tuple[Rates, Rates, Rates, Rates]:  # fmt: skip
+    """tunelab serving SmolLM2 on llama.cpp with `weights`: 1 stream, 8 streams; the
+    same for a LoRA fine-tune of it."""
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
             data_dir=Path(tmp) / "data",
@@ -107,12 +111,20 @@ def served(
         )
         entry = {"id": SMOLLM2, "engine": "llama.cpp", "llamacpp_weights": weights}
         register_models(settings, [entry])
-        with run_server(create_app(settings)) as url:
+        app = create_app(settings)
+        app.runtime.catalog.register_fine_tuned(
+            project="default", model_id=FT, base_model=SMOLLM2, path=adapter, kind="lora"
+        )
+        with run_server(app) as url:
             client = sdk(url)
             run(client, SMOLLM2, single[:1], 4, False)  # load + warm up
-            return run(client, SMOLLM2, single, tokens, False), run(
-                client, SMOLLM2, eight, tokens, True
-            )
+            run(client, FT, single[:1], 4, False)  # convert the adapter + warm up
+            rows = [
+                run(client, model, prompts, tokens, concurrent)
+                for model in (SMOLLM2, FT)
+                for prompts, concurrent in ((single, False), (eight, True))
+            ]
+            return rows[0], rows[1], rows[2], rows[3]
 
 
 def llamacpp_rows(
@@ -125,7 +137,8 @@ def llamacpp_rows(
     weights: list[str],
     threads: int,
     plain: tuple[Rates, Rates] | None,
-) -> dict[str, tuple[Rates, Rates]]:
+    adapter: Path,
+) -> dict[str, tuple[Rates, Rates, Rates, Rates]]:
     """Measure and print llama.cpp direct and served per weight type; tunelab's rows."""
 
     def ids(prompts: list[str]) -> list[list[int]]:
@@ -134,7 +147,7 @@ def llamacpp_rows(
             list(tok.apply_chat_template(c, add_generation_prompt=True)["input_ids"]) for c in chats
         ]
 
-    ours: dict[str, tuple[Rates, Rates]] = {}
+    ours: dict[str, tuple[Rates, Rates, Rates, Rates]] = {}
     print(
         f"\nllama.cpp (gpt4all 2.8.2's build), {threads} threads, greedy, {tokens} tokens per "
         "stream, end of turn banned; direct = its C API in-process (8 streams: one batched "
@@ -148,8 +161,7 @@ def llamacpp_rows(
         direct = Direct(path, threads, tok.eos_token_id)
         d1, d8 = direct.run(ids(single), tokens, False), direct.run(ids(eight), tokens, True)
         direct.close()
-        t1, t8 = served(run, w, cache, single, eight, tokens, threads)
-        ours[w] = (t1, t8)
+        ours[w] = t1, t8, a1, a8 = served(run, w, cache, single, eight, tokens, threads, adapter)
         size = f"{w} {path.stat().st_size / 1e6:.0f}MB"
         for name, d, t, p in [("1 stream", d1, t1, 0), ("8 streams", d8, t8, 1)]:
             vs_plain = f"{t[0] / plain[p][0]:7.2f}x" if plain else "       -"
@@ -157,15 +169,20 @@ def llamacpp_rows(
                 f"{size if p == 0 else '':8} {name:9} {d[0]:12.1f} {d[2]:5.2f}s   {t[0]:13.1f} "
                 f"{t[1]:9.1f} {t[2]:5.2f}s   {t[0] / d[0]:8.2f}x {t[2] / d[2]:5.2f}x {vs_plain}"
             )
+        for name, a in [("1 stream", a1), ("8 streams", a8)]:
+            print(f"{'LoRA':8} {name:9} {'':12} {'':6}   {a[0]:13.1f} {a[1]:9.1f} {a[2]:5.2f}s")
     return ours
 
 
-def llamacpp_targets(ours: dict[str, tuple[Rates, Rates]], plain: tuple[Rates, Rates]) -> None:
+def llamacpp_targets(
+    ours: dict[str, tuple[Rates, Rates, Rates, Rates]], plain: tuple[Rates, Rates]
+) -> None:
     """The issue's ratios for the llama.cpp engine, per weight type."""
     (p1, _, p_ttft), _ = plain
     print("\nthe issue's targets, tunelab on llama.cpp (same run):")
-    for w, ((t1, _, ttft), (t8, _, _)) in ours.items():
+    for w, ((t1, _, ttft), (t8, _, _), (a1, _, _), (a8, _, _)) in ours.items():
         print(
             f"  {w:5} 1 stream vs plain generate {t1 / p1:5.2f}x (>= 1.0), TTFT vs plain "
-            f"{ttft / p_ttft:5.2f}x (<= 1.0), 8 streams vs 1 stream {t8 / t1:5.2f}x (>= 4)"
+            f"{ttft / p_ttft:5.2f}x (<= 1.0), 8 streams vs 1 stream {t8 / t1:5.2f}x (>= 4), "
+            f"LoRA vs base {a1 / t1:4.2f}x / {a8 / t8:4.2f}x (>= 0.9)"
         )
