@@ -33,6 +33,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import numpy as np
 import torch
 
 from tunelab.errors import TunelabError, queue_full
@@ -75,7 +76,7 @@ class _Sequence:
     index: int
     detok: IncrementalDetokenizer
     stopper: StopMatcher
-    generator: torch.Generator
+    generator: np.random.Generator
     constraint: TokenConstraint | None
     counts: Counter[int] = field(default_factory=Counter)
     n_generated: int = 0
@@ -216,10 +217,11 @@ class GenerationWorker(Generic[F]):
                 continue
             self.stats["prefill_tokens"] += sum(len(g.prompt_ids) for g in group)
             self.stats["prefill_passes"] += 1
+            rows = _numpy(logits)
             for row, gen in enumerate(group):
                 seqs: list[_Sequence] = []
                 try:
-                    seqs = self._start(gen, logits[row])
+                    seqs = self._start(gen, rows[row])
                 except Exception as e:
                     self._fail(gen, e)
                 # the rows continuing this prompt; none frees it
@@ -236,7 +238,7 @@ class GenerationWorker(Generic[F]):
             )
         return TokenConstraint(self.tokenizer, gen.params.grammar, blocked)
 
-    def _start(self, gen: Generation, logits: torch.Tensor) -> list[_Sequence]:
+    def _start(self, gen: Generation, logits: np.ndarray) -> list[_Sequence]:
         """The request's choices, each with its first token; those not done at once."""
         seqs = []
         for i in range(gen.params.n):  # a failure here fails this request only (_admit)
@@ -254,8 +256,10 @@ class GenerationWorker(Generic[F]):
         return seqs
 
     def _step(self) -> None:
-        logits = self.forward.step(
-            [s.last_token for s in self._active], [s.adapter_key for s in self._active]
+        logits = _numpy(
+            self.forward.step(
+                [s.last_token for s in self._active], [s.adapter_key for s in self._active]
+            )
         )
         self.stats["decode_steps"] += 1
         for row, seq in enumerate(self._active):
@@ -276,12 +280,12 @@ class GenerationWorker(Generic[F]):
         self.forward.keep(keep)
         self._active = [self._active[i] for i in keep]
 
-    def _advance(self, seq: _Sequence, logits: torch.Tensor) -> None:
+    def _advance(self, seq: _Sequence, logits: np.ndarray) -> None:
         """Choose the next token of `seq` and tell its consumer what text it adds."""
         params = seq.gen.params
         adjusted = adjust_logits(logits, params, seq.counts)
-        if seq.constraint is not None:
-            adjusted = seq.constraint.mask(adjusted)
+        if seq.constraint is not None:  # llguidance masks a torch view of the same memory
+            seq.constraint.mask(torch.from_numpy(adjusted))
         token = choose(adjusted, params, seq.generator)
         seq.n_generated += 1
         seq.counts[token] += 1
@@ -320,3 +324,8 @@ class GenerationWorker(Generic[F]):
         seq.gen.put(Finished(seq.index, "stop" if hit else reason, seq.n_generated))
         seq.done = True
         self.stats[f"finished_{'stop' if hit else reason}"] += 1
+
+
+def _numpy(logits: torch.Tensor) -> np.ndarray:
+    """Rows of logits as float32 numpy on the CPU, for the sampler (tunelab.inference.sampling)."""
+    return logits.detach().to("cpu", torch.float32).numpy()
