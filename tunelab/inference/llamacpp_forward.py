@@ -66,8 +66,8 @@ class LlamaCppForward:
         max_rows: int,
         cache_tokens: int,
         threads: int,
+        cache_dir: Path,
         adapter_capacity: int = 1,
-        cache_dir: Path | None = None,
     ) -> None:
         self._path, self._cache_dir = path, cache_dir
         self._lib = lib = llamacpp_capi.load()
@@ -109,7 +109,7 @@ class LlamaCppForward:
             return
         from tunelab.models.gguf_lora import gguf_lora
 
-        converted = gguf_lora(adapter.path, self._path, self._cache_dir or adapter.path)
+        converted = gguf_lora(adapter.path, self._path, self._cache_dir)
         handle = self._lib.llama_lora_adapter_init(self._model, str(converted).encode())
         if not handle:
             raise ModelUnavailable(f"llama.cpp could not load the adapter {converted}")

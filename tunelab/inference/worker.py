@@ -224,8 +224,11 @@ class GenerationWorker(Generic[F]):
                     seqs = self._start(gen, rows[row])
                 except Exception as e:
                     self._fail(gen, e)
-                # the rows continuing this prompt; none frees it
-                self.forward.add(prompts[row], len(seqs))
+                try:  # the rows continuing this prompt; none frees it
+                    self.forward.add(prompts[row], len(seqs))
+                except Exception as e:
+                    self._fail(gen, e)
+                    continue
                 self._active.extend(seqs)
 
     def _constraint(self, gen: Generation) -> TokenConstraint | None:
