@@ -46,14 +46,24 @@ function useEvents(jobId, status, active) {
     setEvents((old) => [...old, ...fresh.reverse()]);
   }
   const busy = useRef(false);
-  // One fetch at a time: a slow answer must not be read twice by the next tick.
+  const again = useRef(false);
+  // One fetch at a time: a slow answer must not be read twice by the next tick. A call
+  // made meanwhile runs once that fetch ends: the status moved, and a job's last event
+  // (e.g. "Job cancelled") comes after the final status, when the polling stops.
   const load = () => {
-    if (busy.current) return;
+    if (busy.current) {
+      again.current = true;
+      return;
+    }
     busy.current = true;
     fetchNew()
       .then(() => setError(null), setError)
       .finally(() => {
         busy.current = false;
+        if (again.current) {
+          again.current = false;
+          load();
+        }
       });
   };
   // Read again whenever the status moves (a cancelled job's last events come after).
