@@ -44,8 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 
 from benchmarks.generation_llamacpp import llamacpp_rows, llamacpp_targets
-from tests.support import run_server, sdk
-from tunelab.api.app import create_app
+from benchmarks.generation_serving import FT, serving, tunelab_run
 from tunelab.hardware import cpu_has_native_bf16
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.registry import SMOLLM2, Registry
@@ -61,7 +60,6 @@ PROMPTS = [
     "How do I reset a Wi-Fi router?",
     "Why is the sky blue?",
 ]
-FT = "ft:smollm2-135m-instruct:default:bench:rand01"
 
 
 def matmul_peak() -> float:
@@ -158,54 +156,6 @@ class Plain:
             return pool.submit(measure).result()
 
 
-def tunelab_run(
-    client: Any,
-    model: str,
-    prompts: list[str],
-    tokens: int,
-    concurrent: bool,
-    *,
-    ban_end: bool = True,
-) -> tuple[float, float, float]:
-    """(tokens/s, tokens per CPU-second, mean TTFT) of greedy streams through the SDK.
-
-    ban_end: the end-of-turn token is banned (logit_bias) so every stream runs `tokens`
-    long, like the plain baseline. Without it a stream may end early, and the tokens
-    before the end of turn are counted."""
-
-    def one(prompt: str) -> tuple[int, float]:
-        t, first, n, reason = time.perf_counter(), None, 0, None
-        stream = client.chat.completions.create(
-            model=model,
-            messages=[{"role": "user", "content": prompt}],
-            max_tokens=tokens,
-            temperature=0,
-            stream=True,
-            stream_options={"include_usage": True},
-            **({"logit_bias": {"2": -100}} if ban_end else {}),
-        )
-        for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content and first is None:
-                first = time.perf_counter() - t
-            if chunk.choices and chunk.choices[0].finish_reason:
-                reason = chunk.choices[0].finish_reason
-            if chunk.usage:
-                n = chunk.usage.completion_tokens - (reason == "stop")
-        assert n == tokens or not ban_end, n
-        return n, first or 0.0
-
-    t, cpu = time.perf_counter(), time.process_time()
-    if concurrent:
-        with ThreadPoolExecutor(len(prompts)) as pool:
-            runs = list(pool.map(one, prompts))
-    else:
-        runs = [one(p) for p in prompts]
-    # process CPU time includes the server, HTTP and the SDK client: all of tunelab's cost
-    n = sum(count for count, _ in runs)
-    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
-    return n / wall, n / cpu, statistics.mean(first for _, first in runs)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=32)
@@ -238,7 +188,7 @@ def main() -> None:
             adapter_dir = Path(tmp) / "adapter"
             make_adapter(load_causal_lm(spec, cache), adapter_dir)
             llamacpp_rows(
-                tunelab_run, tok, cache, single, eight, args.tokens, weights, threads, None,
+                tok, cache, single, eight, args.tokens, weights, threads, None,
                 adapter_dir,
             )  # fmt: skip
         return
@@ -270,14 +220,7 @@ def main() -> None:
         ]
         del model, peft_model, plain, plain_ft
 
-        app = create_app(settings)
-        app.runtime.catalog.register_fine_tuned(
-            project="default", model_id=FT, base_model=SMOLLM2, path=adapter_dir, kind="lora"
-        )
-        with run_server(app) as url:
-            client = sdk(url)
-            tunelab_run(client, SMOLLM2, single[:1], 4, False)  # load + warm up
-            tunelab_run(client, FT, single[:1], 4, False)
+        with serving(settings, adapter_dir) as client:
             for label, model_id, plain_rows in [
                 ("base", SMOLLM2, base_rows),
                 ("adapter", FT, ft_rows),
@@ -305,7 +248,7 @@ def main() -> None:
 
         plain_rows = (base_rows[0][1], base_rows[1][1])
         ours = llamacpp_rows(
-            tunelab_run, tok, cache, single, eight, args.tokens, weights, threads, plain_rows,
+            tok, cache, single, eight, args.tokens, weights, threads, plain_rows,
             adapter_dir,
         )  # fmt: skip
 

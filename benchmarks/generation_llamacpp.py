@@ -27,15 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from tests.support import register_models, run_server, sdk
-from tunelab.api.app import create_app
+from benchmarks.generation_serving import FT, serving, tunelab_run
+from tests.support import register_models
 from tunelab.inference import llamacpp_capi
 from tunelab.inference.llamacpp import weights_file
 from tunelab.models.registry import SMOLLM2, Registry
 from tunelab.settings import Settings
 
 Rates = tuple[float, float, float]  # tokens/s, tokens per CPU-second, mean TTFT
-FT = "ft:smollm2-135m-instruct:default:bench:lcpp01"
 
 
 class Direct:
@@ -97,8 +96,8 @@ class Direct:
 
 
 def served(
-    run: Any, weights: str, cache: Path, single: list[str], eight: list[str], tokens: int,
-    threads: int, adapter: Path,
+    weights: str, cache: Path, single: list[str], eight: list[str], tokens: int, threads: int,
+    adapter: Path,
 ) -> tuple[Rates, Rates, Rates, Rates]:  # fmt: skip
     """tunelab serving SmolLM2 on llama.cpp with `weights`: 1 stream, 8 streams; the
     same for a LoRA fine-tune of it."""
@@ -111,16 +110,9 @@ def served(
         )
         entry = {"id": SMOLLM2, "engine": "llama.cpp", "llamacpp_weights": weights}
         register_models(settings, [entry])
-        app = create_app(settings)
-        app.runtime.catalog.register_fine_tuned(
-            project="default", model_id=FT, base_model=SMOLLM2, path=adapter, kind="lora"
-        )
-        with run_server(app) as url:
-            client = sdk(url)
-            run(client, SMOLLM2, single[:1], 4, False)  # load + warm up
-            run(client, FT, single[:1], 4, False)  # convert the adapter + warm up
+        with serving(settings, adapter) as client:
             rows = [
-                run(client, model, prompts, tokens, concurrent)
+                tunelab_run(client, model, prompts, tokens, concurrent)
                 for model in (SMOLLM2, FT)
                 for prompts, concurrent in ((single, False), (eight, True))
             ]
@@ -128,7 +120,6 @@ def served(
 
 
 def llamacpp_rows(
-    run: Any,
     tok: Any,
     cache: Path,
     single: list[str],
@@ -161,7 +152,7 @@ def llamacpp_rows(
         direct = Direct(path, threads, tok.eos_token_id)
         d1, d8 = direct.run(ids(single), tokens, False), direct.run(ids(eight), tokens, True)
         direct.close()
-        ours[w] = t1, t8, a1, a8 = served(run, w, cache, single, eight, tokens, threads, adapter)
+        ours[w] = t1, t8, a1, a8 = served(w, cache, single, eight, tokens, threads, adapter)
         size = f"{w} {path.stat().st_size / 1e6:.0f}MB"
         for name, d, t, p in [("1 stream", d1, t1, 0), ("8 streams", d8, t8, 1)]:
             vs_plain = f"{t[0] / plain[p][0]:7.2f}x" if plain else "       -"

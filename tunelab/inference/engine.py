@@ -166,7 +166,7 @@ class InferenceEngine:
         decoding)."""
         with self._lock:
             workers = [*self._bases.values(), *(w for w, _ in self._full.values())]
-        return {w.name: {**w.stats, **w.forward.counters()} | _depth(w) for w in workers}
+        return {w.name: w.snapshot() for w in workers}
 
     def close(self) -> None:
         with self._lock:
@@ -185,11 +185,6 @@ def adapter_ref(target: Target) -> AdapterRef:
             param="model",
         )
     return AdapterRef(key=_adapter_key(target.path), path=target.path)
-
-
-def _depth(worker: GenerationWorker[Any]) -> dict[str, int]:
-    waiting, running = worker.depth
-    return {"waiting": waiting, "running": running}
 
 
 def stop_token_ids(tokenizer: Any, worker: Worker) -> frozenset[int]:

@@ -23,7 +23,6 @@ in-process transformers engine, which loads on the first such request;
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -56,6 +55,7 @@ class LlamaCppEngine:
         self._tokenizers: dict[str, Tokenizer] = {}
         self._contexts: dict[str, int] = {}
         self._routed: Counter[str] = Counter()  # fine-tune requests sent to transformers
+        self._runnable: dict[str, bool] = {}  # adapter key -> llama.cpp can run it
 
     # -- the ChatEngine seam ---------------------------------------------------------
 
@@ -108,16 +108,25 @@ class LlamaCppEngine:
         return gen
 
     def _convertible(self, base: ModelSpec, adapter: AdapterRef) -> bool:
-        """Whether llama.cpp can run `adapter` (converting it now, once, if so)."""
+        """Whether llama.cpp can run `adapter`: converted on its first request (the
+        worker loads the file then), the answer kept, so a refused adapter is not read
+        and refused again at every request."""
+        with self._lock:
+            known = self._runnable.get(adapter.key)
+        if known is not None:
+            return known
         from tunelab.models.gguf_lora import AdapterNotConvertible, gguf_lora
 
         cache = self._settings.model_cache_dir
         try:
             gguf_lora(adapter.path, weights_file(base, cache), cache)
+            known = True
         except AdapterNotConvertible as e:
             log.info("%s runs on transformers: %s", adapter.path, e)
-            return False
-        return True
+            known = False
+        with self._lock:
+            self._runnable[adapter.key] = known
+        return known
 
     def stats(self) -> dict[str, dict[str, int]]:
         with self._lock:
@@ -126,7 +135,7 @@ class LlamaCppEngine:
         return {
             **self.local.stats(),
             **{
-                m.name: {**_counters(m), "routed_to_transformers": routed.get(base, 0)}
+                m.name: {**m.snapshot(), "routed_to_transformers": routed.get(base, 0)}
                 for base, m in models
             },
         }
@@ -182,35 +191,24 @@ def weights_file(base: ModelSpec, cache_dir: Path) -> Path:
     """The GGUF file llama.cpp serves `base` from: its own file (as that build can load
     it, tunelab.models.llamacpp_gguf), or converted once to the entry's
     `llamacpp_weights` into the model cache (temporary name, then renamed: a crash
-    leaves no half-written file)."""
+    leaves no half-written file: tunelab.models.cachefiles)."""
+    from tunelab.models.cachefiles import sources_key, written
     from tunelab.models.llamacpp_gguf import llamacpp_gguf
 
     path = llamacpp_gguf(base, cache_dir)
     if base.llamacpp_weights == "file":
         return path
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    name = f"{key.hexdigest()[:16]}-{path.stem}.{base.llamacpp_weights}.gguf"
+    name = f"{sources_key(path)}-{path.stem}.{base.llamacpp_weights}.gguf"
     target = cache_dir / "llamacpp" / name
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f".{name}.{os.getpid()}.tmp")
-        try:
-            log.info("converting %s to %s for llama.cpp", path.name, base.llamacpp_weights)
+        log.info("converting %s to %s for llama.cpp", path.name, base.llamacpp_weights)
+        with written(target) as temp:
             quantize(path, temp, base.llamacpp_weights, _cores())
-            os.replace(temp, target)
-        finally:
-            temp.unlink(missing_ok=True)
     return target
 
 
 def _stop_token_ids(tok: Tokenizer) -> frozenset[int]:
     return frozenset({tok.eos_token_id} if tok.eos_token_id is not None else ())
-
-
-def _counters(worker: GenerationWorker[LlamaCppForward]) -> dict[str, int]:
-    waiting, running = worker.depth
-    return {**worker.stats, **worker.forward.counters(), "waiting": waiting, "running": running}
 
 
 def runs_on_llamacpp(target: Target) -> bool:

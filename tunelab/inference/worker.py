@@ -118,11 +118,12 @@ class GenerationWorker(Generic[F]):
             self._pending.append(gen)
             self._cond.notify()
 
-    @property
-    def depth(self) -> tuple[int, int]:
-        """Generations waiting to be admitted, and sequences decoding now."""
+    def snapshot(self) -> dict[str, int]:
+        """The engine's stats for this model: counters (its own and its Forward's) and the
+        gauges `waiting` and `running` (generations queued, sequences decoding)."""
         with self._cond:
-            return len(self._pending), len(self._active)
+            waiting, running = len(self._pending), len(self._active)
+        return {**self.stats, **self.forward.counters(), "waiting": waiting, "running": running}
 
     @property
     def idle(self) -> bool:

@@ -23,15 +23,15 @@ crash never leaves a half-written adapter behind.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tunelab.models.cachefiles import sources_key, written
 
 CONVERTER_VERSION = "1"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -71,11 +71,6 @@ def rope_permute(rows: np.ndarray, n_head: int) -> np.ndarray:
     """Rows in HF order -> llama.cpp's order: per head, (2, half) becomes (half, 2)."""
     half = rows.shape[0] // n_head // 2
     return rows.reshape(n_head, 2, half, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
-
-
-def _identity(paths: list[Path]) -> str:
-    parts = [f"{p.resolve()}|{p.stat().st_size}|{p.stat().st_mtime_ns}" for p in paths]
-    return hashlib.sha256("\n".join([CONVERTER_VERSION, *parts]).encode()).hexdigest()[:16]
 
 
 def _check_config(config: dict[str, Any]) -> tuple[int, float]:
@@ -132,7 +127,7 @@ def gguf_lora(adapter_dir: Path, base_gguf: Path, cache_dir: Path) -> Path:
     missing = [p.name for p in files if not p.is_file()]
     if missing:
         raise AdapterNotConvertible(f"{adapter_dir} has no {', '.join(missing)}")
-    key = _identity([*files, base_gguf])
+    key = sources_key(*files, base_gguf, salt=CONVERTER_VERSION)
     target = cache_dir / "llamacpp-lora" / f"{key}-{adapter_dir.name}.gguf"
     if target.exists():
         return target
@@ -143,34 +138,46 @@ def gguf_lora(adapter_dir: Path, base_gguf: Path, cache_dir: Path) -> Path:
     weights = {k: v.float().numpy() for k, v in load_file(files[1]).items()}
     pairs = _lora_pairs(weights)
     arch, shapes, n_head, n_head_kv = _base_layout(base_gguf)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    writer = GGUFWriter(temp, arch)
-    try:
-        writer.add_type("adapter")
-        writer.add_string("adapter.type", "lora")
-        writer.add_float32("adapter.lora.alpha", alpha)
-        for name, pair in sorted(pairs.items()):
-            a, b = pair.get("A"), pair.get("B")
-            base = shapes.get(f"{name}.weight")
-            if a is None or b is None or base is None:
-                raise AdapterNotConvertible(f"{name}: no base tensor or an incomplete A/B pair")
-            # ggml ne [in, out] vs numpy A [rank, in], B [out, rank]; llama.cpp takes
-            # the rank it divides alpha by from the tensors, peft from the config.
-            if (a.shape[1], b.shape[0]) != base[:2] or not a.shape[0] == b.shape[1] == rank:
-                raise AdapterNotConvertible(f"{name}: A{a.shape} B{b.shape} vs base ne {base}")
-            if name.endswith(".attn_q"):
-                b = rope_permute(b, n_head)
-            elif name.endswith(".attn_k"):
-                b = rope_permute(b, n_head_kv)
-            writer.add_tensor(f"{name}.weight.lora_a", np.ascontiguousarray(a, np.float32))
-            writer.add_tensor(f"{name}.weight.lora_b", np.ascontiguousarray(b, np.float32))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(temp, target)
-    finally:
-        writer.close()
-        temp.unlink(missing_ok=True)
+    tensors = _tensors(pairs, shapes, rank, n_head, n_head_kv)
+    with written(target) as temp:
+        writer = GGUFWriter(temp, arch)
+        try:
+            writer.add_type("adapter")
+            writer.add_string("adapter.type", "lora")
+            writer.add_float32("adapter.lora.alpha", alpha)
+            for name, data in tensors:
+                writer.add_tensor(name, data)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
     return target
+
+
+def _tensors(
+    pairs: dict[str, dict[str, np.ndarray]],
+    shapes: dict[str, tuple[int, ...]],
+    rank: int,
+    n_head: int,
+    n_head_kv: int,
+) -> list[tuple[str, np.ndarray]]:
+    """(name, f32 data) of every lora_a / lora_b, checked against the base's tensors and
+    with q and k's lora_b rows in llama.cpp's RoPE order."""
+    out: list[tuple[str, np.ndarray]] = []
+    for name, pair in sorted(pairs.items()):
+        a, b = pair.get("A"), pair.get("B")
+        base = shapes.get(f"{name}.weight")
+        if a is None or b is None or base is None:
+            raise AdapterNotConvertible(f"{name}: no base tensor or an incomplete A/B pair")
+        # ggml ne [in, out] vs numpy A [rank, in], B [out, rank]; llama.cpp takes
+        # the rank it divides alpha by from the tensors, peft from the config.
+        if (a.shape[1], b.shape[0]) != base[:2] or not a.shape[0] == b.shape[1] == rank:
+            raise AdapterNotConvertible(f"{name}: A{a.shape} B{b.shape} vs base ne {base}")
+        if name.endswith(".attn_q"):
+            b = rope_permute(b, n_head)
+        elif name.endswith(".attn_k"):
+            b = rope_permute(b, n_head_kv)
+        out.append((f"{name}.weight.lora_a", np.ascontiguousarray(a, np.float32)))
+        out.append((f"{name}.weight.lora_b", np.ascontiguousarray(b, np.float32)))
+    return out

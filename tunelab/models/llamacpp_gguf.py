@@ -9,9 +9,9 @@ a name of the same length, so a copy of the file with those six bytes changed
 loads there and tokenizes identically. The engine checks that anyway: every prompt
 token llama.cpp decodes is compared with the ids tunelab counted.
 
-The copy is made once per source file (keyed by its path, size and mtime) into
-`cache_dir/llamacpp/`, written to a temporary name and renamed, so a crash never
-leaves a half-written model behind. A file that needs no change is used in place.
+The copy is made once per source file into `cache_dir/llamacpp/`
+(tunelab.models.cachefiles: keyed by the source's identity, written atomically). A
+file that needs no change is used in place.
 The field is found by its exact bytes in the file's metadata (key length, key,
 string type, value length): gguf's GGUFReader parses every token of the
 vocabulary into numpy views first, seconds for a 49k-token vocabulary.
@@ -19,12 +19,11 @@ vocabulary into numpy views first, seconds for a 49k-token vocabulary.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
 import struct
 from pathlib import Path
 
+from tunelab.models.cachefiles import sources_key, written
 from tunelab.models.registry import ModelSpec
 
 PRE_TOKENIZER_KEY = b"tokenizer.ggml.pre"
@@ -65,9 +64,7 @@ def llamacpp_gguf(spec: ModelSpec, cache_dir: Path) -> Path:
     source = spec.gguf_path
     if source is None:
         raise ValueError(f"model '{spec.id}' has no gguf_file")
-    stat = source.stat()
-    key = hashlib.sha256(f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    target = cache_dir / "llamacpp" / f"{key.hexdigest()[:16]}-{source.name}"
+    target = cache_dir / "llamacpp" / f"{sources_key(source)}-{source.name}"
     if target.exists():
         return target
     with source.open("rb") as f:
@@ -75,14 +72,9 @@ def llamacpp_gguf(spec: ModelSpec, cache_dir: Path) -> Path:
     alias = PRE_TOKENIZER_ALIASES.get(found[1]) if found else None
     if found is None or alias is None:
         return source
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
+    with written(target) as temp:
         shutil.copyfile(source, temp)
         with temp.open("r+b") as f:
             f.seek(found[0])
             f.write(alias)
-        os.replace(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)
     return target
