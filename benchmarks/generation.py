@@ -171,6 +171,11 @@ def main() -> None:
         help="only llama.cpp direct and tunelab's llama.cpp engine (no transformers rows)",
     )
     ap.add_argument(
+        "--no-llamacpp",
+        action="store_true",
+        help="only plain generate and tunelab's transformers engine (no llama.cpp rows)",
+    )
+    ap.add_argument(
         "--llamacpp-weights",
         default="file,q8_0,f32",
         help="weight types llama.cpp serves the GGUF as (registry llamacpp_weights)",
@@ -235,19 +240,10 @@ def main() -> None:
                             tunelab_run(client, model_id, prompts, args.tokens, conc),
                         )
                     )
-            mixed = [SMOLLM2, FT] * 4
-            t = time.perf_counter()
-            with ThreadPoolExecutor(8) as pool:
-                list(
-                    pool.map(
-                        lambda a: tunelab_run(client, a[0], [a[1]], args.tokens, False),
-                        zip(mixed, eight, strict=False),
-                    )
-                )
-            mixed_tps = 8 * args.tokens / (time.perf_counter() - t)
+            mixed_tps = tunelab_run(client, [SMOLLM2, FT] * 4, eight, args.tokens, True)[0]
 
         plain_rows = (base_rows[0][1], base_rows[1][1])
-        ours = llamacpp_rows(
+        ours = None if args.no_llamacpp else llamacpp_rows(
             tok, cache, single, eight, args.tokens, weights, threads, plain_rows,
             adapter_dir,
         )  # fmt: skip
@@ -289,7 +285,8 @@ def main() -> None:
         f"{bandwidth / weight_bytes:.0f} tok/s for one stream; tunelab: {t1[0]:.1f} "
         f"({100 * t1[0] * weight_bytes / bandwidth:.0f}% of the limit)"
     )
-    llamacpp_targets(ours, plain_rows)
+    if ours is not None:
+        llamacpp_targets(ours, plain_rows)
 
 
 if __name__ == "__main__":
