@@ -28,6 +28,7 @@ import torch
 from tunelab.inference.engine import stop_token_ids
 from tunelab.inference.forward import TorchForward
 from tunelab.inference.handle import Finished, Generation, SamplingParams
+from tunelab.inference.packed import pack_linears
 from tunelab.inference.worker import GenerationWorker
 from tunelab.models.loading import load_causal_lm, load_tokenizer
 from tunelab.models.registry import SMOLLM2, Registry
@@ -63,11 +64,14 @@ def main() -> None:
     spec = Registry.load().get(SMOLLM2)
     tok = load_tokenizer(spec, cache)
     model = load_causal_lm(spec, cache, dtype=getattr(torch, args.dtype))
+    served = load_causal_lm(spec, cache, dtype=getattr(torch, args.dtype))
+    if Settings().packed_weights:  # as the engine loads it (tunelab.inference.packed)
+        pack_linears(served)
     text = tok.apply_chat_template(
         [{"role": "user", "content": PROMPT}], tokenize=False, add_generation_prompt=True
     )
     ids = list(tok(text, add_special_tokens=False)["input_ids"])
-    worker = GenerationWorker(TorchForward(model, 1), tok, name="bench", max_batch=8, max_queued=8)
+    worker = GenerationWorker(TorchForward(served, 1), tok, name="bench", max_batch=8, max_queued=8)
     stops = stop_token_ids(tok, worker)
     ban = dict.fromkeys(stops, -100.0)
 

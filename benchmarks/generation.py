@@ -1,9 +1,10 @@
 """Generation speed: tunelab's /v1/chat/completions vs plain transformers `generate`.
 
 Same prompts, same model, same run. A real tunelab server runs in this process
-(real HTTP, the official openai SDK streaming); the baseline is what a user
-would otherwise write: `model.generate` with a KV cache, one prompt at a time
-for "1 stream", and one left-padded batch of all prompts for "8 streams".
+(real HTTP; the official openai SDK streams from a process of its own); the
+baseline is what a user would otherwise write: `model.generate` with a KV cache,
+one prompt at a time for "1 stream", and one left-padded batch of all prompts for
+"8 streams".
 For the adapter rows a random LoRA adapter is served as an `ft:` model, and the
 baseline is the peft-wrapped model's `generate`.
 
@@ -23,7 +24,11 @@ per CPU-second of the whole process: on a shared, busy machine wall-clock rates
 swing wildly, CPU time much less.
 
     .venv/bin/python benchmarks/generation.py [--tokens 32] [--dtype float32|bfloat16]
-        [--llamacpp-only] [--llamacpp-weights file,q8_0,f32]
+        [--rounds 3] [--no-llamacpp | --llamacpp-only] [--llamacpp-weights file,q8_0,f32]
+
+The transformers rows run --rounds rounds, each plain then tunelab for every row, and
+report medians: the speed of a shared VM drifts over minutes, and a run that measured
+all of plain first and all of tunelab later compared two different machines.
 
 (--dtype defaults to what the server picks here: bf16 on CPUs with native bf16.)
 """
@@ -108,12 +113,24 @@ def make_adapter(model: Any, target: Path) -> Any:
     return peft_model
 
 
+Rates = tuple[float, float, float]  # tokens/s, tokens per CPU-second, TTFT
+
+
+def median(rows: list[Rates]) -> Rates:
+    """Each column's median over rounds."""
+    a, b, c = (statistics.median(col) for col in zip(*rows, strict=True))
+    return a, b, c
+
+
 class Plain:
     """The baseline: transformers generate, greedy, KV cache, end-of-turn suppressed."""
 
     def __init__(self, model: Any, tok: Any, tokens: int) -> None:
         self.model, self.tok, self.tokens = model, tok, tokens
         tok.padding_side = "left"
+        # One long-lived thread, like tunelab's worker: a fresh thread per run was up to
+        # 8% slower here (torch's OpenMP team is built per calling thread).
+        self._thread = ThreadPoolExecutor(1)
 
     def _inputs(self, prompts: list[str]) -> Any:
         texts = [
@@ -152,8 +169,7 @@ class Plain:
             n = len(prompts) * self.tokens
             return n / total, n / cpu, ttft
 
-        with ThreadPoolExecutor(1) as pool:
-            return pool.submit(measure).result()
+        return self._thread.submit(measure).result()
 
 
 def main() -> None:
@@ -169,6 +185,12 @@ def main() -> None:
         "--llamacpp-only",
         action="store_true",
         help="only llama.cpp direct and tunelab's llama.cpp engine (no transformers rows)",
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians)")
+    ap.add_argument(
+        "--no-llamacpp",
+        action="store_true",
+        help="only plain generate and tunelab's transformers engine (no llama.cpp rows)",
     )
     ap.add_argument(
         "--llamacpp-weights",
@@ -193,7 +215,7 @@ def main() -> None:
             )  # fmt: skip
         return
 
-    results: list[tuple[str, tuple[float, float, float], tuple[float, float, float]]] = []
+    results: list[tuple[str, Rates, Rates]] = []
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
             data_dir=Path(tmp) / "data",
@@ -204,50 +226,35 @@ def main() -> None:
         tok = load_tokenizer(spec, cache)
         model = load_causal_lm(spec, cache, dtype=dtype)
         params = sum(p.numel() for p in model.parameters())
-        plain = Plain(model, tok, args.tokens)
-        plain.run(single[:1], batch=False)  # warm up
-        base_rows = [
-            ("1 stream", plain.run(single, batch=False)),
-            ("8 streams", plain.run(eight, batch=True)),
-        ]
-
         adapter_dir = settings.models_dir / "bench-adapter"
-        peft_model = make_adapter(model, adapter_dir)
-        plain_ft = Plain(peft_model, tok, args.tokens)
-        ft_rows = [
-            ("1 stream", plain_ft.run(single, batch=False)),
-            ("8 streams", plain_ft.run(eight, batch=True)),
+        peft_model = make_adapter(load_causal_lm(spec, cache, dtype=dtype), adapter_dir)
+        plain = {SMOLLM2: Plain(model, tok, args.tokens), FT: Plain(peft_model, tok, args.tokens)}
+        plain[SMOLLM2].run(single[:1], batch=False)  # warm up
+        plain[FT].run(single[:1], batch=False)
+        runs = [
+            (f"{label}, {name}", model_id, prompts, conc)
+            for label, model_id in (("base", SMOLLM2), ("adapter", FT))
+            for name, prompts, conc in (("1 stream", single, False), ("8 streams", eight, True))
         ]
-        del model, peft_model, plain, plain_ft
-
+        rounds: dict[str, list[tuple[Rates, Rates]]] = {name: [] for name, *_ in runs}
         with serving(settings, adapter_dir) as client:
-            for label, model_id, plain_rows in [
-                ("base", SMOLLM2, base_rows),
-                ("adapter", FT, ft_rows),
-            ]:
-                for (name, plain_res), prompts, conc in zip(
-                    plain_rows, [single, eight], [False, True], strict=False
-                ):
-                    results.append(
-                        (
-                            f"{label}, {name}",
-                            plain_res,
-                            tunelab_run(client, model_id, prompts, args.tokens, conc),
-                        )
-                    )
-            mixed = [SMOLLM2, FT] * 4
-            t = time.perf_counter()
-            with ThreadPoolExecutor(8) as pool:
-                list(
-                    pool.map(
-                        lambda a: tunelab_run(client, a[0], [a[1]], args.tokens, False),
-                        zip(mixed, eight, strict=False),
-                    )
-                )
-            mixed_tps = 8 * args.tokens / (time.perf_counter() - t)
+            # Rounds interleave plain and tunelab, so a machine whose speed drifts over
+            # minutes (a shared VM) slows both sides alike; medians are reported.
+            for _ in range(args.rounds):
+                for name, model_id, prompts, conc in runs:
+                    baseline = plain[model_id].run(prompts, batch=conc)
+                    served = tunelab_run(client, model_id, prompts, args.tokens, conc)
+                    rounds[name].append((baseline, served))
+            mixed_tps = tunelab_run(client, [SMOLLM2, FT] * 4, eight, args.tokens, True)[0]
+        results = [
+            (name, median([p for p, _ in rs]), median([t for _, t in rs]))
+            for name, rs in rounds.items()
+        ]
+        base_rows = [(n, p) for n, p, _ in results[:2]]
+        del model, peft_model, plain
 
         plain_rows = (base_rows[0][1], base_rows[1][1])
-        ours = llamacpp_rows(
+        ours = None if args.no_llamacpp else llamacpp_rows(
             tok, cache, single, eight, args.tokens, weights, threads, plain_rows,
             adapter_dir,
         )  # fmt: skip
@@ -289,7 +296,8 @@ def main() -> None:
         f"{bandwidth / weight_bytes:.0f} tok/s for one stream; tunelab: {t1[0]:.1f} "
         f"({100 * t1[0] * weight_bytes / bandwidth:.0f}% of the limit)"
     )
-    llamacpp_targets(ours, plain_rows)
+    if ours is not None:
+        llamacpp_targets(ours, plain_rows)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,10 @@ Worker = GenerationWorker[TorchForward]
 
 
 def _param_bytes(model: Any) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())
+    from tunelab.inference.packed import packed_bytes
+
+    weights = sum(int(p.numel() * p.element_size()) for p in model.parameters())
+    return weights + packed_bytes(model)
 
 
 class InferenceEngine:
@@ -88,19 +91,29 @@ class InferenceEngine:
                 self._bases[target.base.id] = worker
             return worker
 
-    def _load_base(self, spec: ModelSpec) -> Worker:
-        from tunelab.models.loading import load_causal_lm, load_tokenizer
+    def _load_model(self, spec: ModelSpec) -> Any:
+        from tunelab.inference.packed import pack_linears
+        from tunelab.models.loading import load_causal_lm
 
         s = self._settings
         model = load_causal_lm(
             spec, s.model_cache_dir, device=resolve_device(s.device), dtype=self._dtype()
         )
+        if s.packed_weights:
+            pack_linears(model)
+        return model
+
+    def _load_base(self, spec: ModelSpec) -> Worker:
+        from tunelab.models.loading import load_tokenizer
+
+        s = self._settings
+        model = self._load_model(spec)
         tokenizer = load_tokenizer(spec, s.model_cache_dir)
         log.info("loaded base model %s", spec.id)
         return self._new_worker(spec.id, model, tokenizer, s.adapter_cache_size)
 
     def _full_worker(self, target: Target) -> Worker:
-        from tunelab.models.loading import load_causal_lm, load_tokenizer
+        from tunelab.models.loading import load_tokenizer
 
         if target.id in self._full:
             self._full.move_to_end(target.id)
@@ -116,9 +129,7 @@ class InferenceEngine:
         spec = ModelSpec(
             id=target.id, kind="chat", source=str(path), context_length=target.base.context_length
         )
-        model = load_causal_lm(
-            spec, s.model_cache_dir, device=resolve_device(s.device), dtype=self._dtype()
-        )
+        model = self._load_model(spec)
         has_tokenizer = (path / "tokenizer_config.json").exists()
         tokenizer = load_tokenizer(spec if has_tokenizer else target.base, s.model_cache_dir)
         size = _param_bytes(model)

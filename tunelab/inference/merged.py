@@ -66,7 +66,7 @@ class MergedCopies:
         if key in self._unmergeable or self.limit == 0:
             return None
         layers = _mergeable_layers(model, key) or []
-        size = sum(_nbytes(layer.get_base_layer().weight) for layer in layers)
+        size = sum(_cost(layer.get_base_layer()) for layer in layers)
         if not layers or size > self.limit:
             self._unmergeable.add(key)
             return None
@@ -87,7 +87,7 @@ class MergedCopies:
 
     def _held(self) -> int:
         """Bytes of the merged copies kept."""
-        return sum(_nbytes(merged) for swaps in self._copies.values() for *_, merged in swaps)
+        return sum(_cost(layer) for swaps in self._copies.values() for layer, *_ in swaps)
 
 
 def _mergeable_layers(model: Any, key: str) -> list[Any] | None:
@@ -110,5 +110,11 @@ def _mergeable_layers(model: Any, key: str) -> list[Any] | None:
     return layers or None
 
 
-def _nbytes(weight: Any) -> int:
-    return int(weight.numel() * weight.element_size())
+def _cost(base_layer: Any) -> int:
+    """Bytes a merged copy of this layer's weight takes: twice on a packed layer,
+    whose copy gets a packed form of its own (tunelab.inference.packed)."""
+    from tunelab.inference.packed import PackedLinear
+
+    weight = base_layer.weight
+    copies = 2 if isinstance(base_layer, PackedLinear) else 1
+    return int(weight.numel() * weight.element_size()) * copies
