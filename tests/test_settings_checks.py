@@ -57,3 +57,24 @@ def test_serve_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     result = CliRunner().invoke(cli, ["serve"])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "TUNELAB_MAX_QUEUED_REQUESTS" in result.output and "at least 16" in result.output
+
+
+def test_an_unknown_or_removed_variable_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNELAB_LLAMACPP_INSTANCES", "2")  # removed: llama.cpp batches now
+    monkeypatch.setenv("TUNELAB_MAX_BATCH_SZE", "4")  # misspelt
+    with pytest.raises(ValidationError) as e:
+        Settings()
+    assert "TUNELAB_LLAMACPP_INSTANCES" in str(e.value)
+    assert "TUNELAB_MAX_BATCH_SZE (did you mean TUNELAB_MAX_BATCH_SIZE?)" in str(e.value)
+    result = CliRunner().invoke(cli, ["serve"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "TUNELAB_MAX_BATCH_SZE" in result.output and "unknown setting" in result.output
+
+
+def test_the_variables_that_are_not_settings_are_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in settings.NOT_SETTINGS:
+        monkeypatch.setenv(name, "1")
+    monkeypatch.setenv("TUNELAB_MAX_BATCH_SIZE", "4")
+    assert Settings().max_batch_size == 4

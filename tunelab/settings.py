@@ -8,13 +8,15 @@ command-line flags.
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The most prompts one /v1/completions request may send (tunelab.limits.MAX_PROMPTS,
@@ -25,6 +27,13 @@ MAX_PROMPTS_PER_REQUEST = 16
 # Below this a body limit refuses ordinary requests (a chat request with a few messages,
 # a multipart upload's own headers), whatever they hold.
 MIN_BODY_BYTES = 4096
+# TUNELAB_* variables that are not settings: read by the compatibility suite
+# (compat/run.py) and the fuzz tests, or set by the training supervisor for the
+# processes it starts (tunelab.training.events). Any other unknown TUNELAB_* name is
+# refused at startup: a misspelt or removed setting must not be silently ignored.
+NOT_SETTINGS = frozenset(
+    {"TUNELAB_COMPAT_CACHE", "TUNELAB_FUZZ_EXAMPLES", "TUNELAB_SUPERVISOR_PID"}
+)
 
 
 def _default_data_dir() -> Path:
@@ -203,6 +212,25 @@ class Settings(BaseSettings):
     def _keys_parse(cls, v: str) -> str:
         parse_api_keys(v)  # a malformed value stops the server at startup, saying why
         return v
+
+    @model_validator(mode="after")
+    def _no_unknown_variables(self) -> Settings:
+        known = {f"TUNELAB_{name.upper()}" for name in type(self).model_fields}
+        unknown = sorted(
+            name
+            for name in os.environ
+            if name.upper().startswith("TUNELAB_") and name.upper() not in known | NOT_SETTINGS
+        )
+        if unknown:
+            hints = []
+            for name in unknown:
+                close = difflib.get_close_matches(name.upper(), sorted(known), n=1)
+                hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+            raise ValueError(
+                f"unknown setting {', '.join(hints)}: unset it or use one of the TUNELAB_* "
+                "variables that docs/*.md list (a removed setting no longer does anything)"
+            )
+        return self
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

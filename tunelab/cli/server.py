@@ -32,6 +32,8 @@ def _settings(**overrides: object) -> Settings:
     except ValidationError as e:
         why = "; ".join(
             f"TUNELAB_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            if err["loc"]
+            else err["msg"]  # a check of the whole (unknown variables): it names them
             for err in e.errors(include_input=False)
         )
         raise click.ClickException(f"Invalid settings: {why}") from None
