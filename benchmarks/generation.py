@@ -250,10 +250,9 @@ def main() -> None:
             (name, median([p for p, _ in rs]), median([t for _, t in rs]))
             for name, rs in rounds.items()
         ]
-        base_rows = [(n, p) for n, p, _ in results[:2]]
         del model, peft_model, plain
 
-        plain_rows = (base_rows[0][1], base_rows[1][1])
+        plain_rows = (results[0][1], results[1][1])  # base, 1 and 8 streams
         ours = None if args.no_llamacpp else llamacpp_rows(
             tok, cache, single, eight, args.tokens, weights, threads, plain_rows,
             adapter_dir,

@@ -216,10 +216,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _no_unknown_variables(self) -> Settings:
         known = {f"TUNELAB_{name.upper()}" for name in type(self).model_fields}
+        allowed = known | NOT_SETTINGS
         unknown = sorted(
             name
             for name in os.environ
-            if name.upper().startswith("TUNELAB_") and name.upper() not in known | NOT_SETTINGS
+            if name.upper().startswith("TUNELAB_") and name.upper() not in allowed
         )
         if unknown:
             hints = []

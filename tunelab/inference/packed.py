@@ -48,10 +48,11 @@ class PackedLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
-        if x.dtype != torch.float32 or w.dtype != torch.float32 or x.device.type != "cpu":
+        # A weight moved or cast since packing, or a product that needs gradients (the
+        # packed op has no backward), runs as a plain linear layer.
+        grad = torch.is_grad_enabled() and (w.requires_grad or x.requires_grad)
+        if grad or not (_fp32_cpu(x) and _fp32_cpu(w)):
             return F.linear(x, w, self.bias)
-        if torch.is_grad_enabled() and (w.requires_grad or x.requires_grad):
-            return F.linear(x, w, self.bias)  # the packed op has no backward
         out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
             x, packed_weight(w), self.bias, "none", [], ""
         )
