@@ -10,16 +10,19 @@ sampler and one grammar engine, and differ only in how a step is computed.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
+from tunelab.inference import lean_step
 from tunelab.inference.adapters import AdapterSet
 from tunelab.inference.handle import AdapterRef, Generation
 from tunelab.inference.kvbatch import KVBatch
 
 Layers = list[tuple[torch.Tensor, torch.Tensor]]
+log = logging.getLogger(__name__)
 
 
 class Forward(Protocol):
@@ -69,6 +72,9 @@ class TorchForward:
     def __init__(self, model: Any, adapter_capacity: int, merged_adapter_bytes: int = 0) -> None:
         self.adapters = AdapterSet(model, adapter_capacity, merged_adapter_bytes)
         self._kv = KVBatch()
+        # Decode steps run tunelab.inference.lean_step where it computes this model
+        # (None: not yet checked against transformers on a real step; False: not used).
+        self._lean: bool | None = None if lean_step.supports(model) else False
 
     @property
     def config(self) -> Any:
@@ -110,20 +116,53 @@ class TorchForward:
             self._kv.add(prompt.layers, prompt.length, copies=copies)
 
     def step(self, tokens: list[int], adapters: list[str | None]) -> torch.Tensor:
+        mask, positions, data = self._kv.step_inputs()
+        ids = torch.tensor([[t] for t in tokens], dtype=torch.long)
+        kwargs = self.adapters.forward_kwargs(adapters)
+        if self._lean is not False and not kwargs and self.adapters.plain:
+            logits, layers = lean_step.decode(self.adapters.model, ids, mask, positions, data)
+            if self._lean is None:  # the first lean step must agree with transformers
+                reference, cache = self._transformers_step(ids, mask, positions, data, {})
+                self._lean = self._agrees(logits, reference)
+                if not self._lean:
+                    logits, layers = reference, cache
+            self._kv.absorb(layers, mask)
+            return logits
+        logits, cache = self._transformers_step(ids, mask, positions, data, kwargs)
+        self._kv.absorb(cache, mask)
+        return logits
+
+    def _transformers_step(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        data: Layers,
+        kwargs: dict[str, Any],
+    ) -> tuple[torch.Tensor, Any]:
         from transformers import DynamicCache
 
-        mask, positions, data = self._kv.step_inputs()
         out = self.adapters.model(
-            input_ids=torch.tensor([[t] for t in tokens], dtype=torch.long),
+            input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
             cache=DynamicCache(ddp_cache_data=data),
             use_cache=True,
-            **self.adapters.forward_kwargs(adapters),
+            **kwargs,
         )
-        self._kv.absorb(out.cache, mask)
-        logits: torch.Tensor = out.logits[:, -1]
-        return logits
+        return out.logits[:, -1], out.cache
+
+    def _agrees(self, logits: torch.Tensor, reference: torch.Tensor) -> bool:
+        """Whether the lean step gave transformers' logits (to float rounding)."""
+        scale = float(reference.abs().max()) or 1.0
+        same = bool(torch.allclose(logits.float(), reference.float(), rtol=0, atol=1e-3 * scale))
+        if not same:
+            log.warning(
+                "the lean decode step disagrees with transformers on %s; using "
+                "transformers' forward for every step",
+                type(self.adapters.model).__name__,
+            )
+        return same
 
     def keep(self, rows: list[int]) -> None:
         self._kv.keep(rows)

@@ -1,0 +1,131 @@
+"""One decode step of a Llama-family model without transformers' per-layer machinery.
+
+A decode step feeds one token per row through the whole model. In transformers'
+forward the work besides the matrix products is about 120 small operations and
+a stack of Python wrappers per layer (mask building, output capture, cache
+objects, deprecation shims); for SmolLM2-135M on the 2-core development machine
+that was ~40 of a step's ~100 ms, the same inside `generate`. This step reads the
+same modules' weights and computes the same function with ~25 operations per
+layer: rotary embeddings from the model's own rotary module (so every rope
+variant transformers implements stays right), RMS norms as one fused op, one
+scaled-dot-product attention call per layer over the batch's cache.
+
+It covers the architectures whose decoder layer is exactly "pre-norm attention
+with rotary embeddings, then a gated SiLU MLP" (`SUPPORTED`), and the worker
+uses it only when no adapter layer is switched on (base rows, or one adapter's
+merged weights); everything else, prefill included, runs transformers' forward.
+`TorchForward` checks it against transformers' forward on its first step and
+falls back for good if they disagree, so an unexpected variant costs speed, never
+correctness.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Layers = list[tuple[torch.Tensor, torch.Tensor]]
+
+# config.model_type values whose decoder layer is the plain Llama one (Qwen2 adds
+# q/k/v biases, which the linear layers carry; Mistral and Qwen2 qualify only
+# without a sliding window, checked below).
+SUPPORTED = frozenset({"llama", "mistral", "qwen2"})
+
+
+def _plain(module: nn.Module) -> nn.Module:
+    """The module peft wraps (a LoRA layer's base layer, a saved module's original),
+    for use while adapter layers are switched off."""
+    for name in ("base_layer", "original_module"):
+        inner = getattr(module, name, None)
+        if isinstance(inner, nn.Module):
+            return inner
+    return module
+
+
+def supports(model: Any) -> bool:
+    """Whether `model` (peft-wrapped or not) is an architecture this step computes."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "model_type", None) not in SUPPORTED:
+        return False
+    if getattr(config, "hidden_act", None) != "silu":
+        return False
+    if getattr(config, "use_sliding_window", False) or (
+        config.model_type == "mistral" and getattr(config, "sliding_window", None)
+    ):
+        return False
+    if getattr(config, "pretraining_tp", 1) != 1:
+        return False
+    return _inner(model) is not None
+
+
+def _inner(model: Any) -> Any:
+    """The causal LM under peft's wrappers, if it has the modules used here."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = getattr(base, "model", None)
+    needed = ("embed_tokens", "layers", "norm", "rotary_emb")
+    if body is None or not all(hasattr(body, n) for n in needed):
+        return None
+    return base
+
+
+def _norm(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    if x.dtype != torch.float32:  # transformers' norm upcasts half precision its own way
+        out: torch.Tensor = module(x)
+        return out
+    eps: Any = getattr(module, "variance_epsilon", None) or getattr(module, "eps", 1e-6)
+    weight: torch.Tensor = module.weight  # type: ignore[assignment]
+    return F.rms_norm(x, (x.shape[-1],), weight, float(eps))
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def decode(
+    model: Any, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Layers
+) -> tuple[torch.Tensor, Layers]:
+    """Logits after one token per row, and each layer's (keys, values) grown by it.
+
+    tokens (rows, 1); mask (rows, length + 1), 0 on left padding; positions (rows, 1);
+    cache: per layer (rows, kv heads, length, head dim), as KVBatch holds it.
+    """
+    lm = _inner(model)
+    body = lm.model
+    config = lm.config
+    rows = tokens.shape[0]
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    # A padded row needs a mask; a batch without padding attends to every column.
+    attn_mask = None if bool(mask.all()) else mask.bool()[:, None, None, :]
+    h = _plain(body.embed_tokens)(tokens)
+    cos, sin = body.rotary_emb(h, position_ids=positions)
+    cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
+    grown: Layers = []
+    for layer, (past_k, past_v) in zip(body.layers, cache, strict=True):
+        attn, mlp = layer.self_attn, layer.mlp
+        x = _norm(h, _plain(layer.input_layernorm))
+        q = _plain(attn.q_proj)(x).view(rows, 1, heads, head_dim).transpose(1, 2)
+        k = _plain(attn.k_proj)(x).view(rows, 1, kv_heads, head_dim).transpose(1, 2)
+        v = _plain(attn.v_proj)(x).view(rows, 1, kv_heads, head_dim).transpose(1, 2)
+        keys = torch.cat((past_k, _rope(k, cos, sin)), dim=2)
+        values = torch.cat((past_v, v), dim=2)
+        grown.append((keys, values))
+        a = F.scaled_dot_product_attention(
+            _rope(q, cos, sin),
+            keys,
+            values,
+            attn_mask=attn_mask,
+            scale=attn.scaling,
+            enable_gqa=heads != kv_heads,
+        )
+        h = h + _plain(attn.o_proj)(a.transpose(1, 2).reshape(rows, 1, heads * head_dim))
+        x = _norm(h, _plain(layer.post_attention_layernorm))
+        gate = F.silu(_plain(mlp.gate_proj)(x))
+        h = h + _plain(mlp.down_proj)(gate * _plain(mlp.up_proj)(x))
+    logits: torch.Tensor = _plain(lm.lm_head)(_norm(h, _plain(body.norm)))
+    return logits[:, -1], grown
