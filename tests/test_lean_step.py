@@ -109,6 +109,8 @@ def test_lean_steps_give_transformers_logits_through_continuous_batching(
     lean = TorchForward(model, 4)
     got, want = decode(lean, 7), decode(transformers_only(reference), 7)
     assert lean._lean is True  # checked on the first step, and used
+    attn = model.model.layers[0].self_attn
+    assert hasattr(attn, "_tunelab_fused") == pack  # q/k/v as one packed product
     for g, w in zip(got, want, strict=True):
         assert g.shape == w.shape
         assert torch.allclose(g, w, atol=1e-4)
@@ -168,7 +170,10 @@ def test_a_merged_adapter_runs_lean_and_an_unmerged_one_on_peft(
     ref = AdapterRef(key="a", path=adapter_dir)
 
     def served(lean: bool, merged_bytes: int) -> tuple[TorchForward, list[torch.Tensor]]:
-        forward = TorchForward(llama(tiny_chat_dir), 4, merged_bytes)
+        model = llama(tiny_chat_dir)
+        if lean and available():
+            pack_linears(model)
+        forward = TorchForward(model, 4, merged_bytes)
         if not lean:
             forward._lean = False
         forward.attach(ref, set())
@@ -178,6 +183,8 @@ def test_a_merged_adapter_runs_lean_and_an_unmerged_one_on_peft(
     merged, got = served(True, 64 * MiB)
     assert merged.adapters.merged.built == 1 and merged.adapters.plain
     assert merged._lean is True
+    # the swapped-in merged weights run unfused (no fused copy of an adapter's weights)
+    assert not hasattr(merged.adapters.model.get_base_model().model.layers[0].mlp, "_tunelab_fused")
     unmerged, got_unmerged = served(True, 0)
     assert not unmerged.adapters.plain and unmerged._lean is None  # never ran lean
     for g, u, w in zip(got, got_unmerged, want, strict=True):
@@ -185,3 +192,18 @@ def test_a_merged_adapter_runs_lean_and_an_unmerged_one_on_peft(
         assert torch.allclose(u, w, atol=1e-4)
     plain_steps = decode(transformers_only(llama(tiny_chat_dir)), 6)
     assert not torch.allclose(plain_steps[0], want[0], atol=1e-3)  # the adapter matters
+
+
+def test_fused_products_are_counted_in_the_model_memory(tiny_chat_dir: Path) -> None:
+    model = llama(tiny_chat_dir)
+    assert lean_step.fused_bytes(model) == 0  # unpacked: nothing fused
+    if not available():
+        return
+    pack_linears(model)
+    names = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
+    want = sum(
+        p.numel() * p.element_size()
+        for name, p in model.named_parameters()
+        if name.rsplit(".", 2)[-2] in names
+    )
+    assert lean_step.fused_bytes(model) == want > 0

@@ -46,6 +46,11 @@ class MergedCopies:
         self._swapped = swaps
         return True
 
+    @property
+    def swapped_in(self) -> bool:
+        """Whether some layers multiply by an adapter's merged weights now."""
+        return bool(self._swapped)
+
     def swap_out(self) -> None:
         """Give every swapped layer its base weight back."""
         for layer, base, _ in self._swapped:
