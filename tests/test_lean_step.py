@@ -109,8 +109,8 @@ def test_lean_steps_give_transformers_logits_through_continuous_batching(
     lean = TorchForward(model, 4)
     got, want = decode(lean, 7), decode(transformers_only(reference), 7)
     assert lean._lean is True  # checked on the first step, and used
-    attn = model.model.layers[0].self_attn
-    assert hasattr(attn, "_tunelab_fused") == pack  # q/k/v as one packed product
+    q = model.model.layers[0].self_attn.q_proj
+    assert hasattr(q.weight, "_tunelab_fused") == pack  # q/k/v as one packed product
     for g, w in zip(got, want, strict=True):
         assert g.shape == w.shape
         assert torch.allclose(g, w, atol=1e-4)
@@ -183,8 +183,9 @@ def test_a_merged_adapter_runs_lean_and_an_unmerged_one_on_peft(
     merged, got = served(True, 64 * MiB)
     assert merged.adapters.merged.built == 1 and merged.adapters.plain
     assert merged._lean is True
-    # the swapped-in merged weights run unfused (no fused copy of an adapter's weights)
-    assert not hasattr(merged.adapters.model.get_base_model().model.layers[0].mlp, "_tunelab_fused")
+    # the merged copy swapped in got a fused form of its own (kept on its q weight)
+    q = merged.adapters.model.get_base_model().model.layers[0].self_attn.q_proj.base_layer
+    assert hasattr(q.weight, "_tunelab_fused") == available()
     unmerged, got_unmerged = served(True, 0)
     assert not unmerged.adapters.plain and unmerged._lean is None  # never ran lean
     for g, u, w in zip(got, got_unmerged, want, strict=True):

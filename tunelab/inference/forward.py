@@ -120,10 +120,7 @@ class TorchForward:
         ids = torch.tensor([[t] for t in tokens], dtype=torch.long)
         kwargs = self.adapters.forward_kwargs(adapters)
         if self._lean is not False and not kwargs and self.adapters.plain:
-            fuse = not self.adapters.merged.swapped_in
-            logits, layers = lean_step.decode(
-                self.adapters.model, ids, mask, positions, data, fuse=fuse
-            )
+            logits, layers = lean_step.decode(self.adapters.model, ids, mask, positions, data)
             if self._lean is None:  # the first lean step must agree with transformers
                 reference, cache = self._transformers_step(ids, mask, positions, data, {})
                 self._lean = self._agrees(logits, reference)

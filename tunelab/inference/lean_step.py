@@ -91,33 +91,41 @@ def _version(w: torch.Tensor) -> int:
 def _products(
     owner: nn.Module, names: tuple[str, ...], x: torch.Tensor, fuse: bool
 ) -> list[torch.Tensor]:
-    """Each named linear layer of `owner` applied to x; as one fused product where
-    every member is a packed layer and `fuse` allows it (the base model's weights:
-    a merged adapter's swapped-in copies run unfused rather than pack again)."""
+    """Each named linear layer of `owner` applied to x: one fused product where every
+    member is a packed layer (and `fuse`), else one product each.
+
+    The fused weight is kept on the first member's weight tensor, like a packed
+    weight (tunelab.inference.packed): a merged adapter copy swapped in as the
+    members' weights gets a fused form of its own, freed with that copy."""
     members = _packed(owner, names)
     if not fuse or members is None or x.dtype != torch.float32 or x.device.type != "cpu":
         return [_plain(getattr(owner, n))(x) for n in names]
     weights = [m.weight for m in members]
     key = tuple((id(w), _version(w)) for w in weights)
-    held: _Fused | None = getattr(owner, "_tunelab_fused", None)
+    held: _Fused | None = getattr(weights[0], "_tunelab_fused", None)
     if held is None or held.key != key:
-        biases = [m.bias for m in members]
-        with torch.no_grad():
-            bias = None
-            if any(b is not None for b in biases):
-                bias = torch.cat(
-                    [
-                        b if b is not None else w.new_zeros(w.shape[0])
-                        for b, w in zip(biases, weights, strict=True)
-                    ]
-                )
-            packed = packed_weight(torch.cat(weights))
-        held = _Fused(key, packed, bias, [w.shape[0] for w in weights])
-        owner._tunelab_fused = held  # type: ignore[assignment]
+        held = _fuse(weights, [m.bias for m in members], key)
+        weights[0]._tunelab_fused = held  # type: ignore[attr-defined]
     out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
         x, held.weight, held.bias, "none", [], ""
     )
     return list(out.split_with_sizes(held.sizes, dim=-1))
+
+
+def _fuse(
+    weights: list[torch.Tensor], biases: list[torch.Tensor | None], key: tuple[tuple[int, int], ...]
+) -> _Fused:
+    with torch.no_grad():
+        bias = None
+        if any(b is not None for b in biases):
+            bias = torch.cat(
+                [
+                    b if b is not None else w.new_zeros(w.shape[0])
+                    for b, w in zip(biases, weights, strict=True)
+                ]
+            )
+        packed = packed_weight(torch.cat(weights))
+    return _Fused(key, packed, bias, [w.shape[0] for w in weights])
 
 
 def _packed(owner: nn.Module, names: tuple[str, ...]) -> list[PackedLinear] | None:
