@@ -56,13 +56,17 @@ def qwen2() -> Any:
     return model
 
 
-def decode(forward: TorchForward, steps: int, adapter: str | None = None) -> list[torch.Tensor]:
+def decode(
+    forward: TorchForward, steps: int, adapter: AdapterRef | None = None
+) -> list[torch.Tensor]:
     """Greedy steps the way the worker schedules them: two prompts, a third joining
     after two steps, the first leaving after four; every step's logits."""
 
     def join(prompts: list[list[int]]) -> list[int]:
         gens = [
-            Generation(p, SamplingParams(max_tokens=steps), stop_token_ids=frozenset())
+            Generation(
+                p, SamplingParams(max_tokens=steps), stop_token_ids=frozenset(), adapter=adapter
+            )
             for p in prompts
         ]
         logits, handles = forward.prefill(gens)
@@ -79,7 +83,7 @@ def decode(forward: TorchForward, steps: int, adapter: str | None = None) -> lis
             if step == 4:
                 forward.keep(list(range(1, len(tokens))))
                 tokens = tokens[1:]
-            logits = forward.step(tokens, [adapter] * len(tokens))
+            logits = forward.step(tokens, [adapter.key if adapter else None] * len(tokens))
             seen.append(logits.clone())
             tokens = [int(t) for t in logits.argmax(-1)]
     return seen
@@ -87,7 +91,7 @@ def decode(forward: TorchForward, steps: int, adapter: str | None = None) -> lis
 
 def transformers_only(model: Any) -> TorchForward:
     forward = TorchForward(model, 4)
-    forward._lean = False
+    forward._lean = {"prefill": False, "step": False}
     return forward
 
 
@@ -108,7 +112,7 @@ def test_lean_steps_give_transformers_logits_through_continuous_batching(
     assert lean_step.supports(model)
     lean = TorchForward(model, 4)
     got, want = decode(lean, 7), decode(transformers_only(reference), 7)
-    assert lean._lean is True  # checked on the first step, and used
+    assert lean._lean == {"prefill": True, "step": True}  # checked on first use, and used
     q = model.model.layers[0].self_attn.q_proj
     assert hasattr(q.weight, "_tunelab_fused") == pack  # q/k/v as one packed product
     for g, w in zip(got, want, strict=True):
@@ -121,7 +125,7 @@ def test_architectures_it_does_not_compute_run_on_transformers(tiny_chat_dir: Pa
 
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100))
     assert not lean_step.supports(gpt2)
-    assert TorchForward(gpt2, 1)._lean is False
+    assert TorchForward(gpt2, 1)._lean == {"prefill": False, "step": False}
     gelu = llama(tiny_chat_dir)
     gelu.config.hidden_act = "gelu"  # not the gated SiLU MLP the step computes
     assert not lean_step.supports(gelu)
@@ -150,8 +154,9 @@ def test_a_model_it_gets_wrong_is_served_by_transformers_from_the_first_step(
     assert lean_step.supports(model)  # it looks like a Llama
     forward = TorchForward(model, 4)
     got, want = decode(forward, 5), decode(transformers_only(reference), 5)
-    assert forward._lean is False
-    assert "disagrees with transformers" in caplog.text
+    assert forward._lean == {"prefill": False, "step": False}
+    assert "lean prefill disagrees with transformers" in caplog.text
+    assert "lean step disagrees with transformers" in caplog.text
     for g, w in zip(got, want, strict=True):
         assert torch.allclose(g, w, atol=1e-4)
 
@@ -175,19 +180,20 @@ def test_a_merged_adapter_runs_lean_and_an_unmerged_one_on_peft(
             pack_linears(model)
         forward = TorchForward(model, 4, merged_bytes)
         if not lean:
-            forward._lean = False
+            forward._lean = {"prefill": False, "step": False}
         forward.attach(ref, set())
-        return forward, decode(forward, 6, adapter="a")
+        return forward, decode(forward, 6, adapter=ref)
 
     _, want = served(False, 0)  # peft's LoRA layers, transformers' forward
     merged, got = served(True, 64 * MiB)
     assert merged.adapters.merged.built == 1 and merged.adapters.plain
-    assert merged._lean is True
+    assert merged._lean == {"prefill": True, "step": True}
     # the merged copy swapped in got a fused form of its own (kept on its q weight)
     q = merged.adapters.model.get_base_model().model.layers[0].self_attn.q_proj.base_layer
     assert hasattr(q.weight, "_tunelab_fused") == available()
     unmerged, got_unmerged = served(True, 0)
-    assert not unmerged.adapters.plain and unmerged._lean is None  # never ran lean
+    assert not unmerged.adapters.plain
+    assert unmerged._lean == {"prefill": None, "step": None}  # never ran lean
     for g, u, w in zip(got, got_unmerged, want, strict=True):
         assert torch.allclose(g, w, atol=1e-4)
         assert torch.allclose(u, w, atol=1e-4)
@@ -195,16 +201,16 @@ def test_a_merged_adapter_runs_lean_and_an_unmerged_one_on_peft(
     assert not torch.allclose(plain_steps[0], want[0], atol=1e-3)  # the adapter matters
 
 
-def test_fused_products_are_counted_in_the_model_memory(tiny_chat_dir: Path) -> None:
-    model = llama(tiny_chat_dir)
-    assert lean_step.fused_bytes(model) == 0  # unpacked: nothing fused
+def test_the_first_use_check_leaves_no_packed_copies_of_fused_layers(tiny_chat_dir: Path) -> None:
+    """The reference forward of the check runs unpacked: q/k/v and gate/up are held
+    packed once (fused), not twice."""
     if not available():
-        return
+        pytest.skip("this torch build has no oneDNN")
+    model = llama(tiny_chat_dir)
     pack_linears(model)
-    names = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
-    want = sum(
-        p.numel() * p.element_size()
-        for name, p in model.named_parameters()
-        if name.rsplit(".", 2)[-2] in names
-    )
-    assert lean_step.fused_bytes(model) == want > 0
+    decode(TorchForward(model, 4), 3)
+    layer = model.model.layers[0]
+    assert hasattr(layer.self_attn.q_proj.weight, "_tunelab_fused")
+    for name in ("q_proj", "k_proj", "v_proj"):
+        assert not hasattr(getattr(layer.self_attn, name).weight, "_tunelab_packed")
+    assert hasattr(layer.self_attn.o_proj.weight, "_tunelab_packed")  # unfused: packed

@@ -41,11 +41,11 @@ Worker = GenerationWorker[TorchForward]
 
 
 def _param_bytes(model: Any) -> int:
-    from tunelab.inference.lean_step import fused_bytes
     from tunelab.inference.packed import packed_bytes
 
+    # (a fused q/k/v or gate/up form of the lean step takes its members' packed place)
     weights = sum(int(p.numel() * p.element_size()) for p in model.parameters())
-    return weights + packed_bytes(model) + fused_bytes(model)
+    return weights + packed_bytes(model)
 
 
 class InferenceEngine:

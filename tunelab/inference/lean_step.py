@@ -135,19 +135,6 @@ def _packed(owner: nn.Module, names: tuple[str, ...]) -> list[PackedLinear] | No
     return packed if len(packed) == len(members) else None
 
 
-def fused_bytes(model: Any) -> int:
-    """Bytes the fused packed products of `model` take once it has decoded (0 where
-    the lean step does not run or its layers are not packed)."""
-    if not supports(model):
-        return 0
-    total = 0
-    for layer in _inner(model).model.layers:
-        for owner, names in ((layer.self_attn, QKV), (layer.mlp, GATE_UP)):
-            for m in _packed(owner, names) or []:
-                total += m.weight.numel() * m.weight.element_size()
-    return total
-
-
 QKV = ("q_proj", "k_proj", "v_proj")
 GATE_UP = ("gate_proj", "up_proj")
 
@@ -167,54 +154,72 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return x * cos + rotated * sin
 
 
+def _attention_mask(mask: torch.Tensor, new: int) -> torch.Tensor | None:
+    """The boolean mask for `new` queries over mask's columns (the last `new` are the
+    queries' own): causal, hiding left padding. A query on a padding column sees
+    itself, so no row is fully masked (its output is never read); a batch of one new
+    token without padding needs no mask."""
+    if new == 1 and bool(mask.all()):
+        return None
+    keys = mask.bool()[:, None, None, :]
+    if new == 1:
+        return keys
+    width = mask.shape[1]
+    query_at = torch.arange(width - new, width)[:, None]
+    column = torch.arange(width)[None, :]
+    return (keys & (column <= query_at)) | (column == query_at)
+
+
 def decode(
     model: Any,
     tokens: torch.Tensor,
     mask: torch.Tensor,
     positions: torch.Tensor,
-    cache: Layers,
+    cache: Layers | None,
     *,
     fuse: bool = True,
 ) -> tuple[torch.Tensor, Layers]:
-    """Logits after one token per row, and each layer's (keys, values) grown by it.
+    """Logits after each row's last new token, and each layer's (keys, values) grown
+    by the new tokens.
 
-    tokens (rows, 1); mask (rows, length + 1), 0 on left padding; positions (rows, 1);
-    cache: per layer (rows, kv heads, length, head dim), as KVBatch holds it.
-    fuse: run sibling products fused (see _products).
+    tokens (rows, new): one per row for a decode step, a left-padded prompt batch for
+    a prefill; mask (rows, length + new), 0 on left padding; positions (rows, new);
+    cache: per layer (rows, kv heads, length, head dim), as KVBatch holds it, or None
+    (a prefill). fuse: run sibling products fused (see _products).
     """
     lm = _inner(model)
     body = lm.model
     config = lm.config
-    rows = tokens.shape[0]
+    rows, new = tokens.shape
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    # A padded row needs a mask; a batch without padding attends to every column.
-    attn_mask = None if bool(mask.all()) else mask.bool()[:, None, None, :]
+    attn_mask = _attention_mask(mask, new)
     h = _plain(body.embed_tokens)(tokens)
     cos, sin = body.rotary_emb(h, position_ids=positions)
     cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
     grown: Layers = []
-    for layer, (past_k, past_v) in zip(body.layers, cache, strict=True):
+    for i, layer in enumerate(body.layers):
         attn, mlp = layer.self_attn, layer.mlp
         x = _norm(h, _plain(layer.input_layernorm))
         q, k, v = _products(attn, QKV, x, fuse)
-        q = q.reshape(rows, 1, heads, head_dim).transpose(1, 2)
-        k = k.reshape(rows, 1, kv_heads, head_dim).transpose(1, 2)
-        v = v.reshape(rows, 1, kv_heads, head_dim).transpose(1, 2)
-        keys = torch.cat((past_k, _rope(k, cos, sin)), dim=2)
-        values = torch.cat((past_v, v), dim=2)
-        grown.append((keys, values))
+        q = q.reshape(rows, new, heads, head_dim).transpose(1, 2)
+        k = _rope(k.reshape(rows, new, kv_heads, head_dim).transpose(1, 2), cos, sin)
+        v = v.reshape(rows, new, kv_heads, head_dim).transpose(1, 2)
+        if cache is not None:
+            k = torch.cat((cache[i][0], k), dim=2)
+            v = torch.cat((cache[i][1], v), dim=2)
+        grown.append((k, v))
         a = F.scaled_dot_product_attention(
             _rope(q, cos, sin),
-            keys,
-            values,
+            k,
+            v,
             attn_mask=attn_mask,
             scale=attn.scaling,
             enable_gqa=heads != kv_heads,
         )
-        h = h + _plain(attn.o_proj)(a.transpose(1, 2).reshape(rows, 1, heads * head_dim))
+        h = h + _plain(attn.o_proj)(a.transpose(1, 2).reshape(rows, new, heads * head_dim))
         x = _norm(h, _plain(layer.post_attention_layernorm))
         gate, up = _products(mlp, GATE_UP, x, fuse)
         h = h + _plain(mlp.down_proj)(F.silu(gate) * up)
-    logits: torch.Tensor = _plain(lm.lm_head)(_norm(h, _plain(body.norm)))
+    logits: torch.Tensor = _plain(lm.lm_head)(_norm(h[:, -1:], _plain(body.norm)))
     return logits[:, -1], grown

@@ -111,13 +111,11 @@ def _mergeable_layers(model: Any, key: str) -> list[Any] | None:
 
 
 def _cost(base_layer: Any) -> int:
-    """Bytes a merged copy of this layer's weight takes. On a packed layer the copy
-    gets a packed form of its own (tunelab.inference.packed) and, for q/k/v and
-    gate/up of a Llama-family model, a share of a fused one (tunelab.inference.
-    lean_step): counted as three copies for every packed layer, which overstates
-    o/down a little rather than understate the others."""
+    """Bytes a merged copy of this layer's weight takes: twice on a packed layer,
+    whose copy gets a packed form of its own (tunelab.inference.packed), or its share
+    of a fused one (q/k/v and gate/up in tunelab.inference.lean_step)."""
     from tunelab.inference.packed import PackedLinear
 
     weight = base_layer.weight
-    copies = 3 if isinstance(base_layer, PackedLinear) else 1
+    copies = 2 if isinstance(base_layer, PackedLinear) else 1
     return int(weight.numel() * weight.element_size()) * copies
