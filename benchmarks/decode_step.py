@@ -11,7 +11,7 @@ both sides). Run it under py-spy to see the worker's step broken down:
         [--steps]
 
 --steps also times one decode step alone for 1 and 8 rows on the packed model, interleaved:
-transformers' forward against tunelab.inference.lean_step unfused and fused.
+transformers' forward against tunelab.inference.lean_forward unfused and fused.
     .venv/bin/py-spy record -o /tmp/step.svg -- .venv/bin/python benchmarks/decode_step.py
 """
 
@@ -61,7 +61,7 @@ def step_alone(model: Any, ids: list[int], rows: int, rounds: int) -> dict[str, 
     """Median ms of one decode step over a `rows`-row cache of the prompt."""
     from transformers import DynamicCache
 
-    from tunelab.inference import lean_step
+    from tunelab.inference import lean_forward
 
     prompt = torch.tensor([ids] * rows)
     out = model(input_ids=prompt, use_cache=True)
@@ -74,8 +74,8 @@ def step_alone(model: Any, ids: list[int], rows: int, rounds: int) -> dict[str, 
             input_ids=token, attention_mask=mask, position_ids=pos,
             cache=DynamicCache(ddp_cache_data=data), use_cache=True,
         ),
-        "lean, unfused": lambda: lean_step.decode(model, token, mask, pos, data, fuse=False),
-        "lean, fused": lambda: lean_step.decode(model, token, mask, pos, data, fuse=True),
+        "lean, unfused": lambda: lean_forward.forward(model, token, mask, pos, data, fuse=False),
+        "lean, fused": lambda: lean_forward.forward(model, token, mask, pos, data, fuse=True),
     }  # fmt: skip
     times: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(rounds):

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import torch
 
-from tunelab.inference import lean_step
+from tunelab.inference import lean_forward
 from tunelab.inference.adapters import AdapterSet
 from tunelab.inference.handle import AdapterRef, Generation
 from tunelab.inference.kvbatch import KVBatch
@@ -73,9 +73,9 @@ class TorchForward:
     def __init__(self, model: Any, adapter_capacity: int, merged_adapter_bytes: int = 0) -> None:
         self.adapters = AdapterSet(model, adapter_capacity, merged_adapter_bytes)
         self._kv = KVBatch()
-        # Prefills and decode steps run tunelab.inference.lean_step where it computes
+        # Prefills and decode steps run tunelab.inference.lean_forward where it computes
         # this model (None: not yet checked against transformers; False: not used).
-        lean = None if lean_step.supports(model) else False
+        lean = None if lean_forward.supports(model) else False
         self._lean: dict[str, bool | None] = {"prefill": lean, "step": lean}
 
     @property
@@ -127,10 +127,10 @@ class TorchForward:
         kwargs: dict[str, Any],
     ) -> tuple[torch.Tensor, Any]:
         """Logits after each row's last token, and the grown cache: through the lean
-        step where it runs (its first prefill and first step checked against
+        forward where it runs (its first prefill and first step checked against
         transformers), else transformers' forward."""
         if self._lean[kind] is not False and not kwargs and self.adapters.plain:
-            logits, layers = lean_step.decode(self.adapters.model, ids, mask, positions, data)
+            logits, layers = lean_forward.forward(self.adapters.model, ids, mask, positions, data)
             if self._lean[kind] is None:
                 with unpacked():  # q/k/v and gate/up run fused: no packed copies of them
                     reference, cache = self._transformers(ids, mask, positions, data, {})
@@ -163,7 +163,7 @@ class TorchForward:
         return out.logits[:, -1], out.cache
 
     def _agrees(self, kind: str, logits: torch.Tensor, reference: torch.Tensor) -> bool:
-        """Whether the lean step gave transformers' logits (to float rounding)."""
+        """Whether the lean forward gave transformers' logits (to float rounding)."""
         scale = float(reference.abs().max()) or 1.0
         same = bool(torch.allclose(logits.float(), reference.float(), rtol=0, atol=1e-3 * scale))
         if not same:

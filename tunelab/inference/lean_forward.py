@@ -1,22 +1,22 @@
-"""One decode step of a Llama-family model without transformers' per-layer machinery.
+"""A forward of a Llama-family model without transformers' per-layer machinery.
 
-A decode step feeds one token per row through the whole model. In transformers'
-forward the work besides the matrix products is about 120 small operations and
-a stack of Python wrappers per layer (mask building, output capture, cache
-objects, deprecation shims); for SmolLM2-135M on the 2-core development machine
-that was ~40 of a step's ~100 ms, the same inside `generate`. This step reads the
-same modules' weights and computes the same function with ~25 operations per
-layer: rotary embeddings from the model's own rotary module (so every rope
-variant transformers implements stays right), RMS norms as one fused op, one
-scaled-dot-product attention call per layer over the batch's cache.
+Serving runs the model on small inputs: a prefill of a few prompts, then decode
+steps that feed one token per row. In transformers' forward the work besides the
+matrix products is about 120 small operations and a stack of Python wrappers per
+layer (mask building, output capture, cache objects, deprecation shims); for
+SmolLM2-135M on the 2-core development machine that was ~45 of a one-row step's
+~100 ms, the same inside `generate`. `forward` reads the same modules' weights and
+computes the same function with ~25 operations per layer: rotary embeddings from
+the model's own rotary module (so every rope variant transformers implements stays
+right), RMS norms as one fused op, one scaled-dot-product attention call per layer
+over the batch's cache, and q/k/v and gate/up as one packed product each.
 
 It covers the architectures whose decoder layer is exactly "pre-norm attention
-with rotary embeddings, then a gated SiLU MLP" (`SUPPORTED`), and the worker
-uses it only when no adapter layer is switched on (base rows, or one adapter's
-merged weights); everything else, prefill included, runs transformers' forward.
-`TorchForward` checks it against transformers' forward on its first step and
-falls back for good if they disagree, so an unexpected variant costs speed, never
-correctness.
+with rotary embeddings, then a gated SiLU MLP" (`SUPPORTED`), and the worker uses
+it only when no adapter layer is switched on (base rows, or one adapter's merged
+weights); everything else runs transformers' forward. `TorchForward` checks it
+against transformers' forward on its first prefill and first step and falls back
+for good if they disagree, so an unexpected variant costs speed, never correctness.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _plain(module: nn.Module) -> nn.Module:
 
 
 def supports(model: Any) -> bool:
-    """Whether `model` (peft-wrapped or not) is an architecture this step computes."""
+    """Whether `model` (peft-wrapped or not) is an architecture `forward` computes."""
     config = getattr(model, "config", None)
     if config is None or getattr(config, "model_type", None) not in SUPPORTED:
         return False
@@ -170,7 +170,7 @@ def _attention_mask(mask: torch.Tensor, new: int) -> torch.Tensor | None:
     return (keys & (column <= query_at)) | (column == query_at)
 
 
-def decode(
+def forward(
     model: Any,
     tokens: torch.Tensor,
     mask: torch.Tensor,

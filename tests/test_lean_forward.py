@@ -1,11 +1,12 @@
-"""The lean decode step (tunelab.inference.lean_step) as TorchForward runs it.
+"""The lean forward (tunelab.inference.lean_forward) as TorchForward runs it.
 
-What serving relies on: on the architectures it covers, a decode step gives
-transformers' logits and caches through continuous batching (rows of different
-lengths, a row joining late, a row leaving), packed or not, for the base model and
-a merged adapter; an unmerged adapter and an architecture it does not cover run
-on transformers' forward; and a model it gets wrong is caught on the first step
-and served by transformers from then on, with no wrong token in between.
+What serving relies on: on the architectures it covers, prefills and decode steps
+give transformers' logits and caches through continuous batching (prompts of
+different lengths, a row joining late, a row leaving), packed or not, for the base
+model and a merged adapter; an unmerged adapter and an architecture it does not
+cover run on transformers' forward; a model it gets wrong is caught on first use
+and served by transformers from then on, with no wrong token in between; and its
+check leaves no second packed copy of the fused layers behind.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from tunelab.inference import lean_step
+from tunelab.inference import lean_forward
 from tunelab.inference.forward import TorchForward
 from tunelab.inference.handle import AdapterRef, Generation, SamplingParams
 from tunelab.inference.packed import available, pack_linears
@@ -97,7 +98,7 @@ def transformers_only(model: Any) -> TorchForward:
 
 @pytest.mark.parametrize("pack", [False, True])
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_lean_steps_give_transformers_logits_through_continuous_batching(
+def test_lean_forwards_give_transformers_logits_through_continuous_batching(
     arch: str, pack: bool, tiny_chat_dir: Path
 ) -> None:
     if pack and not available():
@@ -109,7 +110,7 @@ def test_lean_steps_give_transformers_logits_through_continuous_batching(
     model, reference = make(), make()
     if pack:
         pack_linears(model)
-    assert lean_step.supports(model)
+    assert lean_forward.supports(model)
     lean = TorchForward(model, 4)
     got, want = decode(lean, 7), decode(transformers_only(reference), 7)
     assert lean._lean == {"prefill": True, "step": True}  # checked on first use, and used
@@ -124,11 +125,11 @@ def test_architectures_it_does_not_compute_run_on_transformers(tiny_chat_dir: Pa
     from transformers import GPT2Config, GPT2LMHeadModel
 
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100))
-    assert not lean_step.supports(gpt2)
+    assert not lean_forward.supports(gpt2)
     assert TorchForward(gpt2, 1)._lean == {"prefill": False, "step": False}
     gelu = llama(tiny_chat_dir)
     gelu.config.hidden_act = "gelu"  # not the gated SiLU MLP the step computes
-    assert not lean_step.supports(gelu)
+    assert not lean_forward.supports(gelu)
 
 
 class OffsetNorm(nn.Module):
@@ -151,7 +152,7 @@ def test_a_model_it_gets_wrong_is_served_by_transformers_from_the_first_step(
     model, reference = llama(tiny_chat_dir), llama(tiny_chat_dir)
     for m in (model, reference):
         m.model.layers[0].input_layernorm = OffsetNorm(m.model.layers[0].input_layernorm)
-    assert lean_step.supports(model)  # it looks like a Llama
+    assert lean_forward.supports(model)  # it looks like a Llama
     forward = TorchForward(model, 4)
     got, want = decode(forward, 5), decode(transformers_only(reference), 5)
     assert forward._lean == {"prefill": False, "step": False}
