@@ -8,6 +8,10 @@ cache, greedy, the same prompt and the same token count (end-of-turn banned on
 both sides). Run it under py-spy to see the worker's step broken down:
 
     .venv/bin/python benchmarks/decode_step.py [--tokens 64] [--rounds 5] [--dtype float32]
+        [--steps]
+
+--steps also times one decode step alone for 1 and 8 rows on the packed model, interleaved:
+transformers' forward against tunelab.inference.lean_step unfused and fused.
     .venv/bin/py-spy record -o /tmp/step.svg -- .venv/bin/python benchmarks/decode_step.py
 """
 
@@ -53,11 +57,43 @@ def timed(fn: Any) -> tuple[float, float]:
     return out[0]
 
 
+def step_alone(model: Any, ids: list[int], rows: int, rounds: int) -> dict[str, float]:
+    """Median ms of one decode step over a `rows`-row cache of the prompt."""
+    from transformers import DynamicCache
+
+    from tunelab.inference import lean_step
+
+    prompt = torch.tensor([ids] * rows)
+    out = model(input_ids=prompt, use_cache=True)
+    data = [(k, v) for k, v, *_ in out.cache]
+    token = out.logits[:, -1:].argmax(-1)
+    mask = torch.ones(rows, len(ids) + 1, dtype=torch.long)
+    pos = torch.full((rows, 1), len(ids))
+    ways = {
+        "transformers": lambda: model(
+            input_ids=token, attention_mask=mask, position_ids=pos,
+            cache=DynamicCache(ddp_cache_data=data), use_cache=True,
+        ),
+        "lean, unfused": lambda: lean_step.decode(model, token, mask, pos, data, fuse=False),
+        "lean, fused": lambda: lean_step.decode(model, token, mask, pos, data, fuse=True),
+    }  # fmt: skip
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(rounds):
+        for name, step in ways.items():
+            step(), step()  # warm (and fuse)
+            t = time.perf_counter()
+            for _ in range(10):
+                step()
+            times[name].append((time.perf_counter() - t) / 10 * 1000)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    ap.add_argument("--steps", action="store_true", help="also time one step alone (above)")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     cache = Settings().model_cache_dir
@@ -112,6 +148,13 @@ def main() -> None:
             f"{name:15} {1000 * wall:7.2f} ms/token wall ({base_wall / wall:4.2f}x plain)  "
             f"{1000 * cpu:7.2f} ms/token CPU ({base_cpu / cpu:4.2f}x plain)"
         )
+    if args.steps:
+        for rows in (1, 8):
+            ms = step_alone(served, ids, rows, args.rounds)
+            base = ms["transformers"]
+            print(f"one step, {rows} row(s): " + ", ".join(
+                f"{name} {t:.1f} ms ({base / t:.2f}x)" for name, t in ms.items()
+            ))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -92,6 +92,12 @@ class AdapterSet:
             self.model.base_model.disable_adapter_layers()
         self._layers_on = on
 
+    @property
+    def plain(self) -> bool:
+        """Whether no adapter layer runs now: the base model, or one adapter's merged
+        weights (what forward_kwargs set up for a batch of one key)."""
+        return not self._loaded or not self._layers_on
+
     def forward_kwargs(self, keys: list[str | None]) -> dict[str, Any]:
         """Per-row adapter selection for a forward pass over a batch."""
         if not self._loaded:

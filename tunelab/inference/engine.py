@@ -43,6 +43,7 @@ Worker = GenerationWorker[TorchForward]
 def _param_bytes(model: Any) -> int:
     from tunelab.inference.packed import packed_bytes
 
+    # (a fused q/k/v or gate/up form of the lean step takes its members' packed place)
     weights = sum(int(p.numel() * p.element_size()) for p in model.parameters())
     return weights + packed_bytes(model)
 

@@ -10,16 +10,20 @@ sampler and one grammar engine, and differ only in how a step is computed.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
+from tunelab.inference import lean_step
 from tunelab.inference.adapters import AdapterSet
 from tunelab.inference.handle import AdapterRef, Generation
 from tunelab.inference.kvbatch import KVBatch
+from tunelab.inference.packed import unpacked
 
 Layers = list[tuple[torch.Tensor, torch.Tensor]]
+log = logging.getLogger(__name__)
 
 
 class Forward(Protocol):
@@ -69,6 +73,10 @@ class TorchForward:
     def __init__(self, model: Any, adapter_capacity: int, merged_adapter_bytes: int = 0) -> None:
         self.adapters = AdapterSet(model, adapter_capacity, merged_adapter_bytes)
         self._kv = KVBatch()
+        # Prefills and decode steps run tunelab.inference.lean_step where it computes
+        # this model (None: not yet checked against transformers; False: not used).
+        lean = None if lean_step.supports(model) else False
+        self._lean: dict[str, bool | None] = {"prefill": lean, "step": lean}
 
     @property
     def config(self) -> Any:
@@ -79,30 +87,22 @@ class TorchForward:
 
     def prefill(self, gens: list[Generation]) -> tuple[torch.Tensor, list[object]]:
         """One forward over the left-padded prompts."""
-        from transformers import DynamicCache
-
         width = max(len(g.prompt_ids) for g in gens)
         ids = torch.zeros(len(gens), width, dtype=torch.long)
         mask = torch.zeros(len(gens), width, dtype=torch.long)
         for row, g in enumerate(gens):
             ids[row, width - len(g.prompt_ids) :] = torch.tensor(g.prompt_ids)
             mask[row, width - len(g.prompt_ids) :] = 1
-        out = self.adapters.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-            cache=DynamicCache(config=self.config),
-            use_cache=True,
-            logits_to_keep=1,
-            **self.adapters.forward_kwargs([g.adapter.key if g.adapter else None for g in gens]),
-        )
-        layers = [(k, v) for k, v, *_ in out.cache]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs = self.adapters.forward_kwargs([g.adapter.key if g.adapter else None for g in gens])
+        logits, cache = self._run("prefill", ids, mask, positions, None, kwargs)
+        layers = [(k, v) for k, v, *_ in cache]
         handles: list[object] = []
         for r, g in enumerate(gens):  # the left padding of the batch is cut off
             n = len(g.prompt_ids)
             own = [(k[r : r + 1, :, -n:], v[r : r + 1, :, -n:]) for k, v in layers]
             handles.append(_Prompt(own, n))
-        return out.logits[:, -1], handles
+        return logits, handles
 
     def add(self, prompt: object, copies: int) -> None:
         assert isinstance(prompt, _Prompt)  # made by prefill above
@@ -110,20 +110,71 @@ class TorchForward:
             self._kv.add(prompt.layers, prompt.length, copies=copies)
 
     def step(self, tokens: list[int], adapters: list[str | None]) -> torch.Tensor:
+        mask, positions, data = self._kv.step_inputs()
+        ids = torch.tensor([[t] for t in tokens], dtype=torch.long)
+        kwargs = self.adapters.forward_kwargs(adapters)
+        logits, cache = self._run("step", ids, mask, positions, data, kwargs)
+        self._kv.absorb(cache, mask)
+        return logits
+
+    def _run(
+        self,
+        kind: str,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        data: Layers | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[torch.Tensor, Any]:
+        """Logits after each row's last token, and the grown cache: through the lean
+        step where it runs (its first prefill and first step checked against
+        transformers), else transformers' forward."""
+        if self._lean[kind] is not False and not kwargs and self.adapters.plain:
+            logits, layers = lean_step.decode(self.adapters.model, ids, mask, positions, data)
+            if self._lean[kind] is None:
+                with unpacked():  # q/k/v and gate/up run fused: no packed copies of them
+                    reference, cache = self._transformers(ids, mask, positions, data, {})
+                self._lean[kind] = self._agrees(kind, logits, reference)
+                if not self._lean[kind]:
+                    return reference, cache
+            return logits, layers
+        return self._transformers(ids, mask, positions, data, kwargs)
+
+    def _transformers(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        data: Layers | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[torch.Tensor, Any]:
         from transformers import DynamicCache
 
-        mask, positions, data = self._kv.step_inputs()
+        fresh = data is None  # a prefill
         out = self.adapters.model(
-            input_ids=torch.tensor([[t] for t in tokens], dtype=torch.long),
+            input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            cache=DynamicCache(ddp_cache_data=data),
+            cache=DynamicCache(config=self.config) if fresh else DynamicCache(ddp_cache_data=data),
             use_cache=True,
-            **self.adapters.forward_kwargs(adapters),
+            logits_to_keep=1,
+            **kwargs,
         )
-        self._kv.absorb(out.cache, mask)
-        logits: torch.Tensor = out.logits[:, -1]
-        return logits
+        return out.logits[:, -1], out.cache
+
+    def _agrees(self, kind: str, logits: torch.Tensor, reference: torch.Tensor) -> bool:
+        """Whether the lean step gave transformers' logits (to float rounding)."""
+        scale = float(reference.abs().max()) or 1.0
+        same = bool(torch.allclose(logits.float(), reference.float(), rtol=0, atol=1e-3 * scale))
+        if not same:
+            log.warning(
+                "the lean %s disagrees with transformers on %s; using transformers' "
+                "forward for every %s",
+                kind,
+                type(self.adapters.model).__name__,
+                kind,
+            )
+        return same
 
     def keep(self, rows: list[int]) -> None:
         self._kv.keep(rows)

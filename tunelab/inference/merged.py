@@ -112,7 +112,8 @@ def _mergeable_layers(model: Any, key: str) -> list[Any] | None:
 
 def _cost(base_layer: Any) -> int:
     """Bytes a merged copy of this layer's weight takes: twice on a packed layer,
-    whose copy gets a packed form of its own (tunelab.inference.packed)."""
+    whose copy gets a packed form of its own (tunelab.inference.packed), or its share
+    of a fused one (q/k/v and gate/up in tunelab.inference.lean_step)."""
     from tunelab.inference.packed import PackedLinear
 
     weight = base_layer.weight

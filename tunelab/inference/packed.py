@@ -24,6 +24,9 @@ inputs of another dtype, run through `F.linear` as before. Outputs agree with
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -31,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ROWS_HINT = 8  # the batch size the layout is chosen for (see above)
+_dense = threading.local()  # .on: this thread's products run unpacked (see unpacked)
 
 
 def available() -> bool:
@@ -51,12 +55,24 @@ class PackedLinear(nn.Linear):
         # A weight moved or cast since packing, or a product that needs gradients (the
         # packed op has no backward), runs as a plain linear layer.
         grad = torch.is_grad_enabled() and (w.requires_grad or x.requires_grad)
-        if grad or not (_fp32_cpu(x) and _fp32_cpu(w)):
+        if grad or getattr(_dense, "on", False) or not (_fp32_cpu(x) and _fp32_cpu(w)):
             return F.linear(x, w, self.bias)
         out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
             x, packed_weight(w), self.bias, "none", [], ""
         )
         return out
+
+
+@contextmanager
+def unpacked() -> Iterator[None]:
+    """Products of this thread's packed layers run as plain `F.linear` meanwhile, and
+    pack nothing: for a one-off reference forward (tunelab.inference.forward checks
+    its lean step against transformers) that must not leave packed copies behind."""
+    _dense.on = True
+    try:
+        yield
+    finally:
+        _dense.on = False
 
 
 def packed_weight(w: torch.Tensor) -> Any:

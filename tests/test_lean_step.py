@@ -1,0 +1,216 @@
+"""The lean decode step (tunelab.inference.lean_step) as TorchForward runs it.
+
+What serving relies on: on the architectures it covers, a decode step gives
+transformers' logits and caches through continuous batching (rows of different
+lengths, a row joining late, a row leaving), packed or not, for the base model and
+a merged adapter; an unmerged adapter and an architecture it does not cover run
+on transformers' forward; and a model it gets wrong is caught on the first step
+and served by transformers from then on, with no wrong token in between.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from tunelab.inference import lean_step
+from tunelab.inference.forward import TorchForward
+from tunelab.inference.handle import AdapterRef, Generation, SamplingParams
+from tunelab.inference.packed import available, pack_linears
+
+pytestmark = pytest.mark.unit
+
+MiB = 2**20
+PROMPTS = [[5, 9, 31, 7, 12, 40, 3], [8, 2, 77], [15, 16, 17, 18, 19]]
+
+
+def llama(tiny_chat_dir: Path) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(tiny_chat_dir)).eval()  # type: ignore[no-untyped-call]
+
+
+def qwen2() -> Any:
+    """Qwen2 adds biases to q/k/v and unties the head; in code, seeded."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(4)
+    config = Qwen2Config(
+        vocab_size=120,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+    )
+    model = Qwen2ForCausalLM(config).eval()  # type: ignore[no-untyped-call]
+    for layer in model.model.layers:  # transformers starts biases at zero
+        with torch.no_grad():
+            layer.self_attn.q_proj.bias.normal_()
+            layer.self_attn.k_proj.bias.normal_()
+    return model
+
+
+def decode(
+    forward: TorchForward, steps: int, adapter: AdapterRef | None = None
+) -> list[torch.Tensor]:
+    """Greedy steps the way the worker schedules them: two prompts, a third joining
+    after two steps, the first leaving after four; every step's logits."""
+
+    def join(prompts: list[list[int]]) -> list[int]:
+        gens = [
+            Generation(
+                p, SamplingParams(max_tokens=steps), stop_token_ids=frozenset(), adapter=adapter
+            )
+            for p in prompts
+        ]
+        logits, handles = forward.prefill(gens)
+        for handle in handles:
+            forward.add(handle, 1)
+        return [int(t) for t in logits.argmax(-1)]
+
+    tokens = join(PROMPTS[:2])
+    seen = []
+    with torch.inference_mode():
+        for step in range(steps):
+            if step == 2:
+                tokens += join(PROMPTS[2:])
+            if step == 4:
+                forward.keep(list(range(1, len(tokens))))
+                tokens = tokens[1:]
+            logits = forward.step(tokens, [adapter.key if adapter else None] * len(tokens))
+            seen.append(logits.clone())
+            tokens = [int(t) for t in logits.argmax(-1)]
+    return seen
+
+
+def transformers_only(model: Any) -> TorchForward:
+    forward = TorchForward(model, 4)
+    forward._lean = {"prefill": False, "step": False}
+    return forward
+
+
+@pytest.mark.parametrize("pack", [False, True])
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_lean_steps_give_transformers_logits_through_continuous_batching(
+    arch: str, pack: bool, tiny_chat_dir: Path
+) -> None:
+    if pack and not available():
+        pytest.skip("this torch build has no oneDNN")
+
+    def make() -> Any:
+        return llama(tiny_chat_dir) if arch == "llama" else qwen2()
+
+    model, reference = make(), make()
+    if pack:
+        pack_linears(model)
+    assert lean_step.supports(model)
+    lean = TorchForward(model, 4)
+    got, want = decode(lean, 7), decode(transformers_only(reference), 7)
+    assert lean._lean == {"prefill": True, "step": True}  # checked on first use, and used
+    q = model.model.layers[0].self_attn.q_proj
+    assert hasattr(q.weight, "_tunelab_fused") == pack  # q/k/v as one packed product
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape
+        assert torch.allclose(g, w, atol=1e-4)
+
+
+def test_architectures_it_does_not_compute_run_on_transformers(tiny_chat_dir: Path) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100))
+    assert not lean_step.supports(gpt2)
+    assert TorchForward(gpt2, 1)._lean == {"prefill": False, "step": False}
+    gelu = llama(tiny_chat_dir)
+    gelu.config.hidden_act = "gelu"  # not the gated SiLU MLP the step computes
+    assert not lean_step.supports(gelu)
+
+
+class OffsetNorm(nn.Module):
+    """An RMS norm scaled by (1 + weight), as some architectures define it: the lean
+    step, which reads `weight` as a plain RMS norm's, gets it wrong."""
+
+    def __init__(self, norm: Any) -> None:
+        super().__init__()
+        self.weight: nn.Parameter = norm.weight
+        self.variance_epsilon: float = norm.variance_epsilon
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return x * scale * (1 + self.weight)
+
+
+def test_a_model_it_gets_wrong_is_served_by_transformers_from_the_first_step(
+    tiny_chat_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model, reference = llama(tiny_chat_dir), llama(tiny_chat_dir)
+    for m in (model, reference):
+        m.model.layers[0].input_layernorm = OffsetNorm(m.model.layers[0].input_layernorm)
+    assert lean_step.supports(model)  # it looks like a Llama
+    forward = TorchForward(model, 4)
+    got, want = decode(forward, 5), decode(transformers_only(reference), 5)
+    assert forward._lean == {"prefill": False, "step": False}
+    assert "lean prefill disagrees with transformers" in caplog.text
+    assert "lean step disagrees with transformers" in caplog.text
+    for g, w in zip(got, want, strict=True):
+        assert torch.allclose(g, w, atol=1e-4)
+
+
+def test_a_merged_adapter_runs_lean_and_an_unmerged_one_on_peft(
+    tiny_chat_dir: Path, tmp_path: Path
+) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(3)
+    config = LoraConfig(
+        r=4, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False
+    )
+    adapter_dir = tmp_path / "adapter"
+    get_peft_model(llama(tiny_chat_dir), config).save_pretrained(str(adapter_dir))
+    ref = AdapterRef(key="a", path=adapter_dir)
+
+    def served(lean: bool, merged_bytes: int) -> tuple[TorchForward, list[torch.Tensor]]:
+        model = llama(tiny_chat_dir)
+        if lean and available():
+            pack_linears(model)
+        forward = TorchForward(model, 4, merged_bytes)
+        if not lean:
+            forward._lean = {"prefill": False, "step": False}
+        forward.attach(ref, set())
+        return forward, decode(forward, 6, adapter=ref)
+
+    _, want = served(False, 0)  # peft's LoRA layers, transformers' forward
+    merged, got = served(True, 64 * MiB)
+    assert merged.adapters.merged.built == 1 and merged.adapters.plain
+    assert merged._lean == {"prefill": True, "step": True}
+    # the merged copy swapped in got a fused form of its own (kept on its q weight)
+    q = merged.adapters.model.get_base_model().model.layers[0].self_attn.q_proj.base_layer
+    assert hasattr(q.weight, "_tunelab_fused") == available()
+    unmerged, got_unmerged = served(True, 0)
+    assert not unmerged.adapters.plain
+    assert unmerged._lean == {"prefill": None, "step": None}  # never ran lean
+    for g, u, w in zip(got, got_unmerged, want, strict=True):
+        assert torch.allclose(g, w, atol=1e-4)
+        assert torch.allclose(u, w, atol=1e-4)
+    plain_steps = decode(transformers_only(llama(tiny_chat_dir)), 6)
+    assert not torch.allclose(plain_steps[0], want[0], atol=1e-3)  # the adapter matters
+
+
+def test_the_first_use_check_leaves_no_packed_copies_of_fused_layers(tiny_chat_dir: Path) -> None:
+    """The reference forward of the check runs unpacked: q/k/v and gate/up are held
+    packed once (fused), not twice."""
+    if not available():
+        pytest.skip("this torch build has no oneDNN")
+    model = llama(tiny_chat_dir)
+    pack_linears(model)
+    decode(TorchForward(model, 4), 3)
+    layer = model.model.layers[0]
+    assert hasattr(layer.self_attn.q_proj.weight, "_tunelab_fused")
+    for name in ("q_proj", "k_proj", "v_proj"):
+        assert not hasattr(getattr(layer.self_attn, name).weight, "_tunelab_packed")
+    assert hasattr(layer.self_attn.o_proj.weight, "_tunelab_packed")  # unfused: packed

@@ -1,0 +1,225 @@
+"""One decode step of a Llama-family model without transformers' per-layer machinery.
+
+A decode step feeds one token per row through the whole model. In transformers'
+forward the work besides the matrix products is about 120 small operations and
+a stack of Python wrappers per layer (mask building, output capture, cache
+objects, deprecation shims); for SmolLM2-135M on the 2-core development machine
+that was ~40 of a step's ~100 ms, the same inside `generate`. This step reads the
+same modules' weights and computes the same function with ~25 operations per
+layer: rotary embeddings from the model's own rotary module (so every rope
+variant transformers implements stays right), RMS norms as one fused op, one
+scaled-dot-product attention call per layer over the batch's cache.
+
+It covers the architectures whose decoder layer is exactly "pre-norm attention
+with rotary embeddings, then a gated SiLU MLP" (`SUPPORTED`), and the worker
+uses it only when no adapter layer is switched on (base rows, or one adapter's
+merged weights); everything else, prefill included, runs transformers' forward.
+`TorchForward` checks it against transformers' forward on its first step and
+falls back for good if they disagree, so an unexpected variant costs speed, never
+correctness.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tunelab.inference.packed import PackedLinear, packed_weight
+
+Layers = list[tuple[torch.Tensor, torch.Tensor]]
+
+# config.model_type values whose decoder layer is the plain Llama one (Qwen2 adds
+# q/k/v biases, which the linear layers carry; Mistral and Qwen2 qualify only
+# without a sliding window, checked below).
+SUPPORTED = frozenset({"llama", "mistral", "qwen2"})
+
+
+def _plain(module: nn.Module) -> nn.Module:
+    """The module peft wraps (a LoRA layer's base layer, a saved module's original),
+    for use while adapter layers are switched off."""
+    for name in ("base_layer", "original_module"):
+        inner = getattr(module, name, None)
+        if isinstance(inner, nn.Module):
+            return inner
+    return module
+
+
+def supports(model: Any) -> bool:
+    """Whether `model` (peft-wrapped or not) is an architecture this step computes."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "model_type", None) not in SUPPORTED:
+        return False
+    if getattr(config, "hidden_act", None) != "silu":
+        return False
+    if getattr(config, "use_sliding_window", False) or (
+        config.model_type == "mistral" and getattr(config, "sliding_window", None)
+    ):
+        return False
+    if getattr(config, "pretraining_tp", 1) != 1:
+        return False
+    return _inner(model) is not None
+
+
+def _inner(model: Any) -> Any:
+    """The causal LM under peft's wrappers, if it has the modules used here."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = getattr(base, "model", None)
+    needed = ("embed_tokens", "layers", "norm", "rotary_emb")
+    if body is None or not all(hasattr(body, n) for n in needed):
+        return None
+    return base
+
+
+class _Fused(NamedTuple):
+    """Sibling linear layers that read the same input (q/k/v, gate/up) as one packed
+    product: one call instead of three (two), and a wider product that a skinny
+    decode batch runs faster (SmolLM2's q/k/v for one row: 214 vs 353 us)."""
+
+    key: tuple[tuple[int, int], ...]  # (id, version) of each member's weight
+    weight: Any  # oneDNN-packed concatenation
+    bias: torch.Tensor | None
+    sizes: list[int]
+
+
+def _version(w: torch.Tensor) -> int:
+    return -1 if w.is_inference() else w._version
+
+
+def _products(
+    owner: nn.Module, names: tuple[str, ...], x: torch.Tensor, fuse: bool
+) -> list[torch.Tensor]:
+    """Each named linear layer of `owner` applied to x: one fused product where every
+    member is a packed layer (and `fuse`), else one product each.
+
+    The fused weight is kept on the first member's weight tensor, like a packed
+    weight (tunelab.inference.packed): a merged adapter copy swapped in as the
+    members' weights gets a fused form of its own, freed with that copy."""
+    members = _packed(owner, names)
+    if not fuse or members is None or x.dtype != torch.float32 or x.device.type != "cpu":
+        return [_plain(getattr(owner, n))(x) for n in names]
+    weights = [m.weight for m in members]
+    key = tuple((id(w), _version(w)) for w in weights)
+    held: _Fused | None = getattr(weights[0], "_tunelab_fused", None)
+    if held is None or held.key != key:
+        held = _fuse(weights, [m.bias for m in members], key)
+        weights[0]._tunelab_fused = held  # type: ignore[attr-defined]
+    out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
+        x, held.weight, held.bias, "none", [], ""
+    )
+    return list(out.split_with_sizes(held.sizes, dim=-1))
+
+
+def _fuse(
+    weights: list[torch.Tensor], biases: list[torch.Tensor | None], key: tuple[tuple[int, int], ...]
+) -> _Fused:
+    with torch.no_grad():
+        bias = None
+        if any(b is not None for b in biases):
+            bias = torch.cat(
+                [
+                    b if b is not None else w.new_zeros(w.shape[0])
+                    for b, w in zip(biases, weights, strict=True)
+                ]
+            )
+        packed = packed_weight(torch.cat(weights))
+    return _Fused(key, packed, bias, [w.shape[0] for w in weights])
+
+
+def _packed(owner: nn.Module, names: tuple[str, ...]) -> list[PackedLinear] | None:
+    """The named layers of `owner`, if every one is a packed linear layer."""
+    members = [_plain(getattr(owner, n)) for n in names]
+    packed = [m for m in members if isinstance(m, PackedLinear)]
+    return packed if len(packed) == len(members) else None
+
+
+QKV = ("q_proj", "k_proj", "v_proj")
+GATE_UP = ("gate_proj", "up_proj")
+
+
+def _norm(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    if x.dtype != torch.float32:  # transformers' norm upcasts half precision its own way
+        out: torch.Tensor = module(x)
+        return out
+    eps: Any = getattr(module, "variance_epsilon", None) or getattr(module, "eps", 1e-6)
+    weight: torch.Tensor = module.weight  # type: ignore[assignment]
+    return F.rms_norm(x, (x.shape[-1],), weight, float(eps))
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def _attention_mask(mask: torch.Tensor, new: int) -> torch.Tensor | None:
+    """The boolean mask for `new` queries over mask's columns (the last `new` are the
+    queries' own): causal, hiding left padding. A query on a padding column sees
+    itself, so no row is fully masked (its output is never read); a batch of one new
+    token without padding needs no mask."""
+    if new == 1 and bool(mask.all()):
+        return None
+    keys = mask.bool()[:, None, None, :]
+    if new == 1:
+        return keys
+    width = mask.shape[1]
+    query_at = torch.arange(width - new, width)[:, None]
+    column = torch.arange(width)[None, :]
+    return (keys & (column <= query_at)) | (column == query_at)
+
+
+def decode(
+    model: Any,
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    positions: torch.Tensor,
+    cache: Layers | None,
+    *,
+    fuse: bool = True,
+) -> tuple[torch.Tensor, Layers]:
+    """Logits after each row's last new token, and each layer's (keys, values) grown
+    by the new tokens.
+
+    tokens (rows, new): one per row for a decode step, a left-padded prompt batch for
+    a prefill; mask (rows, length + new), 0 on left padding; positions (rows, new);
+    cache: per layer (rows, kv heads, length, head dim), as KVBatch holds it, or None
+    (a prefill). fuse: run sibling products fused (see _products).
+    """
+    lm = _inner(model)
+    body = lm.model
+    config = lm.config
+    rows, new = tokens.shape
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    attn_mask = _attention_mask(mask, new)
+    h = _plain(body.embed_tokens)(tokens)
+    cos, sin = body.rotary_emb(h, position_ids=positions)
+    cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
+    grown: Layers = []
+    for i, layer in enumerate(body.layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        x = _norm(h, _plain(layer.input_layernorm))
+        q, k, v = _products(attn, QKV, x, fuse)
+        q = q.reshape(rows, new, heads, head_dim).transpose(1, 2)
+        k = _rope(k.reshape(rows, new, kv_heads, head_dim).transpose(1, 2), cos, sin)
+        v = v.reshape(rows, new, kv_heads, head_dim).transpose(1, 2)
+        if cache is not None:
+            k = torch.cat((cache[i][0], k), dim=2)
+            v = torch.cat((cache[i][1], v), dim=2)
+        grown.append((k, v))
+        a = F.scaled_dot_product_attention(
+            _rope(q, cos, sin),
+            k,
+            v,
+            attn_mask=attn_mask,
+            scale=attn.scaling,
+            enable_gqa=heads != kv_heads,
+        )
+        h = h + _plain(attn.o_proj)(a.transpose(1, 2).reshape(rows, new, heads * head_dim))
+        x = _norm(h, _plain(layer.post_attention_layernorm))
+        gate, up = _products(mlp, GATE_UP, x, fuse)
+        h = h + _plain(mlp.down_proj)(F.silu(gate) * up)
+    logits: torch.Tensor = _plain(lm.lm_head)(_norm(h[:, -1:], _plain(body.norm)))
+    return logits[:, -1], grown
