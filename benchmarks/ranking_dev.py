@@ -14,6 +14,12 @@ through the API.
     .venv/bin/python benchmarks/ranking_dev.py [--models all-minilm-l6-v2] \
         [--chunks 800/400,254/0] [--weights 0,0.1,0.15,0.2] [--doc 0.2,0.3]
         [--decay 1,0.7] [--powers 0,1] [--split dev|report] [--pages N]
+        [--rerank upr:5,uprchat:10,e5:5 --mix 0.25,0.5,1]
+
+--rerank re-orders the hybrid's top k with a second opinion (benchmarks/rerank.py:
+SmolLM2 query likelihood, plain or chat prompt, or e5's cosine), mixed with the
+hybrid score at each --mix weight (1 = the re-ranker alone); one row per
+(re-ranker, weight), one column per keyword weight as above.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from corpora import Corpus, build
+from rerank import SCORERS, Scorer, reorder
 
 from tunelab.models.registry import Registry
 from tunelab.retrieval import terms as term_module
@@ -160,13 +167,14 @@ def query_coverage(postings: StorePostings, query: str) -> float:
 def evaluate(
     ix: Indexed, corpus: Corpus, queries: np.ndarray, split: str,
     rank: Callable[[np.ndarray, np.ndarray, float], np.ndarray], floor: float | None,
-    doc: float, decay: float,
+    doc: float, decay: float, rerank: tuple[Scorer, int, float] | None = None,
 ) -> tuple[float, float, float]:  # fmt: skip
     """(MRR, hit@1, hit@5) with chunk rankings from rank(dense, keyword, coverage)
     scores, coverage being the query's `coverage`.
 
     floor: the dense normalisation's floor; None = the store's mean cosine to the query.
     doc: the document (first chunk) weight; decay: the same-file discount.
+    rerank: (scorer, k, weight): the top k re-ordered by rerank.reorder.
     """
     centroid = ix.matrix.mean(axis=0)
     first = np.array([np.flatnonzero(ix.pages == p)[0] for p in range(len(ix.names))])
@@ -179,7 +187,12 @@ def evaluate(
         keyword = np.zeros(len(ix.pages), dtype=np.float32)
         keyword[rows] = kw
         coverage = query_coverage(ix.postings, q.question)
-        order, _ = spread_files(rank(dense, keyword, coverage), ix.pages, 50, decay)
+        order, scores = spread_files(rank(dense, keyword, coverage), ix.pages, 50, decay)
+        if rerank is not None:
+            scorer, k, weight = rerank
+            top = order[:k]
+            opinion = scorer.score(q.question, [ix.texts[i] for i in top])
+            order = np.r_[top[reorder(scores[:k], opinion, weight)], order[k:]]
         target = ix.names.index(q.page)
         hits = np.flatnonzero(ix.pages[order] == target)
         rank_ = int(hits[0]) + 1 if len(hits) else 0
@@ -232,12 +245,16 @@ def main() -> None:
     ap.add_argument("--headers", default="0,1", help="document headers off (0) / on (1)")
     ap.add_argument("--stop", default="tunelab", help=f"stop-word lists: {','.join(STOPLISTS)}")
     ap.add_argument("--pages", type=int, default=0, help="keep N pages per corpus (quick run)")
+    ap.add_argument("--rerank", default="", help=f"name:k,... of {','.join(SCORERS)}")
+    ap.add_argument("--mix", default="0.5,1", help="re-ranker weights in the mix")
     args = ap.parse_args()
     corpora, _ = build(CACHE)
     chosen = [c for c in corpora if c.name in args.corpora.split(",")]
     if args.pages:
         chosen = [c.smaller(args.pages, args.split) for c in chosen]
     weights = [float(w) for w in args.weights.split(",")]
+    reranks = [(name, int(k)) for name, k in (x.split(":") for x in args.rerank.split(",") if x)]
+    scorers = {name: SCORERS[name](CACHE, CACHE / "models") for name, _ in reranks}
     for model_id in args.models.split(","):
         model, qprefix, pprefix = load_model(model_id)
         floor = similarity_floor(
@@ -279,6 +296,24 @@ def main() -> None:
                         )  # fmt: skip
                         row.append(f"{h1:.2f}/{h5:.2f}/{mrr:.2f}")
                     print("  ".join(row), flush=True)
+                    for (name, k), mix in itertools.product(
+                        reranks, [float(x) for x in args.mix.split(",")]
+                    ):
+                        row = [f"{'':<11}  rerank {name}:{k} mix {mix:.2f}"]
+                        for w in weights:
+                            mrr, h1, h5 = evaluate(
+                                ix, corpus, queries, args.split,
+                                lambda d, k_, c, w=w, p=power: hybrid_scores(d, k_, w * c**p),
+                                norms[norm], doc, decay, (scorers[name], k, mix),
+                            )  # fmt: skip
+                            row.append(f"{h1:.2f}/{h5:.2f}/{mrr:.2f}")
+                        print("  ".join(row), flush=True)
+                        scorers[name].save()
+    for name, s in scorers.items():
+        if s.batches:
+            print(f"{name}: {s.seconds / s.batches:.2f} s per question "
+                  f"({s.computed / s.batches:.1f} new candidates each, {s.batches} questions), "
+                  f"{s.seconds / s.computed:.3f} s per candidate")  # fmt: skip
 
 
 if __name__ == "__main__":
