@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from tunelab.inference import lean_forward
+from tunelab.inference import lean_forward, packed
 from tunelab.inference.forward import TorchForward
 from tunelab.inference.handle import AdapterRef, Generation, SamplingParams
 from tunelab.inference.packed import available, pack_linears
@@ -96,29 +96,33 @@ def transformers_only(model: Any) -> TorchForward:
     return forward
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("pack", [False, True])
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_lean_forwards_give_transformers_logits_through_continuous_batching(
-    arch: str, pack: bool, tiny_chat_dir: Path
+    arch: str, pack: bool, dtype: torch.dtype, tiny_chat_dir: Path
 ) -> None:
     if pack and not available():
         pytest.skip("this torch build has no oneDNN")
 
     def make() -> Any:
-        return llama(tiny_chat_dir) if arch == "llama" else qwen2()
+        return (llama(tiny_chat_dir) if arch == "llama" else qwen2()).to(dtype)
 
     model, reference = make(), make()
-    if pack:
-        pack_linears(model)
+    # bf16 weights are packed only where oneDNN has bf16 kernels (packed._packable).
+    packs = pack and pack_linears(model) > 0
+    assert packs == (pack and (dtype == torch.float32 or packed.bf16_kernels()))
     assert lean_forward.supports(model)
     lean = TorchForward(model, 4)
     got, want = decode(lean, 7), decode(transformers_only(reference), 7)
     assert lean._lean == {"prefill": True, "step": True}  # checked on first use, and used
     q = model.model.layers[0].self_attn.q_proj
-    assert hasattr(q.weight, "_tunelab_fused") == pack  # q/k/v as one packed product
+    assert hasattr(q.weight, "_tunelab_fused") == packs  # q/k/v as one packed product
+    # bf16 keeps 8 bits of mantissa: 1e-4 in fp32, two bf16 steps of the largest logit.
+    atol = 1e-4 if dtype == torch.float32 else 2 * 2**-7 * float(want[0].abs().max())
     for g, w in zip(got, want, strict=True):
-        assert g.shape == w.shape
-        assert torch.allclose(g, w, atol=1e-4)
+        assert g.shape == w.shape and g.dtype == w.dtype
+        assert torch.allclose(g.float(), w.float(), atol=atol)
 
 
 def test_architectures_it_does_not_compute_run_on_transformers(tiny_chat_dir: Path) -> None:

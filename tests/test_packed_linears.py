@@ -1,4 +1,4 @@
-"""fp32 linear layers on oneDNN-packed weights (tunelab.inference.packed).
+"""fp32 and bf16 linear layers on oneDNN-packed weights (tunelab.inference.packed).
 
 What serving relies on: a packed layer gives F.linear's output (to float rounding)
 for one row, a batch and a prompt; a model keeps its answers; peft still wraps the
@@ -31,24 +31,39 @@ MiB = 2**20
 
 
 def packed_copy(linear: nn.Linear) -> nn.Linear:
-    other = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+    other = nn.Linear(
+        linear.in_features,
+        linear.out_features,
+        bias=linear.bias is not None,
+        dtype=linear.weight.dtype,
+    )
     other.load_state_dict(linear.state_dict())
     assert pack_linears(other) == 1
     return other
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(1, 96), (8, 96), (3, 17, 96)])
-def test_a_packed_layer_gives_the_linear_output(shape: tuple[int, ...]) -> None:
+def test_a_packed_layer_gives_the_linear_output(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    if dtype == torch.bfloat16 and not packed.bf16_kernels():
+        pytest.skip("no oneDNN bf16 kernels on this CPU: bf16 layers stay unpacked")
     torch.manual_seed(0)
-    plain = nn.Linear(96, 200)
+    plain = nn.Linear(96, 200).to(dtype)
     layer = packed_copy(plain)
     assert isinstance(layer, PackedLinear) and isinstance(layer, nn.Linear)
-    x = torch.randn(*shape)
+    x = torch.randn(*shape).to(dtype)
     with torch.inference_mode():
         got, want = layer(x), plain(x)
-    assert got.shape == want.shape
-    assert torch.allclose(got, want, atol=1e-5)
+    assert got.shape == want.shape and got.dtype == dtype
+    atol = 1e-5 if dtype == torch.float32 else 2 * 2**-7 * float(want.abs().max())
+    assert torch.allclose(got.float(), want.float(), atol=atol)
     assert layer.weight._tunelab_packed is not None  # type: ignore[attr-defined]
+
+
+def test_bf16_layers_are_packed_only_where_onednn_computes_bf16() -> None:
+    # Elsewhere oneDNN would emulate bf16, slower than F.linear.
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8).to(torch.bfloat16))
+    assert pack_linears(model) == 1 + int(packed.bf16_kernels())
 
 
 def test_a_weight_changed_in_place_or_replaced_is_the_one_multiplied() -> None:

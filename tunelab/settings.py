@@ -112,9 +112,9 @@ class Settings(BaseSettings):
     # natively (AVX512-BF16/AMX CPUs, GPUs with bf16), float32 elsewhere (emulated
     # bf16 is slower than fp32).
     inference_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    # fp32 linear layers of models served on the CPU run on a oneDNN-packed copy of
-    # their weights (2-3x faster for several streams; twice the linear weights'
-    # memory): tunelab.inference.packed.
+    # fp32 (and, on CPUs with bf16 kernels, bf16) linear layers of models served on the
+    # CPU run on a oneDNN-packed copy of their weights (2-3x faster for several streams;
+    # twice the linear weights' memory): tunelab.inference.packed.
     packed_weights: bool = True
     # Full fine-tunes loaded at once are kept under this many MiB of weights.
     full_model_memory_mb: int = 4096

@@ -163,9 +163,12 @@ class TorchForward:
         return out.logits[:, -1], out.cache
 
     def _agrees(self, kind: str, logits: torch.Tensor, reference: torch.Tensor) -> bool:
-        """Whether the lean forward gave transformers' logits (to float rounding)."""
+        """Whether the lean forward gave transformers' logits (to float rounding: in
+        half precision, where one rounding step is 2**-8 of a value, two such steps
+        of the largest logit; a different function is off by far more)."""
         scale = float(reference.abs().max()) or 1.0
-        same = bool(torch.allclose(logits.float(), reference.float(), rtol=0, atol=1e-3 * scale))
+        tolerance = max(1e-3, 2 * torch.finfo(reference.dtype).eps) * scale
+        same = bool(torch.allclose(logits.float(), reference.float(), rtol=0, atol=tolerance))
         if not same:
             log.warning(
                 "the lean %s disagrees with transformers on %s; using transformers' "

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunelab.inference.packed import PackedLinear, packed_weight
+from tunelab.inference.packed import PackedLinear, packed_weight, usable
 
 Layers = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -98,7 +98,7 @@ def _products(
     weight (tunelab.inference.packed): a merged adapter copy swapped in as the
     members' weights gets a fused form of its own, freed with that copy."""
     members = _packed(owner, names)
-    if not fuse or members is None or x.dtype != torch.float32 or x.device.type != "cpu":
+    if not fuse or members is None or not all(usable(x, m.weight) for m in members):
         return [_plain(getattr(owner, n))(x) for n in names]
     weights = [m.weight for m in members]
     key = tuple((id(w), _version(w)) for w in weights)
@@ -140,12 +140,14 @@ GATE_UP = ("gate_proj", "up_proj")
 
 
 def _norm(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
-    if x.dtype != torch.float32:  # transformers' norm upcasts half precision its own way
-        out: torch.Tensor = module(x)
-        return out
     eps: Any = getattr(module, "variance_epsilon", None) or getattr(module, "eps", 1e-6)
     weight: torch.Tensor = module.weight  # type: ignore[assignment]
-    return F.rms_norm(x, (x.shape[-1],), weight, float(eps))
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), weight, float(eps))
+    # Half precision as transformers' Llama norm computes it: normalised in fp32,
+    # rounded to x's dtype, then scaled by the weight in that dtype.
+    normed = F.rms_norm(x.float(), (x.shape[-1],), None, float(eps)).to(x.dtype)
+    return weight * normed
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

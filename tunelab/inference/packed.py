@@ -1,4 +1,4 @@
-"""Linear layers on oneDNN's packed weight layout, for fp32 decoding on a CPU.
+"""Linear layers on oneDNN's packed weight layout, for fp32 and bf16 decoding on a CPU.
 
 A decode step multiplies a few rows (one per running sequence) by every weight of
 the model. `F.linear` sends that to a general matrix product that handles such
@@ -8,9 +8,12 @@ eight (11 GFLOP/s), so eight streams got ~3x one stream's tokens/s, not 8x. The 
 products on weights reordered once into oneDNN's blocked layout (what PyTorch's own
 compiler uses for CPU inference) took 43 ms and 68 ms (`benchmarks/decode_step.py`
 and the note in docs/inference.md). The reorder is made for a batch of 8 rows; on
-that machine it was also the fastest layout for 1, 2, 4 and 32 rows.
+that machine it was also the fastest layout for 1, 2, 4 and 32 rows. bf16 weights are
+packed too where oneDNN has bf16 kernels (CPUs with AVX512-BF16 or AMX, where the
+server serves bf16): on a 2-core Xeon with AMX, one row times SmolLM2's vocabulary
+projection took 7.1 ms through `F.linear` and 1.8 ms packed (docs/inference.md).
 
-`pack_linears(model)` turns every fp32 `nn.Linear` on the CPU into a `PackedLinear`
+`pack_linears(model)` turns every fp32 (or bf16) `nn.Linear` on the CPU into a `PackedLinear`
 (a subclass, so peft still wraps it as a linear layer). Its packed weight is made on
 first use from whatever tensor `weight` is at that moment and kept on that tensor,
 so a merged adapter copy swapped in as `weight` (tunelab.inference.merged) gets its
@@ -24,6 +27,7 @@ inputs of another dtype, run through `F.linear` as before. Outputs agree with
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,7 +59,7 @@ class PackedLinear(nn.Linear):
         # A weight moved or cast since packing, or a product that needs gradients (the
         # packed op has no backward), runs as a plain linear layer.
         grad = torch.is_grad_enabled() and (w.requires_grad or x.requires_grad)
-        if grad or getattr(_dense, "on", False) or not (_fp32_cpu(x) and _fp32_cpu(w)):
+        if grad or getattr(_dense, "on", False) or not usable(x, w):
             return F.linear(x, w, self.bias)
         out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
             x, packed_weight(w), self.bias, "none", [], ""
@@ -88,7 +92,8 @@ def packed_weight(w: torch.Tensor) -> Any:
 
 
 def pack_linears(model: nn.Module) -> int:
-    """Make every fp32 CPU `nn.Linear` of `model` a `PackedLinear`; how many changed.
+    """Make every fp32 (or bf16, see `_packable`) CPU `nn.Linear` of `model` a
+    `PackedLinear`; how many changed.
 
     Packing itself happens lazily, on each weight's first product, so loading stays
     as fast as before and weights that never run (an unused head) cost nothing.
@@ -98,14 +103,27 @@ def pack_linears(model: nn.Module) -> int:
     changed = 0
     for module in model.modules():
         weight = getattr(module, "weight", None)
-        if type(module) is nn.Linear and weight is not None and _fp32_cpu(weight):
+        if type(module) is nn.Linear and weight is not None and _packable(weight):
             module.__class__ = PackedLinear
             changed += 1
     return changed
 
 
-def _fp32_cpu(t: torch.Tensor) -> bool:
-    return t.dtype == torch.float32 and t.device.type == "cpu"
+def usable(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether a product of input x and weight w can run on w's packed form."""
+    return x.dtype == w.dtype and _packable(w) and x.device.type == "cpu"
+
+
+def _packable(t: torch.Tensor) -> bool:
+    if t.device.type != "cpu":
+        return False
+    return t.dtype == torch.float32 or (t.dtype == torch.bfloat16 and bf16_kernels())
+
+
+@functools.cache
+def bf16_kernels() -> bool:
+    """Whether oneDNN has native bf16 kernels here (without them it would emulate)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def packed_bytes(model: nn.Module) -> int:
