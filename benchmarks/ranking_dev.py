@@ -7,13 +7,15 @@ directory), and the development questions (benchmarks/questions/dev/) are ranked
 with tunelab's own dense, keyword, fusion and same-file discount functions. Prints
 hit@1 / hit@5 / MRR for a sweep of keyword weights (optionally scaled by the query's
 coverage to a power, see `coverage`), document weights and same-file
-discounts (and dense normalisations with --norms), for each chunk size;
+discounts (and dense normalisations with --norms), for each chunk size; --script 1
+ranks a question written in another script than the corpus's first document by dense
+alone, as the server does (`ranking.keyword_weight`), --script 0 never does;
 `benchmarks/retrieval.py` then reports the chosen defaults on the other questions
 through the API.
 
     .venv/bin/python benchmarks/ranking_dev.py [--models all-minilm-l6-v2] \
         [--chunks 800/400,254/0] [--weights 0,0.1,0.15,0.2] [--doc 0.2,0.3]
-        [--decay 1,0.7] [--powers 0,1] [--split dev|report] [--pages N]
+        [--decay 1,0.7] [--powers 0,1] [--script 0,1] [--split dev|report] [--pages N]
         [--rerank upr:5,uprchat:10,e5:5 --mix 0.25,0.5,1]
 
 --rerank re-orders the hybrid's top k with a second opinion (benchmarks/rerank.py:
@@ -46,6 +48,7 @@ from tunelab.retrieval import terms as term_module
 from tunelab.retrieval.chunking import StaticStrategy, chunk_text, fitted_header
 from tunelab.retrieval.documents import extract_text
 from tunelab.retrieval.index import StorePostings
+from tunelab.retrieval.language import mostly_latin
 from tunelab.retrieval.ranking import (
     UNRELATED,
     dense_scores,
@@ -79,6 +82,7 @@ class Indexed:
     matrix: np.ndarray
     postings: StorePostings
     texts: list[str]  # each chunk's text
+    latin: bool  # whether the first document is mostly Latin script (the store's script)
 
 
 def load_model(model_id: str):  # type: ignore[no-untyped-def]
@@ -136,7 +140,8 @@ def index(
     if len(matrix) != len(texts):
         raise SystemExit(f"{path} holds {len(matrix)} vectors for {len(texts)} chunks: delete it")
     names = [d.name for d in corpus.documents]
-    return Indexed(np.array(pages), names, matrix, postings, texts)
+    latin = mostly_latin(extract_text(corpus.documents[0].filename, corpus.documents[0].data))
+    return Indexed(np.array(pages), names, matrix, postings, texts, latin)
 
 
 def keyword_postings(texts: list[str]) -> StorePostings:
@@ -168,6 +173,7 @@ def evaluate(
     ix: Indexed, corpus: Corpus, queries: np.ndarray, split: str,
     rank: Callable[[np.ndarray, np.ndarray, float], np.ndarray], floor: float | None,
     doc: float, decay: float, rerank: tuple[Scorer, int, float] | None = None,
+    script: bool = False,
 ) -> tuple[float, float, float]:  # fmt: skip
     """(MRR, hit@1, hit@5) with chunk rankings from rank(dense, keyword, coverage)
     scores, coverage being the query's `coverage`.
@@ -175,6 +181,7 @@ def evaluate(
     floor: the dense normalisation's floor; None = the store's mean cosine to the query.
     doc: the document (first chunk) weight; decay: the same-file discount.
     rerank: (scorer, k, weight): the top k re-ordered by rerank.reorder.
+    script: a question in another script than the first document is ranked by dense.
     """
     centroid = ix.matrix.mean(axis=0)
     first = np.array([np.flatnonzero(ix.pages == p)[0] for p in range(len(ix.names))])
@@ -187,7 +194,11 @@ def evaluate(
         keyword = np.zeros(len(ix.pages), dtype=np.float32)
         keyword[rows] = kw
         coverage = query_coverage(ix.postings, q.question)
-        order, scores = spread_files(rank(dense, keyword, coverage), ix.pages, 50, decay)
+        if script and mostly_latin(q.question) != ix.latin:
+            ranked = dense
+        else:
+            ranked = rank(dense, keyword, coverage)
+        order, scores = spread_files(ranked, ix.pages, 50, decay)
         if rerank is not None:
             scorer, k, weight = rerank
             top = order[:k]
@@ -241,6 +252,7 @@ def main() -> None:
         "--powers", default="0", help="coverage powers: weight x coverage**p (0 = fixed)"
     )
     ap.add_argument("--norms", default="floor", help="dense normalisations: floor,mean,raw")
+    ap.add_argument("--script", default="1", help="script gate off (0) / on (1)")
     ap.add_argument("--split", default="dev")
     ap.add_argument("--headers", default="0,1", help="document headers off (0) / on (1)")
     ap.add_argument("--stop", default="tunelab", help=f"stop-word lists: {','.join(STOPLISTS)}")
@@ -276,23 +288,24 @@ def main() -> None:
                 size, overlap = (int(x) for x in setting.split("/"))
                 ix = index(corpus, model_id, model, pprefix, size, overlap, header)
                 norms = {"floor": floor, "mean": None, "raw": 0.0}
-                for stop, norm, doc, decay, power in itertools.product(
+                for stop, norm, doc, decay, power, script in itertools.product(
                     args.stop.split(","),
                     args.norms.split(","),
                     [float(x) for x in args.doc.split(",")],
                     [float(x) for x in args.decay.split(",")],
                     [float(x) for x in args.powers.split(",")],
+                    [x == "1" for x in args.script.split(",")],
                 ):
                     term_module.STOPWORDS = STOPLISTS[stop]
                     ix.postings = keyword_postings(ix.texts)
                     h = f"{setting:>8}{' h' if header else '  '} {norm:<6}"
                     row = [f"{corpus.name:<11}{h}doc {doc:.2f} decay {decay:.2f} stop {stop:<7}"
-                           f" cov^{power:g}"]  # fmt: skip
+                           f" cov^{power:g} script {script:d}"]  # fmt: skip
                     for w in weights:
                         mrr, h1, h5 = evaluate(
                             ix, corpus, queries, args.split,
                             lambda d, k, c, w=w, p=power: hybrid_scores(d, k, w * c**p),
-                            norms[norm], doc, decay,
+                            norms[norm], doc, decay, script=script,
                         )  # fmt: skip
                         row.append(f"{h1:.2f}/{h5:.2f}/{mrr:.2f}")
                     print("  ".join(row), flush=True)
@@ -304,7 +317,7 @@ def main() -> None:
                             mrr, h1, h5 = evaluate(
                                 ix, corpus, queries, args.split,
                                 lambda d, k_, c, w=w, p=power: hybrid_scores(d, k_, w * c**p),
-                                norms[norm], doc, decay, (scorers[name], k, mix),
+                                norms[norm], doc, decay, (scorers[name], k, mix), script,
                             )  # fmt: skip
                             row.append(f"{h1:.2f}/{h5:.2f}/{mrr:.2f}")
                         print("  ".join(row), flush=True)

@@ -17,7 +17,13 @@ from tunelab.retrieval.filters import matches, validate_filter
 from tunelab.retrieval.grounding import Passage, build_grounded_messages, find_citations
 from tunelab.retrieval.index import DenseIndex, StoreMatrix, StorePostings
 from tunelab.retrieval.language import StoreModels, mostly_latin
-from tunelab.retrieval.ranking import dense_scores, hybrid_scores, spread_files
+from tunelab.retrieval.ranking import (
+    KEYWORD_WEIGHT,
+    dense_scores,
+    hybrid_scores,
+    keyword_weight,
+    spread_files,
+)
 from tunelab.retrieval.terms import decode_terms, encode_terms, terms
 
 pytestmark = pytest.mark.unit
@@ -284,6 +290,21 @@ def test_spread_files_matches_the_greedy_definition_on_large_stores():
         for decay in (0.7, 0.3):
             rows, _ = spread_files(scores, files, k, decay)
             assert rows.tolist() == greedy_spread(scores, files, k, decay), (n, n_files, decay)
+
+
+def test_keywords_count_only_within_the_stores_script():
+    # An English question over a Chinese store shares only stray option and file names
+    # with it: hybrid is dense alone there, and the other way round.
+    assert keyword_weight("how do I reset the router?", False) == 0.0
+    assert keyword_weight("路由器怎么恢复出厂设置", True) == 0.0
+    assert keyword_weight("how do I reset the router?", True) == KEYWORD_WEIGHT
+    assert keyword_weight("tar 怎么解压文件", False) == KEYWORD_WEIGHT  # mostly Chinese
+    # A store indexed before its script was recorded: keywords count, as they did.
+    assert keyword_weight("路由器", None) == KEYWORD_WEIGHT
+    assert hybrid_scores(np.array([0.3, 0.7]), np.array([1.0, 0.0]), 0.0).tolist() == [
+        np.float32(0.3),
+        np.float32(0.7),
+    ]
 
 
 def test_a_stores_model_follows_the_script_of_its_first_document():

@@ -1,6 +1,7 @@
 """A vector store is embedded and searched with the model that indexed it, whatever
 the default embedding model (or the aliases) later become; a new store's model is
-settled by the script of its first document."""
+settled by the script of its first document, and so is whether hybrid search
+counts a query's words (only in a store of the query's own script)."""
 
 from __future__ import annotations
 
@@ -42,11 +43,24 @@ def _store_model(settings: Settings, store_id: str) -> str:
         )
 
 
-def _dense(client, store_id: str, query: str) -> list[tuple[str, float]]:  # type: ignore[no-untyped-def]
+def _store_latin(settings: Settings, store_id: str) -> bool | None:
+    engine = sa.create_engine(settings.db_url)
+    with engine.connect() as c:
+        value = c.execute(
+            sa.text("SELECT mostly_latin FROM vector_stores WHERE id = :id"), {"id": store_id}
+        ).scalar_one()
+        return None if value is None else bool(value)
+
+
+def _ranked(client, store_id: str, query: str, ranker: str) -> list[tuple[str, float]]:  # type: ignore[no-untyped-def]
     page = client.vector_stores.search(
-        store_id, query=query, ranking_options={"ranker": "dense"}, max_num_results=5
+        store_id, query=query, ranking_options={"ranker": ranker}, max_num_results=5
     )
     return [(r.content[0].text, r.score) for r in page.data]
+
+
+def _dense(client, store_id: str, query: str) -> list[tuple[str, float]]:  # type: ignore[no-untyped-def]
+    return _ranked(client, store_id, query, "dense")
 
 
 def test_a_store_keeps_its_model_when_the_default_changes(
@@ -111,6 +125,7 @@ def test_a_new_stores_model_is_settled_by_its_first_document(
             assert _store_model(settings, zh.id) == E5_SMALL
         hits = client.vector_stores.search(zh.id, query="忘记密码怎么恢复出厂设置").data
         assert any("复位孔" in h.content[0].text for h in hits[:2])
+        assert _store_latin(settings, zh.id) is False
 
         en = client.vector_stores.create(name="manual")
         for name, text in (("router.txt", ROUTER), ("说明书.md", MANUAL_ZH)):
@@ -119,6 +134,15 @@ def test_a_new_stores_model_is_settled_by_its_first_document(
             )
             assert f.status == "completed", f.last_error
             assert _store_model(settings, en.id) == MINILM
+        assert _store_latin(settings, en.id) is True
+
+        # Hybrid counts a query's words only in a store of the query's script: across
+        # scripts it ranks and scores exactly as dense, within one the keywords count
+        # ("factory", "reset", "router" are words of ROUTER, in both stores).
+        english, chinese = "how do I factory reset the router?", "忘记密码怎么恢复出厂设置"
+        for store, same, other in ((zh, chinese, english), (en, english, chinese)):
+            assert _ranked(client, store.id, other, "hybrid") == _dense(client, store.id, other)
+            assert _ranked(client, store.id, same, "hybrid") != _dense(client, store.id, same)
 
 
 def test_an_alias_default_is_stored_as_the_model_it_names(

@@ -188,6 +188,13 @@ def test_hnsw_index_is_used_and_recall_at_10_matches_exact(synthetic: Any) -> No
             have = _rank(db, hnsw, store_id, q, files)
             assert len(want) == 10
             got.append(len(set(want) & set(have)) / len(want))
+        # A query in another script than the store's (keyword weight 0, `Searcher`):
+        # hybrid ranks exactly as dense on both paths.
+        dense, gated = (StoreQuery([query], v, 0.0, r, 10, (0.0,)) for r in ("dense", "hybrid"))
+        for backend in (exact, hnsw):
+            assert _rank(db, backend, store_id, gated, every) == _rank(
+                db, backend, store_id, dense, every
+            )
     assert min(np.mean(v) for v in recalls.values()) >= 0.98, recalls
 
 

@@ -20,7 +20,13 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from tunelab.retrieval.index import DenseIndex, KeywordIndex, StoreMatrix
-from tunelab.retrieval.ranking import dense_scores, hybrid_scores, spread_files, with_document
+from tunelab.retrieval.ranking import (
+    KEYWORD_WEIGHT,
+    dense_scores,
+    hybrid_scores,
+    spread_files,
+    with_document,
+)
 
 # (score, chunk id, file id), best first
 Ranked = list[tuple[float, int, str]]
@@ -35,6 +41,12 @@ class StoreQuery:
     floor: float  # the embedding model's similarity floor (`ranking.similarity_floor`)
     ranker: str  # dense | keyword | hybrid
     k: int
+    # Per query, hybrid's keyword weight (`ranking.keyword_weight`): 0 makes that
+    # query's hybrid ranking exactly dense.
+    keyword_weights: tuple[float, ...] = ()
+
+    def weight(self, qi: int) -> float:
+        return self.keyword_weights[qi] if self.keyword_weights else KEYWORD_WEIGHT
 
 
 @dataclass(frozen=True)
@@ -93,8 +105,9 @@ class ExactSearch:
         postings = self.keyword.postings(s, store_id, version) if q.ranker != "dense" else None
         first_rows = m.first_rows if q.ranker != "keyword" else None
         for qi, query in enumerate(q.queries):
+            weight = q.weight(qi)
             keyword = np.zeros(len(m.chunk_ids), dtype=np.float32)
-            if postings is not None:
+            if postings is not None and (q.ranker == "keyword" or weight > 0):
                 rows, kw = postings.scores(query)
                 # The postings were loaded by their own query: map their rows onto
                 # the matrix's by chunk id (the same ids unless a write came between).
@@ -107,6 +120,6 @@ class ExactSearch:
             else:
                 assert q.vectors is not None and first_rows is not None
                 dense = with_document(dense_scores(m.matrix @ q.vectors[qi], q.floor), first_rows)
-                scores = dense if q.ranker == "dense" else hybrid_scores(dense, keyword)
+                scores = dense if q.ranker == "dense" else hybrid_scores(dense, keyword, weight)
             np.maximum(best, scores, out=best)
         return best

@@ -43,7 +43,7 @@ from tunelab.retrieval import streaming
 from tunelab.retrieval.chunking import Chunk, StaticStrategy, fitted_header
 from tunelab.retrieval.claims import Claim, FileClaims
 from tunelab.retrieval.documents import DocumentError
-from tunelab.retrieval.language import StoreModels
+from tunelab.retrieval.language import StoreModels, mostly_latin
 from tunelab.retrieval.tables import ChunkRow, VectorStoreFileRow, VectorStoreRow
 from tunelab.retrieval.terms import encode_terms
 
@@ -231,6 +231,8 @@ class Ingestor:
         model = store.embedding_model or self._settle_model(job.store_id, first)
         if model is None:
             return False  # the store was deleted meanwhile
+        if store.mostly_latin is None:
+            self._settle_script(job.store_id, first)
         job.model = model
         tokenizer = self._tokenizer(job.model)
         window = self.embeddings.max_tokens(job.model) - tokenizer.num_special_tokens_to_add()
@@ -278,6 +280,16 @@ class Ingestor:
                 select(VectorStoreRow.embedding_model).where(VectorStoreRow.id == store_id)
             ).scalar_one_or_none()
         return None if model is None else str(model)
+
+    def _settle_script(self, store_id: str, text: str) -> None:
+        """Record the script of a store's first document (`VectorStoreRow.mostly_latin`),
+        only while none is recorded: the first document to get here decides."""
+        with self.db.begin() as s:
+            s.execute(
+                update(VectorStoreRow)
+                .where(VectorStoreRow.id == store_id, VectorStoreRow.mostly_latin.is_(None))
+                .values(mostly_latin=mostly_latin(text))
+            )
 
     def _embed(self, group: list[_Job]) -> None:
         """Embed the group's chunks EMBED_BATCH at a time, dropping files cancelled meanwhile."""

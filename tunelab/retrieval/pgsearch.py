@@ -159,14 +159,13 @@ class PgSearch:
         best: dict[int, float] = {}
         for qi, query in enumerate(q.queries):
             keyword: dict[int, float] = {}
-            if q.ranker != "dense":
+            if q.ranker == "keyword" or (q.ranker == "hybrid" and q.weight(qi) > 0):
                 keyword = self._keyword(s, store_id, query, stats, files, file_of)
             if q.ranker == "keyword":
                 scores = keyword
             else:
-                assert q.vectors is not None
                 scores = self._dense(
-                    s, store_id, dims, q, q.vectors[qi], n_candidates, keyword, files, file_of
+                    s, store_id, dims, q, qi, n_candidates, keyword, files, file_of
                 )
             for cid, score in scores.items():
                 if score > best.get(cid, 0.0):
@@ -213,14 +212,15 @@ class PgSearch:
         store_id: str,
         dims: int,
         q: StoreQuery,
-        vector: np.ndarray,
+        qi: int,
         n_candidates: int,
         keyword: dict[int, float],
         files: Files,
         file_of: dict[int, str],
     ) -> dict[int, float]:
         """Dense (or, with keyword scores, hybrid) scores of the query's candidates."""
-        params: dict[str, Any] = {"store": store_id, "q": vector, "k": n_candidates}
+        assert q.vectors is not None
+        params: dict[str, Any] = {"store": store_id, "q": q.vectors[qi], "k": n_candidates}
         if not files.excluded:
             mode = ""
         elif len(files.excluded) <= len(files.allowed):
@@ -244,5 +244,5 @@ class PgSearch:
         dense = with_document(both, len(ids) + np.arange(2 * len(ids)) % len(ids))[: len(ids)]
         if q.ranker == "hybrid":
             kw = np.array([keyword.get(c, 0.0) for c in ids], dtype=np.float32)
-            dense = hybrid_scores(dense, kw)
+            dense = hybrid_scores(dense, kw, q.weight(qi))
         return {c: float(v) for c, v in zip(ids, dense, strict=True)}

@@ -16,11 +16,13 @@
              share of the query's idf-weighted words that the chunk contains.
     hybrid   (1 - KEYWORD_WEIGHT) * dense + KEYWORD_WEIGHT * keyword, computed for
              every chunk of the store (not only the top of each list), so a chunk
-             found by one side is still scored by the other. One weight for every
-             query: scaling it down for a question in another language than the
-             store's (by the share of its words found in the store) was measured and
-             rejected, as English questions over Chinese man pages still find most of
-             their words there (option and file names); docs/retrieval.md.
+             found by one side is still scored by the other. The weight is 0, and
+             hybrid is exactly dense, for a query in another script than the store
+             (`keyword_weight`): an English question over Chinese man pages shares
+             with them only option and file names, and those matches cost answers
+             that dense alone ranked in the first five (docs/retrieval.md). Scaling
+             the weight by the share of the query's words found in the store was
+             measured and rejected: such questions find most of their words there.
 
 Whichever the ranker, a file's repeated passages are then discounted (`spread_files`:
 its second-best chunk counts SAME_FILE_DECAY of its score, the third that squared...).
@@ -42,6 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from tunelab.errors import InvalidRequest
+from tunelab.retrieval.language import mostly_latin
 
 KEYWORD_WEIGHT = 0.2
 DOCUMENT_WEIGHT = 0.0
@@ -152,6 +155,16 @@ def spread_files(
         if take == len(positive) or discounted[best[-1]] >= left_out:
             return rows[best], discounted[best]
         take = min(len(positive), 4 * take)
+
+
+def keyword_weight(query: str, store_latin: bool | None) -> float:
+    """Hybrid's keyword weight for `query` over a store whose first document was (or
+    was not) mostly Latin script: KEYWORD_WEIGHT, or 0 when the query is written in
+    the other kind of script. None (a store indexed before its script was recorded):
+    KEYWORD_WEIGHT."""
+    if store_latin is None or mostly_latin(query) == store_latin:
+        return KEYWORD_WEIGHT
+    return 0.0
 
 
 def hybrid_scores(

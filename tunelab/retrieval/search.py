@@ -2,7 +2,8 @@
 
 Each searched store's chunks are ranked by a `backend.StoreSearch` (exact in RAM on
 SQLite, pgvector + full-text search on PostgreSQL) with the scores of `ranking.py`,
-all in [0, 1]: cosine, BM25, or their convex combination; a file's second, third...
+all in [0, 1]: cosine, BM25, or their convex combination (dense alone for a query
+in another script than the store's, `ranking.keyword_weight`); a file's second, third...
 passages are discounted (`ranking.spread_files`) so that the first results cover
 several files. A list of queries is searched query by query and each chunk keeps
 its best score. Only files whose ingestion completed and whose attributes pass
@@ -24,7 +25,12 @@ from tunelab.embeddings.protocol import Embedder, Vectors
 from tunelab.errors import InvalidRequest
 from tunelab.retrieval.backend import Files, StoreQuery, StoreSearch
 from tunelab.retrieval.filters import matches, validate_filter
-from tunelab.retrieval.ranking import UNRELATED, resolve_ranker, similarity_floor
+from tunelab.retrieval.ranking import (
+    UNRELATED,
+    keyword_weight,
+    resolve_ranker,
+    similarity_floor,
+)
 from tunelab.retrieval.stores import VectorStores
 from tunelab.retrieval.tables import ChunkRow, VectorStoreFileRow, VectorStoreRow
 
@@ -153,8 +159,14 @@ class Searcher:
                     select(VectorStoreRow.index_version).where(VectorStoreRow.id == store.id)
                 ).scalar_one()
                 model = store.embedding_model
+                weights = tuple(keyword_weight(x, store.mostly_latin) for x in queries)
                 q = StoreQuery(
-                    queries, vectors.get(model), floors.get(model, 0.0), ranker, max_results
+                    queries,
+                    vectors.get(model),
+                    floors.get(model, 0.0),
+                    ranker,
+                    max_results,
+                    weights,
                 )
                 for score, cid, file_id in self.backend.rank(s, store.id, version, q, files):
                     if score >= score_threshold:

@@ -25,6 +25,10 @@ class VectorStoreRow(Base):
     metadata_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     expires_after_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     embedding_model: Mapped[str] = mapped_column(String(256))
+    # Whether the first document the store indexed is mostly Latin script
+    # (`language.mostly_latin`); None until one is. Hybrid search counts a query's
+    # words only against a store of the query's own script (`search.Searcher`).
+    mostly_latin: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     # Bumped whenever the store's chunks change, so every server process knows
     # when its cached matrix is stale.
     index_version: Mapped[int] = mapped_column(Integer, default=0)
