@@ -11,10 +11,12 @@ are checked before any route reads a body (tunelab.api.guard).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import tunelab
 from tunelab.api import dashboard, metrics
@@ -47,14 +49,7 @@ def create_app(runtime: Runtime | Settings | None = None) -> TunelabApp:
     app = TunelabApp(rt, title="tunelab", version=tunelab.__version__, lifespan=lifespan)
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def request_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        response.headers["x-request-id"] = "req_" + random_token(24)
-        return response
-
+    app.add_middleware(RequestId)
     metrics.install(app, rt)
     # Outermost of the app's own middleware: nothing below it has read the body yet.
     app.add_middleware(RequestGuard, settings=rt.settings, keys=rt.keys)
@@ -64,3 +59,24 @@ def create_app(runtime: Runtime | Settings | None = None) -> TunelabApp:
     app.include_router(dashboard.api_router, prefix="/v1")
     dashboard.install(app)
     return app
+
+
+class RequestId:
+    """Puts an `x-request-id` on every response, as OpenAI does (clients log it).
+
+    A plain ASGI middleware (see metrics.HttpTraffic for why)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["x-request-id"] = "req_" + random_token(24)
+            await send(message)
+
+        await self.app(scope, receive, with_id)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hmac
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
@@ -36,6 +36,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tunelab.batches import states as batch_states
 from tunelab.batches.tables import BatchRow
@@ -173,21 +174,7 @@ def install(app: FastAPI, rt: Runtime) -> None:
     registry.register(RuntimeCollector(rt))
     token = rt.settings.metrics_token
 
-    @app.middleware("http")
-    async def count(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        status = 500  # an exception no handler turned into a response
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = _template(request)
-            labels = (request.method, route, str(status))
-            requests.labels(*labels).inc()
-            latency.labels(*labels).observe(time.perf_counter() - start)
+    app.add_middleware(HttpTraffic, requests=requests, latency=latency)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics(request: Request) -> Response:
@@ -201,17 +188,53 @@ def install(app: FastAPI, rt: Runtime) -> None:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _template(request: Request) -> str:
+class HttpTraffic:
+    """Counts each HTTP request and observes its time to the response's headers.
+
+    A plain ASGI middleware, not an `@app.middleware("http")` one: those run every
+    request in a task group of its own and pass each streamed chunk through a memory
+    stream, a few milliseconds per request and a task switch per token here."""
+
+    def __init__(self, app: ASGIApp, requests: Counter, latency: Histogram) -> None:
+        self.app, self.requests, self.latency = app, requests, latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status: int | None = None
+
+        async def timed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                self._observe(scope, status, start)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed)
+        finally:
+            if status is None:  # an exception no handler turned into a response
+                self._observe(scope, 500, start)
+
+    def _observe(self, scope: Scope, status: int, start: float) -> None:
+        labels = (scope["method"], _template(scope), str(status))
+        self.requests.labels(*labels).inc()
+        self.latency.labels(*labels).observe(time.perf_counter() - start)
+
+
+def _template(scope: Scope) -> str:
     """The matched route's template, with the prefix of the router it was included
     under: FastAPI's matched route knows only its own part (`/files/{file_id}`), so
     the prefix is what of the concrete path comes before that part, filled in."""
-    route = request.scope.get("route")
+    route = scope.get("route")
     own = getattr(route, "path", None)
     if not isinstance(own, str):
         return UNMATCHED
-    params = request.scope.get("path_params", {})
+    params = scope.get("path_params", {})
     filled = _PARAM.sub(lambda m: str(params.get(m[1], m[0])), own)
-    path = str(request.scope.get("path", ""))
+    path = str(scope.get("path", ""))
     prefix = path[: -len(filled)] if filled and path.endswith(filled) else ""
     return prefix + _PARAM.sub(lambda m: "{" + m[1] + "}", own)
 
