@@ -228,6 +228,7 @@ def naive(  # type: ignore[no-untyped-def]
     else:
         matrix = model.encode([pprefix + t for t in texts], batch_size=64,
                               normalize_embeddings=True, show_progress_bar=False)  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, matrix)
     rr, h1, h5 = [], 0, 0
     for q, vec in zip(corpus.questions(split), queries, strict=True):

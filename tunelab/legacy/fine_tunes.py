@@ -130,8 +130,15 @@ class LegacyFineTunes:
         self, project: str, fine_tune_id: str, *, gone: Callable[[], bool] = lambda: False
     ) -> Iterator[FineTuneEvent]:
         """Past events, then new ones as they happen, until the job finishes
-        (`fine_tunes.follow`). Stops early when `gone()` says the client left."""
-        job = self._job(project, fine_tune_id)
+        (`fine_tunes.follow`). Stops early when `gone()` says the client left.
+
+        An unknown id raises NotFound here, when called, not on the first `next()`:
+        a stream must be refused before its response has started."""
+        return self._follow(project, self._job(project, fine_tune_id), gone)
+
+    def _follow(
+        self, project: str, job: jobs_wire.Job, gone: Callable[[], bool]
+    ) -> Iterator[FineTuneEvent]:
         sent = 0
         while True:
             events = self._events(project, job)
