@@ -119,3 +119,34 @@ def test_training_renders_tool_turns_as_serving_does(model_cache: Path) -> None:
     full = tok.decode(enc.input_ids)
     assert full.startswith(prompt) and full[len(prompt) :].startswith(CALL)
     assert json.dumps({"name": "get_weather", "parameters": {}}) in prompt
+
+
+@pytest.mark.unit
+def test_declared_properties_are_the_whole_list_unless_the_schema_says_otherwise(
+    model_cache: Path,
+) -> None:
+    """A tool's parameters with `properties` and no `additionalProperties` admit only
+    those keys (a small model otherwise invents keys until max_tokens); nested objects
+    too; `"additionalProperties": true` still admits others."""
+    import llguidance
+
+    from tunelab.inference.constrained import ll_tokenizer
+    from tunelab.inference.grammars import json_schema_grammar
+    from tunelab.models.loading import load_tokenizer
+    from tunelab.models.registry import SMOLLM2, Registry
+
+    tok = load_tokenizer(Registry.load().get(SMOLLM2), model_cache)
+
+    def accepts(schema: dict[str, Any], value: object) -> bool:
+        matcher = llguidance.LLMatcher(ll_tokenizer(tok), json_schema_grammar(schema))
+        text = json.dumps(value)
+        ok = matcher.consume_tokens(tok(text, add_special_tokens=False)["input_ids"])
+        return bool(ok) and not matcher.is_error() and matcher.is_accepting()
+
+    city = {"type": "object", "properties": {"city": {"type": "string"}}}
+    nested = {"type": "object", "properties": {"where": city}}
+    assert accepts(city, {"city": "Paris"})
+    assert not accepts(city, {"city": "Paris", "unit": "celsius"})
+    assert not accepts(nested, {"where": {"city": "Paris", "x": 1}})
+    assert accepts({**city, "additionalProperties": True}, {"city": "Paris", "unit": "c"})
+    assert accepts({"type": "object"}, {"anything": [1, 2]})  # no list declared: any object

@@ -47,7 +47,46 @@ def check_schema(schema: object, param: str) -> dict[str, Any]:
 
 
 def _styled(schema: dict[str, Any]) -> dict[str, Any]:
-    return {**schema, "x-guidance": {**JSON_STYLE, **schema.get("x-guidance", {})}}
+    closed = _declared_only(schema)
+    return {**closed, "x-guidance": {**JSON_STYLE, **schema.get("x-guidance", {})}}
+
+
+# Keywords whose value is a schema, a list of schemas, or a name -> schema mapping.
+_SUBSCHEMA = ("items", "additionalItems", "not", "contains")
+_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")
+
+
+def _declared_only(schema: Any) -> Any:
+    """The schema with every object that lists `properties` (and says nothing about
+    `additionalProperties` or `patternProperties`) closed to those properties.
+
+    JSON Schema allows undeclared properties by default, and a small model given that
+    freedom in a tool call's arguments goes on inventing keys until max_tokens cuts it
+    (LangChain's tool schemas, SmolLM2 in bf16), so the call is not valid JSON. As
+    llama.cpp's grammar converter does, a declared property list is taken as the whole
+    list; `"additionalProperties": true` (or a schema) still allows others."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    for key in _SUBSCHEMA:
+        if key in out:
+            out[key] = _declared_only(out[key])
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [_declared_only(x) for x in out[key]]
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: _declared_only(x) for name, x in out[key].items()}
+    if isinstance(out.get("additionalProperties"), dict):
+        out["additionalProperties"] = _declared_only(out["additionalProperties"])
+    elif (
+        isinstance(out.get("properties"), dict)
+        and "additionalProperties" not in out
+        and "patternProperties" not in out
+    ):
+        out["additionalProperties"] = False
+    return out
 
 
 def json_schema_grammar(schema: dict[str, Any], *, param: str = "schema") -> str:
