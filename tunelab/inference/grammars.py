@@ -40,10 +40,18 @@ def _llg() -> Any:
 def check_schema(schema: object, param: str) -> dict[str, Any]:
     """A JSON schema constrained decoding can enforce, or a 400 naming `param` and
     what it cannot (e.g. `Unimplemented keys: ["if"]`)."""
+    _compiled(schema, param)
+    assert isinstance(schema, dict)  # _compiled refuses anything else
+    return schema
+
+
+def _compiled(schema: object, param: str) -> str:
+    """The llguidance grammar of a JSON schema, checked (see check_schema)."""
     if not isinstance(schema, dict):
         raise InvalidRequest(f"'{param}' must be a JSON schema object.", param=param)
-    validate(_llg().LLMatcher.grammar_from_json_schema(_styled(schema)), param)
-    return schema
+    grammar: str = _llg().LLMatcher.grammar_from_json_schema(_styled(schema))
+    validate(grammar, param)
+    return grammar
 
 
 def _styled(schema: dict[str, Any]) -> dict[str, Any]:
@@ -90,9 +98,8 @@ def _declared_only(schema: Any) -> Any:
 
 
 def json_schema_grammar(schema: dict[str, Any], *, param: str = "schema") -> str:
-    """Any JSON value that validates against `schema`."""
-    grammar: str = _llg().LLMatcher.grammar_from_json_schema(_styled(check_schema(schema, param)))
-    return grammar
+    """Any JSON value that validates against `schema` (compiled once, checked)."""
+    return _compiled(schema, param)
 
 
 JSON_OBJECT_SCHEMA: dict[str, Any] = {"type": "object"}

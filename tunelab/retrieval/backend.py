@@ -48,6 +48,10 @@ class StoreQuery:
     def weight(self, qi: int) -> float:
         return self.keyword_weights[qi] if self.keyword_weights else KEYWORD_WEIGHT
 
+    def keywords(self, qi: int) -> bool:
+        """Whether query qi's keyword scores count (so are worth computing)."""
+        return self.ranker == "keyword" or (self.ranker == "hybrid" and self.weight(qi) > 0)
+
 
 @dataclass(frozen=True)
 class Files:
@@ -102,12 +106,14 @@ class ExactSearch:
         best = np.zeros(len(m.chunk_ids), dtype=np.float32)
         if len(m.chunk_ids) == 0:
             return best
-        postings = self.keyword.postings(s, store_id, version) if q.ranker != "dense" else None
+        # Not loaded when no query's keywords count (dense, or every query in another
+        # script than the store's): a large store's postings take seconds to build.
+        any_keywords = any(q.keywords(qi) for qi in range(len(q.queries)))
+        postings = self.keyword.postings(s, store_id, version) if any_keywords else None
         first_rows = m.first_rows if q.ranker != "keyword" else None
         for qi, query in enumerate(q.queries):
-            weight = q.weight(qi)
             keyword = np.zeros(len(m.chunk_ids), dtype=np.float32)
-            if postings is not None and (q.ranker == "keyword" or weight > 0):
+            if postings is not None and q.keywords(qi):
                 rows, kw = postings.scores(query)
                 # The postings were loaded by their own query: map their rows onto
                 # the matrix's by chunk id (the same ids unless a write came between).
@@ -120,6 +126,8 @@ class ExactSearch:
             else:
                 assert q.vectors is not None and first_rows is not None
                 dense = with_document(dense_scores(m.matrix @ q.vectors[qi], q.floor), first_rows)
-                scores = dense if q.ranker == "dense" else hybrid_scores(dense, keyword, weight)
+                scores = (
+                    dense if q.ranker == "dense" else hybrid_scores(dense, keyword, q.weight(qi))
+                )
             np.maximum(best, scores, out=best)
         return best

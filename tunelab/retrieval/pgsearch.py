@@ -159,7 +159,7 @@ class PgSearch:
         best: dict[int, float] = {}
         for qi, query in enumerate(q.queries):
             keyword: dict[int, float] = {}
-            if q.ranker == "keyword" or (q.ranker == "hybrid" and q.weight(qi) > 0):
+            if q.keywords(qi):
                 keyword = self._keyword(s, store_id, query, stats, files, file_of)
             if q.ranker == "keyword":
                 scores = keyword
