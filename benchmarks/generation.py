@@ -6,7 +6,8 @@ baseline is what a user would otherwise write: `model.generate` with a KV cache,
 one prompt at a time for "1 stream", and one left-padded batch of all prompts for
 "8 streams".
 For the adapter rows a random LoRA adapter is served as an `ft:` model, and the
-baseline is the peft-wrapped model's `generate`.
+baseline is the peft-wrapped model's `generate`; for the mixed row, 4 base and 4
+adapter requests at once, and one peft batch with `adapter_names` as the baseline.
 
 Also in the same run: the memory-bandwidth limit (decoding one token reads every
 weight once, so tokens/s can not exceed bandwidth / weight bytes), and llama.cpp
@@ -24,11 +25,14 @@ per CPU-second of the whole process: on a shared, busy machine wall-clock rates
 swing wildly, CPU time much less.
 
     .venv/bin/python benchmarks/generation.py [--tokens 32] [--dtype float32|bfloat16]
-        [--rounds 3] [--no-llamacpp | --llamacpp-only] [--llamacpp-weights file,q8_0,f32]
+        [--rounds 5] [--no-llamacpp | --llamacpp-only] [--llamacpp-weights file,q8_0,f32]
 
 The transformers rows run --rounds rounds, each plain then tunelab for every row, and
 report medians: the speed of a shared VM drifts over minutes, and a run that measured
-all of plain first and all of tunelab later compared two different machines.
+all of plain first and all of tunelab later compared two different machines. Each of
+the issue's targets is a ratio of two measurements of the same round (tunelab against
+plain for one row, or two tunelab rows), printed as the median over rounds and the
+range, so one slow minute moves one round's ratio and not the verdict.
 
 (--dtype defaults to what the server picks here: bf16 on CPUs with native bf16.)
 """
@@ -114,6 +118,7 @@ def make_adapter(model: Any, target: Path) -> Any:
 
 
 Rates = tuple[float, float, float]  # tokens/s, tokens per CPU-second, TTFT
+MIXED = "mixed, 8 streams"  # 4 base and 4 adapter requests at once
 
 
 def median(rows: list[Rates]) -> Rates:
@@ -141,12 +146,13 @@ class Plain:
         ]
         return self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
 
-    def _generate(self, prompts: list[str], n: int) -> float:
+    def _generate(self, prompts: list[str], n: int, extra: dict[str, Any]) -> float:
         inputs = self._inputs(prompts)
         t = time.perf_counter()
         with torch.inference_mode():
             self.model.generate(
                 **inputs,
+                **extra,
                 max_new_tokens=n,
                 min_new_tokens=n,
                 do_sample=False,
@@ -154,22 +160,56 @@ class Plain:
             )
         return time.perf_counter() - t
 
-    def run(self, prompts: list[str], batch: bool) -> tuple[float, float, float]:
+    def run(
+        self, prompts: list[str], batch: bool, adapters: list[str] | None = None
+    ) -> tuple[float, float, float]:
         """(tokens/s, tokens per CPU-second, mean TTFT) over all prompts, measured on
         a thread of its own like tunelab's generation worker: torch's OpenMP team
         behaves differently on the main thread of a busy machine, and both sides
-        must get the same."""
+        must get the same. `adapters`: each prompt's peft adapter in one batch
+        (peft's mixed-batch `adapter_names`)."""
         groups = [prompts] if batch else [[p] for p in prompts]
+        extra: dict[str, Any] = {"adapter_names": adapters} if adapters else {}
 
         def measure() -> tuple[float, float, float]:
             cpu = time.process_time()
-            total = sum(self._generate(g, self.tokens) for g in groups)
+            total = sum(self._generate(g, self.tokens, extra) for g in groups)
             cpu = time.process_time() - cpu
-            ttft = statistics.mean(self._generate(g, 1) for g in groups)
+            ttft = statistics.mean(self._generate(g, 1, extra) for g in groups)
             n = len(prompts) * self.tokens
             return n / total, n / cpu, ttft
 
         return self._thread.submit(measure).result()
+
+
+def paired(num: list[float], den: list[float]) -> str:
+    """A ratio measured once per round: its median and its range over the rounds."""
+    r = [n / d for n, d in zip(num, den, strict=True)]
+    return f"{statistics.median(r):5.2f}x ({min(r):.2f}-{max(r):.2f})"
+
+
+def targets(rounds: dict[str, list[tuple[Rates, Rates]]]) -> list[tuple[str, str, str]]:
+    """The issue's ratios, each from two measurements of one round, taken within a
+    minute of each other: a VM whose speed drifts over minutes then skews the round
+    it drifted in, where a ratio of per-row medians could compare rows measured
+    minutes apart."""
+
+    def col(name: str, side: int, i: int) -> list[float]:  # side 0 plain, 1 tunelab
+        return [pair[side][i] for pair in rounds[name]]
+
+    b1, b8 = col("base, 1 stream", 1, 0), col("base, 8 streams", 1, 0)
+    return [
+        ("1 stream vs plain generate", ">= 1.0", paired(b1, col("base, 1 stream", 0, 0))),
+        (
+            "time to first token vs plain",
+            "<= 1.0",
+            paired(col("base, 1 stream", 1, 2), col("base, 1 stream", 0, 2)),
+        ),
+        ("8 streams vs 1 stream, tunelab", ">= 4", paired(b8, b1)),
+        ("adapter vs base, 1 stream", ">= 0.9", paired(col("adapter, 1 stream", 1, 0), b1)),
+        ("adapter vs base, 8 streams", ">= 0.9", paired(col("adapter, 8 streams", 1, 0), b8)),
+        ("4 adapter + 4 base vs 8 base", "", paired(col(MIXED, 1, 0), b8)),
+    ]
 
 
 def main() -> None:
@@ -186,7 +226,7 @@ def main() -> None:
         action="store_true",
         help="only llama.cpp direct and tunelab's llama.cpp engine (no transformers rows)",
     )
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians)")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (medians)")
     ap.add_argument(
         "--no-llamacpp",
         action="store_true",
@@ -231,21 +271,26 @@ def main() -> None:
         plain = {SMOLLM2: Plain(model, tok, args.tokens), FT: Plain(peft_model, tok, args.tokens)}
         plain[SMOLLM2].run(single[:1], batch=False)  # warm up
         plain[FT].run(single[:1], batch=False)
-        runs = [
+        runs: list[tuple[str, str | list[str], list[str], bool]] = [
             (f"{label}, {name}", model_id, prompts, conc)
             for label, model_id in (("base", SMOLLM2), ("adapter", FT))
             for name, prompts, conc in (("1 stream", single, False), ("8 streams", eight, True))
         ]
+        # 4 base and 4 adapter requests at once; plain: one peft batch, adapter_names
+        runs.append((MIXED, [SMOLLM2, FT] * 4, eight, True))
         rounds: dict[str, list[tuple[Rates, Rates]]] = {name: [] for name, *_ in runs}
         with serving(settings, adapter_dir) as client:
             # Rounds interleave plain and tunelab, so a machine whose speed drifts over
             # minutes (a shared VM) slows both sides alike; medians are reported.
             for _ in range(args.rounds):
                 for name, model_id, prompts, conc in runs:
-                    baseline = plain[model_id].run(prompts, batch=conc)
+                    if isinstance(model_id, list):
+                        names = ["default" if m == FT else "__base__" for m in model_id]
+                        baseline = plain[FT].run(prompts, batch=conc, adapters=names)
+                    else:
+                        baseline = plain[model_id].run(prompts, batch=conc)
                     served = tunelab_run(client, model_id, prompts, args.tokens, conc)
                     rounds[name].append((baseline, served))
-            mixed_tps = tunelab_run(client, [SMOLLM2, FT] * 4, eight, args.tokens, True)[0]
         results = [
             (name, median([p for p, _ in rs]), median([t for _, t in rs]))
             for name, rs in rounds.items()
@@ -278,17 +323,10 @@ def main() -> None:
             f"{tps / p_tps:5.2f}x {cps / p_cps:8.2f}x"
         )
     row = {name: (plain_res, ours) for name, plain_res, ours in results}
-    (p1, t1), (_, t8) = row["base, 1 stream"], row["base, 8 streams"]
-    (_, a1), (_, a8) = row["adapter, 1 stream"], row["adapter, 8 streams"]
-    print(f"\nmixed 4 base + 4 adapter requests, 8 concurrent streams: {mixed_tps:.1f} tok/s")
-    print("\nthe issue's targets (same run):")
-    print(f"  1 stream vs plain generate      {t1[0] / p1[0]:5.2f}x  (target >= 1.0)")
-    print(f"  time to first token vs plain    {t1[2] / p1[2]:5.2f}x  (target <= 1.0)")
-    print(f"  8 streams vs 1 stream, tunelab  {t8[0] / t1[0]:5.2f}x  (target >= 4)")
-    print(
-        f"  adapter vs base, tunelab        {a1[0] / t1[0]:5.2f}x (1 stream), "
-        f"{a8[0] / t8[0]:5.2f}x (8 streams)  (target >= 0.9)"
-    )
+    (_, t1) = row["base, 1 stream"]
+    print(f"\nthe issue's targets (same run; the median of {args.rounds} rounds, and the range):")
+    for label, target, ratio in targets(rounds):
+        print(f"  {label:32} {ratio}  " + (f"(target {target})" if target else "(no target)"))
     print(
         f"\nmemory bandwidth (copy): {bandwidth / 1e9:.1f} GB/s; "
         f"{weight_bytes / 1e6:.0f} MB of {args.dtype} weights per token -> at most "
