@@ -1,10 +1,12 @@
 """LoRA adapters attached to one shared base model, with an LRU bound.
 
 The first adapter wraps the base in a peft `PeftModel`; later ones are loaded
-into it with `load_adapter`. Nothing is merged, so one batch can mix rows for
-several adapters and the base (peft's `adapter_names` mixed-batch forward).
+into it with `load_adapter`. Nothing is merged into the base, so one batch can mix
+rows for several adapters and the base: in the lean forward, each row with its own
+adapter (`row_lora`), where the model and adapters allow it, else peft's
+`adapter_names` mixed-batch forward.
 A batch whose rows all use one adapter runs on a merged copy of its weights
-(`merged.MergedCopies`; else as peft's active adapter), and a batch of base rows
+(`merged.MergedCopies`; else as above), and a batch of base rows
 only runs with every adapter layer switched off: the mixed-batch path gathers and
 scatters every row at every LoRA layer, which costs a single-adapter batch more
 than the adapter itself, and slowed base-only decoding by ~45 ms a token
@@ -23,6 +25,7 @@ from typing import Any
 from tunelab.errors import ModelUnavailable
 from tunelab.inference.handle import AdapterRef
 from tunelab.inference.merged import MergedCopies
+from tunelab.inference.row_lora import RowAdapters, RowLora
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ class AdapterSet:
     def __init__(self, base: Any, capacity: int, merged_limit_bytes: int = 0) -> None:
         self.model = base
         self.merged = MergedCopies(merged_limit_bytes)
+        self.rows = RowAdapters()
         self.capacity = max(1, capacity)
         self._loaded: OrderedDict[str, AdapterRef] = OrderedDict()
         # What the adapter layers run now, when we set it: one adapter's key, BASE
@@ -68,6 +72,7 @@ class AdapterSet:
                 self.model.delete_adapter(victim)
             del self._loaded[victim]
             self.merged.forget(victim)
+            self.rows.forget(victim)
             self._active = None  # peft may have switched to another one
             log.info("detached adapter %s", victim)
 
@@ -113,6 +118,11 @@ class AdapterSet:
             self._switch_layers(True)
         self._active = None
         return {"adapter_names": [k or BASE for k in keys]}
+
+    def row_lora(self, keys: list[str | None]) -> RowLora | None:
+        """The batch's adapters as the lean forward computes them per row, when every
+        one is plain LoRA on the decoder layers' projections (else None: peft runs it)."""
+        return self.rows.batch(self.model, keys)
 
     def _run_alone(self, key: str | None) -> None:
         """Set the model up for a batch of `key`'s rows only (None: the base's)."""

@@ -13,21 +13,25 @@ over the batch's cache, and q/k/v and gate/up as one packed product each.
 
 It covers the architectures whose decoder layer is exactly "pre-norm attention
 with rotary embeddings, then a gated SiLU MLP" (`SUPPORTED`), and the worker uses
-it only when no adapter layer is switched on (base rows, or one adapter's merged
-weights); everything else runs transformers' forward. `TorchForward` checks it
+it for base rows, one adapter's merged weights, and rows of plain LoRA adapters on
+the seven projections, any mix of them per row (tunelab.inference.row_lora);
+everything else runs transformers' forward. `TorchForward` checks it
 against transformers' forward on its first prefill and first step and falls back
 for good if they disagree, so an unexpected variant costs speed, never correctness.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tunelab.inference.packed import PackedLinear, packed_weight, usable
+
+if TYPE_CHECKING:
+    from tunelab.inference.row_lora import RowLora
 
 Layers = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -60,10 +64,10 @@ def supports(model: Any) -> bool:
         return False
     if getattr(config, "pretraining_tp", 1) != 1:
         return False
-    return _inner(model) is not None
+    return inner(model) is not None
 
 
-def _inner(model: Any) -> Any:
+def inner(model: Any) -> Any:
     """The causal LM under peft's wrappers, if it has the modules used here."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     body = getattr(base, "model", None)
@@ -89,9 +93,14 @@ def _version(w: torch.Tensor) -> int:
 
 
 def _products(
-    owner: nn.Module, names: tuple[str, ...], x: torch.Tensor, fuse: bool
+    owner: nn.Module,
+    names: tuple[str, ...],
+    x: torch.Tensor,
+    fuse: bool,
+    delta: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
-    """Each named linear layer of `owner` applied to x: one fused product where every
+    """Each named linear layer of `owner` applied to x, plus its share of `delta`
+    (the rows' LoRA, all members side by side): one fused product where every
     member is a packed layer (and `fuse`), else one product each.
 
     The fused weight is kept on the first member's weight tensor, like a packed
@@ -99,7 +108,11 @@ def _products(
     members' weights gets a fused form of its own, freed with that copy."""
     members = _packed(owner, names)
     if not fuse or members is None or not all(usable(x, m.weight) for m in members):
-        return [_plain(getattr(owner, n))(x) for n in names]
+        outs = [_plain(getattr(owner, n))(x) for n in names]
+        if delta is None:
+            return outs
+        parts = delta.split_with_sizes([o.shape[-1] for o in outs], dim=-1)
+        return [(o + d).to(o.dtype) for o, d in zip(outs, parts, strict=True)]
     weights = [m.weight for m in members]
     key = tuple((id(w), _version(w)) for w in weights)
     held: _Fused | None = getattr(weights[0], "_tunelab_fused", None)
@@ -109,6 +122,8 @@ def _products(
     out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
         x, held.weight, held.bias, "none", [], ""
     )
+    if delta is not None:  # rounded as peft rounds it (tunelab.inference.row_lora)
+        out = (out + delta).to(out.dtype)
     return list(out.split_with_sizes(held.sizes, dim=-1))
 
 
@@ -180,6 +195,7 @@ def forward(
     cache: Layers | None,
     *,
     fuse: bool = True,
+    lora: RowLora | None = None,
 ) -> tuple[torch.Tensor, Layers]:
     """Logits after each row's last new token, and each layer's (keys, values) grown
     by the new tokens.
@@ -187,9 +203,14 @@ def forward(
     tokens (rows, new): one per row for a decode step, a left-padded prompt batch for
     a prefill; mask (rows, length + new), 0 on left padding; positions (rows, new);
     cache: per layer (rows, kv heads, length, head dim), as KVBatch holds it, or None
-    (a prefill). fuse: run sibling products fused (see _products).
+    (a prefill). fuse: run sibling products fused (see _products). lora: what each
+    row's adapter adds to the products (tunelab.inference.row_lora), None for none.
     """
-    lm = _inner(model)
+
+    def delta(layer: int, group: str, x: torch.Tensor) -> torch.Tensor | None:
+        return None if lora is None else lora.delta(layer, group, x)
+
+    lm = inner(model)
     body = lm.model
     config = lm.config
     rows, new = tokens.shape
@@ -203,7 +224,7 @@ def forward(
     for i, layer in enumerate(body.layers):
         attn, mlp = layer.self_attn, layer.mlp
         x = _norm(h, _plain(layer.input_layernorm))
-        q, k, v = _products(attn, QKV, x, fuse)
+        q, k, v = _products(attn, QKV, x, fuse, delta(i, "qkv", x))
         q = q.reshape(rows, new, heads, head_dim).transpose(1, 2)
         k = _rope(k.reshape(rows, new, kv_heads, head_dim).transpose(1, 2), cos, sin)
         v = v.reshape(rows, new, kv_heads, head_dim).transpose(1, 2)
@@ -219,9 +240,13 @@ def forward(
             scale=attn.scaling,
             enable_gqa=heads != kv_heads,
         )
-        h = h + _plain(attn.o_proj)(a.transpose(1, 2).reshape(rows, new, heads * head_dim))
+        a = a.transpose(1, 2).reshape(rows, new, heads * head_dim)
+        (o,) = _products(attn, ("o_proj",), a, False, delta(i, "o", a))
+        h = h + o
         x = _norm(h, _plain(layer.post_attention_layernorm))
-        gate, up = _products(mlp, GATE_UP, x, fuse)
-        h = h + _plain(mlp.down_proj)(F.silu(gate) * up)
+        gate, up = _products(mlp, GATE_UP, x, fuse, delta(i, "gate_up", x))
+        mixed = F.silu(gate) * up
+        (down,) = _products(mlp, ("down_proj",), mixed, False, delta(i, "down", mixed))
+        h = h + down
     logits: torch.Tensor = _plain(lm.lm_head)(_norm(h[:, -1:], _plain(body.norm)))
     return logits[:, -1], grown

@@ -65,7 +65,7 @@ class MergedCopies:
             return self._copies[key]
         if key in self._unmergeable or self.limit == 0:
             return None
-        layers = _mergeable_layers(model, key) or []
+        layers = mergeable_layers(model, key) or []
         size = sum(_cost(layer.get_base_layer()) for layer in layers)
         if not layers or size > self.limit:
             self._unmergeable.add(key)
@@ -90,7 +90,7 @@ class MergedCopies:
         return sum(_cost(layer) for swaps in self._copies.values() for layer, *_ in swaps)
 
 
-def _mergeable_layers(model: Any, key: str) -> list[Any] | None:
+def mergeable_layers(model: Any, key: str) -> list[Any] | None:
     """The LoRA layers `key` changes, when all are plain LoRA on a linear layer whose
     weight no other module shares; None otherwise (or when it changes none)."""
     from peft.tuners.lora.layer import Linear as LoraLinear
