@@ -10,13 +10,15 @@ coverage to a power, see `coverage`), document weights and same-file
 discounts (and dense normalisations with --norms), for each chunk size; --script 1
 ranks a question written in another script than the corpus's first document by dense
 alone, as the server does (`ranking.keyword_weight`), --script 0 never does;
+--rewrite 1 searches each question as tunelab.retrieval.rewrite rewrites it, 2 as
+written and rewritten (each chunk keeping its best score, as for a list of queries).
 `benchmarks/retrieval.py` then reports the chosen defaults on the other questions
 through the API.
 
     .venv/bin/python benchmarks/ranking_dev.py [--models all-minilm-l6-v2] \
         [--chunks 800/400,254/0] [--weights 0,0.1,0.15,0.2] [--doc 0.2,0.3]
         [--decay 1,0.7] [--powers 0,1] [--script 0,1] [--split dev|report] [--pages N]
-        [--rerank upr:5,uprchat:10,e5:5 --mix 0.25,0.5,1]
+        [--rerank upr:5,uprchat:10,e5:5 --mix 0.25,0.5,1] [--rewrite 0,1]
 
 --rerank re-orders the hybrid's top k with a second opinion (benchmarks/rerank.py:
 SmolLM2 query likelihood, plain or chat prompt, or e5's cosine), mixed with the
@@ -56,6 +58,7 @@ from tunelab.retrieval.ranking import (
     similarity_floor,
     spread_files,
 )
+from tunelab.retrieval.rewrite import rewrite_query
 from tunelab.retrieval.terms import decode_terms, encode_terms, query_terms
 
 # Stop-word lists to compare (--stop): tunelab's, scikit-learn's whole list, and the
@@ -173,7 +176,7 @@ def evaluate(
     ix: Indexed, corpus: Corpus, queries: np.ndarray, split: str,
     rank: Callable[[np.ndarray, np.ndarray, float], np.ndarray], floor: float | None,
     doc: float, decay: float, rerank: tuple[Scorer, int, float] | None = None,
-    script: bool = False,
+    script: bool = False, searched: list[list[tuple[str, np.ndarray]]] | None = None,
 ) -> tuple[float, float, float]:  # fmt: skip
     """(MRR, hit@1, hit@5) with chunk rankings from rank(dense, keyword, coverage)
     scores, coverage being the query's `coverage`.
@@ -182,22 +185,28 @@ def evaluate(
     doc: the document (first chunk) weight; decay: the same-file discount.
     rerank: (scorer, k, weight): the top k re-ordered by rerank.reorder.
     script: a question in another script than the first document is ranked by dense.
+    searched: for each question, the (text, vector) searched, each chunk keeping its
+    best score over them (default: the question as written).
     """
     centroid = ix.matrix.mean(axis=0)
     first = np.array([np.flatnonzero(ix.pages == p)[0] for p in range(len(ix.names))])
     rr, h1, h5 = [], 0, 0
-    for q, vec in zip(corpus.questions(split), queries, strict=True):
+
+    def score(text: str, vec: np.ndarray) -> np.ndarray:
         base = float(centroid @ vec) if floor is None else floor
         own = dense_scores(ix.matrix @ vec, base)
         dense = (1 - doc) * own + doc * own[first[ix.pages]]
-        rows, kw = ix.postings.scores(q.question)
+        rows, kw = ix.postings.scores(text)
         keyword = np.zeros(len(ix.pages), dtype=np.float32)
         keyword[rows] = kw
-        coverage = query_coverage(ix.postings, q.question)
-        if script and mostly_latin(q.question) != ix.latin:
-            ranked = dense
-        else:
-            ranked = rank(dense, keyword, coverage)
+        if script and mostly_latin(text) != ix.latin:
+            return dense
+        return rank(dense, keyword, query_coverage(ix.postings, text))
+
+    questions = corpus.questions(split)
+    searched = searched or [[(q.question, v)] for q, v in zip(questions, queries, strict=True)]
+    for q, alternatives in zip(questions, searched, strict=True):
+        ranked = np.max([score(text, vec) for text, vec in alternatives], axis=0)
         order, scores = spread_files(ranked, ix.pages, 50, decay)
         if rerank is not None:
             scorer, k, weight = rerank
@@ -260,6 +269,9 @@ def main() -> None:
     ap.add_argument("--pages", type=int, default=0, help="keep N pages per corpus (quick run)")
     ap.add_argument("--rerank", default="", help=f"name:k,... of {','.join(SCORERS)}")
     ap.add_argument("--mix", default="0.5,1", help="re-ranker weights in the mix")
+    ap.add_argument(
+        "--rewrite", default="0", help="questions as written (0), rewritten (1), both (2)"
+    )
     args = ap.parse_args()
     corpora, _ = build(CACHE)
     chosen = [c for c in corpora if c.name in args.corpora.split(",")]
@@ -277,9 +289,14 @@ def main() -> None:
         print(f"{model_id}: similarity floor {floor:.3f}; hit@1/hit@5/MRR per keyword weight "
               f"{args.weights}")  # fmt: skip
         for corpus in chosen:
+            asked = [q.question for q in corpus.questions(args.split)]
             queries = model.encode(
-                [qprefix + q.question for q in corpus.questions(args.split)],
-                normalize_embeddings=True, show_progress_bar=False,
+                [qprefix + q for q in asked], normalize_embeddings=True, show_progress_bar=False
+            )
+            rewritten = [rewrite_query(q) for q in asked]
+            queries_rewritten = model.encode(
+                [qprefix + q for q in rewritten], normalize_embeddings=True,
+                show_progress_bar=False,
             )  # fmt: skip
             print(f"{corpus.name:<11} naive dense baseline "
                   f"{naive(corpus, model_id, model, pprefix, queries, args.split)}")  # fmt: skip
@@ -289,24 +306,31 @@ def main() -> None:
                 size, overlap = (int(x) for x in setting.split("/"))
                 ix = index(corpus, model_id, model, pprefix, size, overlap, header)
                 norms = {"floor": floor, "mean": None, "raw": 0.0}
-                for stop, norm, doc, decay, power, script in itertools.product(
+                for stop, norm, doc, decay, power, script, rewrite in itertools.product(
                     args.stop.split(","),
                     args.norms.split(","),
                     [float(x) for x in args.doc.split(",")],
                     [float(x) for x in args.decay.split(",")],
                     [float(x) for x in args.powers.split(",")],
                     [x == "1" for x in args.script.split(",")],
+                    [int(x) for x in args.rewrite.split(",")],
                 ):
+                    pairs = [
+                        [(a, v)] if rewrite == 0 else [(r, w)] if rewrite == 1 else [(a, v), (r, w)]
+                        for a, v, r, w in zip(
+                            asked, queries, rewritten, queries_rewritten, strict=True
+                        )
+                    ]
                     term_module.STOPWORDS = STOPLISTS[stop]
                     ix.postings = keyword_postings(ix.texts)
                     h = f"{setting:>8}{' h' if header else '  '} {norm:<6}"
                     row = [f"{corpus.name:<11}{h}doc {doc:.2f} decay {decay:.2f} stop {stop:<7}"
-                           f" cov^{power:g} script {script:d}"]  # fmt: skip
+                           f" cov^{power:g} script {script:d} rewrite {rewrite:d}"]  # fmt: skip
                     for w in weights:
                         mrr, h1, h5 = evaluate(
                             ix, corpus, queries, args.split,
                             lambda d, k, c, w=w, p=power: hybrid_scores(d, k, w * c**p),
-                            norms[norm], doc, decay, script=script,
+                            norms[norm], doc, decay, script=script, searched=pairs,
                         )  # fmt: skip
                         row.append(f"{h1:.2f}/{h5:.2f}/{mrr:.2f}")
                     print("  ".join(row), flush=True)
@@ -318,7 +342,7 @@ def main() -> None:
                             mrr, h1, h5 = evaluate(
                                 ix, corpus, queries, args.split,
                                 lambda d, k_, c, w=w, p=power: hybrid_scores(d, k_, w * c**p),
-                                norms[norm], doc, decay, (scorers[name], k, mix), script,
+                                norms[norm], doc, decay, (scorers[name], k, mix), script, pairs,
                             )  # fmt: skip
                             row.append(f"{h1:.2f}/{h5:.2f}/{mrr:.2f}")
                         print("  ".join(row), flush=True)

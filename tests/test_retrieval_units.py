@@ -24,6 +24,7 @@ from tunelab.retrieval.ranking import (
     keyword_weight,
     spread_files,
 )
+from tunelab.retrieval.rewrite import rewrite_query
 from tunelab.retrieval.terms import decode_terms, encode_terms, terms
 
 pytestmark = pytest.mark.unit
@@ -334,3 +335,18 @@ def test_grounded_prompt_and_citations():
     cites = find_citations("It lasts ten hours [2]. See also [2] and [9].", 2)
     assert [(c.passage, c.index) for c in cites] == [(1, 19)]
     assert [c.passage for c in find_citations("No markers here.", 2)] == [0]
+
+
+@pytest.mark.parametrize(
+    ("query", "searched"),
+    [
+        ("What is the return policy?", "return policy"),  # OpenAI's own example
+        ("How do I make a file undeletable, even for root?", "make file undeletable root"),
+        ('What does "tar -xzf" do with a .tar.gz?', "tar -xzf tar.gz"),  # names kept whole
+        ("请问如何查看磁盘还剩多少空间？", "查看 磁盘 还 剩 多少 空间"),
+        ("用ls命令列出文件", "用 ls 命令 列出 文件"),
+        ("Is it?", "Is it?"),  # nothing left: searched as written
+    ],
+)
+def test_rewrite_query_keeps_the_words_a_search_needs(query: str, searched: str) -> None:
+    assert rewrite_query(query) == searched

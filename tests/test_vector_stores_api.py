@@ -96,6 +96,22 @@ def test_paraphrased_questions_find_their_section_in_markdown_and_pdf(client, ma
     assert len(missed) <= 1, missed
 
 
+def test_rewrite_query_searches_the_question_s_words_and_says_so(client, manual_store):
+    vs_id = manual_store[0]
+    question = "How do I remove limescale from the machine?"
+    for rewrite, searched in ((False, question), (True, "remove limescale machine")):
+        raw = client.vector_stores.with_raw_response.search(
+            vs_id, query=question, rewrite_query=rewrite, max_num_results=4
+        )
+        assert raw.http_response.json()["search_query"] == [searched]
+        texts = [" ".join(hit.content[0].text.split()) for hit in raw.parse().data]
+        assert any("descaling agent" in t for t in texts), (rewrite, texts)
+    raw = client.vector_stores.with_raw_response.search(
+        vs_id, query=["How long is the guarantee?", "机器的保修期是多久？"], rewrite_query=True
+    )  # each query of a list; Chinese question words and particles dropped
+    assert raw.http_response.json()["search_query"] == ["long guarantee", "机器 保修期 多久"]
+
+
 def test_store_object_counts_and_content(client, manual_store):
     vs_id, md_id, _ = manual_store
     vs = client.vector_stores.retrieve(vs_id)

@@ -38,6 +38,7 @@ from tunelab.protocol.vector_stores import (
     VectorStoreFile,
 )
 from tunelab.retrieval.params import parse_chunking
+from tunelab.retrieval.rewrite import rewrite_query
 from tunelab.retrieval.stores import StoreView, VectorStores
 from tunelab.retrieval.tables import FileBatchRow, VectorStoreFileRow
 
@@ -140,6 +141,8 @@ def search_store(
     store_id: str, body: SearchRequest, searcher: SearcherDep, project: ProjectDep
 ) -> SearchResultsPage:
     queries = [body.query] if isinstance(body.query, str) else list(body.query)
+    if body.rewrite_query:  # searched as rewritten, and `search_query` says so
+        queries = [rewrite_query(q) for q in queries]
     ranking = body.ranking_options
     hits = searcher.search_stores(
         project,
