@@ -295,3 +295,25 @@ def test_the_first_use_check_leaves_no_packed_copies_of_fused_layers(tiny_chat_d
     for name in ("q_proj", "k_proj", "v_proj"):
         assert not hasattr(getattr(layer.self_attn, name).weight, "_tunelab_packed")
     assert hasattr(layer.self_attn.o_proj.weight, "_tunelab_packed")  # unfused: packed
+
+
+def test_a_fused_form_belongs_to_its_weight_tensors_not_to_their_addresses() -> None:
+    """A swapped-out merged copy is freed and the next adapter's copy may get its
+    address: a fused form keyed by id() then served the new adapter's products with
+    the old one's weights (seen: an adapter's first answer garbled after another
+    adapter was evicted)."""
+    import weakref
+
+    if not available():
+        pytest.skip("this torch build has no oneDNN")
+    w = torch.randn(8, 4)
+    held = lean_forward._fuse([w], [None], ((weakref.ref(w), lean_forward._version(w)),))
+    assert lean_forward._current(held, [w])
+    address = id(w)
+    del w
+    other = torch.randn(8, 4)
+    for _ in range(1000):  # CPython usually hands the freed address out again at once
+        if id(other) == address:
+            break
+        other = torch.randn(8, 4)
+    assert not lean_forward._current(held, [other])

@@ -22,6 +22,7 @@ for good if they disagree, so an unexpected variant costs speed, never correctne
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -82,7 +83,11 @@ class _Fused(NamedTuple):
     product: one call instead of three (two), and a wider product that a skinny
     decode batch runs faster (SmolLM2's q/k/v for one row: 214 vs 353 us)."""
 
-    key: tuple[tuple[int, int], ...]  # (id, version) of each member's weight
+    # Each member's weight (weakly: a swapped-out merged copy must be freed) and its
+    # version. Not its id(): a freed merged copy's address is reused by the next
+    # adapter's copy, and a fused form keyed by ids then served one adapter's
+    # gate/up products with another's (the first member, gate, is the base's).
+    key: tuple[tuple[weakref.ref[torch.Tensor], int], ...]
     weight: Any  # oneDNN-packed concatenation
     bias: torch.Tensor | None
     sizes: list[int]
@@ -114,9 +119,9 @@ def _products(
         parts = delta.split_with_sizes([o.shape[-1] for o in outs], dim=-1)
         return [(o + d).to(o.dtype) for o, d in zip(outs, parts, strict=True)]
     weights = [m.weight for m in members]
-    key = tuple((id(w), _version(w)) for w in weights)
     held: _Fused | None = getattr(weights[0], "_tunelab_fused", None)
-    if held is None or held.key != key:
+    if held is None or not _current(held, weights):
+        key = tuple((weakref.ref(w), _version(w)) for w in weights)
         held = _fuse(weights, [m.bias for m in members], key)
         weights[0]._tunelab_fused = held  # type: ignore[attr-defined]
     out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
@@ -127,8 +132,18 @@ def _products(
     return list(out.split_with_sizes(held.sizes, dim=-1))
 
 
+def _current(held: _Fused, weights: list[torch.Tensor]) -> bool:
+    """Whether `held` was fused from exactly these weight tensors, unchanged since."""
+    return len(held.key) == len(weights) and all(
+        ref() is w and version == _version(w)
+        for (ref, version), w in zip(held.key, weights, strict=True)
+    )
+
+
 def _fuse(
-    weights: list[torch.Tensor], biases: list[torch.Tensor | None], key: tuple[tuple[int, int], ...]
+    weights: list[torch.Tensor],
+    biases: list[torch.Tensor | None],
+    key: tuple[tuple[weakref.ref[torch.Tensor], int], ...],
 ) -> _Fused:
     with torch.no_grad():
         bias = None
