@@ -424,7 +424,10 @@ def test_ingestion_refuses_files_over_its_bound(url: str, monkeypatch: pytest.Mo
 def test_a_responses_client_that_leaves_stops_its_generation(url: str, app: TunelabApp) -> None:
     stats = app.runtime.inference.engine.stats
     before = stats().get(TINY_CHAT, {}).get("cancelled", 0)
-    impatient = openai.OpenAI(base_url=url + "/v1", api_key="key-alpha", max_retries=0, timeout=1.0)
+    # 450 tokens of the tiny model took about a second on the 2-core machine, so a 1 s
+    # timeout sometimes came after the answer: leave well before (leaving before the
+    # request is admitted counts as a cancel too)
+    impatient = openai.OpenAI(base_url=url + "/v1", api_key="key-alpha", max_retries=0, timeout=0.4)
     with pytest.raises(openai.APITimeoutError):
         impatient.responses.create(
             model=TINY_CHAT, input="Say something.", max_output_tokens=450, temperature=0
