@@ -111,8 +111,8 @@ def _products(
     The fused weight is kept on the first member's weight tensor, like a packed
     weight (tunelab.inference.packed): a merged adapter copy swapped in as the
     members' weights gets a fused form of its own, freed with that copy."""
-    members = _packed(owner, names)
-    if not fuse or members is None or not all(usable(x, m.weight) for m in members):
+    members = _packed(owner, names) if fuse else None
+    if members is None or not all(usable(x, m.weight) for m in members):
         outs = [_plain(getattr(owner, n))(x) for n in names]
         if delta is None:
             return outs

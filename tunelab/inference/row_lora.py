@@ -34,13 +34,14 @@ from typing import Any
 
 import torch
 
+from tunelab.inference.lean_forward import GATE_UP, QKV, inner
 from tunelab.inference.merged import mergeable_layers
 
 # Per decoder layer, the products the lean forward computes: (owner, group, members).
 GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("self_attn", "qkv", ("q_proj", "k_proj", "v_proj")),
+    ("self_attn", "qkv", QKV),
     ("self_attn", "o", ("o_proj",)),
-    ("mlp", "gate_up", ("gate_proj", "up_proj")),
+    ("mlp", "gate_up", GATE_UP),
     ("mlp", "down", ("down_proj",)),
 )
 STACKS_KEPT = 4  # adapter combinations whose stacked matrices are kept
@@ -128,8 +129,6 @@ class RowAdapters:
 
 
 def _pieces(model: Any, key: str) -> Pieces | None:
-    from tunelab.inference.lean_forward import inner
-
     config = getattr(model, "peft_config", {}).get(key)
     lm = inner(model)
     layers = mergeable_layers(model, key)
