@@ -108,6 +108,7 @@ def test_1000_line_batch_equals_requests_sent_one_by_one(env: Env) -> None:
     assert batch.error_file_id is None and batch.completed_at is not None
     out = env.read(batch.output_file_id)
     assert [o["custom_id"] for o in out] == [f"req-{i}" for i in range(1000)]
+    rows = np.array([o["response"]["body"]["data"][0]["embedding"] for o in out])
     for i in range(0, 1000, 97):  # the same request, sent alone
         req = EmbeddingRequest(**line(i, texts[i])["body"])
         p = endpoint.prepare(req, env.registry, env.embeddings, count=True)
@@ -115,9 +116,12 @@ def test_1000_line_batch_equals_requests_sent_one_by_one(env: Env) -> None:
         got = out[i]["response"]
         assert got["status_code"] == 200 and out[i]["error"] is None
         assert got["body"]["usage"] == alone["usage"] and got["body"]["model"] == alone["model"]
-        np.testing.assert_allclose(
-            got["body"]["data"][0]["embedding"], alone["data"][0]["embedding"], atol=1e-5
-        )
+        # Its own text's vector, to the rounding of its batch: bf16 autocast (CPUs with
+        # native bf16) rounds a padded group of 64 differently from a text alone (up to
+        # ~5e-4 per component on AVX512-BF16), fp32 to ~1e-6. Of all 1000 rows, the
+        # closest to the text sent alone must be its own, and almost identical.
+        cosines = rows @ np.asarray(alone["data"][0]["embedding"])
+        assert int(cosines.argmax()) == i and cosines[i] > 0.9999
 
 
 def test_bad_lines_fail_the_batch_with_their_line_numbers(env: Env) -> None:

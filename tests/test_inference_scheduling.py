@@ -62,7 +62,10 @@ def test_a_client_that_times_out_stops_its_generation(
     register_models(settings, [tiny_registry_entry(tiny_chat_dir)])
     app = create_app(settings)
     with run_server(app) as url:
-        impatient = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0, timeout=1.0)
+        # 450 tiny-model tokens take under a second on some 2-core machines (bf16 on
+        # AVX512-BF16), so a 1 s timeout could come after the answer: leave well before
+        # (leaving before the request is admitted counts as a cancel too).
+        impatient = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0, timeout=0.3)
         with pytest.raises(openai.APITimeoutError):
             impatient.chat.completions.create(
                 model=TINY_CHAT, messages=HI, max_tokens=450, temperature=0
