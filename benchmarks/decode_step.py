@@ -11,7 +11,10 @@ both sides). Run it under py-spy to see the worker's step broken down:
         [--steps]
 
 --steps also times one decode step alone for 1 and 8 rows on the packed model, interleaved:
-transformers' forward against tunelab.inference.lean_forward unfused and fused.
+transformers' forward against tunelab.inference.lean_forward unfused and fused, and fused
+with the step's keys and values written in place into the batch's cache (KVBatch.grow, as
+the worker runs it) instead of a torch.cat copy of every layer's cache; --context N
+makes the cache N tokens long (the prompt repeated; default: the prompt alone).
     .venv/bin/py-spy record -o /tmp/step.svg -- .venv/bin/python benchmarks/decode_step.py
 """
 
@@ -58,17 +61,18 @@ def timed(fn: Any) -> tuple[float, float]:
 
 
 def step_alone(model: Any, ids: list[int], rows: int, rounds: int) -> dict[str, float]:
-    """Median ms of one decode step over a `rows`-row cache of the prompt."""
+    """Median ms of one decode step over a `rows`-row cache of the prompt `ids`."""
     from transformers import DynamicCache
 
     from tunelab.inference import lean_forward
+    from tunelab.inference.kvbatch import KVBatch
 
-    prompt = torch.tensor([ids] * rows)
+    prompt = torch.tensor([ids])
     out = model(input_ids=prompt, use_cache=True)
-    data = [(k, v) for k, v, *_ in out.cache]
-    token = out.logits[:, -1:].argmax(-1)
-    mask = torch.ones(rows, len(ids) + 1, dtype=torch.long)
-    pos = torch.full((rows, 1), len(ids))
+    kv = KVBatch()  # the worker's batch: each step writes the same next column here
+    kv.add([(k, v) for k, v, *_ in out.cache], len(ids), copies=rows)
+    mask, pos, data = kv.step_inputs()
+    token = out.logits[:, -1:].argmax(-1).expand(rows, 1)
     ways = {
         "transformers": lambda: model(
             input_ids=token, attention_mask=mask, position_ids=pos,
@@ -76,6 +80,9 @@ def step_alone(model: Any, ids: list[int], rows: int, rounds: int) -> dict[str, 
         ),
         "lean, unfused": lambda: lean_forward.forward(model, token, mask, pos, data, fuse=False),
         "lean, fused": lambda: lean_forward.forward(model, token, mask, pos, data, fuse=True),
+        "lean, fused, in place": lambda: lean_forward.forward(
+            model, token, mask, pos, data, fuse=True, grow=kv.grow
+        ),
     }  # fmt: skip
     times: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(rounds):
@@ -94,6 +101,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--steps", action="store_true", help="also time one step alone (above)")
+    ap.add_argument("--context", type=int, default=0, help="cache length for --steps")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     cache = Settings().model_cache_dir
@@ -149,10 +157,11 @@ def main() -> None:
             f"{1000 * cpu:7.2f} ms/token CPU ({base_cpu / cpu:4.2f}x plain)"
         )
     if args.steps:
+        context = (ids * (args.context // len(ids) + 1))[: args.context] if args.context else ids
         for rows in (1, 8):
-            ms = step_alone(served, ids, rows, args.rounds)
+            ms = step_alone(served, context, rows, args.rounds)
             base = ms["transformers"]
-            print(f"one step, {rows} row(s): " + ", ".join(
+            print(f"one step, {rows} row(s), {len(context)} cached: " + ", ".join(
                 f"{name} {t:.1f} ms ({base / t:.2f}x)" for name, t in ms.items()
             ))  # fmt: skip
 

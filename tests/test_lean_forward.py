@@ -141,6 +141,22 @@ def test_lean_forwards_give_transformers_logits_through_continuous_batching(
         assert torch.allclose(g.float(), w.float(), atol=atol)
 
 
+def test_long_decodes_grow_the_cache_in_place_with_transformers_logits(
+    tiny_chat_dir: Path,
+) -> None:
+    # 150 steps: the batch's cache buffers run out of room (64 columns at first) and
+    # are replaced twice after the last join and leave; fixed tokens, so rounding
+    # never parts the two runs.
+    lean = TorchForward(llama(tiny_chat_dir), 4)
+    got = decode(lean, 150, greedy=False)
+    want = decode(transformers_only(llama(tiny_chat_dir)), 150, greedy=False)
+    assert lean._lean == lean_use(True, None)
+    # The longest prompt left after 4 steps; its padding was trimmed from the others.
+    assert lean._kv.length == len(PROMPTS[1]) + 150
+    for g, w in zip(got, want, strict=True):
+        assert torch.allclose(g, w, atol=1e-4)
+
+
 def test_architectures_it_does_not_compute_run_on_transformers(tiny_chat_dir: Path) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 

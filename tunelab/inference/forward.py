@@ -116,7 +116,7 @@ class TorchForward:
     def step(self, tokens: list[int], adapters: list[str | None]) -> torch.Tensor:
         mask, positions, data = self._kv.step_inputs()
         ids = torch.tensor([[t] for t in tokens], dtype=torch.long)
-        logits, cache = self._run("step", ids, mask, positions, data, adapters)
+        logits, cache = self._run("step", ids, mask, positions, data, adapters, self._kv.grow)
         self._kv.absorb(cache, mask)
         return logits
 
@@ -128,10 +128,12 @@ class TorchForward:
         positions: torch.Tensor,
         data: Layers | None,
         keys: list[str | None],
+        grow: lean_forward.Grow | None = None,
     ) -> tuple[torch.Tensor, Any]:
         """Logits after each row's last token, and the grown cache, for rows with
         these adapters (None: the base): through the lean forward where it runs
-        (each kind checked against transformers on first use), else transformers'."""
+        (each kind checked against transformers on first use), else transformers'.
+        grow: how the lean forward appends to the cache in place (a decode step)."""
         kwargs = self.adapters.forward_kwargs(keys)
         lora = None
         if not self.adapters.plain:  # adapter layers on: rows of adapters, unmerged
@@ -142,7 +144,9 @@ class TorchForward:
         if self._lean[kind] is False:
             return self._transformers(ids, mask, positions, data, kwargs)
         model = self.adapters.model
-        logits, layers = lean_forward.forward(model, ids, mask, positions, data, lora=lora)
+        logits, layers = lean_forward.forward(
+            model, ids, mask, positions, data, lora=lora, grow=grow
+        )
         if self._lean[kind] is None:
             with unpacked():  # q/k/v and gate/up run fused: no packed copies of them
                 reference, cache = self._transformers(ids, mask, positions, data, kwargs)

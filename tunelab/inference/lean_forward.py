@@ -23,6 +23,7 @@ for good if they disagree, so an unexpected variant costs speed, never correctne
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from tunelab.inference.row_lora import RowLora
 
 Layers = list[tuple[torch.Tensor, torch.Tensor]]
+# (layer, new keys, new values) -> that layer's whole keys and values (KVBatch.grow)
+Grow = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 # config.model_type values whose decoder layer is the plain Llama one (Qwen2 adds
 # q/k/v biases, which the linear layers carry; Mistral and Qwen2 qualify only
@@ -211,6 +214,7 @@ def forward(
     *,
     fuse: bool = True,
     lora: RowLora | None = None,
+    grow: Grow | None = None,
 ) -> tuple[torch.Tensor, Layers]:
     """Logits after each row's last new token, and each layer's (keys, values) grown
     by the new tokens.
@@ -220,6 +224,8 @@ def forward(
     cache: per layer (rows, kv heads, length, head dim), as KVBatch holds it, or None
     (a prefill). fuse: run sibling products fused (see _products). lora: what each
     row's adapter adds to the products (tunelab.inference.row_lora), None for none.
+    grow: appends a layer's new keys and values to its cache in place
+    (`KVBatch.grow`); None: the cache is left as it is and the grown one is a copy.
     """
 
     def delta(layer: int, group: str, x: torch.Tensor) -> torch.Tensor | None:
@@ -243,7 +249,9 @@ def forward(
         q = q.reshape(rows, new, heads, head_dim).transpose(1, 2)
         k = _rope(k.reshape(rows, new, kv_heads, head_dim).transpose(1, 2), cos, sin)
         v = v.reshape(rows, new, kv_heads, head_dim).transpose(1, 2)
-        if cache is not None:
+        if grow is not None:
+            k, v = grow(i, k, v)
+        elif cache is not None:
             k = torch.cat((cache[i][0], k), dim=2)
             v = torch.cat((cache[i][1], v), dim=2)
         grown.append((k, v))
