@@ -157,6 +157,22 @@ def test_long_decodes_grow_the_cache_in_place_with_transformers_logits(
         assert torch.allclose(g, w, atol=1e-4)
 
 
+def test_an_unpadded_prefill_runs_plainly_causal_with_transformers_logits_and_cache(
+    tiny_chat_dir: Path,
+) -> None:
+    model = llama(tiny_chat_dir)
+    ids = torch.tensor([PROMPTS[0] * 3])
+    mask, positions = torch.ones_like(ids), torch.arange(ids.shape[1])[None]
+    assert lean_forward._attention_mask(mask, ids.shape[1]) is None  # SDPA's is_causal
+    with torch.inference_mode():
+        logits, layers = lean_forward.forward(model, ids, mask, positions, None)
+        want = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    assert torch.allclose(logits, want.logits[:, -1], atol=1e-4)
+    # The last layer's keys depend on every position's attention in the layers below.
+    for (k, v), (wk, wv, *_) in zip(layers, want.cache, strict=True):
+        assert torch.allclose(k, wk, atol=1e-4) and torch.allclose(v, wv, atol=1e-4)
+
+
 def test_architectures_it_does_not_compute_run_on_transformers(tiny_chat_dir: Path) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 

@@ -192,9 +192,10 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
 def _attention_mask(mask: torch.Tensor, new: int) -> torch.Tensor | None:
     """The boolean mask for `new` queries over mask's columns (the last `new` are the
     queries' own): causal, hiding left padding. A query on a padding column sees
-    itself, so no row is fully masked (its output is never read); a batch of one new
-    token without padding needs no mask."""
-    if new == 1 and bool(mask.all()):
+    itself, so no row is fully masked (its output is never read). None where no mask
+    is needed: one new token per row without padding, or a prefill (no cache) without
+    padding, which `_attention` runs as plainly causal."""
+    if bool(mask.all()) and (new == 1 or mask.shape[1] == new):
         return None
     keys = mask.bool()[:, None, None, :]
     if new == 1:
@@ -216,14 +217,17 @@ def _attention(
     is. SDPA's enable_gqa repeats the keys and values instead, a copy of the whole
     cache per layer per step: at 8 rows of 1,000 cached tokens (SmolLM2, bf16) it took
     ~90 ms of attention per step against ~12 ms this way. A prefill's queries have
-    causal masks of their own and keep enable_gqa.
+    causal masks of their own and keep enable_gqa; without padding (mask None) SDPA's
+    own causal form is used, which skips the masked half: a 1,000-token prompt's
+    attention took ~290 ms over 30 layers against ~435 ms with the same mask spelled out.
     """
     rows, heads, new, dim = q.shape
     kv_heads = k.shape[1]
     if heads == kv_heads or new > 1:
         return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, scale=scale, enable_gqa=heads != kv_heads
-        )
+            q, k, v, attn_mask=mask, scale=scale, enable_gqa=heads != kv_heads,
+            is_causal=mask is None and new > 1,
+        )  # fmt: skip
     grouped = q.reshape(rows, kv_heads, heads // kv_heads, dim)
     out = F.scaled_dot_product_attention(grouped, k, v, attn_mask=mask, scale=scale)
     return out.reshape(rows, heads, 1, dim)
