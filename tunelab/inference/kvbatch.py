@@ -110,13 +110,13 @@ class KVBatch:
         none left), viewed up to the new length. The batch takes them in `absorb`;
         its own keys and values are unchanged until then."""
         past_k, past_v = self.keys[layer], self.values[layer]
-        length, new = past_k.shape[2], keys.shape[2]
+        length = past_k.shape[2]
+        end = length + keys.shape[2]
         held = self._buffers[layer]
-        if held is None or held[0].shape[2] < length + new:
-            columns = length + new + max(MIN_ROOM, length // 4)
+        if held is None or held[0].shape[2] < end:
+            columns = end + max(MIN_ROOM, length // 4)
             held = (_with_room(past_k, columns), _with_room(past_v, columns))
             self._buffers[layer] = held
-        end = length + new
         held[0][:, :, length:end] = keys
         held[1][:, :, length:end] = values
         return held[0][:, :, :end], held[1][:, :, :end]
