@@ -47,10 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hnsw
 import numpy as np
+import torch
 from corpora import Corpus, Question, build
 
 from tests import postgres
 from tests.support import scratch_database
+from tunelab.hardware import bf16_fast
 from tunelab.models.registry import Registry
 from tunelab.retrieval.documents import extract_text
 
@@ -156,7 +158,8 @@ def tunelab_rows(client, database_url: str, corpus: Corpus, model, prefix: str):
     elapsed = time.perf_counter() - t
     texts = chunk_texts(database_url, vs.id)
     t = time.perf_counter()
-    model.encode([prefix + x for x in texts], batch_size=64, show_progress_bar=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_fast("cpu")):  # as served
+        model.encode([prefix + x for x in texts], batch_size=64, show_progress_bar=False)
     floor = time.perf_counter() - t
     print(f"  ingestion: {len(texts)} chunks in {elapsed:.0f} s = {len(texts) / elapsed:.1f} "
           f"chunks/s; plain encode of the same chunks {len(texts) / floor:.1f} chunks/s "
