@@ -49,8 +49,8 @@ from tunelab.retrieval.terms import encode_terms
 
 log = logging.getLogger(__name__)
 
-# Chunks embedded per call (the embedding service encodes them 64 per forward pass,
-# sorted by length, so a bigger call also pads less).
+# Chunks embedded per call (the embedding service sorts a call's texts by length into
+# forward passes of ~2048 tokens, so a bigger call also groups lengths better).
 EMBED_BATCH = 256
 # Starts of one file's indexing before a file that keeps stopping its indexer fails.
 # A start counts from the claim, and a server killed while it loads the embedding
@@ -92,8 +92,9 @@ class _Job(Claim):
 class Ingestor:
     """One background thread that claims files from the database in groups.
 
-    MiniLM on a CPU embeds 64 texts per forward pass about 2.5x faster per text than 8
-    (measured on the 2-core CI machine), and most files have only a few chunks, so the
+    Texts embedded together run faster per text than a few at a time (MiniLM on the
+    2-core machine: 64 short texts per call ~1.3x faster per text than 8, and 2.5x before
+    the embedding worker ran packed tokens), and most files have only a few chunks, so the
     thread claims every waiting file (up to EMBED_BATCH chunks' worth), chunks them,
     embeds all their chunks together, and commits each file on its own.
     """
