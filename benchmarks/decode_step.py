@@ -35,9 +35,9 @@ import torch
 from tunelab.inference.engine import stop_token_ids
 from tunelab.inference.forward import TorchForward
 from tunelab.inference.handle import Finished, Generation, SamplingParams
-from tunelab.inference.packed import pack_linears
 from tunelab.inference.worker import GenerationWorker
 from tunelab.models.loading import load_causal_lm, load_tokenizer
+from tunelab.models.packed import pack_linears
 from tunelab.models.registry import SMOLLM2, Registry
 from tunelab.settings import Settings
 
@@ -109,7 +109,7 @@ def main() -> None:
     tok = load_tokenizer(spec, cache)
     model = load_causal_lm(spec, cache, dtype=getattr(torch, args.dtype))
     served = load_causal_lm(spec, cache, dtype=getattr(torch, args.dtype))
-    if Settings().packed_weights:  # as the engine loads it (tunelab.inference.packed)
+    if Settings().packed_weights:  # as the engine loads it (tunelab.models.packed)
         pack_linears(served)
     text = tok.apply_chat_template(
         [{"role": "user", "content": PROMPT}], tokenize=False, add_generation_prompt=True

@@ -77,7 +77,7 @@ def matmul_peak(bf16: bool) -> float:
     import torch
     import torch.nn.functional as F
 
-    from tunelab.inference.packed import packed_weight, usable
+    from tunelab.models.packed import packed_weight, usable
 
     dtype = torch.bfloat16 if bf16 else torch.float32
     x, w = torch.randn(2048, 384, dtype=dtype), torch.randn(1536, 384, dtype=dtype)

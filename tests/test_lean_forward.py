@@ -21,7 +21,7 @@ from torch import nn
 from tunelab.inference import lean_forward, packed
 from tunelab.inference.forward import LEAN_KINDS, TorchForward
 from tunelab.inference.handle import AdapterRef, Generation, SamplingParams
-from tunelab.inference.packed import available, pack_linears
+from tunelab.models.packed import available, pack_linears
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""fp32 and bf16 linear layers on oneDNN-packed weights (tunelab.inference.packed).
+"""fp32 and bf16 linear layers on oneDNN-packed weights (tunelab.models.packed).
 
 What serving relies on: a packed layer gives F.linear's output (to float rounding)
 for one row, a batch and a prompt; a model keeps its answers; peft still wraps the
@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunelab.inference import packed
 from tunelab.inference.adapters import AdapterSet
-from tunelab.inference.packed import PackedLinear, pack_linears
+from tunelab.models import packed
+from tunelab.models.packed import PackedLinear, pack_linears
 from tunelab.settings import Settings
 
 pytestmark = [

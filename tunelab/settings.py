@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     inference_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     # fp32 (and, on CPUs with bf16 kernels, bf16) linear layers of models served on the
     # CPU run on a oneDNN-packed copy of their weights (2-3x faster for several streams;
-    # twice the linear weights' memory): tunelab.inference.packed.
+    # twice the linear weights' memory): tunelab.models.packed.
     packed_weights: bool = True
     # Full fine-tunes loaded at once are kept under this many MiB of weights.
     full_model_memory_mb: int = 4096

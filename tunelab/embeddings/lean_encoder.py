@@ -11,7 +11,7 @@ every product and norm sees only real tokens, and only attention pads, per group
 `ATTENTION_GROUP` texts of similar length (the flash kernel's cost on a CPU grows
 with the padded block, not the real tokens). q/k/v are one product, GELU runs as
 the intermediate product's fused post-op, and the products use weights cast once
-and packed once in oneDNN's blocked layout (tunelab.inference.packed). Numerics
+and packed once in oneDNN's blocked layout (tunelab.models.packed). Numerics
 follow autocast as transformers runs under it: products (and attention) in bf16
 where the worker serves bf16, sums and layer norms in fp32. Pooling (mean or CLS)
 is sentence-transformers' own rule. On the 2-core AVX512-BF16 machine this took
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunelab.inference.packed import packed_weight, usable
+from tunelab.models.packed import packed_weight, usable
 
 ATTENTION_GROUP = 16  # texts per padded attention call (measured: 64 -> 16 saved ~30%)
 

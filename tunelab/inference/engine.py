@@ -41,7 +41,7 @@ Worker = GenerationWorker[TorchForward]
 
 
 def _param_bytes(model: Any) -> int:
-    from tunelab.inference.packed import packed_bytes
+    from tunelab.models.packed import packed_bytes
 
     # (a fused q/k/v or gate/up form of the lean step takes its members' packed place)
     weights = sum(int(p.numel() * p.element_size()) for p in model.parameters())
@@ -93,8 +93,8 @@ class InferenceEngine:
             return worker
 
     def _load_model(self, spec: ModelSpec) -> Any:
-        from tunelab.inference.packed import pack_linears
         from tunelab.models.loading import load_causal_lm
+        from tunelab.models.packed import pack_linears
 
         s = self._settings
         model = load_causal_lm(

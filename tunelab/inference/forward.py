@@ -20,7 +20,7 @@ from tunelab.inference import lean_forward
 from tunelab.inference.adapters import AdapterSet
 from tunelab.inference.handle import AdapterRef, Generation
 from tunelab.inference.kvbatch import KVBatch
-from tunelab.inference.packed import unpacked
+from tunelab.models.packed import unpacked
 
 Layers = list[tuple[torch.Tensor, torch.Tensor]]
 log = logging.getLogger(__name__)

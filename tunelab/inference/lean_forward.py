@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunelab.inference.packed import PackedLinear, packed_weight, usable
+from tunelab.models.packed import PackedLinear, packed_weight, usable
 
 if TYPE_CHECKING:
     from tunelab.inference.row_lora import RowLora
@@ -112,7 +112,7 @@ def _products(
     member is a packed layer (and `fuse`), else one product each.
 
     The fused weight is kept on the first member's weight tensor, like a packed
-    weight (tunelab.inference.packed): a merged adapter copy swapped in as the
+    weight (tunelab.models.packed): a merged adapter copy swapped in as the
     members' weights gets a fused form of its own, freed with that copy."""
     members = _packed(owner, names) if fuse else None
     if members is None or not all(usable(x, m.weight) for m in members):

@@ -112,9 +112,9 @@ def mergeable_layers(model: Any, key: str) -> list[Any] | None:
 
 def _cost(base_layer: Any) -> int:
     """Bytes a merged copy of this layer's weight takes: twice on a packed layer,
-    whose copy gets a packed form of its own (tunelab.inference.packed), or its share
+    whose copy gets a packed form of its own (tunelab.models.packed), or its share
     of a fused one (q/k/v and gate/up in tunelab.inference.lean_forward)."""
-    from tunelab.inference.packed import PackedLinear
+    from tunelab.models.packed import PackedLinear
 
     weight = base_layer.weight
     copies = 2 if isinstance(base_layer, PackedLinear) else 1
