@@ -9,6 +9,9 @@ docs/retrieval.md ("Other levers").
               its dense score mixed into every chunk of the file with weight d
     filesum   each chunk's score + g x the mean of its file's 2nd-4th best scores
               (a page with several matching passages counts for more)
+    windows   each chunk also embedded as windows of 40 words (stride 20, the
+              document header in front); a chunk's dense score mixes in its best
+              window's with weight m (a question about one sentence of a long chunk)
     prf       pseudo-relevance feedback: the query vector + a x the mean of the top
               5 chunks' vectors, then ranked again
     adapt     domain adaptation of the embedding model on the corpus's own text
@@ -103,6 +106,17 @@ class Ranking:
 
         return score
 
+    def with_windows(self, vectors: np.ndarray, starts: np.ndarray, m: float) -> Scorer:
+        """`vectors`: every chunk's windows, chunk by chunk; `starts`: each chunk's first."""
+
+        def score(q: Question, vec: np.ndarray) -> np.ndarray:
+            best = np.maximum.reduceat(vectors @ vec, starts)
+            mixed = (1 - m) * (self.matrix @ vec) + m * best
+            dense = dense_scores(mixed, self.floor)
+            return (1 - KEYWORD_WEIGHT) * dense + KEYWORD_WEIGHT * self.keyword(q.question)
+
+        return score
+
     def with_feedback(self, a: float) -> Scorer:
         def score(q: Question, vec: np.ndarray) -> np.ndarray:
             top = np.argsort(-self.hybrid(q, vec))[:5]
@@ -133,9 +147,44 @@ def levers(corpus: Corpus, chosen: list[str]) -> None:
     if "filesum" in chosen:
         for g in (0.1, 0.2, 0.3):
             print(f"  filesum g={g:<4}      {measure(ix, asked, ranking.with_file_sum(g))}")
+    if "windows" in chosen:
+        texts, starts = windows(ix.texts)
+        path = CACHE / "vectors" / f"{corpus.name}-{MODEL}-windows40-{len(texts)}.npy"
+        if path.exists():
+            vectors = np.load(path)
+        else:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                vectors = model.encode(texts, batch_size=64, normalize_embeddings=True)
+            np.save(path, vectors)
+        print(f"  ({len(texts)} windows)")
+        for split in ("dev", "report"):
+            qs = corpus.questions(split)
+            got = list(zip(qs, model.encode([q.question for q in qs], normalize_embeddings=True),
+                           strict=True))  # fmt: skip
+            print(f"  {split:<6} default   {measure(ix, got, ranking.hybrid)}")
+            for m in (0.2, 0.4, 0.6):
+                scorer = ranking.with_windows(vectors, starts, m)
+                print(f"  {split:<6} windows m={m:<4} {measure(ix, got, scorer)}")
     if "prf" in chosen:
         for a in (0.3, 0.6):
             print(f"  prf a={a:<4}          {measure(ix, asked, ranking.with_feedback(a))}")
+
+
+def windows(chunks: list[str]) -> tuple[list[str], np.ndarray]:
+    """Each chunk's body as windows of 40 words, stride 20, its header in front; and
+    where each chunk's windows start."""
+    texts, starts = [], []
+    for chunk in chunks:
+        head, _, body = chunk.partition("\n\n") if "\n\n" in chunk else ("", "", chunk)
+        words = body.split() or [""]
+        starts.append(len(texts))
+        for at in range(0, max(1, len(words) - 20), 20):
+            texts.append(
+                f"{head}\n\n{' '.join(words[at : at + 40])}"
+                if head
+                else " ".join(words[at : at + 40])
+            )
+    return texts, np.array(starts)
 
 
 def floor_of(model) -> float:  # type: ignore[no-untyped-def]

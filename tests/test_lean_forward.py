@@ -18,9 +18,10 @@ import pytest
 import torch
 from torch import nn
 
-from tunelab.inference import lean_forward, packed
+from tunelab.inference import lean_forward
 from tunelab.inference.forward import LEAN_KINDS, TorchForward
 from tunelab.inference.handle import AdapterRef, Generation, SamplingParams
+from tunelab.models import packed
 from tunelab.models.packed import available, pack_linears
 
 pytestmark = pytest.mark.unit
