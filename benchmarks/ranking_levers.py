@@ -12,6 +12,9 @@ docs/retrieval.md ("Other levers").
     windows   each chunk also embedded as windows of 40 words (stride 20, the
               document header in front); a chunk's dense score mixes in its best
               window's with weight m (a question about one sentence of a long chunk)
+    hyde      a hypothetical answer (HyDE, Gao et al. 2022): SmolLM2 asked which
+              command does what the question asks, its answer embedded and added to
+              the question's vector with weight h
     prf       pseudo-relevance feedback: the query vector + a x the mean of the top
               5 chunks' vectors, then ranked again
     adapt     domain adaptation of the embedding model on the corpus's own text
@@ -20,7 +23,7 @@ docs/retrieval.md ("Other levers").
               no question is used, so the held-out split is reported too
 
     .venv/bin/python benchmarks/ranking_levers.py [--corpora man-en,python-doc]
-        [--levers header,filesum,prf] [--adapt man-en] [--epochs 1] [--lr 3e-5]
+        [--levers header,filesum,prf,windows,hyde] [--adapt man-en] [--epochs 1] [--lr 3e-5]
 """
 
 from __future__ import annotations
@@ -165,6 +168,14 @@ def levers(corpus: Corpus, chosen: list[str]) -> None:
             for m in (0.2, 0.4, 0.6):
                 scorer = ranking.with_windows(vectors, starts, m)
                 print(f"  {split:<6} windows m={m:<4} {measure(ix, got, scorer)}")
+    if "hyde" in chosen:
+        answers = hypothetical_answers([q.question for q, _ in asked])
+        print(f"  (e.g. {asked[0][0].question!r} -> {answers[0]!r})")
+        extra = model.encode(answers, normalize_embeddings=True)
+        for h in (0.2, 0.4, 0.7, 1.0):
+            moved = [(q, v + h * e) for (q, v), e in zip(asked, extra, strict=True)]
+            moved = [(q, v / np.linalg.norm(v)) for q, v in moved]
+            print(f"  hyde h={h:<4}         {measure(ix, moved, ranking.hybrid)}")
     if "prf" in chosen:
         for a in (0.3, 0.6):
             print(f"  prf a={a:<4}          {measure(ix, asked, ranking.with_feedback(a))}")
@@ -185,6 +196,31 @@ def windows(chunks: list[str]) -> tuple[list[str], np.ndarray]:
                 else " ".join(words[at : at + 40])
             )
     return texts, np.array(starts)
+
+
+def hypothetical_answers(questions: list[str]) -> list[str]:
+    """SmolLM2-135M-Instruct's greedy one-line answer to each question (cached)."""
+    import json
+
+    from tunelab.models.loading import load_causal_lm, load_tokenizer
+    from tunelab.models.registry import SMOLLM2, Registry
+
+    path = CACHE / "hyde.json"
+    known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    missing = [q for q in questions if q not in known]
+    if missing:
+        spec = Registry.load().get(SMOLLM2)
+        lm, tok = load_causal_lm(spec, CACHE / "models"), load_tokenizer(spec, CACHE / "models")
+        for q in missing:
+            ask = "Which Linux command does this? Name the command and say in one sentence "
+            messages = [{"role": "user", "content": f"{ask}what it does.\n\n{q}"}]
+            ids = tok.apply_chat_template(messages, add_generation_prompt=True,
+                                          return_tensors="pt", return_dict=True)  # fmt: skip
+            with torch.inference_mode():
+                out = lm.generate(**ids, max_new_tokens=40, do_sample=False)
+            known[q] = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+        path.write_text(json.dumps(known, ensure_ascii=False))
+    return [known[q] for q in questions]
 
 
 def floor_of(model) -> float:  # type: ignore[no-untyped-def]
