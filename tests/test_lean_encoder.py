@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,47 @@ def test_a_lean_encoder_that_disagrees_is_dropped_for_the_reference(
         assert (vec * want).sum() > 0.99999
     finally:
         worker.stop()
+
+
+@pytest.mark.realmodel
+def test_the_worker_loads_and_checks_its_model_on_its_own_thread(
+    model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the worker's thread runs the model: another thread that ran it (the
+    request thread that loaded it) would be a second OpenMP master, and libgomp then
+    stops spin-waiting between the forward pass's small operations (service._run)."""
+    from tunelab.models import loading
+
+    threads: list[str] = []
+    real_load, real_check = loading.load_sentence_transformer, _ModelWorker._checked
+
+    def load(*args: object, **kwargs: object) -> SentenceTransformer:
+        threads.append(threading.current_thread().name)
+        return real_load(*args, **kwargs)  # type: ignore[arg-type]
+
+    def check(self: _ModelWorker, lean: LeanEncoder | None) -> LeanEncoder | None:
+        threads.append(threading.current_thread().name)
+        return real_check(self, lean)
+
+    monkeypatch.setattr(loading, "load_sentence_transformer", load)
+    monkeypatch.setattr(_ModelWorker, "_checked", check)
+    worker = _ModelWorker(Registry.load().get(MINILM), model_cache, "cpu", 0.005, 256, bf16=False)
+    try:
+        assert threads == [f"embed-{MINILM}"] * 2
+        assert worker.lean is not None
+    finally:
+        worker.stop()
+
+
+@pytest.mark.unit
+def test_a_model_that_fails_to_load_raises_from_the_constructor(
+    model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tunelab.models import loading
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("the model directory is unreadable")
+
+    monkeypatch.setattr(loading, "load_sentence_transformer", broken)
+    with pytest.raises(OSError, match="unreadable"):
+        _ModelWorker(Registry.load().get(MINILM), model_cache, "cpu", 0.005, 256, bf16=False)
