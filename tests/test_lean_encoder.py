@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from pathlib import Path
 
 import pytest
@@ -158,36 +157,6 @@ def test_a_lean_encoder_that_disagrees_is_dropped_for_the_reference(
         vec = worker.submit(["How do I reset my router?"], "query", None).result(30).vectors
         want = worker.model.encode(["How do I reset my router?"], normalize_embeddings=True)
         assert (vec * want).sum() > 0.99999
-    finally:
-        worker.stop()
-
-
-@pytest.mark.realmodel
-def test_the_worker_loads_and_checks_its_model_on_its_own_thread(
-    model_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Only the worker's thread runs the model: another thread that ran it (the
-    request thread that loaded it) would be a second OpenMP master, and libgomp then
-    stops spin-waiting between the forward pass's small operations (service._run)."""
-    from tunelab.models import loading
-
-    threads: list[str] = []
-    real_load, real_check = loading.load_sentence_transformer, _ModelWorker._checked
-
-    def load(*args: object, **kwargs: object) -> SentenceTransformer:
-        threads.append(threading.current_thread().name)
-        return real_load(*args, **kwargs)  # type: ignore[arg-type]
-
-    def check(self: _ModelWorker, lean: LeanEncoder | None) -> LeanEncoder | None:
-        threads.append(threading.current_thread().name)
-        return real_check(self, lean)
-
-    monkeypatch.setattr(loading, "load_sentence_transformer", load)
-    monkeypatch.setattr(_ModelWorker, "_checked", check)
-    worker = _ModelWorker(Registry.load().get(MINILM), model_cache, "cpu", 0.005, 256, bf16=False)
-    try:
-        assert threads == [f"embed-{MINILM}"] * 2
-        assert worker.lean is not None
     finally:
         worker.stop()
 

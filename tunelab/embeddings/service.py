@@ -25,6 +25,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tunelab import compute
 from tunelab.embeddings.protocol import Embedded, TextKind, TokenLimits, Vectors
 from tunelab.errors import InvalidRequest
 from tunelab.models.registry import ModelSpec, Registry
@@ -43,10 +45,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Tokens per forward pass, longest texts first. Measured with the lean encoder on the
-# 2-core AVX512-BF16 machine: 1024-4096 run alike (short texts and 256-token ones,
-# MiniLM and e5); 64 texts of 256 tokens in one pass ran 20% slower than in two.
-FORWARD_TOKENS = 2048
+# Tokens per forward pass on a CPU, longest texts first. Measured with the lean encoder
+# on the 2-core AVX512-BF16 machine: 512-4096 run within a few percent of each other
+# (short texts and 256-token ones, MiniLM and e5), while 64 texts of 256 tokens in one
+# pass ran 20% slower than in two. Small passes matter because a pass holds the compute
+# thread (tunelab.compute) that generation steps wait for: with chat streaming while a
+# store indexed 60 man pages, 512-token passes left chat 22 tokens/s, 2048 left it 10.
+FORWARD_TOKENS = 512
+# On a GPU passes run on the worker's own thread and want to be large (not measured
+# here; 64 texts of 256 tokens is what the service ran before it counted tokens).
+GPU_FORWARD_TOKENS = 16384
 # The lean encoder's check when a model loads (`_checked`): texts of many lengths (so
 # attention groups pad, and one is truncated), in two scripts. Cosines to the
 # reference, MiniLM / e5: bf16 rounding 0.99996 / 0.99999 (as far as autocast is from
@@ -79,8 +87,8 @@ class _ModelWorker:
         max_batch: int,
         bf16: bool,
     ):
-        """Load the model and check the lean encoder, both on the worker's own thread
-        (see `_run`); returns once that is done, raising what loading raised."""
+        """Load the model and check the lean encoder (on the compute thread, see
+        `_run`); returns once that is done, raising what loading raised."""
         self.window_s = window_s
         self.max_batch = max_batch
         self.expected = 1  # requests in the last batch
@@ -168,15 +176,10 @@ class _ModelWorker:
         return batch
 
     def _run(self, spec: ModelSpec, cache_dir: Path) -> None:
-        # Loading and the lean encoder's check run here, so this is the only thread
-        # that runs the model's parallel work. libgomp gives every thread that starts
-        # parallel work a team of its own, and once a process has more team threads
-        # than cores it stops spin-waiting between parallel regions: each of the
-        # ~60 operations of a forward pass then waits for its team to wake. Loaded on
-        # the request thread (which lives on in the server's pool), one short text
-        # took 4.7 ms instead of 1.4, eight 13.6 instead of 7.6 (2-core machine).
+        # Loading, the lean encoder's check and every forward pass run on the process's
+        # compute thread (tunelab.compute): one thread runs all model work on a CPU.
         try:
-            self._load(spec, cache_dir)
+            compute.run(self._load, spec, cache_dir, device=self.device)
         except BaseException as e:  # the constructor raises it on its own thread
             self._failure = e
             return
@@ -237,18 +240,20 @@ class _ModelWorker:
 
     def _forward(self, ids: list[list[int]]) -> np.ndarray:
         """Normalised embeddings for token id lists, longest first in passes of at
-        most FORWARD_TOKENS tokens (a longer text runs alone)."""
+        most FORWARD_TOKENS tokens on a CPU (a longer text runs alone)."""
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         out = np.empty((len(ids), self.dims), dtype=np.float32)
         run = self.lean or self._reference
+        budget = FORWARD_TOKENS if self.device.startswith("cpu") else GPU_FORWARD_TOKENS
         start = 0
         while start < len(order):
             end, tokens = start + 1, len(ids[order[start]])
-            while end < len(order) and tokens + len(ids[order[end]]) <= FORWARD_TOKENS:
+            while end < len(order) and tokens + len(ids[order[end]]) <= budget:
                 tokens += len(ids[order[end]])
                 end += 1
             group = order[start:end]
-            out[group] = run([ids[i] for i in group]).float().cpu().numpy()
+            # One pass at a time, so a generation step waits for at most one.
+            out[group] = compute.run(_vectors, run, [ids[i] for i in group], device=self.device)
             start = end
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
@@ -308,6 +313,11 @@ class _ModelWorker:
             cosine,
         )
         return None
+
+
+def _vectors(run: Callable[[list[list[int]]], torch.Tensor], ids: list[list[int]]) -> np.ndarray:
+    out: np.ndarray = run(ids).float().cpu().numpy()
+    return out
 
 
 class EmbeddingService:

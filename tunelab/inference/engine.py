@@ -13,6 +13,7 @@ second for SmolLM2 once converted); `preload()` does it ahead of time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -20,6 +21,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from tunelab import compute
 from tunelab.errors import ModelUnavailable, Overloaded
 from tunelab.hardware import bf16_fast, resolve_device
 from tunelab.inference.forward import TorchForward
@@ -73,6 +75,7 @@ class InferenceEngine:
             name=name,
             max_batch=s.max_batch_size,
             max_queued=s.max_queued_requests,
+            device=resolve_device(s.device),
         )
 
     def worker(self, target: Target) -> Worker:
@@ -97,9 +100,12 @@ class InferenceEngine:
         from tunelab.models.packed import pack_linears
 
         s = self._settings
-        model = load_causal_lm(
-            spec, s.model_cache_dir, device=resolve_device(s.device), dtype=self._dtype()
+        device = resolve_device(s.device)
+        # On the compute thread, like every step that runs it (tunelab.compute).
+        load = functools.partial(
+            load_causal_lm, spec, s.model_cache_dir, device=device, dtype=self._dtype()
         )
+        model = compute.run(load, device=device)
         if s.packed_weights:
             pack_linears(model)
         return model

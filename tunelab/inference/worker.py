@@ -36,6 +36,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
+from tunelab import compute
 from tunelab.errors import TunelabError, queue_full
 from tunelab.inference.constrained import ConstraintFailed, TokenConstraint, blocked_tokens
 from tunelab.inference.forward import Forward
@@ -93,9 +94,17 @@ F = TypeVar("F", bound=Forward)
 
 class GenerationWorker(Generic[F]):
     def __init__(
-        self, forward: F, tokenizer: Any, *, name: str, max_batch: int, max_queued: int
+        self,
+        forward: F,
+        tokenizer: Any,
+        *,
+        name: str,
+        max_batch: int,
+        max_queued: int,
+        device: str = "cpu",
     ) -> None:
         self.name = name
+        self.device = device  # where the model runs: a CPU's work goes to tunelab.compute
         self.forward = forward
         self.tokenizer = tokenizer
         self.max_batch = max(1, max_batch)
@@ -147,12 +156,8 @@ class GenerationWorker(Generic[F]):
                 if self._stopping:
                     break
                 admitted = self._admissible()
-            try:
-                with torch.inference_mode():
-                    if admitted:
-                        self._admit(admitted)
-                    if self._active:
-                        self._step()
+            try:  # on the process's compute thread (tunelab.compute)
+                compute.run(self._iterate, admitted, device=self.device)
             except Exception as e:  # a failed forward must not leave requests hanging
                 log.exception("generation step failed on %s", self.name)
                 for seq in self._active:
@@ -164,6 +169,14 @@ class GenerationWorker(Generic[F]):
             gen.put(Failed(RuntimeError("the server is shutting down")))
         for seq in self._active:
             seq.gen.put(Failed(RuntimeError("the server is shutting down")))
+
+    def _iterate(self, admitted: list[Generation]) -> None:
+        """Start the admitted requests, then one step of every running sequence."""
+        with torch.inference_mode():
+            if admitted:
+                self._admit(admitted)
+            if self._active:
+                self._step()
 
     def _admissible(self) -> list[Generation]:
         """Waiting requests whose choices fit in the batch now (called holding the lock)."""

@@ -50,7 +50,7 @@ from tunelab.retrieval.terms import encode_terms
 log = logging.getLogger(__name__)
 
 # Chunks embedded per call (the embedding service sorts a call's texts by length into
-# forward passes of ~2048 tokens, so a bigger call also groups lengths better).
+# forward passes of FORWARD_TOKENS tokens, so a bigger call also groups lengths better).
 EMBED_BATCH = 256
 # Starts of one file's indexing before a file that keeps stopping its indexer fails.
 # A start counts from the claim, and a server killed while it loads the embedding
