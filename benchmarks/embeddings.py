@@ -77,14 +77,13 @@ def matmul_peak(bf16: bool) -> float:
     import torch
     import torch.nn.functional as F
 
-    from tunelab.models.packed import packed_weight, usable
+    from tunelab.models.packed import linear, usable
 
     dtype = torch.bfloat16 if bf16 else torch.float32
     x, w = torch.randn(2048, 384, dtype=dtype), torch.randn(1536, 384, dtype=dtype)
     products: list[Callable[[], object]] = [lambda: F.linear(x, w)]
     if usable(x, w):
-        packed = packed_weight(w)
-        products.append(lambda: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], ""))
+        products.append(lambda: linear(x, w, None))
     best = 0.0
     for product in products:
         for _ in range(3):

@@ -15,7 +15,8 @@ and packed once in oneDNN's blocked layout (tunelab.models.packed). Numerics
 follow autocast as transformers runs under it: products (and attention) in bf16
 where the worker serves bf16, sums and layer norms in fp32. Pooling (mean or CLS)
 is sentence-transformers' own rule. On the 2-core AVX512-BF16 machine this took
-MiniLM from ~330 to ~550 texts/s on the benchmark corpus (docs/retrieval.md).
+MiniLM from ~340 to ~640 texts/s on the benchmark corpus in-process (README,
+Embeddings).
 
 It covers sentence-transformers models that are exactly "BERT, then mean or CLS
 pooling, then optionally normalisation" (`build` returns None for anything else,
@@ -26,13 +27,13 @@ disagree, so an unexpected variant costs speed, never correctness.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunelab.models.packed import packed_weight, usable
+from tunelab.models.packed import linear, usable
 
 ATTENTION_GROUP = 16  # texts per padded attention call (measured: 64 -> 16 saved ~30%)
 
@@ -69,33 +70,38 @@ def _product(
     w, b = wb
     x = x.to(w.dtype)
     if usable(x, w):
-        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
-            x, packed_weight(w), b, "gelu" if gelu else "none", [], "none" if gelu else ""
-        )
-        return out
+        return linear(x, w, b, gelu=gelu)
     y = F.linear(x, w, b)
     return F.gelu(y) if gelu else y
 
 
-class _Groups:
-    """Where each packed token sits in its attention group's padded block, computed
-    once per batch and shared by every layer. Texts are sorted longest first."""
+class _Span(NamedTuple):
+    """One attention group: its tokens' place in the packed batch and its padded block."""
 
-    def __init__(self, lengths: list[int], device: torch.device) -> None:
-        self.spans: list[tuple[int, int, int, int, torch.Tensor | None, torch.Tensor | None]] = []
-        start = 0
-        for g in range(0, len(lengths), ATTENTION_GROUP):
-            group = lengths[g : g + ATTENTION_GROUP]
-            n, width = sum(group), group[0]
-            if group[-1] == width:  # all one length: the packed tokens are the block
-                self.spans.append((start, n, len(group), width, None, None))
-            else:
-                keep = torch.arange(width)[None, :] < torch.tensor(group)[:, None]
-                index = keep.view(-1).nonzero().view(-1).to(device)
-                self.spans.append(
-                    (start, n, len(group), width, index, keep[:, None, None, :].to(device))
-                )
-            start += n
+    start: int  # first packed token
+    tokens: int
+    rows: int  # texts
+    width: int  # the longest text's tokens
+    where: torch.Tensor | None  # each packed token's place in the block; None: no padding
+    mask: torch.Tensor | None  # (rows, 1, 1, width) real tokens; None: no padding
+
+
+def _spans(lengths: list[int], device: torch.device) -> list[_Span]:
+    """The attention groups of texts sorted longest first, computed once per batch and
+    shared by every layer."""
+    spans, start = [], 0
+    for g in range(0, len(lengths), ATTENTION_GROUP):
+        group = lengths[g : g + ATTENTION_GROUP]
+        n, width = sum(group), group[0]
+        if group[-1] == width:  # all one length: the packed tokens are the block
+            spans.append(_Span(start, n, len(group), width, None, None))
+        else:
+            keep = torch.arange(width)[None, :] < torch.tensor(group)[:, None]
+            index = keep.view(-1).nonzero().view(-1).to(device)
+            mask = keep[:, None, None, :].to(device)
+            spans.append(_Span(start, n, len(group), width, index, mask))
+        start += n
+    return spans
 
 
 class LeanEncoder:
@@ -119,9 +125,9 @@ class LeanEncoder:
         emb = self.embeddings
         x = emb.word_embeddings(flat) + emb.position_embeddings(positions)
         x = emb.LayerNorm(x + emb.token_type_embeddings.weight[0])  # token type 0, as served
-        groups = _Groups(lengths, self.device)
+        spans = _spans(lengths, self.device)
         for layer in self.layers:
-            att = self._attention(_product(x, layer.qkv), groups)
+            att = self._attention(_product(x, layer.qkv), spans)
             x = layer.norm1(_product(att, layer.attention_out) + x)
             x = layer.norm2(_product(_product(x, layer.intermediate, gelu=True), layer.out) + x)
         x = x.float()
@@ -136,19 +142,19 @@ class LeanEncoder:
         out[torch.tensor(order, device=self.device)] = pooled
         return out
 
-    def _attention(self, qkv: torch.Tensor, groups: _Groups) -> torch.Tensor:
+    def _attention(self, qkv: torch.Tensor, spans: list[_Span]) -> torch.Tensor:
         """Each text's self-attention, for packed q/k/v: packed outputs."""
         heads, size = self.heads, self.hidden // self.heads
         outs = []
-        for start, n, rows, width, index, mask in groups.spans:
-            part = qkv[start : start + n]
-            if index is not None:
-                block = part.new_zeros(rows * width, part.shape[1]).index_copy_(0, index, part)
-                part = block
-            q, k, v = part.view(rows, width, 3, heads, size).permute(2, 0, 3, 1, 4)
-            att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            att = att.transpose(1, 2).reshape(rows * width, self.hidden)
-            outs.append(att if index is None else att.index_select(0, index))
+        for span in spans:
+            part = qkv[span.start : span.start + span.tokens]
+            if span.where is not None:
+                block = part.new_zeros(span.rows * span.width, part.shape[1])
+                part = block.index_copy_(0, span.where, part)
+            q, k, v = part.view(span.rows, span.width, 3, heads, size).permute(2, 0, 3, 1, 4)
+            att = F.scaled_dot_product_attention(q, k, v, attn_mask=span.mask)
+            att = att.transpose(1, 2).reshape(span.rows * span.width, self.hidden)
+            outs.append(att if span.where is None else att.index_select(0, span.where))
         return torch.cat(outs) if len(outs) > 1 else outs[0]
 
 

@@ -61,10 +61,18 @@ class PackedLinear(nn.Linear):
         grad = torch.is_grad_enabled() and (w.requires_grad or x.requires_grad)
         if grad or getattr(_dense, "on", False) or not usable(x, w):
             return F.linear(x, w, self.bias)
-        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
-            x, packed_weight(w), self.bias, "none", [], ""
-        )
-        return out
+        return linear(x, w, self.bias)
+
+
+def linear(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, *, gelu: bool = False
+) -> torch.Tensor:
+    """x @ w.T + b on w's packed form (then erf GELU, fused into the product); the
+    caller has checked `usable(x, w)`."""
+    out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
+        x, packed_weight(w), b, "gelu" if gelu else "none", [], "none" if gelu else ""
+    )
+    return out
 
 
 @contextmanager
